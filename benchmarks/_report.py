@@ -1,0 +1,69 @@
+"""Shared benchmark reporting: what machine ran it, and result rows appended to benchmarks/README.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+README = Path(__file__).resolve().with_name("README.md")
+README_TITLE = "# Benchmarks\n\nResults appended by the scripts in this folder, one row per run (newest last).\n"
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else what :mod:`platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware"):
+                return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, usable cores, GPU, library versions and the UTC date of this run."""
+    import torch
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu_model(),
+        "cores": usable,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _table_line(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(cell).replace("|", "/") for cell in cells) + " |"
+
+
+def append_result(section: str, row: Mapping[str, Any], readme: Path = README) -> None:
+    """Append ``row`` to the markdown table under ``## section`` of ``readme``, creating what is missing.
+
+    The table's columns are the row's keys; a new section (with its header row) is
+    added at the end of the file when ``## section`` does not exist yet.
+    """
+    from segkit.data.io import atomic_write
+
+    text = readme.read_text() if readme.is_file() else README_TITLE
+    lines = text.rstrip("\n").splitlines()
+    heading = f"## {section}"
+    new_row = _table_line(row.values())
+    if heading not in lines:
+        header = [_table_line(row.keys()), _table_line(["---"] * len(row))]
+        lines += ["", heading, "", *header, new_row]
+    else:
+        start = lines.index(heading) + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+        table = [i for i in range(start, end) if lines[i].startswith("|")]
+        if table:
+            lines.insert(table[-1] + 1, new_row)
+        else:
+            lines[end:end] = ["", _table_line(row.keys()), _table_line(["---"] * len(row)), new_row]
+    atomic_write(readme, lambda temp: temp.write_text("\n".join(lines) + "\n"))

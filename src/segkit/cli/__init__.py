@@ -1,0 +1,59 @@
+"""The ``segkit`` command line: parses arguments and calls the library.
+
+Each sub-command lives in its own module of this package with two functions,
+``add_parser(subparsers)`` and ``run(args) -> int``; nothing else happens here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from segkit.errors import SegkitError
+
+# Sub-command name -> module in segkit.cli (imported lazily so `segkit --help` stays fast).
+COMMANDS: dict[str, str] = {
+    "convert": "convert",
+    "inspect": "inspect_cmd",
+    "show": "show",
+    "train": "train",
+    "demo": "demo",
+    "evaluate": "evaluate",
+    "models": "models",
+    "serve": "serve",
+    "predict": "predict",
+    "export": "export",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segkit", description="Semantic segmentation: convert, inspect, train, evaluate, predict."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"segkit.cli.{module_name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except SegkitError as error:
+        print(f"segkit: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("segkit: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,46 @@
+"""``segkit convert FORMAT SRC OUT``: turn annotation folders into images/ + masks/."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert annotations (labelme) into images/, masks/ and class_names.txt",
+        description="Convert an annotation folder into images/, masks/ (index PNG), class_names.txt.",
+    )
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    labelme = formats.add_parser(
+        "labelme",
+        help="a folder of labelme JSON files",
+        description="Rasterise every labelme JSON of SRC (polygons, rectangles, circles, lines, points, masks) "
+        "into OUT/images, OUT/masks (0 background, 255 = __ignore__), OUT/class_names.txt and "
+        "OUT/visualization.",
+    )
+    labelme.add_argument("src", metavar="SRC", help="folder with labelme .json files and their images")
+    labelme.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
+    labelme.add_argument(
+        "--labels",
+        metavar="FILE|a,b,c",
+        help="class names in index order: a labels.txt (one per line, __ignore__ and _background_ lines "
+        "allowed) or a comma list; default: all labels found, sorted, _background_ first",
+    )
+    labelme.add_argument("--noviz", action="store_true", help="do not write visualization/ overlays")
+    labelme.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT once the new one is done")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segkit.data.convert import convert_labelme
+    from segkit.data.labelme import parse_label_list
+
+    labels = None if args.labels is None else parse_label_list(args.labels)
+    result = convert_labelme(args.src, args.out, labels=labels, noviz=args.noviz, overwrite=args.overwrite)
+    origin = "using" if labels is not None else "found"
+    print(f"{origin} {len(result.class_names)} labels: {', '.join(result.class_names)}")
+    print(f"converted {result.num_images} images -> {result.out}")
+    if result.warnings:
+        print(f"{len(result.warnings)} warning(s), see above")
+    return 0

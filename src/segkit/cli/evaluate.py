@@ -1,0 +1,85 @@
+"""``segkit evaluate``: metrics of a checkpoint on a dataset, or of predicted mask folders."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="pixel accuracy, IoU, Dice ... of a checkpoint or of predicted masks",
+        description=(
+            "Evaluate a checkpoint on a dataset (segkit evaluate CHECKPOINT DATA) or a folder of "
+            "predicted masks against true masks paired by file name (segkit evaluate --pred DIR --true DIR). "
+            "Prints a per-class table and summary; --json writes every metric."
+        ),
+    )
+    parser.add_argument("checkpoint", nargs="?", type=Path, metavar="CHECKPOINT", help="trained checkpoint (.pt)")
+    parser.add_argument("data", nargs="?", type=Path, metavar="DATA", help="dataset folder to evaluate it on")
+    parser.add_argument("--pred", type=Path, metavar="DIR", help="folder of predicted index masks (<stem>.png)")
+    parser.add_argument("--true", type=Path, metavar="DIR", help="folder of true masks with the same stems")
+    parser.add_argument(
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help="with --pred: class names, one per line (__ignore__ skipped), or a JSON/CSV colour table",
+    )
+    parser.add_argument(
+        "--num-classes", type=int, metavar="N", help="with --pred: number of classes (default: largest value + 1)"
+    )
+    parser.add_argument("--ignore-index", type=int, default=255, metavar="V", help="true value to ignore (default 255)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write all metrics as JSON (NaN as null)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, metavar="N", help="with a checkpoint: images per batch (default 8)"
+    )
+    parser.add_argument("--device", default="auto", help="with a checkpoint: auto, cpu, cuda:N, mps (default auto)")
+    parser.set_defaults(func=run, evaluate_parser=parser)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Exactly one of the two forms, with the options that belong to it."""
+    parser: argparse.ArgumentParser = args.evaluate_parser
+    checkpoint_form = args.checkpoint is not None
+    folder_form = args.pred is not None or args.true is not None
+    complete = args.data is not None if checkpoint_form else args.pred is not None and args.true is not None
+    if checkpoint_form == folder_form or not complete:
+        parser.error("give either CHECKPOINT DATA or --pred DIR --true DIR")
+    if checkpoint_form and (args.classes is not None or args.num_classes is not None):
+        parser.error("--classes and --num-classes only apply with --pred/--true (a checkpoint knows its classes)")
+
+
+def run(args: argparse.Namespace) -> int:
+    _validate(args)
+    from segkit.evaluation.report import format_table, write_json
+
+    if args.pred is not None:
+        from segkit.evaluation.folders import evaluate_folders
+
+        metrics = evaluate_folders(
+            args.pred,
+            args.true,
+            class_names=args.classes,
+            ignore_index=args.ignore_index,
+            num_classes=args.num_classes,
+        )
+    else:
+        from segkit.evaluation.evaluate import evaluate_checkpoint
+
+        metrics = evaluate_checkpoint(
+            args.checkpoint,
+            args.data,
+            batch_size=args.batch_size,
+            device=args.device,
+            ignore_index=args.ignore_index,
+        )
+    print(format_table(metrics))
+    if args.json is not None:
+        write_json(metrics, args.json)
+        logger.info("wrote %s", args.json)
+    return 0

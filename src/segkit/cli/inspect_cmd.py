@@ -1,0 +1,44 @@
+"""``segkit inspect DATA``: report a dataset's pairs, sizes, classes, shares and problems."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="report a dataset: pairs, image sizes, classes, pixel shares, problems",
+        description="Read every image and mask of DATA once and report what was found. Problems "
+        "(image without mask, unreadable file, size mismatch, unexpected values) are listed, not fatal.",
+    )
+    parser.add_argument(
+        "data", metavar="DATA", help="dataset folder (labelme, images/+masks/, VOC, or with train/ val/)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--masks", metavar="DIRNAME", help="name of the mask folder beside images/ (default masks)")
+    parser.add_argument("--colors", metavar="FILE", help="colour table (JSON or CSV) for RGB colour-coded masks")
+    parser.add_argument("--classes", metavar="FILE|a,b", help="class names in index order: a file or a,b,c")
+    parser.add_argument("--ignore-index", type=int, default=255, help="mask value of unlabelled pixels (default 255)")
+    parser.add_argument("--split", metavar="NAME", help="split sub-folder or VOC ImageSets list (default train)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from segkit.data.inspect import format_report, inspect_source
+    from segkit.data.sources import open_source
+
+    source = open_source(
+        args.data,
+        split=args.split,
+        masks=args.masks,
+        colors=args.colors,
+        classes=args.classes,
+        ignore_index=args.ignore_index,
+    )
+    report = inspect_source(source, progress=not args.json and sys.stderr.isatty())
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0

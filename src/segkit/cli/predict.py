@@ -1,0 +1,100 @@
+"""``segkit predict``: masks for images with a trained checkpoint, at each image's size."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict masks for images with a checkpoint",
+        description=(
+            "Predict a mask for every input image and write DIR/<stem>.png: a palette PNG of class "
+            "indices at the image's original size. INPUT may be files, folders (their images, sorted) "
+            "or quoted globs ('photos/**/*.jpg'). Outputs appear only when every image succeeded; "
+            "other files in DIR are kept."
+        ),
+    )
+    parser.add_argument("checkpoint", type=Path, help="trained checkpoint (.pt) or `segkit export` model (.onnx)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--color", action="store_true", help="also write DIR/<stem>_color.png (class colours)")
+    parser.add_argument("--overlay", action="store_true", help="also write DIR/<stem>_overlay.jpg (colours on the image)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay colours (default 0.5)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="images (or tile windows) per forward pass (default 8)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    parser.add_argument(
+        "--threshold", type=float, metavar="T", help="binary checkpoints: foreground probability threshold"
+    )
+    parser.add_argument(
+        "--tile", type=_tile_size, default="auto", metavar="N|HxW",
+        help="predict in overlapping N x N (or H x W) windows of original pixels, blended with a Gaussian "
+        "weight; 0 never tiles; default auto: crop checkpoints tile images larger than 2 x img_size",
+    )
+    parser.add_argument(
+        "--overlap", type=float, default=0.25, help="fraction of a window shared with its neighbour (default 0.25)"
+    )
+    parser.add_argument(
+        "--tta", default="none", metavar="AUG",
+        help="test-time augmentation: none (default), flip, vflip, scale or a combination such as flip+scale",
+    )
+    parser.set_defaults(func=run, predict_parser=parser)
+    return parser
+
+
+def _tile_size(text: str) -> str | tuple[int, int] | None:
+    """``auto`` -> ``"auto"``; ``0`` -> ``None`` (never tile); ``512`` or ``512x768`` -> ``(height, width)``."""
+    if text == "auto":
+        return text
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected auto, 0, N or HxW, got {text!r}")
+    sides = [int(part) for part in parts]
+    if sides == [0]:
+        return None
+    if 0 in sides:
+        raise argparse.ArgumentTypeError(f"window sides must be positive, got {text!r}")
+    return (sides[0], sides[-1])
+
+
+def run(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.predict_parser
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha must be between 0 and 1, not {args.alpha}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold must be between 0 and 1, not {args.threshold}")
+    if not 0.0 <= args.overlap < 1.0:
+        parser.error(f"--overlap must be at least 0 and below 1, not {args.overlap}")
+
+    from segkit.errors import SegkitError
+    from segkit.prediction.predictor import Predictor
+    from segkit.prediction.tiling import TileConfig
+    from segkit.prediction.tta import TTAConfig
+    from segkit.prediction.writer import expand_inputs, predict_to_folder
+
+    tta = TTAConfig.parse(args.tta)
+    inputs = expand_inputs(args.inputs)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    size = None if args.tile == "auto" else args.tile
+    predictor.tiling = TileConfig(size, auto=args.tile == "auto", overlap=args.overlap, batch_size=args.batch_size)
+    predictor.tta = tta
+    if args.threshold is not None:
+        if not predictor.binary:
+            raise SegkitError(args.checkpoint, f"--threshold needs a binary checkpoint; this one has {predictor.num_classes} classes")
+        predictor.threshold = args.threshold
+    summary = predict_to_folder(
+        predictor, inputs, args.out, color=args.color, overlay_images=args.overlay, alpha=args.alpha,
+        batch_size=args.batch_size,
+    )
+    print(summary.format())
+    logger.info("wrote %d masks to %s", summary.num_images, args.out)
+    return 0

@@ -1,0 +1,220 @@
+"""The training/validation Dataset: decoded, resized uint8 samples, cached in memory.
+
+``SegmentationDataset`` wraps any data source (an object with ``__len__``,
+``classes`` and ``load(i)`` returning something with ``.image``
+``(H,W,3)`` uint8 RGB, ``.mask`` ``(H,W)`` uint8 and ``.name``). Each sample is
+decoded and resized once (:func:`segkit.data.transforms.resize_sample`); when the
+samples fit in memory they are kept, so later epochs only augment. Items are uint8
+images and int64 masks; normalisation happens on the device
+(:func:`segkit.data.transforms.normalize`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import functools
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from segkit.data.transforms import PreprocessConfig, build_train_transform, resize_sample, seed_transform
+from segkit.errors import SegkitError
+
+# Cache automatically when the resized samples (3 image bytes + 1 mask byte per pixel) fit in this.
+CACHE_LIMIT_BYTES = 4 * 2**30
+
+
+class SampleSource(Protocol):
+    """What the dataset needs from a data source (``segkit.data.sources.DataSource`` fits)."""
+
+    classes: Sequence[str]
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> Any: ...
+
+
+class SegmentationDataset(Dataset):
+    """A torch Dataset of ``(image uint8 (3,H,W), mask int64 (H,W))`` pairs.
+
+    Args:
+        source: the samples (see :class:`SampleSource`).
+        preprocess: resize policy, network input size, ignore value and augmentation.
+        train: apply random augmentation (and the random crop of the ``crop`` policy).
+        cache: keep decoded, resized samples in memory; ``None`` decides from the
+            estimated size (``n x h x w x 4`` bytes under :data:`CACHE_LIMIT_BYTES`).
+
+    Random augmentation follows torch's seed: in the main process ``torch.manual_seed``
+    makes it reproducible, and every DataLoader worker gets its own stream.
+    """
+
+    def __init__(
+        self,
+        source: SampleSource,
+        preprocess: PreprocessConfig,
+        train: bool,
+        cache: bool | None = None,
+    ) -> None:
+        self.source = source
+        self.preprocess = preprocess
+        self.train = train
+        self.classes = list(source.classes)
+        self.num_classes = len(self.classes)
+        self.ignore_index = preprocess.ignore_index
+        self.transform = build_train_transform(preprocess) if train else None
+        self._transform_seed: int | None = None
+        self._cache: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(source)
+        self.cached = self._decide_cache(cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def _decide_cache(self, cache: bool | None) -> bool:
+        if cache is not None:
+            return cache
+        if not len(self):
+            return True
+        if self.preprocess.resize != "crop":
+            height, width = self.preprocess.img_size
+            return len(self) * height * width * 4 <= CACHE_LIMIT_BYTES
+        first = self._load(0)  # full-size samples: estimate from the first one
+        height, width = first[1].shape
+        fits = len(self) * height * width * 4 <= CACHE_LIMIT_BYTES
+        if fits:
+            self._store(0, first)
+        return fits
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode sample ``index``, check it, and apply the deterministic resize step."""
+        sample = self.source.load(index)
+        image, mask = np.asarray(sample.image), np.asarray(sample.mask)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise SegkitError(sample.name, f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        if mask.dtype != np.uint8 or mask.shape != image.shape[:2]:
+            raise SegkitError(sample.name, f"mask {mask.shape} {mask.dtype} is not a uint8 mask of size {image.shape[:2]}")
+        self._check_mask_values(sample.name, mask)
+        return resize_sample(image, mask, self.preprocess)
+
+    def _check_mask_values(self, name: str, mask: np.ndarray) -> None:
+        """Refuse out-of-range labels here: in a CUDA loss they become an opaque device assert."""
+        values = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+        bad = values[(values != self.ignore_index) & (values >= self.num_classes)]
+        if bad.size:
+            raise SegkitError(
+                name,
+                f"mask holds values {bad[:10].tolist()} outside the classes 0..{self.num_classes - 1} "
+                f"and the ignore value {self.ignore_index}",
+            )
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The resized, not augmented ``(image (H,W,3), mask (H,W))`` uint8 arrays (read-only when cached)."""
+        item = self._cache[index]
+        if item is None:
+            item = self._load(index)
+            # DataLoader workers each hold a private copy of the dataset: caching there would
+            # keep one full cache per worker. Workers use what preload() cached before forking.
+            if self.cached and get_worker_info() is None:
+                self._store(index, item)
+        return item
+
+    def _store(self, index: int, item: tuple[np.ndarray, np.ndarray]) -> None:
+        for array in item:
+            array.flags.writeable = False  # augmentation must never change the cache
+        self._cache[index] = item
+
+    def preload(self, num_workers: int = 4) -> None:
+        """Fill the cache now with a thread pool (decoders release the GIL).
+
+        Call it before iterating a DataLoader with workers: forked workers share the
+        filled cache; without it they decode every sample every epoch.
+        """
+        if not self.cached:
+            return
+        missing = [index for index, item in enumerate(self._cache) if item is None]
+        with ThreadPoolExecutor(max(1, num_workers)) as pool:
+            list(pool.map(self.sample, missing))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.sample(index)
+        if self.transform is not None:
+            self._seed_for_process()
+            augmented = self.transform(image=image, mask=mask)
+            image, mask = augmented["image"], augmented["mask"]
+        image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return image_t, torch.from_numpy(mask.astype(np.int64))
+
+    def _seed_for_process(self) -> None:
+        """Reseed augmentation whenever torch's seed changes (a new worker, a new epoch's workers).
+
+        Albumentations keeps its own generator; without this, forked DataLoader workers
+        would all copy the same state and augment identically.
+        """
+        seed = torch.initial_seed()
+        if seed != self._transform_seed:
+            seed_transform(self.transform, seed % 2**32)
+            self._transform_seed = seed
+
+    @property
+    def collate_fn(self) -> functools.partial:
+        """A DataLoader ``collate_fn`` that pads different-size samples (``crop`` validation)."""
+        return functools.partial(pad_collate, ignore_index=self.ignore_index, pad_value=self.preprocess.pad_value)
+
+
+def pad_collate(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = 255, pad_value: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(image, mask)`` pairs, padding bottom/right to the largest size in the batch.
+
+    Image padding gets ``pad_value`` and mask padding ``ignore_index``, so padded
+    pixels never count in the loss or the metrics.
+    """
+    height = max(image.shape[1] for image, _ in batch)
+    width = max(image.shape[2] for image, _ in batch)
+    images = torch.full((len(batch), batch[0][0].shape[0], height, width), pad_value, dtype=batch[0][0].dtype)
+    masks = torch.full((len(batch), height, width), ignore_index, dtype=batch[0][1].dtype)
+    for slot, (image, mask) in enumerate(batch):
+        images[slot, :, : image.shape[1], : image.shape[2]] = image
+        masks[slot, : mask.shape[0], : mask.shape[1]] = mask
+    return images, masks
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """Per-class pixel counts of a dataset's resized masks (ignored pixels left out).
+
+    Attributes:
+        per_image: ``(N, C)`` int64 labelled pixels of each class in each image.
+    """
+
+    per_image: np.ndarray
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """``(C,)`` labelled pixels per class."""
+        return self.per_image.sum(axis=0)
+
+    @property
+    def images(self) -> np.ndarray:
+        """``(C,)`` number of images containing each class."""
+        return (self.per_image > 0).sum(axis=0)
+
+
+def class_pixel_counts(
+    dataset: SegmentationDataset, indices: Sequence[int] | None = None, num_classes: int | None = None
+) -> ClassCounts:
+    """Count pixels per class and image (for class weights), filling the dataset's cache.
+
+    Args:
+        dataset: the dataset whose resized masks are counted.
+        indices: only these samples (e.g. a ``Subset``'s indices); default all.
+        num_classes: number of classes counted; default ``dataset.num_classes``.
+    """
+    size = dataset.num_classes if num_classes is None else num_classes
+    chosen = range(len(dataset)) if indices is None else indices
+    rows = [np.bincount(dataset.sample(index)[1].ravel(), minlength=256)[:size] for index in chosen]
+    return ClassCounts(np.stack(rows).astype(np.int64) if rows else np.zeros((0, size), np.int64))

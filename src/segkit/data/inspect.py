@@ -1,0 +1,186 @@
+"""Dataset report: pairs, image sizes and modes, classes and their shares, problems.
+
+One pass over the data reads every image and mask (pixel counts from one
+histogram per mask); a bad file becomes a problem
+in the report and the pass goes on.
+
+Definitions:
+
+- ``image_sizes``: minimum, median and maximum of the widths and of the heights,
+  each taken per dimension (``[w, h]``; the median rounded to whole pixels), over
+  the images that could be read.
+- ``class_pixel_share``: pixels of the class / all mask pixels (ignore pixels
+  included), so the class shares and ``ignore_pixel_share`` add up to 1.
+- ``class_image_count``: masks holding at least one pixel of the class.
+
+Masks that cannot be read or hold unexpected values are reported and not counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from segkit.data.io import read_image
+from segkit.data.masks import check_same_size, read_mask, value_counts
+from segkit.data.sources import DataSource, SampleRef
+from segkit.errors import SegkitError
+
+_PROBLEMS_SHOWN = 20  # in the text report; the JSON report lists all
+
+
+def _image_mode(path: Path) -> str:
+    with Image.open(path) as image:  # header only
+        return image.mode
+
+
+def _read_pair(
+    source: DataSource, ref: SampleRef, problems: list[SegkitError]
+) -> tuple[str | None, tuple[int, ...] | None, np.ndarray | None]:
+    """``(image mode, image shape, mask)`` of one sample, None for what could not be read."""
+    if source.layout == "labelme":
+        from segkit.data.labelme import rasterize, read_labelme
+
+        try:
+            annotation = read_labelme(ref.annotation)
+            mask = rasterize(annotation, source.label_to_index(), ignore_index=source.ignore_index)
+        except SegkitError as error:
+            problems.append(error)
+            return None, None, None
+        mode = _image_mode(annotation.image_path) if annotation.image_path else "embedded"
+        return mode, annotation.image.shape, mask
+    mode = shape = mask = None
+    try:
+        shape = read_image(ref.image).shape
+        mode = _image_mode(ref.image)
+    except SegkitError as error:
+        problems.append(error)
+    try:
+        mask = read_mask(
+            ref.mask,
+            source.encoding,
+            color_table=source.color_table,
+            num_classes=source.num_classes,
+            ignore_index=source.ignore_index,
+        )
+    except SegkitError as error:
+        problems.append(error)
+    return mode, shape, mask
+
+
+def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]:
+    """Read every sample once and summarise the dataset (JSON-serialisable).
+
+    Args:
+        source: from :func:`segkit.data.sources.open_source`.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        A dict with ``root``, ``layout``, ``split``, ``num_pairs``, ``num_classes``,
+        ``classes``, ``encoding``, ``ignore_index``, ``image_sizes``, ``image_modes``,
+        ``num_mask_pixels``, ``class_pixel_share``, ``class_image_count``,
+        ``ignore_pixel_share`` and ``problems`` (a list of ``{file, problem}``).
+    """
+    from tqdm import tqdm
+
+    pixels = np.zeros(256, dtype=np.int64)
+    images_with = np.zeros(256, dtype=np.int64)
+    sizes: list[tuple[int, int]] = []
+    modes: Counter[str] = Counter()
+    errors: list[SegkitError] = []
+    for ref in tqdm(source.samples, desc="inspect", unit="pair", disable=not progress):
+        mode, shape, mask = _read_pair(source, ref, errors)
+        if shape is not None:
+            sizes.append((shape[1], shape[0]))
+            modes[mode] += 1
+        if mask is None:
+            continue
+        if shape is not None:
+            try:
+                check_same_size(ref.mask or ref.annotation, mask.shape, shape)
+            except SegkitError as error:
+                errors.append(error)
+        counts = value_counts(mask)
+        pixels += counts
+        images_with += counts > 0
+    return _report(source, pixels, images_with, sizes, modes, errors)
+
+
+def _report(
+    source: DataSource,
+    pixels: np.ndarray,
+    images_with: np.ndarray,
+    sizes: list[tuple[int, int]],
+    modes: Counter[str],
+    errors: list[SegkitError],
+) -> dict[str, Any]:
+    total = int(pixels.sum())
+
+    def share(count: int) -> float:
+        return float(count) / total if total else 0.0
+
+    problems = {(p.file, p.problem): None for p in source.problems}  # ordered, without repeats
+    problems.update({(str(error.path), error.problem): None for error in errors})
+    ignore = source.ignore_index
+    return {
+        "root": str(source.root),
+        "layout": source.layout,
+        "split": source.split,
+        "num_pairs": len(source),
+        "num_classes": source.num_classes,
+        "classes": list(source.classes),
+        "encoding": source.encoding,
+        "ignore_index": ignore,
+        "image_sizes": _size_summary(sizes),
+        "image_modes": dict(sorted(modes.items())),
+        "num_mask_pixels": total,
+        "class_pixel_share": {name: share(pixels[i]) for i, name in enumerate(source.classes)},
+        "class_image_count": {name: int(images_with[i]) for i, name in enumerate(source.classes)},
+        "ignore_pixel_share": share(pixels[ignore]) if 0 <= ignore < 256 else 0.0,
+        "problems": [{"file": file, "problem": problem} for file, problem in problems],
+    }
+
+
+def _size_summary(sizes: list[tuple[int, int]]) -> dict[str, list[int]] | None:
+    if not sizes:
+        return None
+    array = np.asarray(sizes)
+    return {
+        "min": array.min(axis=0).tolist(),
+        "median": np.round(np.median(array, axis=0)).astype(int).tolist(),
+        "max": array.max(axis=0).tolist(),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a human-readable table."""
+    split = f", split {report['split']}" if report["split"] else ""
+    sizes = report["image_sizes"]
+    size_text = ", ".join(f"{key} {w}x{h}" for key, (w, h) in sizes.items()) if sizes else "no readable images"
+    modes = ", ".join(f"{mode} {count}" for mode, count in report["image_modes"].items()) or "-"
+    lines = [
+        f"dataset   {report['root']} ({report['layout']}{split})",
+        f"pairs     {report['num_pairs']}",
+        f"encoding  {report['encoding']} (ignore value {report['ignore_index']})",
+        f"images    {size_text} (w x h, per dimension)",
+        f"modes     {modes}",
+        f"classes   {report['num_classes']}",
+        "",
+    ]
+    width = max(len(name) for name in [*report["classes"], "(ignore)", "class"])
+    lines.append(f"  {'index':>5}  {'class':<{width}}  {'pixels %':>9}  {'images':>6}")
+    for index, name in enumerate(report["classes"]):
+        share = 100 * report["class_pixel_share"][name]
+        lines.append(f"  {index:>5}  {name:<{width}}  {share:>9.3f}  {report['class_image_count'][name]:>6}")
+    ignore_share = 100 * report["ignore_pixel_share"]
+    lines.append(f"  {report['ignore_index']:>5}  {'(ignore)':<{width}}  {ignore_share:>9.3f}")
+    problems = report["problems"]
+    lines += ["", f"problems  {len(problems)}"]
+    lines += [f"  {item['file']}: {item['problem']}" for item in problems[:_PROBLEMS_SHOWN]]
+    if len(problems) > _PROBLEMS_SHOWN:
+        lines.append(f"  ... and {len(problems) - _PROBLEMS_SHOWN} more (see --json)")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""Evaluate a checkpoint on a dataset folder, at every image's original size.
+
+Predictions go through :class:`segkit.prediction.predictor.Predictor`, so they are
+made exactly as ``segkit predict`` makes them (same resize policy, scores resized
+back to the original pixels), and the metrics are computed against the original,
+un-resized masks.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from segkit.errors import SegkitError
+
+logger = logging.getLogger(__name__)
+
+# Splits tried, in order, when the data folder has splits and none is asked for.
+EVALUATION_SPLITS = ("val", "valid", "validation", "test")
+
+
+def open_evaluation_source(data: str | Path, split: str | None, ignore_index: int) -> Any:
+    """Open ``data``; with splits and no ``split`` given, the validation split (else test, else the default)."""
+    from segkit.data.sources import open_source
+
+    source = open_source(data, split=split, ignore_index=ignore_index)
+    if split is None and source.split_names():
+        preferred = next((name for name in EVALUATION_SPLITS if name in source.split_names()), None)
+        if preferred is None:
+            logger.warning("%s has no validation or test split; evaluating on %s", data, source.split)
+        elif preferred != source.split:
+            source = open_source(data, split=preferred, ignore_index=ignore_index)
+    return source
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path | dict[str, Any],
+    data: str | Path | Any,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "auto",
+    ignore_index: int | None = None,
+    split: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint's predictions on a dataset, at the original image sizes.
+
+    Args:
+        checkpoint: checkpoint file or loaded checkpoint dict.
+        data: dataset folder (any layout :func:`segkit.data.sources.open_source` reads),
+            or an already opened source (``classes``, ``__len__``, ``load(i)``).
+        batch_size: images per forward pass.
+        device: ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda:1"`` ...
+        ignore_index: mask value left out of the metrics (default: the checkpoint's).
+        split: split of a split dataset (default ``val``, see :data:`EVALUATION_SPLITS`).
+
+    Returns:
+        The metrics dict of :meth:`segkit.evaluation.confusion.ConfusionMatrix.compute`,
+        with the checkpoint's class names.
+
+    Raises:
+        SegkitError: unreadable checkpoint or data, or a class count that differs.
+    """
+    from segkit.evaluation.confusion import ConfusionMatrix
+    from segkit.prediction.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    ignore = predictor.ignore_index if ignore_index is None else ignore_index
+    source = open_evaluation_source(data, split, ignore) if isinstance(data, (str, Path)) else data
+    data_classes = list(source.classes)
+    if len(data_classes) != predictor.num_classes:
+        raise SegkitError(
+            data if isinstance(data, (str, Path)) else None,
+            f"the data has {len(data_classes)} classes ({', '.join(data_classes)}) but the checkpoint has "
+            f"{predictor.num_classes} ({', '.join(predictor.classes)}); give the data a class list "
+            "(e.g. class_names.txt) matching the checkpoint",
+        )
+    if data_classes != predictor.classes:
+        logger.warning("class names differ; using the checkpoint's: %s", ", ".join(predictor.classes))
+    matrix = ConfusionMatrix(predictor.num_classes, ignore_index=ignore, class_names=predictor.classes)
+    starts = range(0, len(source), batch_size)
+    for start in tqdm(starts, desc="evaluate", unit="batch", leave=False, disable=None):
+        samples = [source.load(index) for index in range(start, min(start + batch_size, len(source)))]
+        predictions = predictor.predict_batch([sample.image for sample in samples], batch_size=batch_size)
+        for sample, prediction in zip(samples, predictions):
+            matrix.update(prediction, sample.mask)
+    return matrix.compute()

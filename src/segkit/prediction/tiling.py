@@ -1,0 +1,226 @@
+"""Sliding-window (tiled) prediction: bounded memory for images larger than the network input.
+
+An image is cut into overlapping ``tile`` windows (in the image's own pixels).
+Each window goes through the checkpoint's preprocessing as if it were a whole
+image (so for ``letterbox``/``resize`` it is resized to ``img_size``; for
+``crop`` it stays at native resolution), its class probabilities are mapped back
+to the window's pixels, and the windows are blended with a Gaussian weight that
+falls off towards the window edges, where a network sees the least context:
+
+    P(y, x) = sum_k g(y - top_k, x - left_k) * p_k(y - top_k, x - left_k) / sum_k g(...)
+
+``g`` is the nnU-Net / MONAI importance map (``sliding_window_inference(mode=
+"gaussian", sigma_scale=0.125)``): a separable Gaussian with sigma = tile / 8.
+It is written here rather than taken from MONAI because MONAI is a large extra
+dependency for some 60 lines, and its sliding window runs on tensors already in
+network space, while segkit windows must go through the checkpoint's resize
+policy one by one. Because the windows lie on a grid and ``g`` is separable,
+the weight sum is separable too and is kept as two vectors; the only
+image-sized buffer is the ``(C, H, W)`` float32 probability sum, and at most
+``batch_size`` windows exist at a time, whatever the overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+
+from segkit.errors import SegkitError
+
+if TYPE_CHECKING:
+    from segkit.data.transforms import PreprocessConfig
+
+# Gaussian sigma as a fraction of the window side (nnU-Net and MONAI use 1/8).
+SIGMA_SCALE = 0.125
+# Automatic tiling of ``crop`` checkpoints: windows of this many training crops per side.
+AUTO_TILE_FACTOR = 2
+BYTES_PER_FLOAT = 4
+
+# Windows (uint8 RGB, all of one size) -> ``(C, h, w)`` probabilities at each window's size.
+WindowPredictor = Callable[[list[np.ndarray]], Sequence[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """When and how a :class:`~segkit.prediction.predictor.Predictor` predicts window by window.
+
+    Attributes:
+        size: window ``(height, width)`` in original image pixels: every image is then
+            tiled (padded first when smaller than a window). ``None``: see ``auto``.
+        auto: with ``size=None``, tile ``crop`` checkpoints' images that are larger than
+            ``AUTO_TILE_FACTOR * img_size`` (with windows of that size); never tile
+            ``letterbox``/``resize`` ones. ``False`` with ``size=None``: never tile.
+        overlap: fraction of a window shared with its neighbour, in ``[0, 1)``.
+        batch_size: windows per forward pass.
+    """
+
+    size: tuple[int, int] | None = None
+    auto: bool = True
+    overlap: float = 0.25
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            size = tuple(self.size)
+            if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+                raise SegkitError(None, f"tile size must be two positive integers, got {self.size!r}")
+            object.__setattr__(self, "size", size)
+        if not 0.0 <= self.overlap < 1.0:
+            raise SegkitError(None, f"tile overlap must be in [0, 1), got {self.overlap}")
+        if self.batch_size < 1:
+            raise SegkitError(None, f"tile batch size must be at least 1, got {self.batch_size}")
+
+    def window_for(self, height: int, width: int, preprocess: PreprocessConfig) -> tuple[int, int] | None:
+        """The window size for an ``height x width`` image, or ``None`` to predict it whole."""
+        if self.size is not None:
+            return self.size
+        if not self.auto or preprocess.resize != "crop":
+            return None
+        window = (preprocess.img_size[0] * AUTO_TILE_FACTOR, preprocess.img_size[1] * AUTO_TILE_FACTOR)
+        return window if height > window[0] or width > window[1] else None
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Offsets of windows covering ``[0, length)``: the first at 0, the last flush with the end.
+
+    ``ceil((length - window) / stride) + 1`` windows, spread evenly (as nnU-Net
+    does), so the step between neighbours is at most ``stride`` and every
+    overlap is at least ``window - stride``. A length up to one window gets one.
+    """
+    if length <= window:
+        return [0]
+    count = math.ceil((length - window) / stride) + 1
+    step = (length - window) / (count - 1)
+    return [round(index * step) for index in range(count)]
+
+
+def gaussian_weights(length: int) -> torch.Tensor:
+    """1-D Gaussian window of ``length`` samples, sigma ``SIGMA_SCALE * length``, peak 1 at the centre.
+
+    Its smallest value (at the ends) is ``exp(-8)``, so every pixel gets a positive weight.
+    """
+    positions = torch.arange(length, dtype=torch.float32) - (length - 1) / 2
+    return torch.exp(-0.5 * (positions / (SIGMA_SCALE * length)) ** 2)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Window positions for one image, and the memory the blending needs.
+
+    Attributes:
+        height, width: the image size.
+        window: window ``(height, width)``.
+        tops, lefts: window offsets; the windows are every ``(top, left)`` pair.
+        batch_size: windows per forward pass.
+    """
+
+    height: int
+    width: int
+    window: tuple[int, int]
+    tops: list[int]
+    lefts: list[int]
+    batch_size: int
+
+    @classmethod
+    def create(cls, height: int, width: int, window: tuple[int, int], overlap: float, batch_size: int) -> TilePlan:
+        strides = [max(1, math.floor(side * (1.0 - overlap))) for side in window]
+        padded_h, padded_w = max(height, window[0]), max(width, window[1])
+        tops = window_starts(padded_h, window[0], strides[0])
+        lefts = window_starts(padded_w, window[1], strides[1])
+        return cls(height, width, tuple(window), tops, lefts, batch_size)
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        """The image size after padding it to at least one window."""
+        return max(self.height, self.window[0]), max(self.width, self.window[1])
+
+    @property
+    def positions(self) -> list[tuple[int, int]]:
+        return [(top, left) for top in self.tops for left in self.lefts]
+
+    def buffer_bytes(self, num_classes: int) -> int:
+        """Bytes of the blending buffers: ``(C, H', W')`` float32 sums plus the two weight vectors."""
+        padded_h, padded_w = self.padded_size
+        return BYTES_PER_FLOAT * (num_classes * padded_h * padded_w + padded_h + padded_w)
+
+    def batch_bytes(self, num_classes: int, channels: int = 3) -> int:
+        """Bytes of one batch of windows at window size: uint8 pixels plus float32 probabilities."""
+        pixels = self.batch_size * self.window[0] * self.window[1]
+        return pixels * (channels + BYTES_PER_FLOAT * num_classes)
+
+
+class BlendBuffer:
+    """Gaussian-weighted sum of window probabilities over a padded image, on the CPU.
+
+    Args:
+        plan: the windows that will be added.
+        num_classes: probability channels.
+    """
+
+    def __init__(self, plan: TilePlan, num_classes: int) -> None:
+        self.plan = plan
+        padded_h, padded_w = plan.padded_size
+        self.sums = torch.zeros((num_classes, padded_h, padded_w), dtype=torch.float32)
+        rows, cols = gaussian_weights(plan.window[0]), gaussian_weights(plan.window[1])
+        self.window_weights = rows[:, None] * cols[None, :]
+        self.row_weights = torch.zeros(padded_h)
+        self.col_weights = torch.zeros(padded_w)
+        for top in plan.tops:
+            self.row_weights[top : top + plan.window[0]] += rows
+        for left in plan.lefts:
+            self.col_weights[left : left + plan.window[1]] += cols
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.sums, self.row_weights, self.col_weights))
+
+    def add(self, probabilities: torch.Tensor, top: int, left: int) -> None:
+        """Add one window's ``(C, h, w)`` probabilities at ``(top, left)``."""
+        height, width = self.plan.window
+        target = self.sums[:, top : top + height, left : left + width]
+        target.addcmul_(probabilities.to("cpu", torch.float32), self.window_weights)
+
+    def result(self) -> torch.Tensor:
+        """The blended ``(C, H, W)`` probabilities at the image's size (divides the sums in place)."""
+        self.sums.div_(self.row_weights.view(1, -1, 1)).div_(self.col_weights.view(1, 1, -1))
+        return self.sums[:, : self.plan.height, : self.plan.width].contiguous()
+
+
+def pad_to_window(image: np.ndarray, window: tuple[int, int], fill: int) -> np.ndarray:
+    """Pad an ``(H, W, 3)`` image at the bottom/right with ``fill`` to at least one window."""
+    bottom, right = max(0, window[0] - image.shape[0]), max(0, window[1] - image.shape[1])
+    if not bottom and not right:
+        return image
+    return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_CONSTANT, value=(fill,) * image.shape[2])
+
+
+def predict_tiled(image: np.ndarray, predict: WindowPredictor, plan: TilePlan, fill: int = 0) -> torch.Tensor:
+    """Blend window predictions into ``(C, H, W)`` float32 probabilities (CPU) at the image's size.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB, ``H x W`` as in ``plan``.
+        predict: windows -> ``(C, h, w)`` probabilities at window size (on any device).
+        plan: window positions, from :meth:`TilePlan.create`.
+        fill: pixel value of the padding of images smaller than a window.
+    """
+    if image.shape[:2] != (plan.height, plan.width):
+        raise ValueError(f"image is {image.shape[:2]}, the plan is for {(plan.height, plan.width)}")
+    padded = pad_to_window(image, plan.window, fill)
+    height, width = plan.window
+    positions = plan.positions
+    buffer: BlendBuffer | None = None
+    for start in range(0, len(positions), plan.batch_size):
+        chunk = positions[start : start + plan.batch_size]
+        windows = [np.ascontiguousarray(padded[top : top + height, left : left + width]) for top, left in chunk]
+        for (top, left), probabilities in zip(chunk, predict(windows)):
+            if buffer is None:
+                buffer = BlendBuffer(plan, probabilities.shape[0])
+            buffer.add(probabilities, top, left)
+    assert buffer is not None  # a plan has at least one window
+    return buffer.result()

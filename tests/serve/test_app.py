@@ -1,0 +1,268 @@
+"""The serve API: formats of /predict, /info, /health, the page, concurrency and the CLI wiring."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import segkit
+from segkit.cli import build_parser
+from segkit.errors import SegkitError
+from segkit.prediction.predictor import Predictor
+from segkit.serve import app as app_module
+from segkit.serve.app import create_app
+from segkit.training.checkpoint import save_checkpoint
+from segkit.visualize import PALETTE
+
+from . import (
+    CLASSES,
+    decode,
+    encode,
+    one_thread,  # noqa: F401  (autouse fixture: one torch thread in this module)
+    sample_image,
+    tiny_checkpoint,
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("serve") / "tiny.pt"
+    save_checkpoint(tiny_checkpoint(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint_path: Path) -> Predictor:
+    return Predictor.from_checkpoint(checkpoint_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint_path: Path) -> TestClient:
+    with TestClient(create_app(checkpoint_path, device="cpu")) as test_client:
+        yield test_client
+
+
+IMAGE = sample_image(40, 56)
+
+
+def post_file(client: TestClient, data: bytes, query: str = "", content_type: str = "image/png"):
+    return client.post(f"/predict{query}", files={"file": ("photo.png", data, content_type)})
+
+
+def test_health_and_info(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/info").json()
+    assert info["model"] == "unet"
+    assert info["model_options"] == {"base_channels": 4, "depth": 2}
+    assert info["classes"] == list(CLASSES)
+    assert info["palette"] == PALETTE[:3].tolist()
+    assert info["input_size"] == [32, 32]
+    assert info["preprocess"]["resize"] == "letterbox" and "augment" not in info["preprocess"]
+    assert (info["binary"], info["threshold"], info["device"]) == (False, 0.5, "cpu")
+    assert info["segkit_version"] == segkit.__version__
+    assert info["max_upload_bytes"] == 20 * 1024 * 1024
+
+
+def test_png_mask_is_the_predictors_mask_at_original_size(client: TestClient, predictor: Predictor) -> None:
+    response = post_file(client, encode(IMAGE))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["server-timing"].startswith("inference;dur=")
+    mask = decode(response.content)
+    assert mask.mode == "P" and mask.size == (56, 40)
+    assert mask.getpalette()[:9] == PALETTE[:3].reshape(-1).tolist()
+    expected = predictor.predict(IMAGE)
+    np.testing.assert_array_equal(np.asarray(mask), expected)
+    assert len(np.unique(expected)) == 3  # the fixture model really separates the image
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "application/octet-stream", "IMAGE/JPEG; name=x"])
+def test_raw_body(client: TestClient, predictor: Predictor, content_type: str) -> None:
+    data = encode(IMAGE, "JPEG", quality=95)
+    response = client.post("/predict", content=data, headers={"Content-Type": content_type})
+    assert response.status_code == 200
+    decoded = np.asarray(decode(data).convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(decode(response.content)), predictor.predict(decoded))
+
+
+def test_json_format(client: TestClient, predictor: Predictor) -> None:
+    response = post_file(client, encode(IMAGE), "?format=json")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["width"], body["height"]) == (56, 40)
+    expected = predictor.predict(IMAGE)
+    counts = np.bincount(expected.ravel(), minlength=3)
+    assert [entry["index"] for entry in body["classes"]] == [0, 1, 2]
+    assert [entry["name"] for entry in body["classes"]] == list(CLASSES)
+    assert [entry["color"] for entry in body["classes"]] == PALETTE[:3].tolist()
+    assert [entry["pixels"] for entry in body["classes"]] == counts.tolist()
+    assert sum(entry["share"] for entry in body["classes"]) == pytest.approx(1.0, abs=1e-5)
+    assert body["classes"][1]["share"] == pytest.approx(counts[1] / expected.size, abs=1e-6)
+    mask = decode(base64.b64decode(body["mask_png_base64"]))
+    np.testing.assert_array_equal(np.asarray(mask), expected)
+
+
+def test_overlay_format(client: TestClient, predictor: Predictor) -> None:
+    response = post_file(client, encode(IMAGE), "?format=overlay&alpha=1")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    blended = np.asarray(decode(response.content), dtype=np.float32)
+    assert blended.shape == (40, 56, 3)
+    mask = predictor.predict(IMAGE)
+    # alpha=1: foreground pixels take the class colour, background keeps the image (JPEG tolerance).
+    colour = PALETTE[mask].astype(np.float32)
+    expected = np.where((mask > 0)[..., None], colour, IMAGE.astype(np.float32))
+    assert np.abs(blended - expected).mean() < 12
+    transparent = np.asarray(decode(post_file(client, encode(IMAGE), "?format=overlay&alpha=0").content), np.float32)
+    assert np.abs(transparent - IMAGE).mean() < 6
+
+
+@pytest.mark.parametrize("query", ["?format=gif", "?format=overlay&alpha=1.5", "?format=overlay&alpha=x"])
+def test_bad_query_is_422(client: TestClient, query: str) -> None:
+    response = post_file(client, encode(IMAGE), query)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+def test_exif_orientation_is_applied(client: TestClient) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    data = encode(IMAGE, "JPEG", exif=exif.tobytes())
+    body = post_file(client, data, "?format=json", "image/jpeg").json()
+    assert (body["width"], body["height"]) == (40, 56)  # displayed size, not stored size
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
+def test_any_pixel_mode(client: TestClient, mode: str) -> None:
+    image = Image.fromarray(IMAGE).convert("RGBA" if mode == "RGBA" else "RGB")
+    if mode == "I;16":
+        image = Image.fromarray(IMAGE[..., 0].astype(np.uint16) * 200)
+    elif mode != "RGBA":
+        image = image.convert(mode)
+    response = post_file(client, encode(image), "?format=json")
+    assert response.status_code == 200, response.text
+    assert (response.json()["width"], response.json()["height"]) == (56, 40)
+
+
+def test_page_and_static_files(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for element_id in ('id="file-input"', 'id="mask-canvas"', 'id="legend"', 'id="opacity"', 'id="download"'):
+        assert element_id in page.text
+    script = client.get("/static/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "format=json" in script.text
+    assert client.get("/static/style.css").headers["content-type"].startswith("text/css")
+    assert client.get("/static/../app.py").status_code == 404
+    for text in (page.text, script.text):  # no CDN or other host: the page works offline
+        assert re.search(r"(src|href)=\"(https?:)?//|https?://", text) is None
+
+
+def test_openapi_documents_the_upload(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    content = schema["requestBody"]["content"]
+    assert content["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
+    assert "image/*" in content
+    assert {"400", "413", "415"} <= set(schema["responses"])
+
+
+def test_concurrent_requests_use_the_model_one_at_a_time(checkpoint_path: Path, predictor: Predictor) -> None:
+    served = Predictor.from_checkpoint(checkpoint_path, device="cpu")
+    active, peak, guard = 0, 0, threading.Lock()
+    original = served.predict
+
+    def counting_predict(image: np.ndarray) -> np.ndarray:
+        nonlocal active, peak
+        with guard:
+            active += 1
+            peak = max(peak, active)
+        try:
+            return original(image)
+        finally:
+            with guard:
+                active -= 1
+
+    served.predict = counting_predict  # observe the real predictor's calls
+    images = [sample_image(30 + 4 * i, 50 - 2 * i, seed=i) for i in range(8)]
+    with TestClient(create_app(served)) as test_client, ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda image: post_file(test_client, encode(image)), images))
+    assert [r.status_code for r in responses] == [200] * 8
+    for image, response in zip(images, responses, strict=True):
+        np.testing.assert_array_equal(np.asarray(decode(response.content)), predictor.predict(image))
+    assert peak == 1
+
+
+def test_app_from_loaded_checkpoint_dict_and_binary_mode() -> None:
+    checkpoint = tiny_checkpoint(("background", "crack"), binary=True)
+    with TestClient(create_app(checkpoint, device="cpu")) as test_client:
+        info = test_client.get("/info").json()
+        assert info["binary"] is True and info["classes"] == ["background", "crack"]
+        body = post_file(test_client, encode(IMAGE), "?format=json").json()
+    assert [entry["name"] for entry in body["classes"]] == ["background", "crack"]
+    mask = np.asarray(decode(base64.b64decode(body["mask_png_base64"])))
+    assert set(np.unique(mask)) <= {0, 1}
+    assert sum(entry["pixels"] for entry in body["classes"]) == 40 * 56
+
+
+def test_bad_checkpoint_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(SegkitError, match="checkpoint not found"):
+        create_app(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SegkitError, match="junk.pt"):
+        create_app(tmp_path / "junk.pt")
+    with pytest.raises(SegkitError, match="upload limits must be positive"):
+        create_app(tiny_checkpoint(), max_upload_bytes=0)
+
+
+def test_cli_runs_uvicorn(monkeypatch: pytest.MonkeyPatch, checkpoint_path: Path) -> None:
+    import uvicorn
+
+    calls: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    for name in (
+        app_module.ENV_CHECKPOINT,
+        app_module.ENV_DEVICE,
+        app_module.ENV_MAX_UPLOAD_BYTES,
+        app_module.ENV_MAX_PIXELS,
+    ):
+        monkeypatch.setenv(name, "")  # recorded, so the values serve() sets are undone after the test
+        monkeypatch.delenv(name)
+
+    args = build_parser().parse_args(
+        ["serve", str(checkpoint_path), "--port", "8123", "--device", "cpu", "--max-upload-mb", "2"]
+    )
+    assert args.func(args) == 0
+    (app,), options = calls[-1]
+    assert options == {"host": "127.0.0.1", "port": 8123}
+    assert app.state.limits.max_bytes == 2 * 1024 * 1024 and app.state.limits.max_pixels == 50_000_000
+
+    # Several workers: uvicorn imports an app factory that reads the settings from the environment.
+    args = build_parser().parse_args(
+        ["serve", str(checkpoint_path), "--workers", "3", "--host", "0.0.0.0", "--max-megapixels", "8"]
+    )
+    assert args.func(args) == 0
+    (target,), options = calls[-1]
+    assert target == "segkit.serve.app:app_from_env"
+    assert options == {"factory": True, "host": "0.0.0.0", "port": 8000, "workers": 3}
+    monkeypatch.setenv(app_module.ENV_DEVICE, "cpu")
+    factory_app = app_module.app_from_env()
+    assert factory_app.state.limits.max_pixels == 8_000_000
+    assert TestClient(factory_app).get("/info").json()["classes"] == list(CLASSES)
+
+
+def test_cli_refuses_bad_options(tmp_path: Path, checkpoint_path: Path) -> None:
+    args = build_parser().parse_args(["serve", str(tmp_path / "missing.pt"), "--workers", "2"])
+    with pytest.raises(SegkitError, match="checkpoint not found"):
+        args.func(args)
+    args = build_parser().parse_args(["serve", str(checkpoint_path), "--max-upload-mb", "0"])
+    with pytest.raises(SegkitError, match="must be positive"):
+        args.func(args)
