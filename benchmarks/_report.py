@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,67 @@ def append_result(section: str, row: Mapping[str, Any], readme: Path = README) -
         else:
             lines[end:end] = ["", _table_line(row.keys()), _table_line(["---"] * len(row)), new_row]
     atomic_write(readme, lambda temp: temp.write_text("\n".join(lines) + "\n"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One benchmark figure checked against its target.
+
+    Attributes:
+        name: what is measured, e.g. ``"segkit / bare loop (images/s)"``.
+        value: the measured figure; ``None`` when it could not be measured.
+        target: the threshold; ``None`` for a figure reported without a target.
+        at_least: PASS when ``value >= target`` (else when ``value <= target``).
+        unit: shown after the numbers (``"x"`` for ratios).
+        note: anything the number alone does not say (e.g. ``"upper bound"``).
+    """
+
+    name: str
+    value: float | None
+    target: float | None = None
+    at_least: bool = True
+    unit: str = "x"
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """``PASS``, ``MISS``, or ``-`` (no target, or nothing measured)."""
+        if self.target is None or self.value is None:
+            return "-"
+        passed = self.value >= self.target if self.at_least else self.value <= self.target
+        return "PASS" if passed else "MISS"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "value": self.value, "target": self.target,
+            "at_least": self.at_least, "unit": self.unit, "verdict": self.verdict, "note": self.note,
+        }
+
+
+def _number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}{unit}" if unit == "x" else f"{value:.3g} {unit}".rstrip()
+
+
+def append_targets(
+    section: str, targets: Sequence[Target], settings: str, machine: Mapping[str, Any], readme: Path = README
+) -> None:
+    """Append one row per figure (value, target, PASS/MISS) under ``## section`` with the machine and date."""
+    for item in targets:
+        comparison = "-" if item.target is None else ("≥ " if item.at_least else "≤ ") + _number(item.target, item.unit)
+        append_result(
+            section,
+            {
+                "date": machine["date"],
+                "figure": item.name,
+                "value": _number(item.value, item.unit) + (f" ({item.note})" if item.note else ""),
+                "target": comparison,
+                "result": item.verdict,
+                "settings": settings,
+                "CPU": f"{machine['cpu']} ({machine['cores']} cores)",
+                "GPU": machine["gpu"] or "-",
+                "torch": machine["torch"],
+            },
+            readme,
+        )

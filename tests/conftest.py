@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("SEGKIT_DATA", REPO_ROOT.parent / "shared" / "datasets"))
@@ -25,3 +26,13 @@ def dataset_path(shared: Path, *parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread per test process: pytest-xdist already runs two processes on two
+    cores, and tiny models run several times faster without thread hand-offs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import segkit
 from prediction.test_predictor import CLASSES, squares, tiny_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
+from segkit.export import onnx as onnx_export
 from segkit.export.onnx import export_onnx
 from segkit.prediction.onnx_backend import METADATA_KEY, OnnxRuntimeModel
 from segkit.prediction.predictor import Predictor
@@ -66,7 +68,8 @@ def test_graph_is_valid_dynamic_and_carries_the_preprocessing(exported: Path) ->
     opset = next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
     assert metadata["opset"] == opset == 18 and metadata["exporter"] == "dynamo"
     assert metadata["classes"] == CLASSES and metadata["binary"] is False and metadata["ignore_index"] == 255
-    assert metadata["model"] == {"name": "unet", "num_classes": 3, "in_channels": 3, "kwargs": {"base_channels": 4, "depth": 2}}
+    kwargs = {"base_channels": 4, "depth": 2}
+    assert metadata["model"] == {"name": "unet", "num_classes": 3, "in_channels": 3, "kwargs": kwargs}
     assert metadata["preprocess"]["img_size"] == [32, 32] and metadata["preprocess"]["resize"] == "letterbox"
     assert metadata["segkit_version"] == segkit.__version__ and len(metadata["palette"]) == 3
 
@@ -79,7 +82,8 @@ def test_onnx_runtime_gives_the_torch_masks(checkpoint: Path, exported: Path) ->
     samples = images()
     for expected, got in zip(torch_predictor.predict_batch(samples, 3), onnx_predictor.predict_batch(samples, 3)):
         assert got.shape == expected.shape and (got == expected).mean() >= 0.999
-    np.testing.assert_allclose(onnx_predictor.predict_proba(samples[1]), torch_predictor.predict_proba(samples[1]), atol=1e-5)
+    expected = torch_predictor.predict_proba(samples[1])
+    np.testing.assert_allclose(onnx_predictor.predict_proba(samples[1]), expected, atol=1e-5)
 
 
 def test_cli_predict_with_the_onnx_file(tmp_path: Path, checkpoint: Path, exported: Path) -> None:
@@ -152,3 +156,36 @@ def test_loading_onnx_files_that_segkit_did_not_write(tmp_path: Path) -> None:
         segkit.load(str(plain), device="cpu")
     with pytest.raises(SegkitError, match="not found"):
         segkit.load(str(tmp_path / "missing.onnx"), device="cpu")
+
+
+def test_auto_falls_back_to_torchscript_and_explains_a_double_failure(
+    tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def cannot_capture(*args: object) -> None:
+        raise RuntimeError("torch.export cannot capture this model")
+
+    monkeypatch.setattr(onnx_export, "_export_dynamo", cannot_capture)
+    result = export_onnx(checkpoint, tmp_path / "fallback.onnx")
+    assert result.exporter == "torchscript" and result.opset == 18
+    assert "cannot capture this model; trying torchscript" in caplog.text
+    monkeypatch.setattr(onnx_export, "_export_torchscript", cannot_capture)
+    with pytest.raises(SegkitError, match="torchscript ONNX export failed: .*--no-dynamic"):
+        export_onnx(checkpoint, tmp_path / "neither.onnx")
+    assert not (tmp_path / "neither.onnx").exists()
+
+
+def test_parity_check_rejects_a_graph_that_computes_something_else(
+    tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export = onnx_export._export_torchscript
+
+    def shifted_export(model: torch.nn.Module, *args: object) -> None:
+        shifted = copy.deepcopy(model)
+        with torch.no_grad():
+            shifted.head.bias.add_(1.0)  # every logit off by one
+        export(shifted, *args)
+
+    monkeypatch.setattr(onnx_export, "_export_torchscript", shifted_export)
+    with pytest.raises(SegkitError, match="differ from PyTorch by 1"):
+        export_onnx(checkpoint, tmp_path / "wrong.onnx", exporter="torchscript")
+    assert list(tmp_path.iterdir()) == []

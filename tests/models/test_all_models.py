@@ -9,18 +9,14 @@ from segkit.losses import create_loss
 from segkit.models import create_model, list_models, model_info
 
 MODELS = list_models()
-# One model per family for the (slower) overfit test.
-FAMILY_REPRESENTATIVES = sorted({model_info(name).family: name for name in reversed(MODELS)}.values())
+# Models whose test size is still large (ResNet-50 cannot be shrunk): not used as their family's
+# representative in the (slower) overfit test; they still run every other test.
+LARGE_AT_TEST_SIZE = {"fcn-resnet50"}
+# One model per family for the overfit test: the alphabetically first one that is small.
+FAMILY_REPRESENTATIVES = sorted(
+    {model_info(name).family: name for name in reversed(MODELS) if name not in LARGE_AT_TEST_SIZE}.values()
+)
 ODD_SIZE = (97, 131)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build_tiny(name: str, num_classes: int) -> torch.nn.Module:

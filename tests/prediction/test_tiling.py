@@ -77,7 +77,8 @@ def position_image(height: int, width: int, checker: bool = True) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("length", "window", "stride"), [(100, 32, 24), (33, 32, 24), (32, 32, 24), (5, 32, 24), (1000, 96, 72), (97, 10, 1)]
+    ("length", "window", "stride"),
+    [(100, 32, 24), (33, 32, 24), (32, 32, 24), (5, 32, 24), (1000, 96, 72), (97, 10, 1)],
 )
 def test_windows_cover_every_pixel_with_the_overlap_asked_for(length: int, window: int, stride: int) -> None:
     starts = window_starts(length, window, stride)

@@ -59,7 +59,10 @@ def test_flip_gives_the_mean_of_the_plain_and_the_flipped_pass() -> None:
 def test_vertical_flip_undoes_itself_too() -> None:
     images = torch.randn(2, 3, 9, 14)
     model = LeftRightModel()
-    probabilities = lambda x: torch.softmax(model(x), 1)  # noqa: E731
+
+    def probabilities(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(x), 1)
+
     expected = (probabilities(images) + probabilities(images.flip(2)).flip(2)) / 2
     got = augmented_probabilities(images, probabilities, TTAConfig(vflip=True))
     torch.testing.assert_close(got, expected)
@@ -129,3 +132,28 @@ def test_cli_tta(tmp_path: Path) -> None:
     assert mask.shape == (33, 21) and mask.max() < len(CLASSES)
     assert main([*args, "--out", str(tmp_path / "bad"), "--tta", "mirror"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_crf_option_refines_predictions_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`segkit predict --crf` runs the dense CRF on each image's probabilities at the original size."""
+    import segkit.models.crf as crf
+    from segkit.data.io import read_mask_file
+    from segkit.training.checkpoint import save_checkpoint
+
+    calls = []
+    original = crf.dense_crf
+
+    def spy(probabilities, image, **options):
+        calls.append((tuple(probabilities.shape), image.shape))
+        return original(probabilities, image, **options)
+
+    monkeypatch.setattr(crf, "dense_crf", spy)
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(tiny_checkpoint(), checkpoint)
+    image = np.zeros((37, 53, 3), np.uint8)
+    image[:, 20:] = 230
+    Image.fromarray(image).save(tmp_path / "img.png")
+    assert main(["predict", str(checkpoint), str(tmp_path / "img.png"), "--out", str(tmp_path / "crf"), "--crf"]) == 0
+    assert calls == [((len(CLASSES), 37, 53), (37, 53, 3))]
+    refined, _ = read_mask_file(tmp_path / "crf" / "img.png")
+    assert refined.shape == (37, 53)

@@ -266,3 +266,17 @@ def test_cli_refuses_bad_options(tmp_path: Path, checkpoint_path: Path) -> None:
     args = build_parser().parse_args(["serve", str(checkpoint_path), "--max-upload-mb", "0"])
     with pytest.raises(SegkitError, match="must be positive"):
         args.func(args)
+
+
+def test_serves_an_exported_onnx_model(checkpoint_path: Path, predictor: Predictor, tmp_path: Path) -> None:
+    """`segkit serve model.onnx`: the same masks and /info as the checkpoint, through ONNX Runtime."""
+    from segkit.export.onnx import export_onnx
+
+    export_onnx(checkpoint_path, tmp_path / "tiny.onnx", exporter="torchscript", opset=17)
+    with TestClient(create_app(tmp_path / "tiny.onnx", device="cpu")) as onnx_client:
+        info = onnx_client.get("/info").json()
+        assert info["model"] == "unet" and info["classes"] == list(CLASSES)
+        response = post_file(onnx_client, encode(IMAGE))
+    assert response.status_code == 200
+    mask = np.asarray(decode(response.content))
+    assert (mask == predictor.predict(IMAGE)).mean() >= 0.999

@@ -41,7 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _escape_unencodable_output() -> None:
+    """Print file names that are not valid UTF-8 (PEP 383 surrogates) as ``\\udcXX`` instead of crashing.
+
+    Python already does this for stderr; stdout is strict under UTF-8 locales.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _escape_unencodable_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -45,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--tta", default="none", metavar="AUG",
         help="test-time augmentation: none (default), flip, vflip, scale or a combination such as flip+scale",
     )
+    parser.add_argument(
+        "--crf", action="store_true",
+        help="refine the probabilities with a dense CRF on the image colours (DeepLab v1/v2 post-processing)",
+    )
     parser.set_defaults(func=run, predict_parser=parser)
     return parser
 
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     size = None if args.tile == "auto" else args.tile
     predictor.tiling = TileConfig(size, auto=args.tile == "auto", overlap=args.overlap, batch_size=args.batch_size)
     predictor.tta = tta
+    predictor.crf = args.crf
     if args.threshold is not None:
         if not predictor.binary:
             raise SegkitError(args.checkpoint, f"--threshold needs a binary checkpoint; this one has {predictor.num_classes} classes")

@@ -27,6 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--model", help="architecture name, see `segkit models` (default unet)")
     model.add_argument("--model-kwargs", metavar="K=V,...", help="model options, e.g. base_channels=16,depth=4")
+    model.add_argument("--encoder", help="encoder of smp-based models, e.g. resnet50, efficientnet-b3, tu-convnext_tiny")
+    model.add_argument("--pretrained", action="store_true", default=None, help="start from the library's ImageNet encoder weights (downloads)")
+    model.add_argument("--weights", metavar="FILE", help="start from a local checkpoint, state dict or .safetensors (mismatched heads re-initialised)")
+    model.add_argument("--freeze-encoder", type=int, metavar="N", help="keep the encoder frozen for the first N epochs")
     model.add_argument("--mode", choices=["auto", "multiclass", "binary"], help="binary = one sigmoid channel (default auto: binary for 2 classes)")
     model.add_argument("--threshold", type=float, help="binary-mode probability threshold (default 0.5)")
     optim = parser.add_argument_group("optimisation")
@@ -58,7 +62,7 @@ def collect_options(args: argparse.Namespace) -> dict[str, Any]:
     """Options given on the command line (unset ones are left to the config file or defaults)."""
     names = (
         "data", "val", "val_split", "masks", "colors", "classes", "ignore_index", "resize", "augment", "num_workers",
-        "model", "mode", "threshold", "epochs", "time_budget", "batch_size", "lr", "weight_decay", "optimizer",
+        "model", "encoder", "pretrained", "weights", "freeze_encoder", "mode", "threshold", "epochs", "time_budget", "batch_size", "lr", "weight_decay", "optimizer",
         "scheduler", "warmup_epochs", "loss", "label_smoothing", "precision", "out", "resume", "overwrite",
         "save_every", "patience", "device", "seed",
     )

@@ -31,13 +31,23 @@ def open_image(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
-            _check_size(path, image)
-            image.load()
+            try:
+                _check_size(path, image)
+                image.load()
+            except BaseException:  # a refused or undecodable image must not keep its file open
+                image.close()
+                raise
     except SegkitError:
         raise
     except FileNotFoundError:
         raise SegkitError(path, "file not found") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except IsADirectoryError:
+        raise SegkitError(path, "is a folder, not an image file") from None
+    except PermissionError:
+        raise SegkitError(path, "permission denied") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise SegkitError(path, f"image too large, refused as a possible decompression bomb ({error})") from None
+    except UnidentifiedImageError as error:
         raise SegkitError(path, f"not a readable image ({error.__class__.__name__})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise SegkitError(path, f"corrupt or truncated image ({error})") from None

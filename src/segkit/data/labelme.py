@@ -362,8 +362,9 @@ def _open_base64_image(json_path: Path, encoded: str, what: str) -> Image.Image:
             image.load()
     except SegkitError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise SegkitError(json_path, f"{what} too large, refused as a possible decompression bomb ({error})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise SegkitError(json_path, f"{what} is not a readable image ({error.__class__.__name__})") from None
     return image
 

@@ -181,7 +181,7 @@ def open_source(
     class_file = _find_class_file(folder, search_parent=folder != root)
     file_names, file_table = _read_class_file(class_file, ignore_index) if class_file else (None, None)
     if table is None and file_table is not None:
-        logger.info("using the colours of %s", class_file)
+        logger.debug("using the colours of %s", class_file)
         table = file_table
     refs, problems = _voc_pairs(folder, split) if layout == "voc" else _folder_pairs(folder, masks)
     if not refs:
@@ -268,11 +268,16 @@ def _listing(names: list[str]) -> str:
 
 
 def _index_files(folder: Path, problems: list[Problem]) -> dict[str, Path]:
-    """Image files under ``folder`` by relative path without extension; duplicates reported."""
+    """Image files under ``folder`` by relative path without extension; duplicates and broken links reported."""
     by_name: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if not path.is_file() or not is_image_file(path) or any(part.startswith(".") for part in relative.parts):
+        if not is_image_file(path) or any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_symlink() and not path.exists():
+            problems.append(Problem(str(path), "broken symbolic link (missing target or a link loop); left out"))
+            continue
+        if not path.is_file():
             continue
         name = relative.with_suffix("").as_posix()
         if name in by_name:

@@ -18,6 +18,7 @@ Albumentations does the random augmentation (:func:`build_train_transform`).
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -310,6 +311,7 @@ def build_train_transform(preprocess: PreprocessConfig, seed: int | None = None)
         preprocess: resize policy, crop size, augmentation strengths, padding values.
         seed: seed of the pipeline's random state (see :func:`seed_transform`).
     """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (network) on import
     import albumentations as A
 
     augment, ignore_index = preprocess.augment, preprocess.ignore_index

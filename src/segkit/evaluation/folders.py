@@ -79,7 +79,11 @@ def _masks_by_stem(folder: Path) -> dict[str, Path]:
         raise SegkitError(folder, "not a folder")
     masks: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not (path.is_file() and is_image_file(path)):
+        if not is_image_file(path):
+            continue
+        if path.is_symlink() and not path.exists():  # never skip a mask silently
+            raise SegkitError(path, "broken symbolic link (missing target or a link loop)")
+        if not path.is_file():
             continue
         if path.stem in masks:
             raise SegkitError(folder, f"two masks named {path.stem!r}: {masks[path.stem].name} and {path.name}")

@@ -26,9 +26,11 @@ import contextlib
 import json
 import logging
 import math
+import os
+import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,13 @@ from torch import nn
 
 from segkit.data.io import atomic_write
 from segkit.errors import SegkitError
-from segkit.prediction.onnx_backend import METADATA_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, OnnxRuntimeModel
+from segkit.prediction.onnx_backend import (
+    METADATA_KEY,
+    ONNX_FORMAT,
+    ONNX_FORMAT_VERSION,
+    OnnxRuntimeModel,
+    first_line,
+)
 from segkit.prediction.predictor import Predictor
 from segkit.training.checkpoint import load_checkpoint
 
@@ -106,7 +114,8 @@ def export_onnx(
         dynamic: free batch, height and width; else fixed ``1 x 3 x img_size``.
         exporter: ``"dynamo"`` (torch.export, opset >= 18), ``"torchscript"`` (the legacy
             tracer, any opset it supports) or ``"auto"``: dynamo for opset >= 18, falling
-            back to torchscript when torch.export cannot capture the model.
+            back to torchscript when torch.export cannot capture the model or its graph
+            fails the checks.
         tolerance: largest accepted logit difference, relative to ``max(1, max |logit|)``.
         overwrite: replace an existing ``out``.
 
@@ -118,6 +127,11 @@ def export_onnx(
             check, or ONNX Runtime logits that differ from PyTorch; nothing is written then.
     """
     out = Path(out)
+    try:
+        import onnx  # noqa: F401  (needed by both exporters and the checks)
+        import onnxruntime  # noqa: F401
+    except ImportError as error:
+        raise SegkitError(None, f"ONNX export needs {error.name}: pip install 'segkit[export]'") from None
     if exporter not in EXPORTERS:
         raise SegkitError(None, f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     if exporter == "dynamo" and opset < MIN_DYNAMO_OPSET:
@@ -130,37 +144,21 @@ def export_onnx(
     if source is not None and source.suffix.lower() == ".onnx":
         raise SegkitError(source, "is already an ONNX model; export a .pt checkpoint")
     state = load_checkpoint(source) if source is not None else checkpoint
-    predictor = Predictor.from_checkpoint(state, device="cpu")
-    model = predictor.model
-    channels = int(state["model"].get("in_channels", 3))
-    height, width = predictor.preprocess.img_size
-    stride = int(getattr(model, "stride", 1))
-    if dynamic:
-        example = (2, channels, *_example_size(height, width, stride))
-        checks = [(1, channels, height, width), (3, channels, *_check_size(height, width, stride))]
+    try:
+        predictor = Predictor.from_checkpoint(state, device="cpu")
+    except SegkitError as error:
+        raise SegkitError(source, error.problem) from None
+    job = _ExportJob(state, predictor, source, out, opset, dynamic, tolerance)
+    if exporter == "auto":
+        candidates = ["dynamo", "torchscript"] if opset >= MIN_DYNAMO_OPSET else ["torchscript"]
     else:
-        example = (1, channels, height, width)
-        checks = [example]
-    written: dict[str, Any] = {}
-
-    def write(temp: Path) -> None:
-        used = _export(model, temp, example, opset, dynamic, exporter, source)
-        written["opset"] = _finish(temp, _metadata(state, predictor, used, dynamic), source)
-        written["exporter"] = used
-        written["diff"], written["input_shape"] = _parity(model, temp, checks, tolerance, out)
-
-    atomic_write(out, write)
-    if written["opset"] != opset:
-        logger.warning("asked for opset %d; the %s exporter wrote opset %d", opset, written["exporter"], written["opset"])
-    return ExportResult(
-        path=out,
-        opset=written["opset"],
-        exporter=written["exporter"],
-        input_shape=written["input_shape"],
-        max_abs_diff=written["diff"],
-        checked_shapes=checks,
-        size_bytes=out.stat().st_size,
-    )
+        candidates = [exporter]
+    results: list[ExportResult] = []
+    atomic_write(out, lambda temp: results.append(job.run_first(candidates, temp)))
+    result = replace(results[0], path=out, size_bytes=out.stat().st_size)
+    if result.opset != opset:
+        logger.warning("asked for opset %d; the %s exporter wrote opset %d", opset, result.exporter, result.opset)
+    return result
 
 
 def _example_size(height: int, width: int, stride: int) -> tuple[int, int]:
@@ -171,31 +169,80 @@ def _example_size(height: int, width: int, stride: int) -> tuple[int, int]:
     return sides[0], sides[1]
 
 
-def _check_size(height: int, width: int, stride: int) -> tuple[int, int]:
+def _parity_size(height: int, width: int, stride: int) -> tuple[int, int]:
     """Parity input sides other than the example's: a multiple of ``stride`` and an odd one."""
     return stride * max(1, round(0.75 * height / stride)), stride * max(1, round(1.25 * width / stride)) + 3
 
 
-def _export(
-    model: nn.Module, path: Path, example: tuple[int, ...], opset: int, dynamic: bool, exporter: str, source: Path | None
-) -> str:
-    """Run the chosen exporter into ``path``; returns the one used."""
-    sample = torch.randn(example, generator=torch.Generator().manual_seed(PARITY_SEED))
-    if exporter in ("auto", "dynamo") and opset >= MIN_DYNAMO_OPSET:
+class _ExportJob:
+    """One checkpoint's export: the example input, the parity inputs, and one attempt per exporter."""
+
+    def __init__(
+        self, state: dict[str, Any], predictor: Predictor, source: Path | None, out: Path,
+        opset: int, dynamic: bool, tolerance: float,
+    ) -> None:
+        self.state, self.predictor, self.source, self.out = state, predictor, source, out
+        self.model: nn.Module = predictor.model
+        self.opset, self.dynamic, self.tolerance = opset, dynamic, tolerance
+        channels = int(state["model"].get("in_channels", 3))
+        height, width = predictor.preprocess.img_size
+        stride = int(getattr(self.model, "stride", 1))
+        if dynamic:
+            self.example = (2, channels, *_example_size(height, width, stride))
+            self.checks = [(1, channels, height, width), (3, channels, *_parity_size(height, width, stride))]
+        else:
+            self.example = (1, channels, height, width)
+            self.checks = [self.example]
+
+    def run_first(self, exporters: list[str], path: Path) -> ExportResult:
+        """:meth:`run` each exporter in turn until one passes every check."""
+        for attempt, exporter in enumerate(exporters):
+            try:
+                return self.run(exporter, path)
+            except SegkitError as error:
+                if attempt < len(exporters) - 1:
+                    logger.warning("%s exporter: %s; trying %s", exporter, error.problem, exporters[attempt + 1])
+                elif self.dynamic:
+                    raise SegkitError(error.path, f"{error.problem} (layers tied to the input size, such as "
+                                                  "adaptive pooling, may export only with --no-dynamic)") from None
+                else:
+                    raise
+        raise ValueError("no exporter to run")
+
+    def run(self, exporter: str, path: Path) -> ExportResult:
+        """Export with ``exporter`` into ``path``, add the metadata, validate, compare with PyTorch."""
+        sample = torch.randn(self.example, generator=torch.Generator().manual_seed(PARITY_SEED))
         try:
-            with _quiet_exporter_logs():
-                _export_dynamo(model, path, sample, opset, dynamic)
-            return "dynamo"
-        except Exception as error:  # torch.export raises many unrelated types for uncapturable code
             if exporter == "dynamo":
-                raise SegkitError(source, f"dynamo ONNX export failed: {_first_line(error)}") from None
-            logger.warning("torch.export could not capture the model (%s); using the TorchScript exporter",
-                           _first_line(error))
-    try:
-        _export_torchscript(model, path, sample, opset, dynamic)
-    except Exception as error:  # the tracer and symbolic functions raise many unrelated types
-        raise SegkitError(source, f"TorchScript ONNX export failed: {_first_line(error)}") from None
-    return "torchscript"
+                with _quiet_exporter_logs():
+                    _export_dynamo(self.model, path, sample, self.opset, self.dynamic)
+            else:
+                _export_torchscript(self.model, path, sample, self.opset, self.dynamic)
+        except Exception as error:  # the exporters raise many unrelated types for code they cannot convert
+            raise SegkitError(self.source, f"{exporter} ONNX export failed: {first_line(error)}") from None
+        opset = _finish(path, _metadata(self.state, self.predictor, exporter, self.dynamic), self.source)
+        difference, input_shape = self._parity(path)
+        return ExportResult(path, opset, exporter, input_shape, difference, list(self.checks))
+
+    def _parity(self, path: Path) -> tuple[float, list[int | str]]:
+        """Largest logit difference between ONNX Runtime (CPU) and PyTorch over random inputs of the check shapes."""
+        runtime = OnnxRuntimeModel(path, "cpu")
+        generator = torch.Generator().manual_seed(PARITY_SEED + 1)
+        worst = 0.0
+        for shape in self.checks:
+            images = torch.randn(shape, generator=generator)
+            with torch.inference_mode():
+                expected = self.model(images).float()
+                got = runtime(images)
+            if got.shape != expected.shape:
+                raise SegkitError(self.out, f"ONNX Runtime gives logits {list(got.shape)} for input {list(shape)}, "
+                                            f"PyTorch {list(expected.shape)}")
+            difference = float((got - expected).abs().max())
+            if difference > self.tolerance * max(1.0, float(expected.abs().max())):
+                raise SegkitError(self.out, f"ONNX Runtime logits differ from PyTorch by {difference:.3g} on input "
+                                            f"{list(shape)}")
+            worst = max(worst, difference)
+        return worst, runtime.input_shape
 
 
 def _export_dynamo(model: nn.Module, path: Path, sample: torch.Tensor, opset: int, dynamic: bool) -> None:
@@ -210,7 +257,7 @@ def _export_dynamo(model: nn.Module, path: Path, sample: torch.Tensor, opset: in
 
 def _export_torchscript(model: nn.Module, path: Path, sample: torch.Tensor, opset: int, dynamic: bool) -> None:
     axes = {INPUT_NAME: DYNAMIC_AXES, OUTPUT_NAME: DYNAMIC_AXES} if dynamic else None
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _discard_native_output():
         # The deprecation notice, and tracer warnings about shape branches: the example
         # size makes them take the general path, and the parity check proves the result.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -219,6 +266,23 @@ def _export_torchscript(model: nn.Module, path: Path, sample: torch.Tensor, opse
             model, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
         )
+
+
+@contextlib.contextmanager
+def _discard_native_output() -> Iterator[None]:
+    """Discard what native code prints: the TorchScript exporter dumps its whole graph on failure."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    try:
+        with open(os.devnull, "w") as devnull:
+            for fd in saved:
+                os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 @contextlib.contextmanager
@@ -287,34 +351,6 @@ def _finish(path: Path, metadata: dict[str, Any], source: Path | None) -> int:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        raise SegkitError(source, f"exported ONNX graph is invalid: {_first_line(error)}") from None
+        raise SegkitError(source, f"exported ONNX graph is invalid: {first_line(error)}") from None
     onnx.save(proto, str(path))
     return opset
-
-
-def _parity(
-    model: nn.Module, path: Path, shapes: list[tuple[int, ...]], tolerance: float, out: Path
-) -> tuple[float, list[int | str]]:
-    """Largest logit difference between ONNX Runtime (CPU) and PyTorch over random inputs of ``shapes``."""
-    runtime = OnnxRuntimeModel(path, "cpu")
-    generator = torch.Generator().manual_seed(PARITY_SEED + 1)
-    worst = 0.0
-    for shape in shapes:
-        images = torch.randn(shape, generator=generator)
-        with torch.inference_mode():
-            expected = model(images).float()
-            got = runtime(images)
-        if got.shape != expected.shape:
-            raise SegkitError(out, f"ONNX Runtime returned {list(got.shape)} for input {list(shape)}, "
-                                   f"PyTorch {list(expected.shape)}")
-        difference = float((got - expected).abs().max())
-        if difference > tolerance * max(1.0, float(expected.abs().max())):
-            raise SegkitError(out, f"ONNX Runtime logits differ from PyTorch by {difference:.3g} on input "
-                                   f"{list(shape)}; nothing written")
-        worst = max(worst, difference)
-    return worst, runtime.input_shape
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

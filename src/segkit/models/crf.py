@@ -1,8 +1,8 @@
 """Fully connected CRF post-processing (Krähenbühl & Koltun, NeurIPS 2011), as DeepLab v1/v2 used it.
 
-Written in PyTorch because the usual implementation (pydensecrf, a C++
-permutohedral lattice) is unmaintained, CPU-only and hard to install; this
-runs on CPU and GPU with plain tensor operations.
+Written in PyTorch because the usual implementation (pydensecrf, C++) is
+unmaintained, CPU-only and hard to install; this runs on CPU and GPU with
+plain tensor operations.
 
 Model: the energy of a labelling ``x`` is ``sum_i U_i(x_i) + sum_{i<j}
 mu(x_i, x_j) k(f_i, f_j)`` with unary ``U_i = -log P_i`` (the network's
@@ -12,25 +12,24 @@ kernels over pixel positions ``p`` and colours ``I``::
     k(i, j) = w_s exp(-|p_i - p_j|^2 / 2 s^2)                                 (smoothness)
             + w_b exp(-|p_i - p_j|^2 / 2 s_xy^2 - |I_i - I_j|^2 / 2 s_rgb^2)   (appearance)
 
-Mean-field inference iterates ``Q_i(l) ∝ exp(-U_i(l) + sum_m w_m
-sum_{j != i} k_m(i, j) Q_j(l) / sum_{j != i} k_m(i, j))``: with Potts
-compatibility each label gains the kernel-weighted support of the same label
-around the pixel. Each kernel is normalised per pixel, as the reference
-implementation's default normalisation does, so the weights are comparable
-to the unary's scale.
+Mean-field inference iterates ``Q(l) = softmax_l(-U(l) + sum_m w_m (K_m Q)(l))``:
+with Potts compatibility each label gains the kernel-weighted support of the
+same label around the pixel. Each kernel is normalised symmetrically,
+``D^-1/2 K D^-1/2`` with ``D = K 1`` (the reference implementation's
+default), so the weights compare with the unary's scale.
 
-Approximation: the exact sum over all pixel pairs is O(N^2). The smoothness
-kernel is computed exactly as a separable Gaussian filter. The appearance
-kernel is evaluated on a *dilated local window* (``window`` x ``window``
-samples spaced ``d`` pixels apart, with ``d`` chosen so the window reaches
-two ``s_xy``), the ConvCRF approximation (Teichmann & Cipolla, BMVC 2019)
-with dilation instead of down-sampling: each sampled neighbour keeps its own
-full-resolution colour, so edges stay sharp, and memory stays O(C·H·W).
+Approximation (exact message passing is O(N^2) in the number of pixels): the
+smoothness kernel is computed exactly as a separable Gaussian filter; the
+appearance kernel, a Gaussian in the 5-D space (x, y, r, g, b), is filtered
+on the permutohedral lattice (Adams, Baek & Davis 2010) -- the approximation
+the CRF paper itself uses -- in O(N) per iteration, the lattice being built
+once per image.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -47,7 +46,6 @@ def dense_crf(
     bilateral_sigma_xy: float = 60.0,
     bilateral_sigma_rgb: float = 10.0,
     bilateral_weight: float = 5.0,
-    window: int = 7,
 ) -> torch.Tensor:
     """Refine per-pixel class probabilities with a fully connected CRF.
 
@@ -55,13 +53,12 @@ def dense_crf(
         probabilities: ``(C, H, W)`` class probabilities (softmax output; for a
             binary model stack ``[1 - p, p]``), on any device.
         image: ``(H, W, 3)`` uint8 RGB image the probabilities belong to.
-        iterations: mean-field iterations (5 as in DeepLab; 0 returns the input).
+        iterations: mean-field iterations (5 as in DeepLab; 0 returns the input, renormalised).
         spatial_sigma: smoothness kernel width in pixels.
         spatial_weight: smoothness kernel weight.
         bilateral_sigma_xy: appearance kernel width in pixels.
         bilateral_sigma_rgb: appearance kernel colour width (0-255 scale).
         bilateral_weight: appearance kernel weight.
-        window: samples per side of the appearance kernel's dilated window (odd, >= 3).
 
     Returns:
         ``(C, H, W)`` float32 probabilities (summing to 1 per pixel) on the
@@ -72,15 +69,29 @@ def dense_crf(
     """
     probabilities = torch.as_tensor(probabilities)
     colours = _image_tensor(image, probabilities)
-    _check(probabilities, colours, iterations, window, spatial_sigma, bilateral_sigma_xy, bilateral_sigma_rgb)
-    probabilities = probabilities.float()
-    unary = probabilities.clamp_min(1e-8).log()
+    _check(probabilities, colours, iterations, spatial_sigma, bilateral_sigma_xy, bilateral_sigma_rgb)
+    unary = probabilities.float().clamp_min(1e-8).log()
     q = torch.softmax(unary, dim=0)
+    if iterations == 0:
+        return q
+    smoothness = _Normalised(lambda x: _gaussian_filter(x, spatial_sigma), q[:1])
+    lattice = PermutohedralLattice(_bilateral_features(colours, bilateral_sigma_xy, bilateral_sigma_rgb))
+    appearance = _Normalised(lambda x: lattice.filter(x.flatten(1)).view_as(x), q[:1])
     for _ in range(iterations):
-        message = spatial_weight * _smoothness_message(q, spatial_sigma)
-        message += bilateral_weight * _appearance_message(q, colours, bilateral_sigma_xy, bilateral_sigma_rgb, window)
+        message = spatial_weight * smoothness(q) + bilateral_weight * appearance(q)
         q = torch.softmax(unary + message, dim=0)
     return q
+
+
+class _Normalised:
+    """A filter ``K`` over ``(C, H, W)`` maps, applied as ``D^-1/2 K D^-1/2`` with ``D = K 1``."""
+
+    def __init__(self, kernel: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor) -> None:
+        self.kernel = kernel
+        self.scale = kernel(torch.ones_like(like)).clamp_min(1e-20).rsqrt()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.kernel(self.scale * x)
 
 
 def _image_tensor(image: torch.Tensor | np.ndarray, probabilities: torch.Tensor) -> torch.Tensor:
@@ -91,9 +102,7 @@ def _image_tensor(image: torch.Tensor | np.ndarray, probabilities: torch.Tensor)
     return colours.to(probabilities.device).permute(2, 0, 1).float()
 
 
-def _check(
-    probabilities: torch.Tensor, colours: torch.Tensor, iterations: int, window: int, *sigmas: float
-) -> None:
+def _check(probabilities: torch.Tensor, colours: torch.Tensor, iterations: int, *sigmas: float) -> None:
     if probabilities.ndim != 3:
         raise ValueError(f"probabilities must be (C, H, W), got shape {tuple(probabilities.shape)}")
     if probabilities.shape[1:] != colours.shape[1:]:
@@ -102,14 +111,22 @@ def _check(
         )
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
-    if window < 3 or window % 2 == 0:
-        raise ValueError(f"window must be an odd number >= 3, got {window}")
     if min(sigmas) <= 0:
         raise ValueError(f"kernel widths must be positive, got {sigmas}")
 
 
+def _bilateral_features(colours: torch.Tensor, sigma_xy: float, sigma_rgb: float) -> torch.Tensor:
+    """``(H*W, 5)`` features ``(x / s_xy, y / s_xy, r / s_rgb, g / s_rgb, b / s_rgb)``."""
+    _, height, width = colours.shape
+    rows, columns = torch.meshgrid(
+        torch.arange(height, device=colours.device), torch.arange(width, device=colours.device), indexing="ij"
+    )
+    positions = torch.stack([columns, rows]).float() / sigma_xy
+    return torch.cat([positions, colours / sigma_rgb]).flatten(1).T
+
+
 def _gaussian_filter(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Unnormalised separable Gaussian (centre weight 1) over ``(C, H, W)``, zero outside the image."""
+    """Separable ``exp(-d^2 / 2 sigma^2)`` filter (centre weight 1) over ``(C, H, W)``, zero outside the image."""
     channels, height, width = x.shape
     radius = min(math.ceil(3 * sigma), max(height, width))
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
@@ -120,55 +137,96 @@ def _gaussian_filter(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, columns, padding=(radius, 0), groups=channels)[0]
 
 
-def _smoothness_message(q: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Normalised Gaussian-weighted average of ``q`` over all other pixels (exact, separable)."""
-    support = _gaussian_filter(torch.cat([q, torch.ones_like(q[:1])]), sigma)
-    return (support[:-1] - q) / (support[-1:] - 1).clamp_min(1e-6)
+class PermutohedralLattice:
+    """Gaussian filtering in a ``d``-dimensional feature space on the permutohedral lattice.
 
+    Adams, Baek & Davis, "Fast High-Dimensional Filtering Using the
+    Permutohedral Lattice", Eurographics 2010 -- the approximation of the
+    fully connected CRF paper. Every point is splatted onto the ``d + 1``
+    vertices of its enclosing simplex (barycentric weights), the lattice
+    values are blurred with ``[1 2 1] / 2`` along each of the ``d + 1``
+    lattice directions, and sliced back. The cost is O(N d^2 C) for N points
+    and C channels instead of O(N^2 C); the lattice is built once per image
+    (vertices found by sorting integer keys) and reused by every iteration.
 
-def sample_offsets(sigma_xy: float, window: int) -> list[tuple[int, int, int]]:
-    """``(dy, dx, area)`` samples of the appearance kernel: a dense window, then dilated rings.
-
-    Level 0 is the ``window`` x ``window`` neighbourhood; level ``k`` adds the
-    points of the same window spaced ``2**k`` apart that lie outside level
-    ``k - 1``, each standing for ``4**k`` pixels, until the window reaches
-    two ``sigma_xy``. Near neighbours are all visited (small objects keep
-    their support) and far ones are sampled sparsely.
+    Args:
+        features: ``(N, d)`` point features already divided by the kernel widths,
+            so the filter approximates ``sum_j exp(-|f_i - f_j|^2 / 2) v_j``.
     """
-    radius = window // 2
-    samples = [(dy, dx, 1) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1) if dy or dx]
-    step = 1
-    while radius * step < 2 * sigma_xy:
-        step *= 2
-        inner = radius * step // 2
-        samples += [
-            (dy * step, dx * step, step * step)
-            for dy in range(-radius, radius + 1)
-            for dx in range(-radius, radius + 1)
-            if max(abs(dy), abs(dx)) * step > inner
-        ]
-    return samples
+
+    def __init__(self, features: torch.Tensor) -> None:
+        points, d = features.shape
+        device = features.device
+        index = torch.arange(1, d + 1, device=device, dtype=torch.float64)[:, None]
+        scaled = features.T.double() * (math.sqrt(2 / 3) * (d + 1) / torch.sqrt(index * (index + 1)))  # (d, N)
+        # Elevate onto the hyperplane sum(x) = 0 of R^(d+1): y = E f (p. 5 of the paper).
+        suffix = scaled.flip(0).cumsum(0).flip(0)
+        elevated = torch.cat([suffix[:1], F.pad(suffix[1:], (0, 0, 0, 1)) - index * scaled])  # (d + 1, N)
+        # The nearest remainder-0 lattice point, then the simplex containing the point.
+        rounded = torch.round(elevated / (d + 1))
+        rem0 = rounded * (d + 1)
+        order = torch.sort(elevated - rem0, dim=0, descending=True, stable=True).indices
+        positions = torch.arange(d + 1, device=device)[:, None].expand(-1, points)
+        rank = torch.empty_like(order).scatter_(0, order, positions) + rounded.sum(0).long()
+        wrap = (rank < 0).long() - (rank > d).long()
+        rank += (d + 1) * wrap
+        rem0 += (d + 1) * wrap
+        # Barycentric coordinates of the point in its simplex (p. 10).
+        delta = (elevated - rem0) / (d + 1)
+        barycentric = torch.zeros(d + 2, points, dtype=torch.float64, device=device)
+        barycentric.scatter_add_(0, d - rank, delta).scatter_add_(0, d - rank + 1, -delta)
+        barycentric[0] += 1 + barycentric[d + 1]
+        self.weights = barycentric[: d + 1].float()  # (d + 1, N): one row per simplex vertex
+        # The simplex's vertices: integer keys (first d coordinates), made unique by sorting their codes.
+        remainder = torch.arange(d + 1, device=device)[:, None, None]
+        keys = rem0[None, :d].long() + remainder - (d + 1) * (rank[None, :d] > d - remainder).long()  # (d+1, d, N)
+        keys = keys.transpose(0, 1).reshape(d, -1)  # (d, (d + 1) * N), vertex-major
+        self._encode = _KeyEncoder(keys, margin=d + 1)
+        codes, inverse = torch.unique(self._encode(keys), return_inverse=True)
+        self.vertices = inverse.view(d + 1, points)
+        self.size = len(codes)
+        vertex_keys = keys.new_zeros(d, self.size).index_copy_(1, inverse, keys)
+        self.neighbours = [self._neighbour_pair(codes, vertex_keys, axis) for axis in range(d + 1)]
+
+    def _neighbour_pair(self, codes: torch.Tensor, keys: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of each vertex's two neighbours along lattice direction ``axis`` (``len(codes)`` if absent)."""
+        d = len(keys)
+        step = torch.ones(d, 1, dtype=torch.long, device=keys.device)
+        if axis < d:
+            step[axis] = -d
+        return self._lookup(codes, keys + step), self._lookup(codes, keys - step)
+
+    def _lookup(self, codes: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        wanted = self._encode(keys)
+        found = torch.searchsorted(codes, wanted).clamp_max(len(codes) - 1)
+        return torch.where(codes[found] == wanted, found, len(codes))
+
+    def filter(self, values: torch.Tensor) -> torch.Tensor:
+        """Splat ``(C, N)`` values, blur along every lattice direction, slice back to ``(C, N)``."""
+        d = len(self.weights) - 1
+        lattice = values.new_zeros(len(values), self.size + 1)  # the last column stands for absent vertices
+        for vertices, weights in zip(self.vertices, self.weights):
+            lattice.index_add_(1, vertices, values * weights)
+        for first, second in self.neighbours:
+            lattice[:, :-1] += 0.5 * (lattice[:, first] + lattice[:, second])
+        out = torch.zeros_like(values)
+        for vertices, weights in zip(self.vertices, self.weights):
+            out += weights * lattice[:, vertices]
+        return out / (1 + 2.0**-d)
 
 
-def _appearance_message(
-    q: torch.Tensor, colours: torch.Tensor, sigma_xy: float, sigma_rgb: float, window: int
-) -> torch.Tensor:
-    """Normalised bilateral-weighted average of ``q`` over the sampled neighbours (see :func:`sample_offsets`)."""
-    _, height, width = q.shape
-    samples = [(dy, dx, area) for dy, dx, area in sample_offsets(sigma_xy, window) if abs(dy) < height and abs(dx) < width]
-    reach = max(max(abs(dy), abs(dx)) for dy, dx, _ in samples)
-    pad = (reach, reach, reach, reach)
-    padded_q = F.pad(q, pad)
-    padded_colours = F.pad(colours, pad)
-    padded_valid = F.pad(torch.ones_like(q[:1]), pad)
-    message = torch.zeros_like(q)
-    norm = torch.zeros_like(q[:1])
-    for dy, dx, area in samples:
-        rows = slice(reach + dy, reach + dy + height)
-        columns = slice(reach + dx, reach + dx + width)
-        colour_distance = (padded_colours[:, rows, columns] - colours).square().sum(0, keepdim=True)
-        spatial = math.log(area) - (dy * dy + dx * dx) / (2 * sigma_xy**2)
-        weight = padded_valid[:, rows, columns] * torch.exp(spatial - colour_distance / (2 * sigma_rgb**2))
-        message += weight * padded_q[:, rows, columns]
-        norm += weight
-    return message / norm.clamp_min(1e-6)
+class _KeyEncoder:
+    """Maps ``(d, K)`` integer lattice keys (and neighbours up to ``margin`` away) to unique int64 codes."""
+
+    def __init__(self, keys: torch.Tensor, margin: int) -> None:
+        self.low = keys.min(1).values - margin
+        spans = (keys.max(1).values + margin + 1 - self.low).tolist()
+        self.strides = [math.prod(spans[:axis]) for axis in range(len(spans))]
+        if math.prod(spans) >= 2**62:
+            raise ValueError("image too large for these kernel widths (lattice keys overflow 64 bits)")
+
+    def __call__(self, keys: torch.Tensor) -> torch.Tensor:
+        codes = torch.zeros_like(keys[0])
+        for key, low, stride in zip(keys, self.low.tolist(), self.strides):
+            codes += (key - low) * stride
+        return codes

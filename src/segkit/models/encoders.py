@@ -32,27 +32,24 @@ def scaled(channels: int, width_mult: float) -> int:
     return max(1, round(channels * width_mult))
 
 
-def pretrained_torchvision(
-    builder: Callable[..., nn.Module], pretrained: bool, weights_argument: str = "weights", **kwargs: Any
-) -> nn.Module:
-    """``builder(**{weights_argument: "DEFAULT" or None}, **kwargs)``, with a clear error when offline.
-
-    ``weights_argument`` is ``"weights_backbone"`` for torchvision segmentation
-    models whose ImageNet backbone (not the whole net) should be pretrained.
-    """
+def pretrained_torchvision(builder: Callable[..., nn.Module], pretrained: bool, **kwargs: Any) -> nn.Module:
+    """``builder(weights="DEFAULT" if pretrained else None, **kwargs)``, with a clear error when offline."""
     if not pretrained:
-        return builder(**{weights_argument: None}, **kwargs)
+        return builder(weights=None, **kwargs)
     with downloading(f"torchvision {builder.__name__}"):
-        return builder(**{weights_argument: "DEFAULT"}, **kwargs)
+        return builder(weights="DEFAULT", **kwargs)
 
 
 def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """A copy of ``conv`` taking ``in_channels`` inputs; its filters reuse the RGB ones.
+    """A copy of ``conv`` taking ``in_channels`` inputs, its filters derived from the RGB ones.
 
-    The RGB filters are cycled over the new channels and scaled by
-    ``3 / in_channels`` so the response to a grey image is unchanged (as smp and
-    timm do when adapting pretrained encoders; their helpers are private).
+    Uses timm's ``adapt_input_conv`` (as smp and timm do for their encoders):
+    one channel sums the RGB filters, more channels cycle them scaled by
+    ``3 / in_channels``, so pretrained filters stay useful and the activation
+    scale is kept.
     """
+    from timm.models import adapt_input_conv
+
     if in_channels == conv.in_channels:
         return conv
     new = nn.Conv2d(
@@ -60,8 +57,7 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
         conv.dilation, conv.groups, conv.bias is not None, device=conv.weight.device,
     )
     with torch.no_grad():
-        channels = torch.arange(in_channels, device=conv.weight.device) % conv.in_channels
-        new.weight.copy_(conv.weight[:, channels] * (conv.in_channels / in_channels))
+        new.weight.copy_(adapt_input_conv(in_channels, conv.weight.detach()))
         if conv.bias is not None:
             new.bias.copy_(conv.bias)
     return new

@@ -11,8 +11,9 @@ to a multiple of 32 instead of the original's 100-pixel padding and crops),
 and the net is trained in one stage rather than FCN-32s -> 16s -> 8s.
 
 ``fcn-resnet50`` is torchvision's FCN with a dilated ResNet-50 (output
-stride 8) and the FCN head; only its ImageNet backbone is pretrained (the
-COCO weights exist for 21 classes only).
+stride 8 by default; 16 or 32 dilate less and cost less) and the FCN head;
+only its ImageNet backbone is pretrained (torchvision's COCO weights cover 21
+classes; load them with ``--weights`` to fine-tune, the head is re-initialised).
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ import torch
 from torch import nn
 
 from segkit.models.base import Output, SegmentationModel
-from segkit.models.encoders import adapt_first_conv, pretrained_torchvision, scaled, vgg16_fully_convolutional
+from segkit.models.encoders import (
+    adapt_first_conv,
+    pretrained_torchvision,
+    scaled,
+    vgg16_fully_convolutional,
+)
 from segkit.models.registry import register_model
 
 PAPER = "Long et al., Fully Convolutional Networks, CVPR 2015"

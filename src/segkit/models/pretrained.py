@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 STATE_DICT_KEYS = ("state_dict", "model")  # segkit/Lightning checkpoints, torchvision/timm training scripts
-_FREEZE_HOOK = "_segkit_freeze_hook"
+_FREEZE_HOOKS = "_segkit_freeze_hooks"
 
 
 @contextlib.contextmanager
@@ -88,7 +88,11 @@ class LoadReport:
             return f"{len(keys)} {label}" + (f" ({shown})" if keys else "")
 
         where = f" into {self.prefix.rstrip('.')}" if self.prefix else ""
-        parts = [listed("missing", self.missing), listed("unexpected", self.unexpected), listed("mismatched", self.mismatched)]
+        parts = [
+            listed("missing", self.missing),
+            listed("unexpected", self.unexpected),
+            listed("mismatched", self.mismatched),
+        ]
         return f"loaded {len(self.loaded)} tensors{where}; " + "; ".join(parts)
 
 
@@ -116,8 +120,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise SegkitError(path, "refused to load: not a plain-tensor weights file (weights_only)") from None
+        except pickle.UnpicklingError as error:
+            if "Unsupported global" in str(error):  # a pickled object weights_only refuses to run
+                raise SegkitError(path, "refused to load: holds objects other than tensors (weights_only)") from None
+            raise SegkitError(path, "not a readable weights file (corrupt, or not saved by PyTorch)") from None
         except (RuntimeError, EOFError, OSError, ValueError) as error:
             raise SegkitError(path, f"not a readable weights file ({error.__class__.__name__}: {error})") from None
     state = _unwrap(content)
@@ -204,7 +210,7 @@ def load_weights(
     placed = {add + key[len(drop):]: tensor for key, tensor in source.items() if key.startswith(drop)}
     unexpected = sorted(key for key in source if not key.startswith(drop))
     unexpected += sorted(key for key in placed if key not in target)
-    mismatched = sorted(key for key in placed if key in target and placed[key].shape != target[key].shape)
+    mismatched = {key for key in placed if key in target and placed[key].shape != target[key].shape}
     loadable = {key: tensor for key, tensor in placed.items() if key in target and key not in mismatched}
     if not loadable:
         raise SegkitError(path, "no tensor in the file matches the model (is it weights for this architecture?)")
@@ -213,7 +219,7 @@ def load_weights(
         loaded=tuple(sorted(loadable)),
         missing=tuple(sorted(set(target) - set(placed))),
         unexpected=tuple(unexpected),
-        mismatched=tuple(mismatched),
+        mismatched=tuple(sorted(mismatched)),
         prefix=add,
     )
     logger.info("%s: %s", path, report.summary())
@@ -232,14 +238,12 @@ def encoder_of(model: nn.Module) -> nn.Module:
         encoder = getattr(candidate, "encoder", None)
         if isinstance(encoder, nn.Module):
             return encoder
-    raise SegkitError(None, f"model {type(model).__name__} has no encoder to freeze or load")
+    raise SegkitError(None, f"model {type(model).__name__} has no encoder to freeze")
 
 
-def _keep_batchnorm_in_eval(module: nn.Module, _inputs: object) -> None:
-    """Forward pre-hook: a frozen encoder's BatchNorm never updates its running statistics."""
-    for child in module.modules():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and child.training:
-            child.eval()
+def _keep_in_eval(module: nn.Module, _inputs: object) -> None:
+    """Forward pre-hook of a frozen BatchNorm layer: never update the running statistics."""
+    module.eval()
 
 
 def freeze_encoder(model: nn.Module, frozen: bool = True) -> nn.Module:
@@ -261,17 +265,19 @@ def freeze_encoder(model: nn.Module, frozen: bool = True) -> nn.Module:
     encoder = encoder_of(model)
     for parameter in encoder.parameters():
         parameter.requires_grad_(not frozen)
-    handle = encoder.__dict__.pop(_FREEZE_HOOK, None)
-    if handle is not None:
+    for handle in encoder.__dict__.pop(_FREEZE_HOOKS, []):
         handle.remove()
+    batchnorms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if frozen:
-        encoder.__dict__[_FREEZE_HOOK] = encoder.register_forward_pre_hook(_keep_batchnorm_in_eval)
-        _keep_batchnorm_in_eval(encoder, ())
-    elif model.training:
-        encoder.train()
+        encoder.__dict__[_FREEZE_HOOKS] = [bn.register_forward_pre_hook(_keep_in_eval) for bn in batchnorms]
+        for bn in batchnorms:
+            bn.eval()
+    else:
+        for bn in batchnorms:
+            bn.train(model.training)
     return model
 
 
 def is_frozen(model: nn.Module) -> bool:
     """Whether :func:`freeze_encoder` froze the model's encoder."""
-    return _FREEZE_HOOK in encoder_of(model).__dict__
+    return _FREEZE_HOOKS in encoder_of(model).__dict__

@@ -63,9 +63,13 @@ class SegNet(SegmentationModel):
             give fast experiments without pretrained weights).
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, pretrained: bool = False, width_mult: float = 1.0) -> None:
+    def __init__(
+        self, num_classes: int, in_channels: int = 3, pretrained: bool = False, width_mult: float = 1.0
+    ) -> None:
         super().__init__(stride=32)
-        self.encoder = vgg16_features(batch_norm=True, width_mult=width_mult, pretrained=pretrained, in_channels=in_channels)
+        self.encoder = vgg16_features(
+            batch_norm=True, width_mult=width_mult, pretrained=pretrained, in_channels=in_channels
+        )
         for layer in self.encoder:
             if isinstance(layer, nn.MaxPool2d):
                 layer.return_indices = True

@@ -88,7 +88,9 @@ def encoder_weights(encoder: str, pretrained: bool) -> str | bool | None:
     return "imagenet" if "imagenet" in settings else next(iter(settings))
 
 
-def build(architecture: str, encoder: str, pretrained: bool, num_classes: int, in_channels: int, **options: Any) -> SmpModel:
+def build(
+    architecture: str, encoder: str, pretrained: bool, num_classes: int, in_channels: int, **options: Any
+) -> SmpModel:
     """``smp.<architecture>(encoder, ...)`` wrapped as a segkit model; downloads weights when ``pretrained``."""
     import segmentation_models_pytorch as smp
 
@@ -162,7 +164,9 @@ def unet_efficientnet_b0(
     decoder_channels: Sequence[int] = UNET_DECODER, decoder_attention: str | None = None,
 ) -> SmpModel:
     """smp U-Net with timm's EfficientNet-B0 encoder (Tan & Le, ICML 2019); options as ``unet-resnet34``."""
-    return unet("tu-efficientnet_b0", num_classes, in_channels, pretrained, encoder_depth, decoder_channels, decoder_attention)
+    return unet(
+        "tu-efficientnet_b0", num_classes, in_channels, pretrained, encoder_depth, decoder_channels, decoder_attention
+    )
 
 
 @register_model(
@@ -271,7 +275,9 @@ def deeplabv3(
         atrous_rates: the three ASPP rates; default (6, 12, 18) at stride 16, (12, 24, 36) at 8.
         decoder_channels: ASPP width (256 in the paper).
     """
-    return deeplab("DeepLabV3", encoder, num_classes, in_channels, pretrained, output_stride, atrous_rates, decoder_channels)
+    return deeplab(
+        "DeepLabV3", encoder, num_classes, in_channels, pretrained, output_stride, atrous_rates, decoder_channels
+    )
 
 
 @register_model(
@@ -338,4 +344,6 @@ def segformer(
         pretrained: start the encoder from ImageNet weights.
         decoder_channels: MLP decoder width (256 for B0/B1, 768 for B2-B5 in the paper).
     """
-    return build("Segformer", encoder, pretrained, num_classes, in_channels, decoder_segmentation_channels=decoder_channels)
+    return build(
+        "Segformer", encoder, pretrained, num_classes, in_channels, decoder_segmentation_channels=decoder_channels
+    )

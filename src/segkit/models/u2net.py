@@ -69,7 +69,9 @@ class RSU(nn.Module):
         dilated: RSU-4F variant.
     """
 
-    def __init__(self, height: int, in_channels: int, mid_channels: int, out_channels: int, dilated: bool = False) -> None:
+    def __init__(
+        self, height: int, in_channels: int, mid_channels: int, out_channels: int, dilated: bool = False
+    ) -> None:
         super().__init__()
         self.dilated = dilated
         self.input = ConvBNReLU(in_channels, out_channels)
@@ -159,7 +161,9 @@ def u2net(num_classes: int, in_channels: int = 3, width_mult: float = 1.0) -> U2
     return U2Net(num_classes, in_channels, "u2net", width_mult)
 
 
-@register_model("u2netp", family="u2net", paper=PAPER + " (small U²-NetP)", output_stride=32, test_kwargs={"width_mult": 0.25})
+@register_model(
+    "u2netp", family="u2net", paper=PAPER + " (small U²-NetP)", output_stride=32, test_kwargs={"width_mult": 0.25}
+)
 def u2netp(num_classes: int, in_channels: int = 3, width_mult: float = 1.0) -> U2Net:
     """U²-NetP, the 1.1 M-parameter version. ``width_mult`` scales every width (1 is the paper's)."""
     return U2Net(num_classes, in_channels, "u2netp", width_mult)

@@ -57,27 +57,29 @@ class OnnxRuntimeModel(nn.Module):
     """
 
     def __init__(self, path: str | Path, device: str | torch.device = "auto") -> None:
-        import onnxruntime as ort
-
         from segkit.device import resolve_device
 
         super().__init__()
         self.path = Path(path)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise SegkitError(self.path, "running ONNX needs onnxruntime: pip install 'segkit[export]'") from None
         if not self.path.is_file():
             raise SegkitError(self.path, "ONNX model not found")
         requested = resolve_device(device)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the same thread budget as the torch path
-        options.log_severity_level = 3  # errors only; failures surface as exceptions
+        options.log_severity_level = 4  # fatal only: failures surface as SegkitErrors with ORT's message
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=onnx_providers(requested))
         except Exception as error:  # onnxruntime raises its own, unexported exception types
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise SegkitError(self.path, f"not a readable ONNX model ({first_line})") from None
+            raise SegkitError(self.path, f"not a readable ONNX model ({first_line(error)})") from None
         self.providers = self.session.get_providers()
         self.device = requested if "CUDAExecutionProvider" in self.providers else torch.device("cpu")
         if requested.type != self.device.type:
-            logger.warning("onnxruntime has no provider for %s; running %s on the CPU", requested, self.path.name)
+            log = logger.info if str(device) == "auto" else logger.warning
+            log("onnxruntime has no provider for %s; running %s on the CPU", requested, self.path.name)
         self.metadata = read_metadata(self.session, self.path)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
@@ -95,7 +97,11 @@ class OnnxRuntimeModel(nn.Module):
         return torch.from_numpy(logits).to(images.device)
 
     def _run(self, array: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: array})[0]
+        try:
+            return self.session.run(None, {self.input_name: array})[0]
+        except Exception as error:  # onnxruntime raises its own, unexported exception types
+            problem = f"ONNX Runtime failed on input {list(array.shape)}: {first_line(error)}"
+            raise SegkitError(self.path, problem) from None
 
     def _check_size(self, shape: tuple[int, ...]) -> None:
         fixed = [(expected, got) for expected, got in zip(self.input_shape[1:], shape[1:]) if isinstance(expected, int)]
@@ -121,3 +127,9 @@ def read_metadata(session: Any, path: Path) -> dict[str, Any]:
     if metadata.get("version", 0) > ONNX_FORMAT_VERSION:
         raise SegkitError(path, f"ONNX metadata version {metadata['version']} is newer than this segkit")
     return metadata
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

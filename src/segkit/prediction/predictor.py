@@ -78,6 +78,9 @@ class Predictor:
             :class:`~segkit.prediction.tiling.TileConfig`).
         tta: test-time augmentation (default: none), a
             :class:`~segkit.prediction.tta.TTAConfig` or a string such as ``"flip+scale"``.
+        crf: refine the probabilities with a dense CRF on the image (DeepLab v1/v2
+            post-processing, :func:`~segkit.models.crf.dense_crf`).
+        model_spec: the checkpoint's ``model`` entry (name, num_classes, in_channels, kwargs).
     """
 
     def __init__(
@@ -93,9 +96,15 @@ class Predictor:
         device: str | torch.device = "auto",
         tiling: TileConfig | None = None,
         tta: TTAConfig | str | None = None,
+        crf: bool = False,
+        model_spec: dict[str, Any] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        # NHWC convolutions are several times faster on CPU (benchmarks/); ONNX Runtime takes NCHW.
+        self.channels_last = any(True for _ in model.parameters())
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.classes = list(classes)
         self.preprocess = preprocess
         self.binary = binary
@@ -107,6 +116,8 @@ class Predictor:
             self.palette[: len(colours)] = colours
         self.tiling = tiling or TileConfig()
         self.tta = tta if isinstance(tta, TTAConfig) else TTAConfig.parse(tta)
+        self.crf = crf
+        self.model_spec = dict(model_spec) if model_spec else {"name": type(model).__name__}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | dict[str, Any], device: str | torch.device = "auto") -> Predictor:
@@ -142,7 +153,7 @@ class Predictor:
                 f"model has {outputs} output channels but the checkpoint's {len(classes)} classes "
                 f"in {'binary' if binary else 'multi-class'} mode need {expected}",
             )
-        model = onnx_model if onnx_model is not None else _torch_model(state, path)
+        model = onnx_model if onnx_model is not None else _torch_model(state, name, path)
         return cls(
             model,
             classes,
@@ -152,6 +163,7 @@ class Predictor:
             palette=state.get("palette"),
             ignore_index=int(state.get("ignore_index", preprocess.ignore_index)),
             device=device,
+            model_spec=spec,
         )
 
     @property
@@ -205,6 +217,10 @@ class Predictor:
             results[index] = predict_tiled(array, self._network_probabilities, plan, fill=self.preprocess.pad_value)
         for index, probabilities in zip(whole, self._network_probabilities([arrays[i] for i in whole])):
             results[index] = probabilities
+        if self.crf:
+            from segkit.models.crf import dense_crf
+
+            results = [dense_crf(probabilities, array) for probabilities, array in zip(results, arrays)]
         return results
 
     def _network_probabilities(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
@@ -221,6 +237,8 @@ class Predictor:
         for indices in groups.values():
             batch = torch.from_numpy(np.stack([prepared[i][0] for i in indices])).to(self.device)
             images = normalize(batch.permute(0, 3, 1, 2), self.preprocess.mean, self.preprocess.std)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             scores = augmented_probabilities(images, self._model_scores, self.tta)
             for slot, index in enumerate(indices):
                 results[index] = undo_resize(scores[slot], prepared[index][1])
@@ -238,20 +256,20 @@ class Predictor:
         return torch.softmax(logits, dim=1)
 
 
-def _torch_model(state: dict[str, Any], path: Path | None) -> torch.nn.Module:
-    """The model a checkpoint's ``model`` entry describes, with the checkpoint's weights loaded."""
+def _torch_model(state: dict[str, Any], name: str, path: Path | None) -> torch.nn.Module:
+    """The model ``name`` as a checkpoint's ``model`` entry describes it, with the checkpoint's weights loaded."""
     from segkit.models import create_model
 
     spec = state["model"]
     if "state_dict" not in state:
         raise SegkitError(path, "checkpoint has no 'state_dict' entry")
     try:
-        model = create_model(spec["name"], spec["num_classes"], spec.get("in_channels", 3), **spec.get("kwargs", {}))
+        model = create_model(name, spec["num_classes"], spec.get("in_channels", 3), **spec.get("kwargs", {}))
     except SegkitError as error:
         raise SegkitError(path, error.problem) from None
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
-        raise SegkitError(path, f"weights do not fit model {spec['name']!r}: {first_line}") from None
+        raise SegkitError(path, f"weights do not fit model {name!r}: {first_line}") from None
     return model

@@ -45,7 +45,6 @@ from segkit.serve.uploads import (
     decode_image,
     read_upload,
 )
-from segkit.training.checkpoint import load_checkpoint
 from segkit.visualize import overlay
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -112,11 +111,8 @@ class ServedModel:
     @classmethod
     def load(cls, source: str | Path | dict[str, Any] | Predictor, device: str = "auto") -> ServedModel:
         """Load a checkpoint (path or dict) once, or wrap a ready :class:`Predictor`."""
-        if isinstance(source, Predictor):
-            return cls(source, {"name": type(source.model).__name__}, asyncio.Lock())
-        checkpoint = load_checkpoint(source) if isinstance(source, (str, Path)) else source
-        predictor = Predictor.from_checkpoint(checkpoint, device=device)
-        return cls(predictor, dict(checkpoint.get("model", {})), asyncio.Lock())
+        predictor = source if isinstance(source, Predictor) else Predictor.from_checkpoint(source, device=device)
+        return cls(predictor, predictor.model_spec, asyncio.Lock())
 
     @property
     def class_colors(self) -> list[list[int]]:
@@ -305,7 +301,7 @@ def serve(
         app = create_app(checkpoint, device=device, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels)
         uvicorn.run(app, host=host, port=port)
         return
-    load_checkpoint(checkpoint)  # fail here with a clear message rather than in every worker
+    Predictor.from_checkpoint(checkpoint, device="cpu")  # fail here with a clear message, not in every worker
     os.environ.update(
         {
             ENV_CHECKPOINT: str(Path(checkpoint).resolve()),

@@ -47,7 +47,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
         raise SegkitError(path, f"refused to load: not a plain-tensor checkpoint ({first_line})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # torch raises many types for files that are not checkpoints
         raise SegkitError(path, f"not a readable checkpoint ({error.__class__.__name__}: {error})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise SegkitError(path, "not a segkit checkpoint (no 'format: segkit-checkpoint' entry)")

@@ -42,6 +42,10 @@ class TrainConfig:
 
     model: str = "unet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    encoder: str | None = None  # encoder of smp-based models (resnet50, tu-<timm name>, ...)
+    pretrained: bool = False  # the library's ImageNet encoder weights (downloads)
+    weights: str | None = None  # local checkpoint / state dict / .safetensors to start from
+    freeze_encoder: int = 0  # keep the encoder frozen for this many epochs
 
     img_size: int | list[int] = 256
     resize: str = "letterbox"  # letterbox | resize | crop

@@ -134,9 +134,7 @@ class Trainer:
             suffix = 2
             while out.exists():
                 out, suffix = Path("runs") / f"train{suffix}", suffix + 1
-        if self.dist.is_main:
-            (out / "samples").mkdir(parents=True, exist_ok=True)
-        return out
+        return out  # created by the first file written, so refused data leaves no folder behind
 
     def _open(self, path: str, split: str | None, classes: Any):
         from segkit.data.sources import open_source
@@ -203,24 +201,48 @@ class Trainer:
             "pin_memory": self.device.type == "cuda",
             "persistent_workers": config.num_workers > 0,
         }
+        self.shuffle_generator = torch.Generator()
         self.train_loader = DataLoader(
             self.train_set, batch_size=batch_size, shuffle=self.train_sampler is None, sampler=self.train_sampler,
-            drop_last=len(self.train_set) >= 2 * batch_size, generator=torch.Generator().manual_seed(config.seed),
+            drop_last=len(self.train_set) >= 2 * batch_size, generator=self.shuffle_generator,
             **loader_options,
         )
-        val_sampler = DistributedSampler(self.val_set, shuffle=False) if self.dist.enabled else None
+        # Each rank validates every world_size-th image (no padding duplicates, unlike
+        # DistributedSampler), so the all-reduced confusion matrix equals a single process's.
+        val_shard = Subset(self.val_set, list(range(self.dist.rank, len(self.val_set), self.dist.world_size)))
         self.val_loader = DataLoader(
-            self.val_set, batch_size=batch_size, shuffle=False, sampler=val_sampler, collate_fn=val_data.collate_fn,
-            **loader_options,
+            val_shard, batch_size=batch_size, shuffle=False, collate_fn=val_data.collate_fn, **loader_options
         )
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """The model's options as stored in checkpoints (never ``pretrained``: prediction must not download)."""
+        kwargs = dict(self.config.model_kwargs)
+        if self.config.encoder:
+            kwargs["encoder"] = self.config.encoder
+        return kwargs
+
+    def _pretrained_option(self) -> dict[str, bool]:
+        from segkit.models import model_info
+
+        if not self.config.pretrained:
+            return {}
+        if not model_info(self.config.model).pretrained_encoder:
+            raise SegkitError(None, f"--pretrained: model {self.config.model!r} has no pretrained encoder (see `segkit models`)")
+        return {"pretrained": True}
 
     def _build_model(self) -> None:
         from segkit.losses import class_weights_from_counts, create_loss
         from segkit.models import create_model
+        from segkit.models.pretrained import load_weights
 
         config = self.config
         num_outputs = 1 if self.binary else len(self.classes)
-        self.model: nn.Module = create_model(config.model, num_classes=num_outputs, in_channels=3, **config.model_kwargs)
+        self.model: nn.Module = create_model(
+            config.model, num_classes=num_outputs, in_channels=3, **self.model_kwargs, **self._pretrained_option()
+        )
+        if config.weights:
+            load_weights(self.model, config.weights)
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -240,7 +262,9 @@ class Trainer:
             class_weights=None if class_weights is None else class_weights.to(self.device),
             binary=self.binary, label_smoothing=config.label_smoothing,
         ).to(self.device)
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        # All parameters, also those of an encoder frozen for now: the optimiser skips
+        # parameters without gradients, and trains them once --freeze-encoder ends.
+        parameters = list(self.model.parameters())
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
         elif config.optimizer == "adam":
@@ -249,11 +273,27 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
         self.autocast_dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(config.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "16-mixed" and self.device.type == "cuda")
-        self.train_model: nn.Module = self.model
-        if self.dist.enabled:
-            self.train_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
+        self.train_model: nn.Module = self._wrap_distributed()
+
+    def _wrap_distributed(self) -> nn.Module:
+        """The module the training step calls: the model, or DDP around it under ``torchrun``."""
+        if not self.dist.enabled:
+            return self.model
+        return nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+        )
+
+    def _set_encoder_frozen(self, epoch: int) -> None:
+        """Freeze the encoder for the first ``--freeze-encoder`` epochs, then train it."""
+        from segkit.models.pretrained import freeze_encoder, is_frozen
+
+        if not self.config.freeze_encoder:
+            return
+        frozen = epoch <= self.config.freeze_encoder
+        if is_frozen(self.model) != frozen:
+            freeze_encoder(self.model, frozen)
+            logger.info("epoch %d: encoder %s", epoch, "frozen" if frozen else "unfrozen")
+            self.train_model = self._wrap_distributed()  # DDP registers only parameters that need gradients
 
     def _restore(self, state: dict[str, Any]) -> None:
         if "optimizer" not in state:
@@ -303,10 +343,14 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, start_time: float) -> tuple[float, int, bool]:
         """One pass over the training data; returns mean loss, images seen, and whether time ran out."""
+        self._set_encoder_frozen(epoch)
         self.train_model.train()
         if self.train_sampler is not None:
             self.train_sampler.set_epoch(epoch)
+        # Every epoch's shuffling and augmentation depend only on (seed, epoch): a resumed run
+        # repeats exactly what the uninterrupted run would have done.
         seed_everything(self.config.seed * 1000 + epoch)
+        self.shuffle_generator.manual_seed(self.config.seed * 1000 + epoch)
         loss_sum, seen, steps, out_of_time = 0.0, 0, 0, False
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=self._bar_disabled(), unit="batch")
         for images, masks in bar:
@@ -393,7 +437,7 @@ class Trainer:
             "version": CHECKPOINT_VERSION,
             "model": {
                 "name": config.model, "num_classes": 1 if self.binary else len(self.classes),
-                "in_channels": 3, "kwargs": dict(config.model_kwargs),
+                "in_channels": 3, "kwargs": self.model_kwargs,
             },
             "state_dict": unwrap(self.model).state_dict(),
             "classes": list(self.classes),

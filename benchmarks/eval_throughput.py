@@ -1,0 +1,234 @@
+"""Evaluation throughput: ``segkit evaluate --pred --true`` and segkit's confusion matrix vs a per-class loop.
+
+Truth: the Dubai aerial index masks (classes 0-5, 255 ignored). Predictions: a
+perturbed copy written to a temporary folder (shifted by a few pixels, 10 % of the
+pixels set to a random class). Megapixels of truth per second, side by side and
+taking turns, as medians of ``--repeats``:
+
+- end to end, decoding included: :func:`segkit.evaluation.folders.evaluate_folders`
+  (what ``segkit evaluate --pred DIR --true DIR --classes classes.json`` runs) vs
+  a loop that decodes each pair with PIL and counts, per class, true positives,
+  false positives and false negatives with numpy;
+- in memory, on the decoded masks: :class:`segkit.evaluation.confusion.ConfusionMatrix`
+  (``update`` per image, then ``compute``) vs the same per-class loop.
+
+Every arm's per-class IoU, Dice and pixel accuracy are checked to be the same numbers.
+
+    python benchmarks/eval_throughput.py                 # full run (about 2 min on 2 quiet cores)
+    python benchmarks/eval_throughput.py --quick --no-report
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import Target  # noqa: E402  (sibling module)
+from common import (  # noqa: E402
+    DUBAI,
+    add_common_arguments,
+    data_root,
+    dataset_dir,
+    finish,
+    log,
+    measure_interleaved,
+    median,
+    rate_summary,
+    ratio,
+    resolve_repeats,
+    setup_logging,
+)
+
+SECTION = "Evaluation throughput (benchmarks/eval_throughput.py)"
+TARGET_IN_MEMORY = 50.0
+TARGET_END_TO_END = 3.0
+IGNORE = 255
+SHIFT = 3  # pixels the predictions are shifted by (boundary errors)
+NOISE = 0.10  # share of prediction pixels set to a random class
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser, repeats=5)
+    parser.add_argument("--masks", type=int, default=None, help="number of Dubai masks used (default all 72, quick 6)")
+    args = parser.parse_args(argv)
+    if args.masks is None:
+        args.masks = 6 if args.quick else 0
+    return args
+
+
+# -------------------------------------------------------------------------- data
+def perturb(truth: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """A plausible prediction: the truth shifted, ignored pixels and ``NOISE`` of all pixels given random classes."""
+    prediction = np.roll(truth, (SHIFT, -SHIFT), axis=(0, 1))
+    unlabelled = prediction >= num_classes
+    prediction[unlabelled] = rng.integers(0, num_classes, int(unlabelled.sum()), dtype=np.uint8)
+    noisy = rng.random(truth.shape) < NOISE
+    prediction[noisy] = rng.integers(0, num_classes, int(noisy.sum()), dtype=np.uint8)
+    return prediction
+
+
+def build_folders(source: Path, count: int, num_classes: int, work: Path) -> tuple[Path, Path]:
+    """``work/true`` (copies of the first ``count`` truth masks, 0 = all) and ``work/pred`` (perturbed, L PNG)."""
+    true_dir, pred_dir = work / "true", work / "pred"
+    true_dir.mkdir()
+    pred_dir.mkdir()
+    rng = np.random.default_rng(0)
+    masks = sorted(path for path in source.iterdir() if path.suffix == ".png")
+    for path in masks[:count] if count else masks:
+        shutil.copy(path, true_dir / path.name)
+        with Image.open(path) as opened:
+            truth = np.asarray(opened)
+        Image.fromarray(perturb(truth, num_classes, rng)).save(pred_dir / path.name)
+    return pred_dir, true_dir
+
+
+def decode_pairs(pred_dir: Path, true_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(prediction, truth)`` uint8 arrays with PIL, paired by file name."""
+    pairs = []
+    for true_path in sorted(true_dir.iterdir()):
+        with Image.open(pred_dir / true_path.name) as pred, Image.open(true_path) as true:
+            pairs.append((np.asarray(pred), np.asarray(true)))
+    return pairs
+
+
+# ------------------------------------------------------------- the per-class loop
+@dataclass
+class ClassCounts:
+    """Per-class true positives, false positives and false negatives over labelled pixels."""
+
+    tp: list[int]
+    fp: list[int]
+    fn: list[int]
+    labelled: int = 0
+
+    def metrics(self) -> dict[str, Any]:
+        """IoU and Dice per class, pixel accuracy, and the means over classes present in truth or prediction."""
+        present = [c for c in range(len(self.tp)) if self.tp[c] + self.fp[c] + self.fn[c] > 0]
+        iou = [self.tp[c] / (self.tp[c] + self.fp[c] + self.fn[c]) if c in present else math.nan for c in range(len(self.tp))]
+        dice = [2 * self.tp[c] / (2 * self.tp[c] + self.fp[c] + self.fn[c]) if c in present else math.nan for c in range(len(self.tp))]
+        return {
+            "iou": iou,
+            "dice": dice,
+            "pixel_accuracy": sum(self.tp) / self.labelled,
+            "mIoU": sum(iou[c] for c in present) / len(present),
+            "mDice": sum(dice[c] for c in present) / len(present),
+        }
+
+
+def per_class_loop(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int) -> ClassCounts:
+    """Per image, per class: boolean masks and sums (the usual hand-written evaluation)."""
+    counts = ClassCounts([0] * num_classes, [0] * num_classes, [0] * num_classes)
+    for prediction, truth in pairs:
+        labelled = truth != IGNORE
+        counts.labelled += int(labelled.sum())
+        for c in range(num_classes):
+            predicted, actual = (prediction == c) & labelled, truth == c
+            counts.tp[c] += int((predicted & actual).sum())
+            counts.fp[c] += int((predicted & ~actual).sum())
+            counts.fn[c] += int((~predicted & actual).sum())
+    return counts
+
+
+def files(pred_dir: Path, true_dir: Path) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """Decode pair after pair, as the hand-written loop does."""
+    for true_path in sorted(true_dir.iterdir()):
+        with Image.open(pred_dir / true_path.name) as pred, Image.open(true_path) as true:
+            yield np.asarray(pred), np.asarray(true)
+
+
+def segkit_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The same numbers out of segkit's metrics dict."""
+    per_class = list(metrics["per_class"].values())
+    return {
+        "iou": [entry["iou"] for entry in per_class],
+        "dice": [entry["dice"] for entry in per_class],
+        "pixel_accuracy": metrics["pixel_accuracy"],
+        "mIoU": metrics["mIoU"],
+        "mDice": metrics["mDice"],
+    }
+
+
+def check_same(first: dict[str, Any], second: dict[str, Any], what: str) -> None:
+    """Raise when two metric sets differ (beyond the last bits of a float64 mean)."""
+    for key, value in first.items():
+        values = value if isinstance(value, list) else [value]
+        others = second[key] if isinstance(value, list) else [second[key]]
+        for a, b in zip(values, others, strict=True):
+            if not (math.isclose(a, b, rel_tol=1e-12) or (math.isnan(a) and math.isnan(b))):
+                raise AssertionError(f"{what}: {key} differs: {value} vs {second[key]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    repeats = resolve_repeats(args, quick_repeats=2)
+    from segkit.evaluation.confusion import ConfusionMatrix
+    from segkit.evaluation.folders import evaluate_folders, read_class_names
+
+    dubai = dataset_dir(data_root(args.data), DUBAI)
+    class_file = dubai / "classes.json"
+    num_classes = len(read_class_names(class_file))
+    with tempfile.TemporaryDirectory(prefix="segkit-eval-throughput-") as folder:
+        pred_dir, true_dir = build_folders(dubai / "masks", args.masks, num_classes, Path(folder))
+        pairs = decode_pairs(pred_dir, true_dir)
+        megapixels = sum(truth.size for _, truth in pairs) / 1e6
+        results: dict[str, dict[str, Any]] = {}
+
+        def arm(name: str, compute: Callable[[], dict[str, Any]]) -> Callable[[], float]:
+            def run() -> float:
+                results[name] = compute()
+                return megapixels
+
+            return run
+
+        def confusion_in_memory() -> dict[str, Any]:
+            matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE)
+            for prediction, truth in pairs:
+                matrix.update(prediction, truth)
+            return segkit_metrics(matrix.compute())
+
+        arms = {
+            "segkit_files": arm("segkit_files", lambda: segkit_metrics(evaluate_folders(pred_dir, true_dir, class_names=class_file))),
+            "loop_files": arm("loop_files", lambda: per_class_loop(files(pred_dir, true_dir), num_classes).metrics()),
+            "segkit_memory": arm("segkit_memory", confusion_in_memory),
+            "loop_memory": arm("loop_memory", lambda: per_class_loop(pairs, num_classes).metrics()),
+        }
+        log(f"{len(pairs)} mask pairs, {megapixels:.1f} megapixels; measuring {repeats} repeats")
+        rates = measure_interleaved(arms, repeats)
+    for name in ("segkit_files", "segkit_memory", "loop_files"):
+        check_same(results[name], results["loop_memory"], name)
+
+    med = {name: median(values) for name, values in rates.items()}
+    targets = [
+        Target("in memory: ConfusionMatrix / per-class loop (MP/s)", ratio(med["segkit_memory"], med["loop_memory"]), TARGET_IN_MEMORY),
+        Target("end to end: segkit evaluate / per-class loop (MP/s)", ratio(med["segkit_files"], med["loop_files"]), TARGET_END_TO_END),
+        Target("segkit evaluate speed", med["segkit_files"], unit="MP/s"),
+        Target("ConfusionMatrix speed", med["segkit_memory"], unit="MP/s"),
+    ]
+    settings = f"Dubai aerial masks, {len(pairs)} pairs, {megapixels:.1f} MP, {num_classes} classes + ignore, {repeats} repeats"
+    report = {
+        "benchmark": "eval_throughput",
+        "megapixels_per_second": {name: rate_summary(values) for name, values in rates.items()},
+        "pairs": len(pairs),
+        "megapixels": round(megapixels, 2),
+        "same_numbers": True,
+        "mIoU": results["loop_memory"]["mIoU"],
+    }
+    finish(report, SECTION, targets, settings, args.no_report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
