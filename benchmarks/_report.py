@@ -79,7 +79,7 @@ class Target:
         value: the measured figure; ``None`` when it could not be measured.
         target: the threshold; ``None`` for a figure reported without a target.
         at_least: PASS when ``value >= target`` (else when ``value <= target``).
-        unit: shown after the numbers (``"x"`` for ratios).
+        unit: shown after the numbers (``"x"`` for ratios, ``"%"`` for shares in percent).
         note: anything the number alone does not say (e.g. ``"upper bound"``).
     """
 
@@ -106,9 +106,14 @@ class Target:
 
 
 def _number(value: float | None, unit: str) -> str:
+    """Ratios ``1.23x``, shares ``99.96%``, anything else with 4 significant digits and its unit."""
     if value is None:
         return "-"
-    return f"{value:.3g}{unit}" if unit == "x" else f"{value:.3g} {unit}".rstrip()
+    if unit == "x":
+        return f"{value:.3g}x"
+    if unit == "%":
+        return f"{value:.2f}%"
+    return f"{value:.4g} {unit}".rstrip()
 
 
 def append_targets(

@@ -116,8 +116,14 @@ class ClassCounts:
     def metrics(self) -> dict[str, Any]:
         """IoU and Dice per class, pixel accuracy, and the means over classes present in truth or prediction."""
         present = [c for c in range(len(self.tp)) if self.tp[c] + self.fp[c] + self.fn[c] > 0]
-        iou = [self.tp[c] / (self.tp[c] + self.fp[c] + self.fn[c]) if c in present else math.nan for c in range(len(self.tp))]
-        dice = [2 * self.tp[c] / (2 * self.tp[c] + self.fp[c] + self.fn[c]) if c in present else math.nan for c in range(len(self.tp))]
+        iou = [
+            self.tp[c] / (self.tp[c] + self.fp[c] + self.fn[c]) if c in present else math.nan
+            for c in range(len(self.tp))
+        ]
+        dice = [
+            2 * self.tp[c] / (2 * self.tp[c] + self.fp[c] + self.fn[c]) if c in present else math.nan
+            for c in range(len(self.tp))
+        ]
         return {
             "iou": iou,
             "dice": dice,
@@ -200,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             return segkit_metrics(matrix.compute())
 
         arms = {
-            "segkit_files": arm("segkit_files", lambda: segkit_metrics(evaluate_folders(pred_dir, true_dir, class_names=class_file))),
+            "segkit_files": arm(
+                "segkit_files", lambda: segkit_metrics(evaluate_folders(pred_dir, true_dir, class_names=class_file))
+            ),
             "loop_files": arm("loop_files", lambda: per_class_loop(files(pred_dir, true_dir), num_classes).metrics()),
             "segkit_memory": arm("segkit_memory", confusion_in_memory),
             "loop_memory": arm("loop_memory", lambda: per_class_loop(pairs, num_classes).metrics()),
@@ -212,12 +220,23 @@ def main(argv: list[str] | None = None) -> int:
 
     med = {name: median(values) for name, values in rates.items()}
     targets = [
-        Target("in memory: ConfusionMatrix / per-class loop (MP/s)", ratio(med["segkit_memory"], med["loop_memory"]), TARGET_IN_MEMORY),
-        Target("end to end: segkit evaluate / per-class loop (MP/s)", ratio(med["segkit_files"], med["loop_files"]), TARGET_END_TO_END),
+        Target(
+            "in memory: ConfusionMatrix / per-class loop (MP/s)",
+            ratio(med["segkit_memory"], med["loop_memory"]),
+            TARGET_IN_MEMORY,
+        ),
+        Target(
+            "end to end: segkit evaluate / per-class loop (MP/s)",
+            ratio(med["segkit_files"], med["loop_files"]),
+            TARGET_END_TO_END,
+        ),
         Target("segkit evaluate speed", med["segkit_files"], unit="MP/s"),
         Target("ConfusionMatrix speed", med["segkit_memory"], unit="MP/s"),
     ]
-    settings = f"Dubai aerial masks, {len(pairs)} pairs, {megapixels:.1f} MP, {num_classes} classes + ignore, {repeats} repeats"
+    settings = (
+        f"Dubai aerial masks, {len(pairs)} pairs, {megapixels:.1f} MP, {num_classes} classes + ignore, "
+        f"{repeats} repeats"
+    )
     report = {
         "benchmark": "eval_throughput",
         "megapixels_per_second": {name: rate_summary(values) for name, values in rates.items()},

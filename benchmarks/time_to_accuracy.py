@@ -40,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import Target  # noqa: E402  (sibling module)
 from common import (  # noqa: E402
     ISBI,
+    VAL_FRACTION,
     Stopwatch,
+    add_common_arguments,
     data_root,
     dataset_dir,
     finish,
@@ -52,7 +54,6 @@ from common import (  # noqa: E402
     naive_train_step,
     resolve_repeats,
     setup_logging,
-    add_common_arguments,
 )
 
 SECTION = "Time to accuracy (benchmarks/time_to_accuracy.py)"
@@ -70,10 +71,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_common_arguments(parser, repeats=1)
     parser.add_argument("--target", type=float, default=0.80, help="validation mIoU to reach (default 0.80)")
     parser.add_argument("--max-minutes", type=float, default=8.0, help="time cap of each arm (default 8)")
-    parser.add_argument("--img-size", type=int, default=256, help="network input side of every arm (default 256, segkit's)")
+    parser.add_argument(
+        "--img-size", type=int, default=256, help="network input side of every arm (default 256, segkit's)"
+    )
     parser.add_argument("--arms", default="segkit,naive,smp", help="comma-separated arms to run (default all three)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    parser.add_argument(
+        "--segkit-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig option for the segkit arm instead of its default, e.g. precision=bf16 (repeatable)",
+    )
     args = parser.parse_args(argv)
+    args.segkit_options = dict(_option(parser, text) for text in args.segkit_option)
     if args.quick:
         args.max_minutes = min(args.max_minutes, 0.4)
         args.img_size = min(args.img_size, 64)
@@ -82,6 +93,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown or not args.arms:
         parser.error(f"--arms takes some of {', '.join(ARMS)}; unknown: {', '.join(unknown)}")
     return args
+
+
+def _option(parser: argparse.ArgumentParser, text: str) -> tuple[str, Any]:
+    """``"precision=bf16"`` -> ``("precision", "bf16")``; values are read as YAML (numbers, lists, booleans)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        parser.error(f"--segkit-option takes KEY=VALUE, got {text!r}")
+    return key.strip().replace("-", "_"), yaml.safe_load(value)
 
 
 # ------------------------------------------------------------- shared evaluation
@@ -99,7 +120,7 @@ def load_validation(folder: Path) -> ValidationSet:
     from segkit.training.trainer import split_by_name
 
     source = open_source(folder)
-    _, val_indices = split_by_name([sample.name for sample in source.samples], 0.2)
+    _, val_indices = split_by_name([sample.name for sample in source.samples], VAL_FRACTION)
     samples = [source.load(index) for index in val_indices]
     return ValidationSet([s.image for s in samples], [s.mask for s in samples], source.num_classes)
 
@@ -165,6 +186,7 @@ class ArmContext:
     img_size: int
     device: torch.device
     workdir: Path
+    segkit_options: dict[str, Any] = field(default_factory=dict)
 
 
 class _TargetReached(Exception):
@@ -191,9 +213,16 @@ def run_segkit(context: ArmContext) -> ArmResult:
             if result.record(epoch, clock.seconds, miou, context.target):
                 raise _TargetReached
 
-    config = TrainConfig(
-        data=str(context.folder), out=str(context.workdir / "segkit"), time_budget=context.cap_seconds,
-        img_size=context.img_size, device=str(context.device),
+    config = TrainConfig.from_dict(
+        {
+            "data": str(context.folder),
+            "out": tempfile.mkdtemp(prefix="segkit-", dir=context.workdir),
+            "time_budget": context.cap_seconds,
+            "img_size": context.img_size,
+            "device": str(context.device),
+            "overwrite": True,
+            **context.segkit_options,
+        }
     )
     try:
         trained = EvaluatingTrainer(config, progress=False).fit()
@@ -283,10 +312,14 @@ def time_ratio(first: ArmResult, second: ArmResult, target: float) -> tuple[floa
         return value, ""
     if first.reached:
         decided = value <= target
-        return (value if decided else None), f"{'upper bound' if decided else 'undecided'}: {second.name} never reached it"
+        return (
+            value if decided else None
+        ), f"{'upper bound' if decided else 'undecided'}: {second.name} never reached it"
     if second.reached:
         decided = value > target
-        return (value if decided else None), f"{'lower bound' if decided else 'undecided'}: {first.name} never reached it"
+        return (
+            value if decided else None
+        ), f"{'lower bound' if decided else 'undecided'}: {first.name} never reached it"
     return None, "neither reached the target"
 
 
@@ -310,8 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: dict[str, list[ArmResult]] = {name: [] for name in args.arms}
     with tempfile.TemporaryDirectory(prefix="segkit-time-to-accuracy-") as workdir:
         context = ArmContext(
-            train_pairs=train_pairs, folder=folder, target=args.target, cap_seconds=args.max_minutes * 60,
-            img_size=args.img_size, device=device, workdir=Path(workdir),
+            train_pairs=train_pairs,
+            folder=folder,
+            target=args.target,
+            cap_seconds=args.max_minutes * 60,
+            img_size=args.img_size,
+            device=device,
+            workdir=Path(workdir),
+            segkit_options=args.segkit_options,
             evaluate=lambda model: validation_miou(model, validation, args.img_size, device),
         )
         for repeat in range(repeats):
@@ -320,16 +359,19 @@ def main(argv: list[str] | None = None) -> int:
                 outcomes[name].append(ARMS[name](context))
     chosen = {name: median_result(results) for name, results in outcomes.items()}
     targets = [
-        Target(f"{name} time to mIoU {args.target}", result.seconds, unit="s", note="" if result.reached else "not reached")
+        Target(
+            f"{name} time to mIoU {args.target}", result.seconds, unit="s", note="" if result.reached else "not reached"
+        )
         for name, result in chosen.items()
     ]
     for other, goal in (("naive", TARGET_VS_NAIVE), ("smp", TARGET_VS_SMP)):
         if "segkit" in chosen and other in chosen:
             value, note = time_ratio(chosen["segkit"], chosen[other], goal)
             targets.append(Target(f"segkit / {other} time to target", value, goal, at_least=False, note=note))
+    changed = "".join(f", segkit {key}={value}" for key, value in args.segkit_options.items())
     settings = (
         f"ISBI 2012 train split 24/6, {args.img_size}x{args.img_size}, target mIoU {args.target} at 512x512, "
-        f"cap {args.max_minutes:g} min per arm, {device.type}, {repeats} repeat(s)"
+        f"cap {args.max_minutes:g} min per arm, {device.type}, {repeats} repeat(s){changed}"
     )
     report = {
         "benchmark": "time_to_accuracy",
@@ -337,8 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         "cap_seconds": args.max_minutes * 60,
         "arms": {
             name: {
-                "reached": result.reached, "seconds": round(result.seconds, 2), "best_mIoU": result.best_miou,
-                "curve": result.curve, **result.extra,
+                "reached": result.reached,
+                "seconds": round(result.seconds, 2),
+                "best_mIoU": result.best_miou,
+                "curve": result.curve,
+                **result.extra,
                 "all_repeats_seconds": [round(r.seconds, 2) for r in outcomes[name]],
             }
             for name, result in chosen.items()

@@ -14,7 +14,7 @@ side in one run, the arms taking turns, as medians of ``--repeats``:
   U-Net (``naive_same``), so that "same U-Net, same size" is a fair ratio.
 
 Achieved FLOP/s counts one forward+backward with ``torch.utils.flop_counter.FlopCounterMode``
-(convolutions and matrix products) and compares it with the median speed of a large
+(convolutions and matrix products) and compares it with the best speed of a large
 ``torch.mm`` measured in the same run.
 
     python benchmarks/train_throughput.py                  # full run (about 6 min on 2 quiet cores)
@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         setup_seconds = time.perf_counter() - start
         config = trainer.config
         bare, bare_model = bare_arm(trainer)
-        naive_big, naive_big_model = naive_arm(trainer, args.naive_base_channels, train_pairs, args.naive_images, args.img_size)
+        naive_big, naive_big_model = naive_arm(
+            trainer, args.naive_base_channels, train_pairs, args.naive_images, args.img_size
+        )
         naive_same, _ = naive_arm(trainer, args.base_channels, train_pairs, args.naive_images, args.img_size)
         arms = {"bare": bare, "segkit": segkit_arm(trainer), "naive_same": naive_same, "naive_unet64": naive_big}
         log("warm-up (one call per arm)")
@@ -218,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"measuring {repeats} repeats")
         rates = measure_interleaved(arms, repeats)
 
-    flops_segkit = training_flops(bare_model, args.img_size, trainer.device, config.channels_last, trainer.autocast_dtype)
+    flops_segkit = training_flops(
+        bare_model, args.img_size, trainer.device, config.channels_last, trainer.autocast_dtype
+    )
     flops_naive = training_flops(naive_big_model, args.img_size, trainer.device, False, None)
     mm_size = 1024 if args.quick else 4096
     peak_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -245,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         Target(f"{peak_name} matmul peak", peaks[peak_name] / 1e9, unit="GFLOP/s"),
     ]
     settings = (
-        f"{config.model} base {args.base_channels} (naive {args.naive_base_channels}), {args.img_size}x{args.img_size}, "
-        f"batch {config.batch_size} (naive 1), precision {config.precision}, "
+        f"{config.model} base {args.base_channels} (naive {args.naive_base_channels}), "
+        f"{args.img_size}x{args.img_size}, batch {config.batch_size} (naive 1), precision {config.precision}, "
         f"{'channels_last' if config.channels_last else 'NCHW'}, workers {config.num_workers}, "
         f"{trainer.device.type}, {repeats} repeats"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -36,3 +38,42 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_checkpoint(
+    classes: list[str] | tuple[str, ...] = ("background", "red", "blue"),
+    binary: bool = False,
+    resize: str = "letterbox",
+    img_size: int = 32,
+    *,
+    seed: int = 0,
+    zero_head_bias: bool = False,
+) -> dict[str, Any]:
+    """A real segkit checkpoint of a randomly initialised 2-level, 4-channel U-Net, as the trainer writes it.
+
+    ``zero_head_bias`` makes the mask follow the image rather than one dominant random bias.
+    """
+    from segkit.data.transforms import PreprocessConfig
+    from segkit.models import create_model
+    from segkit.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+    from segkit.visualize import PALETTE
+
+    torch.manual_seed(seed)
+    outputs = 1 if binary else len(classes)
+    kwargs = {"base_channels": 4, "depth": 2}
+    model = create_model("unet", outputs, 3, **kwargs)
+    if zero_head_bias:
+        with torch.no_grad():
+            model.head.bias.zero_()
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": {"name": "unet", "num_classes": outputs, "in_channels": 3, "kwargs": kwargs},
+        "state_dict": model.state_dict(),
+        "classes": list(classes),
+        "palette": PALETTE[: len(classes)].tolist(),
+        "binary": binary,
+        "threshold": 0.5,
+        "ignore_index": 255,
+        "preprocess": PreprocessConfig(img_size=img_size, resize=resize).to_dict(),
+    }

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 # tests/ is on sys.path (pytest's default rootdir-based import of the tests/<package> folders)
-from prediction.test_predictor import tiny_checkpoint
+from conftest import tiny_checkpoint
 from segkit.cli import main
 from segkit.training.checkpoint import save_checkpoint
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from .make_corpus import BASE, generate
 
@@ -33,15 +32,6 @@ class Corpus:
         return self.root / name
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, and the suite shares two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     """Every corpus entry, generated once per session by make_corpus.py."""
@@ -55,12 +45,7 @@ def checkpoint(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Path
     from segkit.cli import main
 
     out = tmp_path_factory.mktemp("checkpoint") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["train", str(corpus.root / BASE), "--out", str(out), *TRAIN_ARGS]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main(["train", str(corpus.root / BASE), "--out", str(out), *TRAIN_ARGS]) == 0
     return out / "best.pt"
 
 

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 import segkit
-from prediction.test_predictor import CLASSES, squares, tiny_checkpoint
+from conftest import tiny_checkpoint
+from prediction.test_predictor import CLASSES, squares
 from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.export import onnx as onnx_export
@@ -27,11 +28,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 SIZES = [(40, 40), (17, 53), (96, 31), (64, 80)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,6 @@ HEIGHT, WIDTH = 72, 96
 PALETTE = np.array([[30, 30, 30], [200, 60, 60], [60, 180, 60], [60, 60, 220]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def scene(num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """An image with sharp colour edges, its true mask, and coarse probabilities like a stride-8 network's.
 

@@ -25,14 +25,6 @@ TINY_SMP = {"encoder": "tu-test_resnet", "encoder_depth": 3, "decoder_channels":
 TINY_SEGNET = {"width_mult": 0.0625}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """No network: every download entry point of torchvision, smp and timm fails at once (and sockets too).

@@ -19,14 +19,6 @@ from segkit.models.fcn import bilinear_upsampling
 from segkit.models.u2net import RSU
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def parameters_on_meta(name: str, **kwargs: object) -> int:
     """Parameter count at default options, without allocating the weights."""
     if model_info(name).pretrained_encoder:

@@ -12,40 +12,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import dataset_path
+from conftest import dataset_path, tiny_checkpoint
 from segkit.data.sources import open_source
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
 from segkit.evaluation.confusion import ConfusionMatrix
 from segkit.evaluation.evaluate import evaluate_checkpoint
-from segkit.models import create_model
 from segkit.prediction.predictor import Predictor, as_rgb, resolve_device
-from segkit.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-from segkit.visualize import PALETTE
+from segkit.training.checkpoint import save_checkpoint
 
-CLASSES = ["background", "red", "blue"]
-
-
-def tiny_checkpoint(
-    classes: list[str] = CLASSES, binary: bool = False, resize: str = "letterbox", img_size: int = 32
-) -> dict[str, Any]:
-    """A checkpoint of a randomly initialised 2-level U-Net, as the trainer writes it."""
-    torch.manual_seed(0)
-    outputs = 1 if binary else len(classes)
-    kwargs = {"base_channels": 4, "depth": 2}
-    model = create_model("unet", outputs, 3, **kwargs)
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model": {"name": "unet", "num_classes": outputs, "in_channels": 3, "kwargs": kwargs},
-        "state_dict": model.state_dict(),
-        "classes": list(classes),
-        "palette": PALETTE[: len(classes)].tolist(),
-        "binary": binary,
-        "threshold": 0.5,
-        "ignore_index": 255,
-        "preprocess": PreprocessConfig(img_size=img_size, resize=resize).to_dict(),
-    }
+CLASSES = ["background", "red", "blue"]  # tiny_checkpoint()'s classes
 
 
 class ColourModel(nn.Module):

@@ -12,7 +12,8 @@ from PIL import Image
 from torch import nn
 
 from conftest import dataset_path
-from prediction.test_predictor import CLASSES, squares, tiny_checkpoint
+from conftest import tiny_checkpoint
+from prediction.test_predictor import CLASSES, squares
 from segkit.cli import main
 from segkit.data.io import read_image
 from segkit.data.transforms import PreprocessConfig, normalize
@@ -27,11 +28,6 @@ from segkit.prediction.tiling import (
     window_starts,
 )
 from segkit.training.checkpoint import save_checkpoint
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 class ConstantModel(nn.Module):

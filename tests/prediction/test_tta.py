@@ -10,18 +10,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from prediction.test_predictor import CLASSES, tiny_checkpoint
+from conftest import tiny_checkpoint
+from prediction.test_predictor import CLASSES
 from prediction.test_tiling import PointwiseModel, ShapeSpy, position_image, predictor
 from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.prediction.predictor import Predictor
 from segkit.prediction.tta import TTA_SCALES, TTAConfig, augmented_probabilities
 from segkit.training.checkpoint import save_checkpoint
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 class LeftRightModel(nn.Module):

@@ -11,51 +11,17 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
-from segkit.data.transforms import PreprocessConfig
-from segkit.models import create_model
-from segkit.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-from segkit.visualize import PALETTE
+from conftest import tiny_checkpoint as shared_tiny_checkpoint
 
 CLASSES = ("background", "cat", "dog")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread than on two busy cores (autouse where imported)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_checkpoint(classes: tuple[str, ...] = CLASSES, *, binary: bool = False, seed: int = 2) -> dict[str, Any]:
-    """A real segkit checkpoint of a 2-level, 4-channel U-Net with random weights (32x32 input).
-
-    The head's bias is zeroed so that the mask follows the image rather than one
-    dominant random bias: with seed 2 all three classes appear on :func:`sample_image`.
-    """
-    torch.manual_seed(seed)
-    num_outputs = 1 if binary else len(classes)
-    kwargs = {"base_channels": 4, "depth": 2}
-    model = create_model("unet", num_outputs, **kwargs)
-    with torch.no_grad():
-        model.head.bias.zero_()
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model": {"name": "unet", "num_classes": num_outputs, "in_channels": 3, "kwargs": kwargs},
-        "state_dict": model.state_dict(),
-        "classes": list(classes),
-        "palette": PALETTE[: len(classes)].tolist(),
-        "binary": binary,
-        "threshold": 0.5,
-        "ignore_index": 255,
-        "preprocess": PreprocessConfig(img_size=(32, 32)).to_dict(),
-    }
+    """The shared tiny U-Net checkpoint with a zeroed head bias: with seed 2 all three classes
+    appear on :func:`sample_image`."""
+    return shared_tiny_checkpoint(classes, binary, seed=seed, zero_head_bias=True)
 
 
 def sample_image(height: int = 40, width: int = 56, seed: int = 0) -> np.ndarray:

@@ -26,7 +26,6 @@ from . import (
     CLASSES,
     decode,
     encode,
-    one_thread,  # noqa: F401  (autouse fixture: one torch thread in this module)
     sample_image,
     tiny_checkpoint,
 )

@@ -18,7 +18,6 @@ from . import (
     CLASSES,
     encode,
     live_server,
-    one_thread,  # noqa: F401  (autouse fixture: one torch thread in this module)
     sample_image,
     tiny_checkpoint,
 )

@@ -23,7 +23,6 @@ from segkit.serve.uploads import decode_image
 from . import (
     encode,
     live_server,
-    one_thread,  # noqa: F401  (autouse fixture: one torch thread in this module)
     sample_image,
     tiny_checkpoint,
 )

@@ -199,3 +199,16 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         save_checkpoint({"format": "segkit-checkpoint", "version": 1}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"channels_last": False}, {"compile": True}],
+                         ids=["bf16", "nchw", "compile"])
+def test_precision_memory_format_and_compile_options_train(shapes_dataset: Path, tmp_path: Path, options: dict) -> None:
+    result = train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1, **options), progress=False)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
+    assert load_checkpoint(result.best_checkpoint)["config"] | options == load_checkpoint(result.best_checkpoint)["config"]
+    # The checkpoint loads into a plain (uncompiled, NCHW) model for prediction.
+    from segkit.prediction.predictor import Predictor
+
+    mask = Predictor.from_checkpoint(result.best_checkpoint, device="cpu").predict(np.zeros((20, 30, 3), np.uint8))
+    assert mask.shape == (20, 30)

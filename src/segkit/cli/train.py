@@ -45,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     optim.add_argument("--loss", help="ce, bce, dice, focal, tversky, lovasz or a sum like ce+dice, 0.5*ce+dice (default ce+dice)")
     optim.add_argument("--class-weights", help="auto (inverse median frequency) or w0,w1,...")
     optim.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
+    optim.add_argument("--compile", action="store_true", default=None, help="torch.compile the model for training (slow start, faster steps on GPU)")
     optim.add_argument("--precision", choices=["32", "bf16", "16-mixed"], help="float32, bfloat16 autocast, or float16 mixed precision (default 32)")
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--config", help="YAML file of options (keys as in config.yaml); command-line options win")
@@ -63,7 +64,7 @@ def collect_options(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         "data", "val", "val_split", "masks", "colors", "classes", "ignore_index", "resize", "augment", "num_workers",
         "model", "encoder", "pretrained", "weights", "freeze_encoder", "mode", "threshold", "epochs", "time_budget", "batch_size", "lr", "weight_decay", "optimizer",
-        "scheduler", "warmup_epochs", "loss", "label_smoothing", "precision", "out", "resume", "overwrite",
+        "scheduler", "warmup_epochs", "loss", "label_smoothing", "precision", "compile", "out", "resume", "overwrite",
         "save_every", "patience", "device", "seed",
     )
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}

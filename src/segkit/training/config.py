@@ -68,6 +68,7 @@ class TrainConfig:
 
     device: str = "auto"
     precision: str = "32"  # 32 | bf16 | 16-mixed
+    compile: bool = False  # torch.compile the training step
     channels_last: bool = True  # NHWC memory format: ~3x faster convolutions on CPU (benchmarks/)
     num_workers: int = 0
     seed: int = 0

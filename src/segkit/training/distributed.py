@@ -56,5 +56,8 @@ def broadcast_object(value):
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group together: a rank that exits while rank 0 still writes its files
+    would abort the whole ``torchrun`` job."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -101,6 +101,8 @@ class Trainer:
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
         self.dist: DistributedInfo = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -276,12 +278,14 @@ class Trainer:
         self.train_model: nn.Module = self._wrap_distributed()
 
     def _wrap_distributed(self) -> nn.Module:
-        """The module the training step calls: the model, or DDP around it under ``torchrun``."""
-        if not self.dist.enabled:
-            return self.model
-        return nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-        )
+        """The module the training step calls: the model, DDP around it under ``torchrun``,
+        compiled with ``torch.compile`` when ``--compile`` is given."""
+        module: nn.Module = self.model
+        if self.dist.enabled:
+            module = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        return torch.compile(module) if self.config.compile else module
 
     def _set_encoder_frozen(self, epoch: int) -> None:
         """Freeze the encoder for the first ``--freeze-encoder`` epochs, then train it."""
