@@ -85,7 +85,7 @@ def image_mask_pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 def isbi_split(root: Path) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
     """ISBI 2012 training pairs split as segkit splits them (``split_by_name`` by sample name, 0.2)."""
-    from segkit.training.trainer import split_by_name
+    from segkit.data.sources import split_by_name
 
     pairs = image_mask_pairs(dataset_dir(root, ISBI))
     train, val = split_by_name([image.stem for image, _ in pairs], VAL_FRACTION)

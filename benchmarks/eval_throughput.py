@@ -14,7 +14,7 @@ taking turns, as medians of ``--repeats``:
 
 Every arm's per-class IoU, Dice and pixel accuracy are checked to be the same numbers.
 
-    python benchmarks/eval_throughput.py                 # full run (about 2 min on 2 quiet cores)
+    python benchmarks/eval_throughput.py                 # full run (under 1 min on 2 cores)
     python benchmarks/eval_throughput.py --quick --no-report
 """
 

@@ -19,7 +19,7 @@ measured on real images (:func:`common.calibrated_checkpoint`) unless ``--checkp
 is given: speed does not depend on the weights, and the masks vary from pixel to
 pixel, so that the agreement check is not trivially met.
 
-    python benchmarks/predict_throughput.py               # full run (about 8 min on 2 quiet cores)
+    python benchmarks/predict_throughput.py               # full run (5-9 min on 2 cores)
     python benchmarks/predict_throughput.py --quick --no-report
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import itertools
 import shutil
@@ -223,7 +224,11 @@ def ort_inputs(images: list[Image.Image], count: int, preprocess: Any) -> list[t
 def compare_ort(
     predictor: Any, checkpoint: Path, inputs: list[torch.Tensor], workdir: Path, repeats: int
 ) -> dict[str, Any]:
-    """Eager vs ONNX Runtime forward passes at 512 x 512 (taking turns) and their argmax agreement."""
+    """Eager vs ONNX Runtime forward passes at 512 x 512 (taking turns) and their argmax agreement.
+
+    Eager runs as segkit's Predictor runs it (NCHW float32); an eager channels_last copy
+    of the model is timed too, for comparison.
+    """
     from segkit.export.onnx import export_onnx
     from segkit.prediction.onnx_backend import OnnxRuntimeModel
 
@@ -231,17 +236,22 @@ def compare_ort(
     exported = export_onnx(checkpoint, workdir / "model.onnx")
     onnx_model = OnnxRuntimeModel(exported.path, device=predictor.device)
 
-    def forward(model: torch.nn.Module):
+    def forward(model: torch.nn.Module, memory_format: torch.memory_format = torch.contiguous_format):
         @torch.inference_mode()
         def run() -> float:
             for tensor in inputs:
-                model(tensor.to(predictor.device))
+                model(tensor.to(predictor.device).contiguous(memory_format=memory_format))
             synchronize(predictor.device)
             return float(len(inputs))
 
         return run
 
-    arms = {"eager": forward(predictor.model), "onnxruntime": forward(onnx_model)}
+    channels_last = copy.deepcopy(predictor.model).to(memory_format=torch.channels_last)
+    arms = {
+        "eager": forward(predictor.model),
+        "onnxruntime": forward(onnx_model),
+        "eager_channels_last": forward(channels_last, torch.channels_last),
+    }
     for arm in arms.values():
         arm()
     rates = measure_interleaved(arms, repeats)
@@ -304,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
             f"ONNX Runtime / eager at {ORT_SIDE}x{ORT_SIDE} (images/s)",
             ratio(ort_med["onnxruntime"], ort_med["eager"]),
             TARGET_ORT,
+        ),
+        Target(
+            f"eager channels_last / eager NCHW at {ORT_SIDE}x{ORT_SIDE} (images/s)",
+            ratio(ort_med["eager_channels_last"], ort_med["eager"]),
         ),
         Target("ONNX Runtime vs eager mask agreement", 100 * ort["agreement"], TARGET_AGREEMENT, unit="%"),
         Target("segkit predict speed", med["segkit"], unit="images/s"),

@@ -13,7 +13,7 @@ crops, overlap 0.25, Gaussian blending; see :mod:`segkit.prediction.tiling`).
 - Agreement: a ``--whole-side`` crop of a Dubai image predicted whole at native
   resolution and tiled; the share of pixels with the same class.
 
-    python benchmarks/tile_memory.py                  # full run (about 4 min on 2 quiet cores)
+    python benchmarks/tile_memory.py                  # full run (about 5 min on 2 cores)
     python benchmarks/tile_memory.py --quick --no-report
 """
 

@@ -16,13 +16,14 @@ resize, threshold, one confusion matrix over the validation images); its time is
 charged to any arm. segkit is evaluated through a subclass of its Trainer whose
 ``_save_epoch`` (called once per epoch, after the checkpoint is written) runs it.
 
-    python benchmarks/time_to_accuracy.py --max-minutes 8      # full run, at most ~25 min
+    python benchmarks/time_to_accuracy.py                      # full run: 3 arms x 7.5 min + set-up, about 25 min
     python benchmarks/time_to_accuracy.py --quick --no-report
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 import tempfile
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_arguments(parser, repeats=1)
     parser.add_argument("--target", type=float, default=0.80, help="validation mIoU to reach (default 0.80)")
-    parser.add_argument("--max-minutes", type=float, default=8.0, help="time cap of each arm (default 8)")
+    parser.add_argument("--max-minutes", type=float, default=7.5, help="time cap of each arm (default 7.5)")
     parser.add_argument(
         "--img-size", type=int, default=256, help="network input side of every arm (default 256, segkit's)"
     )
@@ -117,7 +118,7 @@ class ValidationSet:
 
 def load_validation(folder: Path) -> ValidationSet:
     from segkit.data.sources import open_source
-    from segkit.training.trainer import split_by_name
+    from segkit.data.sources import split_by_name
 
     source = open_source(folder)
     _, val_indices = split_by_name([sample.name for sample in source.samples], VAL_FRACTION)
@@ -168,6 +169,13 @@ class ArmResult:
         self.reached = miou >= target
         log(f"  {self.name} epoch {epoch}: mIoU {miou:.4f} after {seconds:.1f} s")
         return self.reached
+
+    def at_level(self, level: float) -> ArmResult:
+        """This run judged against another target: the first evaluation at or above ``level``."""
+        for point in self.curve:
+            if point["mIoU"] >= level:
+                return ArmResult(self.name, True, point["seconds"], self.curve, self.extra)
+        return ArmResult(self.name, False, self.seconds, self.curve, self.extra)
 
     @property
     def best_miou(self) -> float:
@@ -323,6 +331,21 @@ def time_ratio(first: ArmResult, second: ArmResult, target: float) -> tuple[floa
     return None, "neither reached the target"
 
 
+def level_figures(results: dict[str, ArmResult], level: float, proxy: str = "") -> list[Target]:
+    """Each arm's time to ``level`` and segkit's time ratios to the other arms, against the targets."""
+    at_level = {name: result.at_level(level) for name, result in results.items()}
+    targets = [
+        Target(f"{name} time to mIoU {level:g}", result.seconds, unit="s", note="" if result.reached else "not reached")
+        for name, result in at_level.items()
+    ]
+    for other, goal in (("naive", TARGET_VS_NAIVE), ("smp", TARGET_VS_SMP)):
+        if "segkit" in at_level and other in at_level:
+            value, note = time_ratio(at_level["segkit"], at_level[other], goal)
+            note = "; ".join(part for part in (note, proxy.strip(" ()")) if part)
+            targets.append(Target(f"segkit / {other} time to mIoU {level:g}", value, goal, at_least=False, note=note))
+    return targets
+
+
 def median_result(results: list[ArmResult]) -> ArmResult:
     """The repeat with the median time (repeats that did not reach the target sort last)."""
     ordered = sorted(results, key=lambda result: (not result.reached, result.seconds))
@@ -358,16 +381,11 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"repeat {repeat + 1}/{repeats}: {name} (cap {args.max_minutes:g} min, target mIoU {args.target})")
                 outcomes[name].append(ARMS[name](context))
     chosen = {name: median_result(results) for name, results in outcomes.items()}
-    targets = [
-        Target(
-            f"{name} time to mIoU {args.target}", result.seconds, unit="s", note="" if result.reached else "not reached"
-        )
-        for name, result in chosen.items()
-    ]
-    for other, goal in (("naive", TARGET_VS_NAIVE), ("smp", TARGET_VS_SMP)):
-        if "segkit" in chosen and other in chosen:
-            value, note = time_ratio(chosen["segkit"], chosen[other], goal)
-            targets.append(Target(f"segkit / {other} time to target", value, goal, at_least=False, note=note))
+    targets = level_figures(chosen, args.target)
+    best = [result.best_miou for result in chosen.values()]
+    if len(chosen) > 1 and not all(result.reached for result in chosen.values()) and min(best) > 0:
+        common = math.floor(min(best) * 1000) / 1000
+        targets += level_figures(chosen, common, f" (proxy: the best mIoU every arm reached; {args.target} was not)")
     changed = "".join(f", segkit {key}={value}" for key, value in args.segkit_options.items())
     settings = (
         f"ISBI 2012 train split 24/6, {args.img_size}x{args.img_size}, target mIoU {args.target} at 512x512, "

@@ -17,7 +17,7 @@ Achieved FLOP/s counts one forward+backward with ``torch.utils.flop_counter.Flop
 (convolutions and matrix products) and compares it with the best speed of a large
 ``torch.mm`` measured in the same run.
 
-    python benchmarks/train_throughput.py                  # full run (about 6 min on 2 quiet cores)
+    python benchmarks/train_throughput.py                  # full run (3-5 min on 2 cores)
     python benchmarks/train_throughput.py --quick --no-report
 """
 

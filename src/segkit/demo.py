@@ -23,7 +23,7 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(out: str | Path = "demo_out", time_budget: float = 150.0, overwrite: bool = False, device: str = "auto") -> DemoResult:
+def run_demo(out: str | Path = "demo_out", time_budget: float = 120.0, overwrite: bool = False, device: str = "auto") -> DemoResult:
     """Run segkit's whole job on data it generates itself, in about ``time_budget`` seconds of training."""
     from segkit.data.convert import convert_labelme
     from segkit.data.synthetic import DemoSpec, generate_demo_dataset

@@ -49,7 +49,7 @@ def test_model_info() -> None:
 
 
 def test_model_options_lists_defaults() -> None:
-    assert model_options("unet") == {"base_channels": 32, "depth": 4, "upsampling": "bilinear", "dropout": 0.0}
+    assert model_options("unet") == {"base_channels": 16, "depth": 4, "upsampling": "bilinear", "dropout": 0.0}
 
 
 @pytest.mark.parametrize(
@@ -159,11 +159,11 @@ def test_cli_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["unet", "--size", "64"]) == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.split()[:4] == ["name", "family", "params", "GFLOPs@64"]
-    assert row.split()[:3] == ["unet", "unet", "7.85M"]
+    assert row.split()[:3] == ["unet", "unet", "1.96M"]
     assert run_cli(["--json", "un?t"]) == 0
     (item,) = json.loads(capsys.readouterr().out)
-    assert item["name"] == "unet" and item["parameters"] == 7_849_634 and item["input_size"] == 512
-    assert item["gflops"] == pytest.approx(111.6, abs=0.1)
+    assert item["name"] == "unet" and item["parameters"] == 1_964_114 and item["input_size"] == 512
+    assert item["gflops"] == pytest.approx(28.0, abs=0.1)
 
 
 def test_cli_unknown_pattern() -> None:

@@ -44,7 +44,8 @@ def test_configurations(depth: int, base: int, upsampling: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "millions"),
     [
-        ({}, 7.85),  # segkit default: base 32, depth 4, bilinear
+        ({}, 1.96),  # segkit default: base 16, depth 4, bilinear
+        ({"base_channels": 32}, 7.85),
         ({"base_channels": 64, "upsampling": "transpose"}, 31.04),  # the paper's widths (~31 M)
     ],
 )

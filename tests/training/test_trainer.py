@@ -15,7 +15,8 @@ from segkit.errors import SegkitError
 from segkit.training.checkpoint import load_checkpoint, save_checkpoint
 from segkit.training.config import TrainConfig, parse_duration
 from segkit.training.schedule import lr_factor
-from segkit.training.trainer import Trainer, split_by_name, train
+from segkit.data.sources import split_by_name
+from segkit.training.trainer import Trainer, train
 from training.conftest import tiny_options
 
 

@@ -11,7 +11,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "small U-Net on it, evaluate on held-out images and predict them.",
     )
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    parser.add_argument("--time-budget", default="150s", help="training time (default 150s)")
+    parser.add_argument("--time-budget", default="120s", help="training time (default 120s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo output")
     parser.set_defaults(func=run)

@@ -38,6 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--batch-size", type=int, default=8, metavar="N", help="with a checkpoint: images per batch (default 8)"
     )
     parser.add_argument("--device", default="auto", help="with a checkpoint: auto, cpu, cuda:N, mps (default auto)")
+    parser.add_argument(
+        "--val-split", type=float, metavar="F",
+        help="with a checkpoint: only the images `segkit train --val-split F` held out (same split by name)",
+    )
     parser.set_defaults(func=run, evaluate_parser=parser)
     return parser
 
@@ -77,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             ignore_index=args.ignore_index,
+            val_split=args.val_split,
         )
     print(format_table(metrics))
     if args.json is not None:

@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--overlay", action="store_true", help="also write DIR/<stem>_overlay.jpg (colours on the image)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay colours (default 0.5)")
     parser.add_argument(
-        "--batch-size", type=int, default=8, help="images (or tile windows) per forward pass (default 8)"
+        "--batch-size", type=int, default=8, help="images per forward pass (default 8; tile windows: at most 4)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
     parser.add_argument(
@@ -89,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     size = None if args.tile == "auto" else args.tile
-    predictor.tiling = TileConfig(size, auto=args.tile == "auto", overlap=args.overlap, batch_size=args.batch_size)
+    # Windows are up to 4x the network input's area: at most 4 per pass keeps a 4096x4096 image under 2 GiB.
+    tile_batch = min(args.batch_size, 4)
+    predictor.tiling = TileConfig(size, auto=args.tile == "auto", overlap=args.overlap, batch_size=tile_batch)
     predictor.tta = tta
     predictor.crf = args.crf
     if args.threshold is not None:

@@ -431,3 +431,15 @@ def _labelme_labels(json_paths: list[Path], problems: list[Problem]) -> list[str
             except SegkitError as error:
                 problems.append(Problem(str(error.path), error.problem))
         return collect_labels(good)
+
+
+def split_by_name(names: list[str], fraction: float) -> tuple[list[int], list[int]]:
+    """Deterministic train/validation split: evenly spaced samples of the sorted names go to validation."""
+    order = sorted(range(len(names)), key=lambda index: names[index])
+    num_val = int(round(len(names) * fraction))
+    if fraction > 0:
+        num_val = min(max(num_val, 1), len(names) - 1)
+    picked = {order[int((k + 0.5) * len(order) / num_val)] for k in range(num_val)} if num_val else set()
+    train = [index for index in order if index not in picked]
+    val = [index for index in order if index in picked]
+    return train, val

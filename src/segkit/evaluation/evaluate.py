@@ -45,6 +45,7 @@ def evaluate_checkpoint(
     device: str | torch.device = "auto",
     ignore_index: int | None = None,
     split: str | None = None,
+    val_split: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint's predictions on a dataset, at the original image sizes.
 
@@ -56,6 +57,8 @@ def evaluate_checkpoint(
         device: ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda:1"`` ...
         ignore_index: mask value left out of the metrics (default: the checkpoint's).
         split: split of a split dataset (default ``val``, see :data:`EVALUATION_SPLITS`).
+        val_split: evaluate only the images ``segkit train --val-split`` held out
+            (the same deterministic split by name).
 
     Returns:
         The metrics dict of :meth:`segkit.evaluation.confusion.ConfusionMatrix.compute`,
@@ -81,9 +84,14 @@ def evaluate_checkpoint(
     if data_classes != predictor.classes:
         logger.warning("class names differ; using the checkpoint's: %s", ", ".join(predictor.classes))
     matrix = ConfusionMatrix(predictor.num_classes, ignore_index=ignore, class_names=predictor.classes)
-    starts = range(0, len(source), batch_size)
+    indices = list(range(len(source)))
+    if val_split is not None:
+        from segkit.data.sources import split_by_name
+
+        indices = split_by_name([sample.name for sample in source.samples], val_split)[1]
+    starts = range(0, len(indices), batch_size)
     for start in tqdm(starts, desc="evaluate", unit="batch", leave=False, disable=None):
-        samples = [source.load(index) for index in range(start, min(start + batch_size, len(source)))]
+        samples = [source.load(index) for index in indices[start : start + batch_size]]
         predictions = predictor.predict_batch([sample.image for sample in samples], batch_size=batch_size)
         for sample, prediction in zip(samples, predictions):
             matrix.update(prediction, sample.mask)

