@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_common_arguments(parser, repeats=3)
     parser.add_argument("--img-size", type=int, default=256, help="network input side (default 256)")
     parser.add_argument("--batch-size", type=int, default=8, help="batch of the bare loop and segkit (default 8)")
-    parser.add_argument("--base-channels", type=int, default=32, help="segkit U-Net width (default 32, segkit's)")
+    parser.add_argument("--base-channels", type=int, default=16, help="segkit U-Net width (default 16, segkit's)")
     parser.add_argument(
         "--naive-base-channels", type=int, default=64, help="width of the naive script's U-Net (default 64)"
     )
