@@ -9,11 +9,13 @@ gives a loss of exactly 0 (still attached to the graph) instead of NaN.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
 
-class SegmentationLoss(nn.Module):
+class SegmentationLoss(nn.Module, ABC):
     """Base class: checks shapes, computes in float32 and skips batches with no valid pixel.
 
     Subclasses implement :meth:`compute`, which only sees batches with at least
@@ -29,9 +31,9 @@ class SegmentationLoss(nn.Module):
         self.binary = binary
         self.ignore_index = ignore_index
 
+    @abstractmethod
     def compute(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The loss of float32 ``logits`` and long ``target`` (N, H, W); ``valid`` marks non-ignored pixels."""
-        raise NotImplementedError
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = self._check_target(logits, target)

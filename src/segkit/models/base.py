@@ -11,6 +11,8 @@ third-party networks (e.g. ``segmentation_models_pytorch``) are wrapped with
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,7 +45,7 @@ def _to_input_size(logits: torch.Tensor, padded: torch.Tensor, height: int, widt
     return crop(logits, height, width)
 
 
-class SegmentationModel(nn.Module):
+class SegmentationModel(nn.Module, ABC):
     """Base class: pads to ``stride``, runs :meth:`forward_padded`, returns logits at the input size.
 
     ``forward_padded`` may return one tensor or, for deep supervision, a list
@@ -63,9 +65,9 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"stride must be >= 1, got {stride}")
         self.stride = stride
 
+    @abstractmethod
     def forward_padded(self, x: torch.Tensor) -> Output:
         """Run the network on an input whose sides are multiples of ``stride``."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> Output:
         height, width = x.shape[-2:]
