@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +125,23 @@ def test_binary_threshold_option(tmp_path: Path, capsys: pytest.CaptureFixture) 
         assert main(["predict", str(checkpoint), str(image), "--out", str(out), "--threshold", threshold, "--device", "cpu"]) == 0
         assert (np.asarray(Image.open(out / "a.png")) == value).all()
     assert "crack" in capsys.readouterr().out
+
+
+def test_torchrun_shards_a_folder_across_ranks(tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node=2 -m segkit predict`: each rank predicts its share; all masks land in DIR."""
+    save_checkpoint(tiny_checkpoint(), tmp_path / "model.pt")
+    sizes = [(20, 30), (31, 17), (40, 40), (9, 50), (25, 25)]
+    for index, (height, width) in enumerate(sizes):
+        Image.fromarray(np.full((height, width, 3), 40 * index, np.uint8)).save(tmp_path / f"img{index}.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segkit",
+         "predict", str(tmp_path / "model.pt"), *(str(tmp_path / f"img{i}.png") for i in range(5)),
+         "--out", str(tmp_path / "out"), "--device", "cpu"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rank 0 of 2: 3 images" in result.stderr and "rank 1 of 2: 2 images" in result.stderr
+    for index, (height, width) in enumerate(sizes):
+        assert Image.open(tmp_path / "out" / f"img{index}.png").size == (width, height)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -83,10 +83,17 @@ def run(args: argparse.Namespace) -> int:
     from segkit.prediction.predictor import Predictor
     from segkit.prediction.tiling import TileConfig
     from segkit.prediction.tta import TTAConfig
-    from segkit.prediction.writer import expand_inputs, predict_to_folder
+    from segkit.prediction.writer import expand_inputs, output_stems, predict_to_folder, shard_for_this_rank
 
     tta = TTAConfig.parse(args.tta)
     inputs = expand_inputs(args.inputs)
+    shard = shard_for_this_rank()
+    if shard is not None:
+        output_stems(inputs, Path(args.out), args.color, args.overlay)  # name clashes across all shards  # under torchrun: every rank predicts its share of the inputs
+        rank, world_size, device = shard
+        inputs = inputs[rank::world_size]
+        args.device = device if args.device == "auto" else args.device
+        logger.info("rank %d of %d: %d images", rank, world_size, len(inputs))
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     size = None if args.tile == "auto" else args.tile
     # Windows are up to 4x the network input's area: at most 4 per pass keeps a 4096x4096 image under 2 GiB.

@@ -28,6 +28,23 @@ COLOR_SUFFIX = "_color.png"
 OVERLAY_SUFFIX = "_overlay.jpg"
 
 
+def shard_for_this_rank() -> tuple[int, int, str] | None:
+    """``(rank, world_size, device)`` when running under ``torchrun`` with several processes, else None.
+
+    Prediction needs no communication between ranks, so no process group is made:
+    each rank takes every ``world_size``-th input and writes its own masks.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return None
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    import torch
+
+    device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return rank, world_size, device
+
+
 def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
     """Files as given, folders as their image files (sorted), globs expanded (sorted; ``**`` recursive).
 
@@ -162,9 +179,17 @@ def predict_to_folder(
 
 
 def _move_into(staging: Path, out_dir: Path) -> None:
-    """Rename the finished folder into place, or its files into an existing folder."""
+    """Rename the finished folder into place, or its files into an existing folder.
+
+    Several ``torchrun`` ranks may finish at once: whoever loses the race to create
+    ``out_dir`` moves its files in instead.
+    """
     if not out_dir.exists():
-        staging.rename(out_dir)
-        return
+        try:
+            staging.rename(out_dir)
+            return
+        except OSError:
+            if not out_dir.is_dir():
+                raise
     for item in staging.iterdir():
         os.replace(item, out_dir / item.name)
