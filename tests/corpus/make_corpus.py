@@ -273,15 +273,15 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 @cache
-def png_bomb() -> bytes:
-    """A valid 1-bit 30000 x 30000 PNG of zeros: ~110 KB on disk, 900 megapixels decoded.
+def png_bomb(width: int = BOMB_SIDE, height: int = BOMB_SIDE) -> bytes:
+    """A valid 1-bit PNG of zeros: 30000 x 30000 is ~110 KB on disk, 900 megapixels decoded.
 
     Written chunk by chunk because Pillow would have to hold the whole image to save it.
     """
-    row = bytes(1 + (BOMB_SIDE + 7) // 8)  # filter byte + packed bits
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
     compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(BOMB_SIDE)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", BOMB_SIDE, BOMB_SIDE, 1, 0, 0, 0, 0)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import struct
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFile
 
+from corpus.make_corpus import huge_gif, png_bomb
 from segkit.serve.app import create_app
 from segkit.serve.uploads import decode_image
 
@@ -41,29 +40,6 @@ def app() -> FastAPI:
 def client(app: FastAPI) -> TestClient:
     with TestClient(app) as test_client:
         yield test_client
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of ``width x height`` zeros: 8000x8000 is 8 KB on disk, 64 MB decoded in Pillow.
-
-    Written by hand because Pillow would have to hold the huge image in memory to save it.
-    """
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def gif_header_bomb() -> bytes:
-    """A tiny GIF whose screen claims 65535x65535 pixels (4.3 gigapixels)."""
-    data = bytearray(encode(Image.new("P", (2, 2)), "GIF"))
-    data[6:10] = struct.pack("<HH", 65535, 65535)
-    return bytes(data)
 
 
 def assert_error(response: httpx.Response, status: int, *words: str) -> None:
@@ -153,7 +129,7 @@ def test_invalid_content_length_header(app: FastAPI) -> None:
     [
         (png_bomb(8000, 8000), ("8000x8000 = 64,000,000 pixels", "10,000,000")),  # our limit
         (png_bomb(30000, 30000), ("pixel limit",)),  # Pillow's hard limit, hit while reading the header
-        (gif_header_bomb(), ("pixel limit",)),
+        (huge_gif(), ("pixel limit",)),
     ],
     ids=["png-64MP", "png-900MP", "gif-4GP"],
 )
