@@ -405,7 +405,8 @@ class Trainer:
             matrix.update(predictions, masks)
             if len(samples) < self.config.num_samples and self.dist.is_main:
                 take = self.config.num_samples - len(samples)
-                samples.extend(zip(raw_images[:take], raw_masks[:take], predictions[:take].cpu()))
+                shown = predictions[:take].cpu().masked_fill(raw_masks[:take] == self.config.ignore_index, 255)
+                samples.extend(zip(raw_images[:take], raw_masks[:take], shown))  # letterbox padding shown white
         matrix.all_reduce()
         totals = all_reduce_sum(torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=self.device))
         metrics = matrix.compute()
