@@ -264,12 +264,17 @@ def run_naive(context: ArmContext) -> ArmResult:
             naive_train_step(model, optimizer, pair, context.img_size, context.device)
             if clock.seconds >= context.cap_seconds:
                 break
-        clock.pause()
-        miou = context.evaluate(model)
-        clock.resume()
-        if result.record(epoch, clock.seconds, miou, context.target):
+        if _evaluate_off_the_clock(context, model, clock, result, epoch):
             break
     return result
+
+
+def _evaluate_off_the_clock(context: ArmContext, model: torch.nn.Module, clock: Stopwatch, result: ArmResult, epoch: int) -> bool:
+    """Evaluate with the shared code, not counting its time; True once the target is reached."""
+    clock.pause()
+    miou = context.evaluate(model)
+    clock.resume()
+    return result.record(epoch, clock.seconds, miou, context.target)
 
 
 def run_smp(context: ArmContext) -> ArmResult:
@@ -294,10 +299,7 @@ def run_smp(context: ArmContext) -> ArmResult:
             optimizer.step()
             if clock.seconds >= context.cap_seconds:
                 break
-        clock.pause()
-        miou = context.evaluate(model)
-        clock.resume()
-        if result.record(epoch, clock.seconds, miou, context.target):
+        if _evaluate_off_the_clock(context, model, clock, result, epoch):
             break
     return result
 

@@ -231,11 +231,25 @@ def _voc_splits(folder: Path) -> list[str]:
     return sorted(path.stem for path in (folder / "ImageSets" / "Segmentation").glob("*.txt"))
 
 
+def list_splits(path: str | Path, masks: str | None = None) -> list[str]:
+    """The splits a dataset folder offers (VOC ImageSets or split sub-folders), reading no image or mask."""
+    root = Path(path)
+    return _splits_of(root, _layout_of(root, masks))
+
+
+def _splits_of(root: Path, layout: str | None) -> list[str]:
+    if layout == "voc":
+        return _voc_splits(root)
+    if layout is not None:
+        return []
+    return [name for name in SPLIT_DIRS if (root / name).is_dir()]
+
+
 def _resolve_folder(root: Path, split: str | None, masks: str | None) -> tuple[Path, str, str | None, list[str]]:
     """The data folder, its layout, the split chosen and the splits available."""
     layout = _layout_of(root, masks)
+    splits = _splits_of(root, layout)
     if layout == "voc":
-        splits = _voc_splits(root)
         if split is None and "train" in splits:
             split = "train"
         if split is not None and split not in splits:
@@ -245,7 +259,6 @@ def _resolve_folder(root: Path, split: str | None, masks: str | None) -> tuple[P
         if split is not None:
             raise SegkitError(root, f"split {split!r} requested but the folder has no split sub-folders")
         return root, layout, None, []
-    splits = [name for name in SPLIT_DIRS if (root / name).is_dir()]
     if not splits:
         raise _no_layout_error(root, masks)
     split = split or "train"

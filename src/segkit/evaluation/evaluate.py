@@ -24,17 +24,18 @@ EVALUATION_SPLITS = ("val", "valid", "validation", "test")
 
 
 def open_evaluation_source(data: str | Path, split: str | None, ignore_index: int) -> Any:
-    """Open ``data``; with splits and no ``split`` given, the validation split (else test, else the default)."""
-    from segkit.data.sources import open_source
+    """Open ``data``; with splits and no ``split`` given, the validation split (else test, else the default).
 
-    source = open_source(data, split=split, ignore_index=ignore_index)
-    if split is None and source.split_names():
-        preferred = next((name for name in EVALUATION_SPLITS if name in source.split_names()), None)
-        if preferred is None:
-            logger.warning("%s has no validation or test split; evaluating on %s", data, source.split)
-        elif preferred != source.split:
-            source = open_source(data, split=preferred, ignore_index=ignore_index)
-    return source
+    The splits are listed from the folder names first, so only the split evaluated is read.
+    """
+    from segkit.data.sources import list_splits, open_source
+
+    if split is None:
+        splits = list_splits(data)
+        split = next((name for name in EVALUATION_SPLITS if name in splits), None)
+        if splits and split is None:
+            logger.warning("%s has no validation or test split; evaluating on its default split", data)
+    return open_source(data, split=split, ignore_index=ignore_index)
 
 
 def evaluate_checkpoint(
