@@ -112,15 +112,15 @@ def calibrated_checkpoint(
     ``img_size`` crops of ``images`` in training mode (no gradients, cumulative
     averages) make the masks vary from pixel to pixel; speed does not change.
     """
+    from dataclasses import replace
+
+    from segkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
-    from segkit.models import create_model
-    from segkit.training.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)  # the same random weights in every run
     random_checkpoint("unet", 2, img_size, path)
     state = load_checkpoint(path)
-    model = create_model("unet", 2)
-    model.load_state_dict(state["state_dict"])
+    model = state.build_model()
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
@@ -134,9 +134,8 @@ def calibrated_checkpoint(
             left = int(rng.integers(image.shape[1] - img_size + 1))
             crop = torch.from_numpy(np.ascontiguousarray(image[top : top + img_size, left : left + img_size]))
             model(normalize(crop.permute(2, 0, 1)[None], IMAGENET_MEAN, IMAGENET_STD))
-    state["state_dict"] = model.state_dict()
-    state["preprocess"]["resize"] = resize
-    save_checkpoint(state, path)
+    state.card.preprocess = replace(state.card.preprocess, resize=resize)
+    save_checkpoint(Checkpoint(state.card, model.state_dict()), path)
     return path
 
 

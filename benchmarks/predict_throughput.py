@@ -200,14 +200,9 @@ def naive_arm(model: torch.nn.Module, paths: list[Path], out_root: Path, img_siz
 
 def fresh_model(checkpoint: Path, device: str) -> torch.nn.Module:
     """The checkpoint's network as a hand-written script would load it: build, load the state dict, eval."""
-    from segkit.models import create_model
-    from segkit.training.checkpoint import load_checkpoint
+    from segkit.checkpoint import load_checkpoint
 
-    state = load_checkpoint(checkpoint)
-    spec = state["model"]
-    model = create_model(spec["name"], spec["num_classes"], spec.get("in_channels", 3), **spec.get("kwargs", {}))
-    model.load_state_dict(state["state_dict"])
-    return model.to(device).eval()
+    return load_checkpoint(checkpoint).build_model().to(device).eval()
 
 
 def ort_inputs(images: list[Image.Image], count: int, preprocess: Any) -> list[torch.Tensor]:

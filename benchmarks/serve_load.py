@@ -72,27 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def random_checkpoint(model: str, classes: int, size: int, path: Path) -> Path:
     """A servable checkpoint of ``model`` with default options and random weights."""
+    from segkit.checkpoint import Checkpoint, ModelCard, save_checkpoint
     from segkit.data.transforms import PreprocessConfig
-    from segkit.models import create_model
-    from segkit.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-    from segkit.visualize import PALETTE
 
-    network = create_model(model, classes)
-    save_checkpoint(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "model": {"name": model, "num_classes": classes, "in_channels": 3, "kwargs": {}},
-            "state_dict": network.state_dict(),
-            "classes": ["background"] + [f"class_{i}" for i in range(1, classes)],
-            "palette": PALETTE[:classes].tolist(),
-            "binary": False,
-            "threshold": 0.5,
-            "ignore_index": 255,
-            "preprocess": PreprocessConfig(img_size=(size, size)).to_dict(),
-        },
-        path,
-    )
+    names = ["background"] + [f"class_{i}" for i in range(1, classes)]
+    card = ModelCard.create(model, names, PreprocessConfig(img_size=(size, size)))
+    save_checkpoint(Checkpoint(card, card.model.build().state_dict()), path)
     return path
 
 

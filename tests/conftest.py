@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from segkit.checkpoint import Checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("SEGKIT_DATA", REPO_ROOT.parent / "shared" / "datasets"))
@@ -48,32 +51,21 @@ def tiny_checkpoint(
     *,
     seed: int = 0,
     zero_head_bias: bool = False,
-) -> dict[str, Any]:
+) -> Checkpoint:
     """A real segkit checkpoint of a randomly initialised 2-level, 4-channel U-Net, as the trainer writes it.
 
     ``zero_head_bias`` makes the mask follow the image rather than one dominant random bias.
     """
+    from segkit.checkpoint import Checkpoint, ModelCard
     from segkit.data.transforms import PreprocessConfig
-    from segkit.models import create_model
-    from segkit.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-    from segkit.visualize import PALETTE
 
     torch.manual_seed(seed)
-    outputs = 1 if binary else len(classes)
-    kwargs = {"base_channels": 4, "depth": 2}
-    model = create_model("unet", outputs, 3, **kwargs)
+    card = ModelCard.create(
+        "unet", list(classes), PreprocessConfig(img_size=img_size, resize=resize), binary=binary,
+        model_kwargs={"base_channels": 4, "depth": 2},
+    )
+    model = card.model.build()
     if zero_head_bias:
         with torch.no_grad():
             model.head.bias.zero_()
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model": {"name": "unet", "num_classes": outputs, "in_channels": 3, "kwargs": kwargs},
-        "state_dict": model.state_dict(),
-        "classes": list(classes),
-        "palette": PALETTE[: len(classes)].tolist(),
-        "binary": binary,
-        "threshold": 0.5,
-        "ignore_index": 255,
-        "preprocess": PreprocessConfig(img_size=img_size, resize=resize).to_dict(),
-    }
+    return Checkpoint(card, model.state_dict())

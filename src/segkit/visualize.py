@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -28,6 +30,21 @@ def make_palette(num_colors: int = 256) -> np.ndarray:
 PALETTE: np.ndarray = make_palette()
 
 
+def default_palette(classes: Sequence[str]) -> np.ndarray:
+    """``(len(classes), 3)`` uint8 colours for classes without colours of their own.
+
+    The VOC palette by index, except that class 0 is black only when it is a background
+    class (:func:`segkit.data.classes.background_index`); otherwise it gets the first VOC
+    colour no other class uses, so a real class is never drawn as "nothing".
+    """
+    from segkit.data.classes import is_background_name
+
+    colours = PALETTE[: max(len(classes), 1)].copy()
+    if classes and not is_background_name(classes[0]):
+        colours[0] = PALETTE[len(classes)]
+    return colours
+
+
 def colorize(mask: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
     """Map an ``(H, W)`` index mask to an ``(H, W, 3)`` uint8 RGB image."""
     table = PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
@@ -41,11 +58,13 @@ def overlay(
     mask: np.ndarray,
     alpha: float = 0.5,
     palette: np.ndarray | None = None,
+    background: int | None = 0,
 ) -> np.ndarray:
-    """Blend a colour mask onto an RGB image; background (0) pixels stay as they are."""
+    """Blend a colour mask onto an RGB image; pixels of the ``background`` class (if any) stay as they are."""
     rgb = np.asarray(image, dtype=np.float32)
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=2)
     colour = colorize(mask, palette).astype(np.float32)
-    blended = np.where((np.asarray(mask) > 0)[..., None], (1 - alpha) * rgb + alpha * colour, rgb)
+    coloured = np.ones(np.shape(mask), bool) if background is None else np.asarray(mask) != background
+    blended = np.where(coloured[..., None], (1 - alpha) * rgb + alpha * colour, rgb)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)

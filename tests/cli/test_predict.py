@@ -14,7 +14,7 @@ from PIL import Image
 # tests/ is on sys.path (pytest's default rootdir-based import of the tests/<package> folders)
 from conftest import tiny_checkpoint
 from segkit.cli import main
-from segkit.training.checkpoint import save_checkpoint
+from segkit.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")

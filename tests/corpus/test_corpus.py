@@ -214,9 +214,9 @@ def test_train(
         assert_refused(argv, expect, work, capsys)
         return
     assert_ok(run_cli(argv, capsys))
-    from segkit.training.checkpoint import load_checkpoint
+    from segkit.checkpoint import load_checkpoint
 
-    assert load_checkpoint(work / OUT / "best.pt")["classes"][1:] == list(CLASSES[1:])
+    assert load_checkpoint(work / OUT / "best.pt").card.classes[1:] == list(CLASSES[1:])
     with open(work / OUT / "history.csv", encoding="utf-8") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1"]
     only_output(work)

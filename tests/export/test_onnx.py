@@ -22,7 +22,7 @@ from segkit.prediction.onnx_backend import METADATA_KEY, OnnxRuntimeModel
 from segkit.prediction.predictor import Predictor
 from segkit.prediction.tiling import TileConfig
 from segkit.prediction.tta import TTAConfig
-from segkit.training.checkpoint import save_checkpoint
+from segkit.checkpoint import ModelCard, save_checkpoint
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -62,12 +62,14 @@ def test_graph_is_valid_dynamic_and_carries_the_preprocessing(exported: Path) ->
     assert proto.graph.output[0].name == "logits"
     metadata = json.loads({entry.key: entry.value for entry in proto.metadata_props}[METADATA_KEY])
     opset = next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
-    assert metadata["opset"] == opset == 18 and metadata["exporter"] == "dynamo"
-    assert metadata["classes"] == CLASSES and metadata["binary"] is False and metadata["ignore_index"] == 255
+    assert metadata["export"]["opset"] == opset == 18 and metadata["export"]["exporter"] == "dynamo"
+    card = metadata["card"]
+    assert card["classes"] == CLASSES and card["binary"] is False and card["ignore_index"] == 255
     kwargs = {"base_channels": 4, "depth": 2}
-    assert metadata["model"] == {"name": "unet", "num_classes": 3, "in_channels": 3, "kwargs": kwargs}
-    assert metadata["preprocess"]["img_size"] == [32, 32] and metadata["preprocess"]["resize"] == "letterbox"
-    assert metadata["segkit_version"] == segkit.__version__ and len(metadata["palette"]) == 3
+    assert card["model"] == {"name": "unet", "out_channels": 3, "in_channels": 3, "kwargs": kwargs}
+    assert card["preprocess"]["img_size"] == [32, 32] and card["preprocess"]["resize"] == "letterbox"
+    assert card["segkit_version"] == segkit.__version__ and len(card["palette"]) == 3
+    assert ModelCard.from_dict(card) == tiny_checkpoint().card
 
 
 def test_onnx_runtime_gives_the_torch_masks(checkpoint: Path, exported: Path) -> None:

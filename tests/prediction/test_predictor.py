@@ -14,12 +14,13 @@ from torch import nn
 
 from conftest import dataset_path, tiny_checkpoint
 from segkit.data.sources import open_source
+from segkit.checkpoint import ModelCard
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
 from segkit.evaluation.confusion import ConfusionMatrix
 from segkit.evaluation.evaluate import evaluate_checkpoint
 from segkit.prediction.predictor import Predictor, as_rgb, resolve_device
-from segkit.training.checkpoint import save_checkpoint
+from segkit.checkpoint import save_checkpoint
 
 CLASSES = ["background", "red", "blue"]  # tiny_checkpoint()'s classes
 
@@ -33,7 +34,7 @@ class ColourModel(nn.Module):
 
 def colour_predictor(resize: str = "letterbox") -> Predictor:
     preprocess = PreprocessConfig(img_size=(48, 64), resize=resize, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    return Predictor(ColourModel(), CLASSES, preprocess, device="cpu")
+    return Predictor(ColourModel(), ModelCard.create("colour", CLASSES, preprocess), device="cpu")
 
 
 def squares(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,14 +82,15 @@ def test_probabilities_sum_to_one_at_the_original_size() -> None:
 
 
 def test_binary_mode_thresholds_the_foreground_probability() -> None:
-    predictor = Predictor.from_checkpoint(tiny_checkpoint(["background", "crack"], binary=True), device="cpu")
+    checkpoint = tiny_checkpoint(["background", "crack"], binary=True)
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     assert predictor.binary and predictor.threshold == 0.5
     image = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
     probabilities = predictor.predict_proba(image)
     assert probabilities.shape == (2, 30, 50)
     np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-6)
     for threshold in (0.0, float(np.median(probabilities[1])), 1.0):
-        predictor.threshold = threshold
+        predictor = Predictor.from_checkpoint(checkpoint, device="cpu", threshold=threshold)
         np.testing.assert_array_equal(predictor.predict(image), (probabilities[1] > threshold).astype(np.uint8))
 
 
@@ -125,19 +127,21 @@ def test_as_rgb_rejects_what_it_cannot_read(tmp_path: Path) -> None:
 
 
 def test_bad_checkpoints_raise_segkit_errors(tmp_path: Path) -> None:
-    checkpoint = tiny_checkpoint()
-    checkpoint["classes"] = ["a", "b"]  # 3 output channels for 2 classes
+    state = tiny_checkpoint().to_dict()
+    state["card"]["classes"] = ["a", "b"]  # 3 output channels for 2 classes
+    torch.save(state, tmp_path / "classes.pt")
     with pytest.raises(SegkitError, match="3 output channels"):
-        Predictor.from_checkpoint(checkpoint, device="cpu")
-    checkpoint = tiny_checkpoint()
-    checkpoint["model"]["kwargs"]["base_channels"] = 8  # weights of a 4-channel U-Net
-    save_checkpoint(checkpoint, tmp_path / "bad.pt")
+        Predictor.from_checkpoint(tmp_path / "classes.pt", device="cpu")
+    state = tiny_checkpoint().to_dict()
+    state["card"]["model"]["kwargs"]["base_channels"] = 8  # weights of a 4-channel U-Net
+    torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(SegkitError, match=r"bad.pt: weights do not fit model 'unet'"):
         Predictor.from_checkpoint(tmp_path / "bad.pt", device="cpu")
-    checkpoint = tiny_checkpoint()
-    del checkpoint["preprocess"]
+    state = tiny_checkpoint().to_dict()
+    del state["card"]["preprocess"]
+    torch.save(state, tmp_path / "nopre.pt")
     with pytest.raises(SegkitError, match="no 'preprocess' entry"):
-        Predictor.from_checkpoint(checkpoint, device="cpu")
+        Predictor.from_checkpoint(tmp_path / "nopre.pt", device="cpu")
     with pytest.raises(SegkitError, match="not found"):
         Predictor.from_checkpoint(tmp_path / "missing.pt")
 

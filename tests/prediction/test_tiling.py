@@ -27,7 +27,7 @@ from segkit.prediction.tiling import (
     predict_tiled,
     window_starts,
 )
-from segkit.training.checkpoint import save_checkpoint
+from segkit.checkpoint import ModelCard, save_checkpoint
 
 
 class ConstantModel(nn.Module):
@@ -62,7 +62,7 @@ class ShapeSpy(nn.Module):
 
 def predictor(model: nn.Module, resize: str = "crop", img_size: tuple[int, int] = (32, 32), **tiling) -> Predictor:
     preprocess = PreprocessConfig(img_size=img_size, resize=resize, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    return Predictor(model, CLASSES, preprocess, device="cpu", tiling=TileConfig(**tiling))
+    return Predictor(model, ModelCard.create("probe", CLASSES, preprocess), device="cpu", tiling=TileConfig(**tiling))
 
 
 def position_image(height: int, width: int, checker: bool = True) -> np.ndarray:

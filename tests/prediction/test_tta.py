@@ -17,7 +17,7 @@ from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.prediction.predictor import Predictor
 from segkit.prediction.tta import TTA_SCALES, TTAConfig, augmented_probabilities
-from segkit.training.checkpoint import save_checkpoint
+from segkit.checkpoint import save_checkpoint
 
 
 class LeftRightModel(nn.Module):
@@ -134,7 +134,7 @@ def test_crf_option_refines_predictions_through_the_cli(tmp_path: Path, monkeypa
     """`segkit predict --crf` runs the dense CRF on each image's probabilities at the original size."""
     import segkit.models.crf as crf
     from segkit.data.io import read_mask_file
-    from segkit.training.checkpoint import save_checkpoint
+    from segkit.checkpoint import save_checkpoint
 
     calls = []
     original = crf.dense_crf

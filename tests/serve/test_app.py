@@ -19,7 +19,7 @@ from segkit.errors import SegkitError
 from segkit.prediction.predictor import Predictor
 from segkit.serve import app as app_module
 from segkit.serve.app import create_app
-from segkit.training.checkpoint import save_checkpoint
+from segkit.checkpoint import save_checkpoint
 from segkit.visualize import PALETTE
 
 from . import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from segkit.training.checkpoint import load_checkpoint
+from segkit.checkpoint import load_checkpoint
 from training.test_distributed import _run, _train_command
 
 
@@ -31,7 +31,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(shapes_dataset:
     assert process.poll() is None, "training finished before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = load_checkpoint(tmp_path / "crashed" / "last.pt")["epoch"]
+    killed_at = load_checkpoint(tmp_path / "crashed" / "last.pt").card.training.epoch
     assert 2 <= killed_at < 6
     assert not [p.name for p in (tmp_path / "crashed").iterdir() if p.name.startswith(".")]  # no temp files count
     load_checkpoint(tmp_path / "crashed" / "best.pt")  # a valid best.pt survived the kill
@@ -43,12 +43,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(shapes_dataset:
     full = _run([sys.executable, "-m", "segkit", *full_command], tmp_path)
     assert full.returncode == 0, full.stderr[-2000:]
 
-    crashed_state = load_checkpoint(tmp_path / "crashed" / "last.pt")
-    full_state = load_checkpoint(tmp_path / "full" / "last.pt")
-    assert crashed_state["epoch"] == full_state["epoch"] == 6
-    assert len(crashed_state["history"]) == 6
+    crashed_state = load_checkpoint(tmp_path / "crashed" / "last.pt").card.training
+    full_state = load_checkpoint(tmp_path / "full" / "last.pt").card.training
+    assert crashed_state.epoch == full_state.epoch == 6
+    assert len(crashed_state.history) == 6
     load_checkpoint(tmp_path / "crashed" / "best.pt")
     crashed_metrics = json.loads((tmp_path / "crashed" / "metrics.json").read_text())
     full_metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert crashed_metrics["mIoU"] == pytest.approx(full_metrics["mIoU"], abs=1e-4)
-    assert crashed_state["history"][-1]["train_loss"] == pytest.approx(full_state["history"][-1]["train_loss"], rel=1e-4)
+    assert crashed_state.history[-1]["train_loss"] == pytest.approx(full_state.history[-1]["train_loss"], rel=1e-4)

@@ -9,7 +9,7 @@ import torch
 
 from segkit.cli import main
 from segkit.errors import SegkitError
-from segkit.training.checkpoint import load_checkpoint
+from segkit.checkpoint import load_checkpoint
 
 
 class _CreatesFile:

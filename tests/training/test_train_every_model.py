@@ -9,7 +9,7 @@ import torch
 
 from segkit.cli import main
 from segkit.models import list_models, model_info
-from segkit.training.checkpoint import load_checkpoint
+from segkit.checkpoint import load_checkpoint
 
 
 def _kwargs_argument(kwargs: dict) -> str:
@@ -25,24 +25,24 @@ def test_segkit_train_every_model(name: str, shapes_dataset: Path, tmp_path: Pat
     if kwargs:
         argv += ["--model-kwargs", _kwargs_argument(kwargs)]
     assert main(argv) == 0
-    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert checkpoint["model"]["name"] == name and checkpoint["model"]["kwargs"] == kwargs
+    spec = load_checkpoint(tmp_path / "run" / "best.pt").card.model
+    assert spec.name == name and spec.kwargs == kwargs
 
 
 def test_weights_file_and_frozen_encoder(shapes_dataset: Path, tmp_path: Path) -> None:
     kwargs = _kwargs_argument(model_info("unet-encoder").test_kwargs)
     common = ["--model", "unet-encoder", "--model-kwargs", kwargs, "--img-size", "32", "--batch-size", "4", "--device", "cpu"]
     assert main(["train", str(shapes_dataset), *common, "--epochs", "1", "--out", str(tmp_path / "a")]) == 0
-    first = load_checkpoint(tmp_path / "a" / "best.pt")["state_dict"]
+    first = load_checkpoint(tmp_path / "a" / "best.pt").state_dict
     assert main(["train", str(shapes_dataset), *common, "--epochs", "2", "--out", str(tmp_path / "b"),
                  "--weights", str(tmp_path / "a" / "best.pt"), "--freeze-encoder", "1", "--lr", "1e-2"]) == 0
     state = load_checkpoint(tmp_path / "b" / "last.pt")
-    history = state["history"]
+    history = state.card.training.history
     assert len(history) == 2
     encoder_keys = [k for k in first if ".encoder." in f".{k}" and first[k].is_floating_point()]
     assert encoder_keys
     # Epoch 1 trained with the encoder frozen at the loaded weights; epoch 2 trained it too.
-    changed = [k for k in encoder_keys if not torch.equal(first[k], state["state_dict"][k])]
+    changed = [k for k in encoder_keys if not torch.equal(first[k], state.state_dict[k])]
     assert changed
 
 

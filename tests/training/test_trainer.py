@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from segkit.errors import SegkitError
-from segkit.training.checkpoint import load_checkpoint, save_checkpoint
+from conftest import tiny_checkpoint
+from segkit.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from segkit.training.config import TrainConfig, parse_duration
 from segkit.training.schedule import lr_factor
 from segkit.data.sources import split_by_name
@@ -36,15 +37,17 @@ def test_run_writes_every_output(shapes_dataset: Path, tmp_path: Path) -> None:
 
 def test_checkpoint_carries_everything_and_loads_weights_only(shapes_dataset: Path, tmp_path: Path) -> None:
     train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1), progress=False)
-    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    assert best["model"] == {"name": "unet", "num_classes": 4, "in_channels": 3, "kwargs": {"base_channels": 4, "depth": 2}}
-    assert best["classes"] == ["_background_", "disk", "square", "triangle"]
-    assert len(best["palette"]) == 4 and best["palette"][0] == [0, 0, 0]
-    assert best["preprocess"]["img_size"] == [32, 32] and best["preprocess"]["resize"] == "letterbox"
-    assert best["ignore_index"] == 255 and best["binary"] is False and best["threshold"] == 0.5
-    assert len(best["history"]) == 1 and "optimizer" not in best
+    raw = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert "resume" not in raw
+    best = ModelCard.from_dict(raw["card"])
+    assert best.model.to_dict() == {"name": "unet", "out_channels": 4, "in_channels": 3, "kwargs": {"base_channels": 4, "depth": 2}}
+    assert best.classes == ["_background_", "disk", "square", "triangle"] and best.background == 0
+    assert len(best.palette) == 4 and best.palette[0] == [0, 0, 0]
+    assert best.preprocess.img_size == (32, 32) and best.preprocess.resize == "letterbox"
+    assert best.ignore_index == 255 and best.binary is False and best.threshold == 0.5
+    assert len(best.training.history) == 1
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert {"optimizer", "scheduler", "scaler", "rng"} <= set(last)
+    assert {"optimizer", "scheduler", "scaler", "rng"} <= set(last["resume"])
 
 
 def test_resume_continues_from_saved_epoch_with_optimizer_and_schedule(
@@ -64,8 +67,9 @@ def test_resume_continues_from_saved_epoch_with_optimizer_and_schedule(
         train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=3), progress=False)
     monkeypatch.setattr(Trainer, "_train_epoch", original)
 
-    state = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert state["epoch"] == 2 and state["scheduler"]["steps_done"] > 0
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    state = saved.resume
+    assert saved.card.training.epoch == 2 and state["scheduler"]["steps_done"] > 0
     resumed = Trainer(
         TrainConfig(**tiny_options(shapes_dataset, tmp_path / "run", epochs=3, resume=str(tmp_path / "run" / "last.pt"))),
         progress=False,
@@ -111,7 +115,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     with pytest.raises(SegkitError, match="loss became nan"):
         train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=3, resume=str(tmp_path / "run" / "last.pt")), progress=False)
     assert (tmp_path / "run" / "last.pt").read_bytes() == good
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "run" / "last.pt").card.training.epoch == 1
 
 
 def test_patience_stops_early(shapes_dataset: Path, tmp_path: Path) -> None:
@@ -141,9 +145,9 @@ def test_binary_mode_and_auto_class_weights(tmp_path: Path) -> None:
     result = train(
         **tiny_options(tmp_path / "data", tmp_path / "run", class_weights="auto", loss="bce+dice"), progress=False
     )
-    checkpoint = load_checkpoint(result.best_checkpoint)
-    assert checkpoint["binary"] is True and checkpoint["model"]["num_classes"] == 1
-    assert checkpoint["classes"] == ["background", "foreground"]
+    card = load_checkpoint(result.best_checkpoint).card
+    assert card.binary is True and card.model.out_channels == 1
+    assert card.classes == ["background", "foreground"]
 
 
 def test_config_file_and_cli_overrides(shapes_dataset: Path, tmp_path: Path) -> None:
@@ -188,7 +192,7 @@ def test_schedule_and_durations() -> None:
 
 def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "ckpt.pt"
-    save_checkpoint({"format": "segkit-checkpoint", "version": 1, "x": torch.ones(2)}, path)
+    save_checkpoint(tiny_checkpoint(), path)
     before = path.read_bytes()
 
     def broken_save(obj, file):
@@ -197,7 +201,7 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
-        save_checkpoint({"format": "segkit-checkpoint", "version": 1}, path)
+        save_checkpoint(tiny_checkpoint(seed=1), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
@@ -207,7 +211,8 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_precision_memory_format_and_compile_options_train(shapes_dataset: Path, tmp_path: Path, options: dict) -> None:
     result = train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1, **options), progress=False)
     assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
-    assert load_checkpoint(result.best_checkpoint)["config"] | options == load_checkpoint(result.best_checkpoint)["config"]
+    config = load_checkpoint(result.best_checkpoint).card.training.config
+    assert config | options == config
     # The checkpoint loads into a plain (uncompiled, NCHW) model for prediction.
     from segkit.prediction.predictor import Predictor
 

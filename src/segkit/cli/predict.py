@@ -94,17 +94,16 @@ def run(args: argparse.Namespace) -> int:
         inputs = inputs[rank::world_size]
         args.device = device if args.device == "auto" else args.device
         logger.info("rank %d of %d: %d images", rank, world_size, len(inputs))
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     size = None if args.tile == "auto" else args.tile
     # Windows are up to 4x the network input's area: at most 4 per pass keeps a 4096x4096 image under 2 GiB.
-    tile_batch = min(args.batch_size, 4)
-    predictor.tiling = TileConfig(size, auto=args.tile == "auto", overlap=args.overlap, batch_size=tile_batch)
-    predictor.tta = tta
-    predictor.crf = args.crf
-    if args.threshold is not None:
-        if not predictor.binary:
-            raise SegkitError(args.checkpoint, f"--threshold needs a binary checkpoint; this one has {predictor.num_classes} classes")
-        predictor.threshold = args.threshold
+    tiling = TileConfig(size, auto=args.tile == "auto", overlap=args.overlap, batch_size=min(args.batch_size, 4))
+    try:
+        predictor = Predictor.from_checkpoint(
+            args.checkpoint, device=args.device, tiling=tiling, tta=tta, crf=args.crf, threshold=args.threshold,
+            batch_size=args.batch_size,
+        )
+    except SegkitError as error:
+        raise SegkitError(error.path or args.checkpoint, error.problem) from None
     summary = predict_to_folder(
         predictor, inputs, args.out, color=args.color, overlay_images=args.overlay, alpha=args.alpha,
         batch_size=args.batch_size,

@@ -80,7 +80,7 @@ def collect_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from segkit.errors import SegkitError
-    from segkit.training.checkpoint import load_checkpoint
+    from segkit.checkpoint import load_checkpoint
     from segkit.training.config import TrainConfig
     from segkit.training.trainer import train
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         config = TrainConfig.from_yaml(args.config, **options)
     elif args.resume and "data" not in options:
-        saved = load_checkpoint(args.resume)["config"]
+        saved = load_checkpoint(args.resume).card.training.config
         config = TrainConfig.from_dict({**saved, **options})
     else:
         config = TrainConfig(**options)

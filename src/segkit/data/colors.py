@@ -89,6 +89,15 @@ class ColorTable:
             )
         return [by_index[index] for index in range(len(by_index))]
 
+    def class_colors(self, num_classes: int) -> list[list[int]] | None:
+        """The table's colour of each class ``0..num_classes-1`` (the first listed), or ``None`` if one has none."""
+        by_index: dict[int, list[int]] = {}
+        for color, index in zip(self.colors.tolist(), self.indices, strict=True):
+            by_index.setdefault(index, [int(v) for v in color])
+        if any(index not in by_index for index in range(num_classes)):
+            return None
+        return [by_index[index] for index in range(num_classes)]
+
     def describe(self, limit: int = 8) -> str:
         """Short ``name (r, g, b)`` list for error messages."""
         items = [f"{name} {tuple(int(c) for c in rgb)}" for name, rgb in zip(self.names, self.colors, strict=True)]

@@ -10,9 +10,9 @@ differ from each other and from the batch and channel counts (torch.export
 would otherwise treat equal sizes as one symbol).
 
 Everything :class:`~segkit.prediction.predictor.Predictor` needs besides the
-network (classes, palette, binary/threshold, ignore index, preprocess, model
-name and options, segkit version, opset) is stored as one JSON string under
-the ``segkit`` key of the model's ``metadata_props``.
+network -- the model card (:class:`~segkit.checkpoint.ModelCard`) and the export
+details (exporter, opset, dynamic axes) -- is stored as one JSON string under the
+``segkit`` key of the model's ``metadata_props``.
 
 The file is validated with ``onnx.checker`` (full check, with shape
 inference) and ONNX Runtime's logits are compared with PyTorch's on random
@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint
 from segkit.data.io import atomic_write
 from segkit.errors import SegkitError
 from segkit.prediction.onnx_backend import (
@@ -47,7 +48,6 @@ from segkit.prediction.onnx_backend import (
     first_line,
 )
 from segkit.prediction.predictor import Predictor
-from segkit.training.checkpoint import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ExportResult:
 
 
 def export_onnx(
-    checkpoint: str | Path | dict[str, Any],
+    checkpoint: str | Path | Checkpoint,
     out: str | Path,
     *,
     opset: int = DEFAULT_OPSET,
@@ -108,7 +108,7 @@ def export_onnx(
     """Export a segkit checkpoint to an ONNX file that ``segkit predict`` and ``segkit.load`` accept.
 
     Args:
-        checkpoint: a ``.pt`` checkpoint path or a loaded checkpoint dict.
+        checkpoint: a ``.pt`` checkpoint path or a loaded :class:`~segkit.checkpoint.Checkpoint`.
         out: the ``.onnx`` file to write.
         opset: ONNX opset of the default domain.
         dynamic: free batch, height and width; else fixed ``1 x 3 x img_size``.
@@ -143,12 +143,12 @@ def export_onnx(
     source = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
     if source is not None and source.suffix.lower() == ".onnx":
         raise SegkitError(source, "is already an ONNX model; export a .pt checkpoint")
-    state = load_checkpoint(source) if source is not None else checkpoint
+    loaded = load_checkpoint(source) if source is not None else checkpoint
     try:
-        predictor = Predictor.from_checkpoint(state, device="cpu")
+        predictor = Predictor.from_checkpoint(loaded, device="cpu")
     except SegkitError as error:
         raise SegkitError(source, error.problem) from None
-    job = _ExportJob(state, predictor, source, out, opset, dynamic, tolerance)
+    job = _ExportJob(predictor, source, out, opset, dynamic, tolerance)
     if exporter == "auto":
         candidates = ["dynamo", "torchscript"] if opset >= MIN_DYNAMO_OPSET else ["torchscript"]
     else:
@@ -178,13 +178,12 @@ class _ExportJob:
     """One checkpoint's export: the example input, the parity inputs, and one attempt per exporter."""
 
     def __init__(
-        self, state: dict[str, Any], predictor: Predictor, source: Path | None, out: Path,
-        opset: int, dynamic: bool, tolerance: float,
+        self, predictor: Predictor, source: Path | None, out: Path, opset: int, dynamic: bool, tolerance: float,
     ) -> None:
-        self.state, self.predictor, self.source, self.out = state, predictor, source, out
+        self.predictor, self.source, self.out = predictor, source, out
         self.model: nn.Module = predictor.model
         self.opset, self.dynamic, self.tolerance = opset, dynamic, tolerance
-        channels = int(state["model"].get("in_channels", 3))
+        channels = predictor.card.model.in_channels
         height, width = predictor.preprocess.img_size
         stride = int(getattr(self.model, "stride", 1))
         if dynamic:
@@ -220,7 +219,7 @@ class _ExportJob:
                 _export_torchscript(self.model, path, sample, self.opset, self.dynamic)
         except Exception as error:  # the exporters raise many unrelated types for code they cannot convert
             raise SegkitError(self.source, f"{exporter} ONNX export failed: {first_line(error)}") from None
-        opset = _finish(path, _metadata(self.state, self.predictor, exporter, self.dynamic), self.source)
+        opset = _finish(path, _metadata(self.predictor.card, exporter, self.dynamic), self.source)
         difference, input_shape = self._parity(path)
         return ExportResult(path, opset, exporter, input_shape, difference, list(self.checks))
 
@@ -302,31 +301,13 @@ def _quiet_exporter_logs() -> Iterator[None]:
             item.setLevel(level)
 
 
-def _metadata(state: dict[str, Any], predictor: Predictor, exporter: str, dynamic: bool) -> dict[str, Any]:
-    """The checkpoint description stored in the file (checkpoint keys, without weights)."""
-    import segkit
-
-    spec = state["model"]
+def _metadata(card: ModelCard, exporter: str, dynamic: bool) -> dict[str, Any]:
+    """What the file carries besides the graph: the model card and how it was exported."""
     return {
         "format": ONNX_FORMAT,
         "version": ONNX_FORMAT_VERSION,
-        "segkit_version": segkit.__version__,
-        "model": {
-            "name": spec["name"],
-            "num_classes": spec["num_classes"],
-            "in_channels": spec.get("in_channels", 3),
-            "kwargs": dict(spec.get("kwargs", {})),
-        },
-        "classes": predictor.classes,
-        "palette": predictor.palette[: predictor.num_classes].tolist(),
-        "binary": predictor.binary,
-        "threshold": predictor.threshold,
-        "ignore_index": predictor.ignore_index,
-        "preprocess": predictor.preprocess.to_dict(),
-        "exporter": exporter,
-        "dynamic": dynamic,
-        "input": INPUT_NAME,
-        "output": OUTPUT_NAME,
+        "card": card.to_dict(),
+        "export": {"exporter": exporter, "dynamic": dynamic, "input": INPUT_NAME, "output": OUTPUT_NAME},
     }
 
 
@@ -336,14 +317,15 @@ def _finish(path: Path, metadata: dict[str, Any], source: Path | None) -> int:
 
     proto = onnx.load(str(path))
     opset = next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
-    metadata["opset"] = opset
+    metadata["export"]["opset"] = opset
     kept = [entry for entry in proto.metadata_props if entry.key != METADATA_KEY]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
-    preprocess = metadata["preprocess"]
+    card = metadata["card"]
+    preprocess = card["preprocess"]
     proto.doc_string = (
-        f"segkit {metadata['model']['name']}: classes {', '.join(metadata['classes'])}. Input '{INPUT_NAME}' "
+        f"segkit {card['model']['name']}: classes {', '.join(card['classes'])}. Input '{INPUT_NAME}' "
         f"float32 (N, 3, H, W) RGB as (pixel / 255 - mean) / std with mean {preprocess['mean']}, std "
         f"{preprocess['std']}, resized by '{preprocess['resize']}' to {preprocess['img_size']}; output "
         f"'{OUTPUT_NAME}' (N, C, H, W). Full description: metadata_props['{METADATA_KEY}']."

@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from segkit.checkpoint import ModelCard
 from segkit.errors import SegkitError
 
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = "segkit"
 ONNX_FORMAT = "segkit-onnx"
-ONNX_FORMAT_VERSION = 1
+ONNX_FORMAT_VERSION = 2
 
 
 def onnx_providers(device: torch.device) -> list[Any]:
@@ -48,7 +49,8 @@ class OnnxRuntimeModel(nn.Module):
             installed (``onnxruntime-gpu``), else the CPU.
 
     Attributes:
-        metadata: the checkpoint description stored at export (classes, preprocess, model ...).
+        metadata: the description stored at export (``card`` and ``export`` details).
+        card: the model card stored at export.
         device: where the session computes (``cuda`` only with the CUDA provider).
         providers: the session's execution providers.
 
@@ -81,6 +83,7 @@ class OnnxRuntimeModel(nn.Module):
             log = logger.info if str(device) == "auto" else logger.warning
             log("onnxruntime has no provider for %s; running %s on the CPU", requested, self.path.name)
         self.metadata = read_metadata(self.session, self.path)
+        self.card = ModelCard.from_dict(self.metadata.get("card", self.metadata), self.path)  # version 1: card keys at the top
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.input_shape = list(model_input.shape)
@@ -114,7 +117,7 @@ class OnnxRuntimeModel(nn.Module):
 
 
 def read_metadata(session: Any, path: Path) -> dict[str, Any]:
-    """The segkit description (checkpoint keys without the weights) stored in a session's model."""
+    """The segkit description (the model card and export details) stored in a session's model."""
     text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if text is None:
         raise SegkitError(path, f"ONNX model has no {METADATA_KEY!r} metadata; export it with `segkit export`")

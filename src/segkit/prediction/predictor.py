@@ -20,14 +20,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint
 from segkit.data.io import read_image, to_rgb
 from segkit.data.transforms import PreprocessConfig, normalize, resize_image, undo_resize
 from segkit.device import resolve_device
 from segkit.errors import SegkitError
 from segkit.prediction.tiling import TileConfig, TilePlan, predict_tiled
 from segkit.prediction.tta import TTAConfig, augmented_probabilities
-from segkit.training.checkpoint import load_checkpoint
-from segkit.visualize import PALETTE
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -63,41 +62,39 @@ def as_rgb(image: ImageInput) -> np.ndarray:
 
 
 class Predictor:
-    """A trained model with its preprocessing: image in, index mask at the image's size out.
+    """A trained model with its model card: image in, index mask at the image's size out.
 
-    Attributes:
-        model: the network, in eval mode on ``device``.
-        classes: class names in index order.
-        palette: ``(256, 3)`` uint8 colour table, the checkpoint's class colours first.
-        binary: one sigmoid channel thresholded at ``threshold`` (else softmax argmax).
-        threshold: probability above which a binary pixel is foreground (class 1).
-        preprocess: resize policy, input size and normalisation from training.
-        ignore_index: the label value ignored in training.
-        device: where the model runs.
+    Args:
+        model: the network (a torch module, or an ONNX Runtime model).
+        card: the model card (classes, colours, preprocessing, binary mode ...).
+        device: where the model runs: ``auto`` (CUDA, MPS, CPU), ``cpu``, ``cuda:1`` ...
         tiling: when images are predicted window by window (default: automatic, see
             :class:`~segkit.prediction.tiling.TileConfig`).
         tta: test-time augmentation (default: none), a
             :class:`~segkit.prediction.tta.TTAConfig` or a string such as ``"flip+scale"``.
         crf: refine the probabilities with a dense CRF on the image (DeepLab v1/v2
             post-processing, :func:`~segkit.models.crf.dense_crf`).
-        model_spec: the checkpoint's ``model`` entry (name, num_classes, in_channels, kwargs).
+        threshold: binary models: foreground probability threshold (default: the card's).
+        batch_size: images per forward pass.
+
+    Attributes:
+        card: the model card; ``classes``, ``palette`` (``(256, 3)`` uint8, the classes'
+            colours first), ``binary``, ``preprocess``, ``ignore_index`` and ``background``
+            come from it.
+        threshold: probability above which a binary pixel is foreground (class 1).
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
-        classes: Sequence[str],
-        preprocess: PreprocessConfig,
+        card: ModelCard,
         *,
-        binary: bool = False,
-        threshold: float = 0.5,
-        palette: np.ndarray | Sequence[Sequence[int]] | None = None,
-        ignore_index: int = 255,
         device: str | torch.device = "auto",
         tiling: TileConfig | None = None,
         tta: TTAConfig | str | None = None,
         crf: bool = False,
-        model_spec: dict[str, Any] | None = None,
+        threshold: float | None = None,
+        batch_size: int = 8,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -105,66 +102,60 @@ class Predictor:
         self.channels_last = any(True for _ in model.parameters())
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.classes = list(classes)
-        self.preprocess = preprocess
-        self.binary = binary
-        self.threshold = float(threshold)
-        self.ignore_index = ignore_index
-        self.palette = PALETTE.copy()
-        if palette is not None and len(palette):
-            colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[: len(self.palette)]
-            self.palette[: len(colours)] = colours
+        self.card = card
+        self.palette = card.palette_array()
+        if threshold is not None and not card.binary:
+            raise SegkitError(None, f"--threshold needs a binary checkpoint; this one has {card.num_classes} classes")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise SegkitError(None, f"threshold must be between 0 and 1, not {threshold}")
+        self.threshold = card.threshold if threshold is None else float(threshold)
+        if batch_size < 1:
+            raise SegkitError(None, f"batch size must be at least 1, not {batch_size}")
+        self.batch_size = batch_size
         self.tiling = tiling or TileConfig()
         self.tta = tta if isinstance(tta, TTAConfig) else TTAConfig.parse(tta)
         self.crf = crf
-        self.model_spec = dict(model_spec) if model_spec else {"name": type(model).__name__}
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path | dict[str, Any], device: str | torch.device = "auto") -> Predictor:
-        """Build the model a checkpoint (path or loaded dict) describes and load its weights.
+    def from_checkpoint(
+        cls, checkpoint: str | Path | Checkpoint, device: str | torch.device = "auto", **options: Any
+    ) -> Predictor:
+        """Build the model a checkpoint (path or :class:`~segkit.checkpoint.Checkpoint`) describes, with its weights.
 
         A path ending in ``.onnx`` (written by ``segkit export``) runs in ONNX Runtime instead.
+        ``options`` are the constructor's (``tiling``, ``tta``, ``crf``, ``threshold``, ``batch_size``).
 
         Raises:
-            SegkitError: unreadable checkpoint, missing entries, or weights that do not fit the model.
+            SegkitError: unreadable checkpoint, malformed card, or weights that do not fit the model.
         """
         path = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
-        onnx_model = None
         if path is not None and path.suffix.lower() == ".onnx":
             from segkit.prediction.onnx_backend import OnnxRuntimeModel
 
             onnx_model = OnnxRuntimeModel(path, device)
-            state, device = onnx_model.metadata, onnx_model.device
-        else:
-            state = load_checkpoint(path) if path is not None else checkpoint
-        try:
-            spec, classes = state["model"], list(state["classes"])
-            name, outputs = spec["name"], spec["num_classes"]
-            preprocess = PreprocessConfig.from_dict(dict(state["preprocess"]))
-        except KeyError as error:
-            raise SegkitError(path, f"checkpoint has no {error.args[0]!r} entry") from None
-        except SegkitError as error:
-            raise SegkitError(path, f"bad preprocess entry: {error.problem}") from None
-        binary = bool(state.get("binary", False))
-        expected = 1 if binary else len(classes)
-        if outputs != expected:
-            raise SegkitError(
-                path,
-                f"model has {outputs} output channels but the checkpoint's {len(classes)} classes "
-                f"in {'binary' if binary else 'multi-class'} mode need {expected}",
-            )
-        model = onnx_model if onnx_model is not None else _torch_model(state, name, path)
-        return cls(
-            model,
-            classes,
-            preprocess,
-            binary=binary,
-            threshold=float(state.get("threshold", 0.5)),
-            palette=state.get("palette"),
-            ignore_index=int(state.get("ignore_index", preprocess.ignore_index)),
-            device=device,
-            model_spec=spec,
-        )
+            return cls(onnx_model, onnx_model.card, device=onnx_model.device, **options)
+        loaded = load_checkpoint(path) if path is not None else checkpoint
+        return cls(loaded.build_model(path), loaded.card, device=device, **options)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
+
+    @property
+    def binary(self) -> bool:
+        return self.card.binary
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.card.preprocess
+
+    @property
+    def ignore_index(self) -> int:
+        return self.card.ignore_index
+
+    @property
+    def background(self) -> int | None:
+        return self.card.background
 
     @property
     def num_classes(self) -> int:
@@ -179,12 +170,15 @@ class Predictor:
         (probabilities,) = self._probabilities([as_rgb(image)])
         return probabilities.cpu().numpy()
 
-    def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 8) -> list[np.ndarray]:
-        """Masks for many images, ``batch_size`` at a time (images are read one chunk at a time)."""
+    def predict_batch(self, images: Sequence[ImageInput], batch_size: int | None = None) -> list[np.ndarray]:
+        """Masks for many images, ``batch_size`` (default: the predictor's) at a time."""
         return [mask for _, mask in self.iter_predict(images, batch_size)]
 
-    def iter_predict(self, images: Sequence[ImageInput], batch_size: int = 8) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_predict(
+        self, images: Sequence[ImageInput], batch_size: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(rgb_image, mask)`` per input, in order, decoding one chunk of inputs at a time."""
+        batch_size = self.batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for start in range(0, len(images), batch_size):
@@ -255,21 +249,3 @@ class Predictor:
             return torch.cat([1 - foreground, foreground], dim=1)
         return torch.softmax(logits, dim=1)
 
-
-def _torch_model(state: dict[str, Any], name: str, path: Path | None) -> torch.nn.Module:
-    """The model ``name`` as a checkpoint's ``model`` entry describes it, with the checkpoint's weights loaded."""
-    from segkit.models import create_model
-
-    spec = state["model"]
-    if "state_dict" not in state:
-        raise SegkitError(path, "checkpoint has no 'state_dict' entry")
-    try:
-        model = create_model(name, spec["num_classes"], spec.get("in_channels", 3), **spec.get("kwargs", {}))
-    except SegkitError as error:
-        raise SegkitError(path, error.problem) from None
-    try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise SegkitError(path, f"weights do not fit model {name!r}: {first_line}") from None
-    return model

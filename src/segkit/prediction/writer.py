@@ -170,7 +170,7 @@ def predict_to_folder(
             if color:
                 write_image(staging / (stem + COLOR_SUFFIX), colorize(mask, predictor.palette))
             if overlay_images:
-                write_image(staging / (stem + OVERLAY_SUFFIX), overlay(image, mask, alpha, predictor.palette))
+                write_image(staging / (stem + OVERLAY_SUFFIX), overlay(image, mask, alpha, predictor.palette, predictor.background))
             summary.add(mask)
         _move_into(staging, out_dir)
     finally:

@@ -35,6 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 import segkit
+from segkit.checkpoint import Checkpoint
 from segkit.errors import SegkitError
 from segkit.prediction.predictor import Predictor
 from segkit.serve.uploads import (
@@ -105,14 +106,13 @@ class ServedModel:
     """A predictor with what the API reports about it, and the lock that serialises inference."""
 
     predictor: Predictor
-    spec: dict[str, Any]
     lock: asyncio.Lock
 
     @classmethod
-    def load(cls, source: str | Path | dict[str, Any] | Predictor, device: str = "auto") -> ServedModel:
-        """Load a checkpoint (path or dict) once, or wrap a ready :class:`Predictor`."""
+    def load(cls, source: str | Path | Checkpoint | Predictor, device: str = "auto") -> ServedModel:
+        """Load a checkpoint (path or :class:`~segkit.checkpoint.Checkpoint`) once, or wrap a ready :class:`Predictor`."""
         predictor = source if isinstance(source, Predictor) else Predictor.from_checkpoint(source, device=device)
-        return cls(predictor, predictor.model_spec, asyncio.Lock())
+        return cls(predictor, asyncio.Lock())
 
     @property
     def class_colors(self) -> list[list[int]]:
@@ -124,10 +124,11 @@ class ServedModel:
         preprocess = predictor.preprocess.to_dict()
         preprocess.pop("augment", None)  # training-only
         return {
-            "model": self.spec.get("name"),
-            "model_options": self.spec.get("kwargs", {}),
+            "model": predictor.card.model.name,
+            "model_options": predictor.card.model.kwargs,
             "classes": predictor.classes,
             "palette": self.class_colors,
+            "background": predictor.background,
             "binary": predictor.binary,
             "threshold": predictor.threshold,
             "input_size": list(predictor.preprocess.img_size),
@@ -179,7 +180,7 @@ def render(
     palette = served.predictor.palette
     if output == "overlay":
         buffer = io.BytesIO()
-        Image.fromarray(overlay(image, mask, alpha, palette)).save(
+        Image.fromarray(overlay(image, mask, alpha, palette, served.predictor.background)).save(
             buffer,
             format="JPEG",
             quality=OVERLAY_JPEG_QUALITY,
@@ -201,7 +202,7 @@ def render(
 
 
 def create_app(
-    checkpoint_or_predictor: str | Path | dict[str, Any] | Predictor,
+    checkpoint_or_predictor: str | Path | Checkpoint | Predictor,
     *,
     device: str = "auto",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
@@ -210,7 +211,7 @@ def create_app(
     """Build the app around one model, loaded now.
 
     Args:
-        checkpoint_or_predictor: a checkpoint path, a loaded checkpoint dict, or a Predictor.
+        checkpoint_or_predictor: a checkpoint path, a loaded :class:`~segkit.checkpoint.Checkpoint`, or a Predictor.
         device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` (ignored for a Predictor).
         max_upload_bytes: largest accepted image file; larger bodies get 413.
         max_pixels: largest accepted ``width * height``; checked before decoding (413).

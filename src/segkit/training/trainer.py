@@ -20,12 +20,12 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from segkit.checkpoint import Checkpoint, ModelCard, TrainingSummary, load_checkpoint, save_checkpoint
 from segkit.data.io import atomic_write
 from segkit.device import resolve_device
 from segkit.errors import SegkitError
 from segkit.data.sources import split_by_name
 from segkit.evaluation.metrics import to_json_safe
-from segkit.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from segkit.training.config import TrainConfig
 from segkit.training.distributed import DistributedInfo, all_reduce_sum, cleanup_distributed, init_distributed
 from segkit.training.plots import plot_curves, save_samples
@@ -143,6 +143,7 @@ class Trainer:
         config = self.config
         train_source = self._open(config.data, None, config.classes)
         self.classes: list[str] = list(train_source.classes)
+        self.color_table = train_source.color_table
         if config.val:
             val_source = self._open(config.val, None, self.classes)
             train_indices, val_indices = list(range(len(train_source))), list(range(len(val_source)))
@@ -288,18 +289,20 @@ class Trainer:
             logger.info("epoch %d: encoder %s", epoch, "frozen" if frozen else "unfrozen")
             self.train_model = self._wrap_distributed()  # DDP registers only parameters that need gradients
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        if "optimizer" not in state:
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        state = checkpoint.resume
+        if state is None:
             raise SegkitError(self.config.resume, "has no optimiser state (resume from last.pt, not best.pt)")
-        self.model.load_state_dict(state["state_dict"])
+        self.model.load_state_dict(checkpoint.state_dict)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         schedule = state["scheduler"]
         self.steps_done, self.elapsed_before = int(schedule["steps_done"]), float(schedule["elapsed"])
-        self.history = list(state["history"])
-        self.best_metric = float(state["best_metric"])
-        self.best_metrics = dict(state.get("best_metrics", {}))
-        self.start_epoch = int(state["epoch"]) + 1
+        training = checkpoint.card.training
+        self.history = list(training.history)
+        self.best_metric = -math.inf if training.best_metric is None else float(training.best_metric)
+        self.best_metrics = dict(training.metrics)
+        self.start_epoch = training.epoch + 1
         restore_rng_state(state["rng"])
         logger.info("resumed from %s at epoch %d", self.config.resume, self.start_epoch)
 
@@ -421,39 +424,27 @@ class Trainer:
         return logits.max(dim=1).indices  # on CPU ~10x faster than argmax over a non-last dim
 
     # ------------------------------------------------------------- checkpoints
-    def checkpoint(self, epoch: int, full: bool) -> dict[str, Any]:
-        """The checkpoint dict (see training/checkpoint.py); ``full`` adds what resuming needs."""
-        from segkit.visualize import PALETTE
-
+    def checkpoint(self, epoch: int, full: bool) -> Checkpoint:
+        """The checkpoint of the current weights; ``full`` adds what resuming needs."""
         config = self.config
-        state: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "model": {
-                "name": config.model, "num_classes": 1 if self.binary else len(self.classes),
-                "in_channels": 3, "kwargs": self.model_kwargs,
-            },
-            "state_dict": unwrap(self.model).state_dict(),
-            "classes": list(self.classes),
-            "palette": PALETTE[: max(len(self.classes), 1)].tolist(),
-            "binary": self.binary,
-            "threshold": float(config.threshold),
-            "ignore_index": int(config.ignore_index),
-            "preprocess": self.preprocess.to_dict(),
-            "epoch": epoch,
-            "best_metric": float(self.best_metric),
-            "best_metrics": to_json_safe(self.best_metrics),
-            "history": to_json_safe(self.history),
-            "config": config.to_dict(),
-        }
+        palette = None if self.color_table is None else self.color_table.class_colors(len(self.classes))
+        card = ModelCard.create(
+            config.model, self.classes, self.preprocess, binary=self.binary, model_kwargs=self.model_kwargs,
+            palette=palette, threshold=config.threshold, ignore_index=config.ignore_index,
+        )
+        card.training = TrainingSummary(
+            epoch=epoch, best_metric=self.best_metric if self.best_metrics else None, metrics=self.best_metrics,
+            history=self.history, config=config.to_dict(),
+        )
+        resume = None
         if full:
-            state.update(
-                optimizer=self.optimizer.state_dict(),
-                scheduler={"kind": config.scheduler, "steps_done": self.steps_done, "elapsed": self.elapsed_before},
-                scaler=self.scaler.state_dict(),
-                rng=rng_state(),
-            )
-        return state
+            resume = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": {"kind": config.scheduler, "steps_done": self.steps_done, "elapsed": self.elapsed_before},
+                "scaler": self.scaler.state_dict(),
+                "rng": rng_state(),
+            }
+        return Checkpoint(card, unwrap(self.model).state_dict(), resume)
 
     def _write_history(self) -> None:
         def write(temp: Path) -> None:

@@ -40,8 +40,7 @@ async function loadInfo() {
     state.classes = info.classes;
     state.maxBytes = info.max_upload_bytes;
     state.palette = info.palette;
-    // Background (index 0) starts hidden, like segkit's overlays.
-    state.visible = info.classes.map((_, index) => index !== 0 || info.classes.length === 1);
+    state.visible = info.classes.map((_, index) => index !== info.background);  // only a class named background starts hidden
     const size = info.input_size ? ` · input ${info.input_size.join("×")}` : "";
     $("model-info").textContent = `${info.model} · ${info.classes.length} classes${size} · ${info.device} · segkit ${info.segkit_version}`;
     $("drop-hint").textContent = `PNG, JPEG, WebP, BMP, TIFF · up to ${formatBytes(info.max_upload_bytes)} · you can also paste`;
