@@ -6,7 +6,10 @@ import base64
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -218,6 +221,32 @@ def test_one_request_at_a_time_with_batch_size_1(checkpoint_path: Path) -> None:
     assert statuses == [200] * 4 and batches == [1, 1, 1, 1]
 
 
+def test_full_queue_answers_503_with_retry_after(checkpoint_path: Path) -> None:
+    served = Predictor.from_checkpoint(checkpoint_path, device="cpu")
+    release, entered = threading.Event(), threading.Event()
+    original = served.predict_batch
+
+    def blocking_predict_batch(images, batch_size=None):
+        entered.set()
+        release.wait(10)
+        return original(images)
+
+    served.predict_batch = blocking_predict_batch
+    app = create_app(served, batch_size=1, max_queue=2)
+    with TestClient(app) as test_client, ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(post_file, test_client, encode(IMAGE)) for _ in range(2)]
+        assert entered.wait(10)
+        deadline = time.monotonic() + 10
+        while app.state.admission.count < 2 and time.monotonic() < deadline:  # both requests are in
+            time.sleep(0.01)
+        busy = post_file(test_client, encode(IMAGE))
+        assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+        assert "busy" in busy.json()["detail"]
+        release.set()
+        assert [future.result().status_code for future in held] == [200, 200]
+        assert post_file(test_client, encode(IMAGE)).status_code == 200  # room again
+
+
 def test_app_from_loaded_checkpoint_dict_and_binary_mode() -> None:
     checkpoint = tiny_checkpoint(("background", "crack"), binary=True)
     with TestClient(create_app(checkpoint, device="cpu")) as test_client:
@@ -304,3 +333,15 @@ def test_serves_an_exported_onnx_model(checkpoint_path: Path, predictor: Predict
     assert response.status_code == 200
     mask = np.asarray(decode(response.content))
     assert (mask == predictor.predict(IMAGE)).mean() >= 0.999
+
+
+def test_serve_imports_without_pytorch() -> None:
+    """`segkit serve model.onnx` must work in an install without PyTorch: nothing in serve/ imports it."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
+        "import segkit.serve.app, segkit.serve.server, segkit.serve.batching, segkit.cli.serve\n"
+    )
+    source = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -212,6 +212,13 @@ def test_decompression_bombs_are_refused_before_decoding(
     assert loads == []  # no pixel was decoded
 
 
+def test_default_pixel_limit_refuses_the_7000x7000_png() -> None:
+    """A 6 KB PNG of 7000x7000 used to be decoded (+1.3 GB per request): the default limit is now 25 MP."""
+    bomb = png_bomb(7000, 7000)
+    with TestClient(create_app(tiny_checkpoint(), device="cpu")) as default_limits:
+        assert_error(post_raw(default_limits, bomb), 413, "49,000,000 pixels", "25,000,000", "--max-megapixels")
+
+
 def test_pixel_limit_is_configurable() -> None:
     with TestClient(create_app(tiny_checkpoint(), device="cpu", max_pixels=1000)) as small:
         assert_error(post_file(small, encode(sample_image(40, 40))), 413, "40x40 = 1,600 pixels", "1,000")

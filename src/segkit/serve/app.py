@@ -261,6 +261,7 @@ def create_app(
     app.state.options = options
     app.state.batcher = batcher
     app.state.budget = budget
+    app.state.admission = admission
     protected = [Depends(api_key_dependency(options.api_key))] if options.api_key else []
 
     @app.exception_handler(UploadRejected)
