@@ -236,6 +236,8 @@ class RequestBodyGuard:
         )
 
         async def guarded_receive() -> Message:
+            if body.complete:  # later calls only wait for a disconnect: no deadline for those
+                return await receive()
             message = await body.receive(receive)
             if message is None:
                 raise UploadRejected(408, f"the request body did not arrive within {self.body_timeout_s:g} s")
