@@ -135,3 +135,44 @@ def test_page_segments_an_uploaded_image(browser, tmp_path: Path) -> None:
         assert len(predict_requests) == uploads
         page.close()
     assert (tmp_path / "serve.png").stat().st_size > 10_000
+
+
+def test_page_asks_for_the_api_key_once(browser, tmp_path: Path) -> None:
+    image_path = tmp_path / "photo.png"
+    image_path.write_bytes(encode(sample_image(60, 80)))
+    key = "page-key-0123456789"
+    app = create_app(tiny_checkpoint(), device="cpu", api_key=key)
+    with live_server(app) as url:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        sent_keys: list[str | None] = []
+        page.on(
+            "request",
+            lambda request: sent_keys.append(request.headers.get("authorization")) if "/predict" in request.url else None,
+        )
+        page.goto(url + "/")
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert page.inner_text("#legend") == ""  # /info was refused: nothing shown yet
+
+        page.fill("#api-key", "not-the-key")
+        page.click("#key-submit")
+        page.wait_for_function("document.getElementById('key-message').textContent.includes('refused')")
+        assert page.is_visible("#key-form")
+
+        page.fill("#api-key", key)
+        page.click("#key-submit")
+        page.wait_for_selector("#legend li")
+        assert page.is_hidden("#key-form")
+        with page.expect_response(lambda response: "/predict" in response.url) as predicted:
+            page.set_input_files("#file-input", str(image_path))
+        assert predicted.value.status == 200
+        page.wait_for_selector('#mask-canvas[data-ready="true"]')
+        assert sent_keys == [f"Bearer {key}"]
+
+        page.reload()  # the same tab: the key is kept, not asked again
+        page.wait_for_selector("#legend li")
+        assert page.is_hidden("#key-form")
+        assert page.evaluate("sessionStorage.getItem('segkit-api-key')") == key
+        assert errors == []
+        page.close()
