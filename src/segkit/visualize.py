@@ -165,11 +165,12 @@ def labelled_grid(
     title: str = "",
     footer: np.ndarray | None = None,
     gap: int = 8,
+    center: bool = True,
 ) -> np.ndarray:
     """Lay out RGB images in rows and columns on :data:`PAD_COLOR`, with titles.
 
     Cells may differ in size: each column is as wide as its widest cell, each row as
-    tall as its tallest, and every cell is centred in its box.
+    tall as its tallest, and every cell is centred in its box (or at its top left).
 
     Args:
         cells: rows of ``(H, W, 3)`` uint8 images (rows may have fewer cells).
@@ -178,6 +179,7 @@ def labelled_grid(
         title: a line above everything (e.g. ``"epoch 7"``).
         footer: an image below the grid (e.g. a :func:`legend`), left-aligned.
         gap: pixels between cells and around the grid.
+        center: centre each cell in its box; else place it at the box's top left.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB.
@@ -211,7 +213,7 @@ def labelled_grid(
             draw.text((gap, y), row_titles[number], fill=TEXT_COLOR, font=font(caption_size))
             y += caption_height
         for left, column_width, cell in zip(lefts, column_widths, row):
-            offset = ((column_width - cell.shape[1]) // 2, (row_height - cell.shape[0]) // 2)
+            offset = ((column_width - cell.shape[1]) // 2, (row_height - cell.shape[0]) // 2) if center else (0, 0)
             canvas.paste(Image.fromarray(np.ascontiguousarray(cell)), (left + offset[0], y + offset[1]))
         y += row_height + gap
     if footer is not None:

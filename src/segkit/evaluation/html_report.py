@@ -275,11 +275,15 @@ def _card_facts(card: ModelCard) -> list[tuple[str, str]]:
         ("background class", "none" if card.background is None else card.classes[card.background]),
     ]
     if training.epoch:
-        best = f"epoch {training.best_epoch}" if training.best_epoch else "–"
+        from segkit.training.plots import best_epoch_of
+
+        best_epoch = training.best_epoch or best_epoch_of(training.history)
+        best = f"epoch {best_epoch}" if best_epoch else "–"
         if training.best_metric is not None:
             best += f", validation mIoU {training.best_metric:.4f}"
-        facts += [("trained", f"{training.epoch} epochs" + (f" in {_duration(training.seconds)}" if training.seconds
-                                                           else "")), ("best", best)]
+        seconds = training.seconds or sum(float(row.get("seconds") or 0) for row in training.history)
+        facts += [("trained", f"{training.epoch} epochs" + (f" in {_duration(seconds)}" if seconds else "")),
+                  ("best", best)]
     config = training.config
     if config:
         recipe = ", ".join(f"{key} {config[key]}" for key in ("optimizer", "lr", "batch_size", "loss", "scheduler")

@@ -6,13 +6,16 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segkit.data.io import atomic_write, write_image
 from segkit.training.callbacks import ValidationSamples
 from segkit.visualize import PALETTE, colorize, fit_within, labelled_grid, legend
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SAMPLE_COLUMNS = ("image", "truth", "prediction")
 SAMPLE_MAX_SIDE = 320  # sample images are shrunk to this many pixels on their longer side
@@ -34,8 +37,8 @@ def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
     return [epoch for epoch, _ in points], [value for _, value in points]
 
 
-def curves_png(history: Sequence[dict[str, Any]], best_epoch: int | None = None, dpi: int = 100) -> bytes:
-    """PNG of two panels: train/validation loss, and validation mIoU/mDice per epoch.
+def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = None) -> Figure:
+    """Two panels: train/validation loss, and validation mIoU/mDice per epoch.
 
     Epoch ticks are whole numbers; the best epoch (default: highest validation mIoU)
     is marked on both panels.
@@ -69,8 +72,13 @@ def curves_png(history: Sequence[dict[str, Any]], best_epoch: int | None = None,
             f"{best_row['val_mIoU']:.3f}", (best, best_row["val_mIoU"]), textcoords="offset points", xytext=(4, 6),
             color="tab:red", fontsize="small",
         )
+    return figure
+
+
+def curves_png(history: Sequence[dict[str, Any]], best_epoch: int | None = None, dpi: int = 100) -> bytes:
+    """:func:`curves_figure` as PNG bytes."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, dpi=dpi, format="png")
+    curves_figure(history, best_epoch).savefig(buffer, dpi=dpi, format="png")
     return buffer.getvalue()
 
 
