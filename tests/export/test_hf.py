@@ -11,6 +11,7 @@ import torch
 
 import segkit
 from conftest import tiny_checkpoint
+from evaluation.test_html_report import make_dataset
 from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
@@ -72,7 +73,17 @@ def test_commands_take_the_folder(trained: Path, tmp_path: Path) -> None:
     assert main(["predict", str(out), str(photos), "--out", str(tmp_path / "masks"), "--device", "cpu"]) == 0
     assert (tmp_path / "masks" / "a.png").is_file()
     assert main(["export", str(out), "--format", "hf", "--out", str(tmp_path / "again")]) == 0  # folder to folder
-    assert main(["evaluate", str(out), str(tmp_path / "missing"), "--device", "cpu"]) == 2  # the data, not the model
+    data = make_dataset(tmp_path / "data", count=2)
+    assert main(["evaluate", str(out), str(data), "--device", "cpu", "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["num_images"] == 2
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from segkit.serve.app import create_app
+
+    with TestClient(create_app(out, device="cpu")) as client:
+        assert client.get("/info").json()["classes"] == list(CLASSES)
 
 
 def test_bad_folders_are_one_line_errors(tmp_path: Path) -> None:
