@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -31,8 +30,6 @@ from segkit.data.io import atomic_write
 from segkit.errors import SegkitError
 from segkit.evaluation.per_image import ImagePixels, ImageScore, PerImageScores
 from segkit.visualize import PALETTE, colorize, default_palette, overlay
-
-logger = logging.getLogger(__name__)
 
 SUMMARY = (
     ("mIoU", "mIoU"), ("pixel accuracy", "pixel_accuracy"), ("mDice", "mDice"), ("fwIoU", "fwIoU"),
@@ -55,35 +52,9 @@ MAX_CLASS_COLUMNS = 12  # per-class IoU columns in the per-image table up to thi
 ALPHA = 0.5
 
 
-def write_report(
-    path: str | Path,
-    metrics: Mapping[str, Any],
-    *,
-    scores: PerImageScores | None = None,
-    card: ModelCard | None = None,
-    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
-    ignore_index: int = 255,
-    sources: Sequence[tuple[str, str]] = (),
-    note: str = "",
-    title: str = "segkit evaluation report",
-) -> None:
-    """Write the report of an evaluation as one HTML file, atomically.
-
-    Args:
-        path: the ``.html`` file.
-        metrics: the dict of :func:`~segkit.evaluation.metrics.compute_metrics`.
-        scores: per-image scores and worst images collected during the evaluation.
-        card: the model card (its facts, colours and training curves are shown).
-        palette: class colours when there is no card (default: :func:`~segkit.visualize.default_palette`).
-        ignore_index: mask value of ignored pixels (drawn white).
-        sources: ``(label, value)`` pairs saying what was evaluated.
-        note: a remark shown at the top.
-        title: the page title.
-    """
-    html = render_report(
-        metrics, scores=scores, card=card, palette=palette, ignore_index=ignore_index, sources=sources, note=note,
-        title=title,
-    )
+def write_report(path: str | Path, metrics: Mapping[str, Any], **options: Any) -> None:
+    """Write :func:`render_report`'s page as one HTML file, atomically (``options`` as there)."""
+    html = render_report(metrics, **options)
     atomic_write(path, lambda temp: temp.write_text(html, encoding="utf-8"))
 
 
@@ -98,7 +69,18 @@ def render_report(
     note: str = "",
     title: str = "segkit evaluation report",
 ) -> str:
-    """The report's HTML text (see :func:`write_report`)."""
+    """The report of an evaluation as the text of one self-contained HTML page.
+
+    Args:
+        metrics: the dict of :func:`~segkit.evaluation.metrics.compute_metrics`.
+        scores: per-image scores and worst images collected during the evaluation.
+        card: the model card (its facts, colours and training curves are shown).
+        palette: class colours when there is no card (default: :func:`~segkit.visualize.default_palette`).
+        ignore_index: mask value of ignored pixels (drawn white).
+        sources: ``(label, value)`` pairs saying what was evaluated.
+        note: a remark shown at the top.
+        title: the page title.
+    """
     import jinja2
 
     from segkit.training.plots import best_epoch_of, curves_png
@@ -352,7 +334,8 @@ def report_run(
 
     The validation images are found as the run found them (``--val``, a ``val`` split, or
     the ``--val-split`` share held out by name), with the run's ``--masks``, ``--colors``
-    and ``--classes``; ``data`` (and ``val_split``) evaluate on other data instead. When
+    and ``--classes``; ``data`` (and ``val_split``) evaluate on other data instead, read as
+    ``segkit evaluate`` reads it. When
     the run's data folder is gone, the report shows the validation metrics stored in the
     checkpoint (measured at the network's input size) and says so.
 
@@ -403,15 +386,18 @@ def report_run(
     return out
 
 
-def _validation_source(card: ModelCard, data: str | Path | None, val_split: float | None) -> tuple[Any, float | None, str]:
-    """``(opened source or None when the run's data is gone, held-out fraction, description)``."""
+def _validation_source(
+    card: ModelCard, data: str | Path | None, val_split: float | None
+) -> tuple[Any, float | None, str]:
+    """``(source to evaluate: an opened source, a folder, or None when the run's data is gone;
+    held-out fraction; description)``."""
     from segkit.data.sources import list_splits, open_source
 
     config = card.training.config
     options = {"masks": config.get("masks"), "colors": config.get("colors"), "classes": config.get("classes"),
                "ignore_index": card.ignore_index}
-    if data is not None:
-        return open_source(data, **options), val_split, str(data) + (f" (held out {val_split:g})" if val_split else "")
+    if data is not None:  # read as `segkit evaluate MODEL DATA` reads it
+        return Path(data), val_split, str(data) + (f" (held out {val_split:g})" if val_split else "")
     if config.get("val"):
         folder, split, held_out = Path(config["val"]), None, None
     else:

@@ -12,7 +12,6 @@ installed and a token is set.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 from pathlib import Path
@@ -21,8 +20,6 @@ from typing import Any
 from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint
 from segkit.data.io import make_staging_dir
 from segkit.errors import SegkitError
-
-logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -119,7 +116,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, toke
     try:
         import huggingface_hub
     except ImportError:
-        raise SegkitError(None, "--push-to-hub needs the huggingface_hub package: pip install huggingface_hub") from None
+        raise SegkitError(None, "--push-to-hub needs the huggingface_hub package: pip install 'segkit[hub]'") from None
     token = token or huggingface_hub.get_token()
     if not token:
         raise SegkitError(None, "--push-to-hub needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")

@@ -38,8 +38,6 @@ from segkit.training.callbacks import Callback, ValidationSamples
 if TYPE_CHECKING:
     from segkit.training.trainer import Trainer, TrainResult
 
-logger = logging.getLogger(__name__)
-
 LOGGERS = ("csv", "tensorboard", "mlflow")
 # Logger name -> (module that must be importable, pip extra that installs it).
 REQUIREMENTS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
