@@ -92,7 +92,8 @@ def test_checkpoint_form_calls_evaluate_checkpoint(
     argv = ["evaluate", "model.pt", "data", "--batch-size", "2", "--device", "cpu", "--json", str(out)]
     assert main(argv) == 0
     assert calls == [
-        (Path("model.pt"), Path("data"), {"batch_size": 2, "device": "cpu", "ignore_index": 255, "val_split": None})
+        (Path("model.pt"), Path("data"), {"batch_size": 2, "device": "cpu", "ignore_index": 255, "val_split": None,
+                                             "on_image": None})
     ]
     assert "fg" in capsys.readouterr().out
     assert json.loads(out.read_text())["pixel_accuracy"] == pytest.approx(7 / 8)

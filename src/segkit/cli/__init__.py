@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "demo": "demo",
     "evaluate": "evaluate",
+    "report": "report",
     "models": "models",
     "serve": "serve",
     "predict": "predict",

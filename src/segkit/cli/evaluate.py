@@ -42,6 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--val-split", type=float, metavar="F",
         help="with a checkpoint: only the images `segkit train --val-split F` held out (same split by name)",
     )
+    parser.add_argument(
+        "--report", type=Path, metavar="FILE",
+        help="also write a self-contained HTML report: metrics, confusion matrix, curves, per-image scores, worst images",
+    )
+    parser.add_argument("--worst", type=int, default=8, metavar="K", help="with --report: worst images shown (default 8)")
     parser.set_defaults(func=run, evaluate_parser=parser)
     return parser
 
@@ -60,8 +65,10 @@ def _validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
+    from segkit.evaluation.per_image import PerImageScores
     from segkit.evaluation.report import format_table, write_json
 
+    scores = PerImageScores(args.worst) if args.report is not None else None
     if args.pred is not None:
         from segkit.evaluation.folders import evaluate_folders
 
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             class_names=args.classes,
             ignore_index=args.ignore_index,
             num_classes=args.num_classes,
+            on_image=scores,
         )
     else:
         from segkit.evaluation.evaluate import evaluate_checkpoint
@@ -82,9 +90,18 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             ignore_index=args.ignore_index,
             val_split=args.val_split,
+            on_image=scores,
         )
     print(format_table(metrics))
     if args.json is not None:
         write_json(metrics, args.json)
         logger.info("wrote %s", args.json)
+    if args.report is not None:
+        from segkit.evaluation.html_report import write_evaluation_report
+
+        write_evaluation_report(
+            args.report, metrics, scores, checkpoint=args.checkpoint, data=args.data, pred=args.pred, true=args.true,
+            classes=args.classes, ignore_index=args.ignore_index, val_split=args.val_split,
+        )
+        logger.info("wrote %s", args.report)
     return 0

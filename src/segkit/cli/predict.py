@@ -49,6 +49,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--crf", action="store_true",
         help="refine the probabilities with a dense CRF on the image colours (DeepLab v1/v2 post-processing)",
     )
+    parser.add_argument(
+        "--format", choices=("png", "labelme"), default="png",
+        help="png: DIR/<stem>.png index masks (default); labelme: DIR/<stem>.json labelme annotations (one polygon "
+        "per region and class, mask shapes for regions with holes) and DIR/labels.txt, to correct in labelme; "
+        "--out DIR may be the images' folder",
+    )
+    parser.add_argument(
+        "--image-data", action="store_true", help="with --format labelme: embed the image in the JSON (imageData)"
+    )
+    parser.add_argument(
+        "--polygon-tolerance", type=float, default=1.0, metavar="PX",
+        help="with --format labelme: largest distance of a simplified polygon from the region's outline (default 1)",
+    )
+    parser.add_argument(
+        "--min-area", type=int, default=16, metavar="PX",
+        help="with --format labelme: regions of fewer pixels are left out (default 16)",
+    )
     parser.set_defaults(func=run, predict_parser=parser)
     return parser
 
@@ -78,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         parser.error(f"--threshold must be between 0 and 1, not {args.threshold}")
     if not 0.0 <= args.overlap < 1.0:
         parser.error(f"--overlap must be at least 0 and below 1, not {args.overlap}")
+    if args.format != "labelme" and (args.image_data or args.polygon_tolerance != 1.0 or args.min_area != 16):
+        parser.error("--image-data, --polygon-tolerance and --min-area apply with --format labelme")
+    if args.polygon_tolerance < 0 or args.min_area < 0:
+        parser.error("--polygon-tolerance and --min-area must be at least 0")
 
     from segkit.errors import SegkitError
     from segkit.prediction.predictor import Predictor
@@ -104,9 +125,14 @@ def run(args: argparse.Namespace) -> int:
         )
     except SegkitError as error:
         raise SegkitError(error.path or args.checkpoint, error.problem) from None
+    labelme = None
+    if args.format == "labelme":
+        from segkit.prediction.labelme_export import LabelmeOptions
+
+        labelme = LabelmeOptions(tolerance=args.polygon_tolerance, min_area=args.min_area, image_data=args.image_data)
     summary = predict_to_folder(
         predictor, inputs, args.out, color=args.color, overlay_images=args.overlay, alpha=args.alpha,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, labelme=labelme,
     )
     print(summary.format())
     logger.info("wrote %d masks to %s", summary.num_images, args.out)

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from segkit.errors import SegkitError
+from segkit.evaluation.per_image import ImageCallback, ImageResult
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def evaluate_checkpoint(
     ignore_index: int | None = None,
     split: str | None = None,
     val_split: float | None = None,
+    on_image: ImageCallback | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint's predictions on a dataset, at the original image sizes.
 
@@ -60,6 +62,9 @@ def evaluate_checkpoint(
         split: split of a split dataset (default ``val``, see :data:`EVALUATION_SPLITS`).
         val_split: evaluate only the images ``segkit train --val-split`` held out
             (the same deterministic split by name).
+        on_image: called with each image's :class:`~segkit.evaluation.per_image.ImageResult`
+            (its confusion matrix and pixels), e.g. a
+            :class:`~segkit.evaluation.per_image.PerImageScores`.
 
     Returns:
         The metrics dict of :meth:`segkit.evaluation.confusion.ConfusionMatrix.compute`,
@@ -96,4 +101,7 @@ def evaluate_checkpoint(
         predictions = predictor.predict_batch([sample.image for sample in samples], batch_size=batch_size)
         for sample, prediction in zip(samples, predictions):
             matrix.update(prediction, sample.mask)
+            if on_image is not None:
+                on_image(ImageResult.from_masks(sample.name, prediction, sample.mask, predictor.num_classes, ignore,
+                                                image=sample.image))
     return matrix.compute()

@@ -122,7 +122,8 @@ class Predictor:
     ) -> Predictor:
         """Build the model a checkpoint (path or :class:`~segkit.checkpoint.Checkpoint`) describes, with its weights.
 
-        A path ending in ``.onnx`` (written by ``segkit export``) runs in ONNX Runtime instead.
+        A path ending in ``.onnx`` (written by ``segkit export``) runs in ONNX Runtime instead; a
+        folder written by ``segkit export --format hf`` is read by :func:`segkit.export.hf.load_pretrained`.
         ``options`` are the constructor's (``tiling``, ``tta``, ``crf``, ``threshold``, ``batch_size``).
 
         Raises:
@@ -134,7 +135,12 @@ class Predictor:
 
             onnx_model = OnnxRuntimeModel(path, device)
             return cls(onnx_model, onnx_model.card, device=onnx_model.device, **options)
-        loaded = load_checkpoint(path) if path is not None else checkpoint
+        if path is not None and path.is_dir():  # a folder written by `segkit export --format hf`
+            from segkit.export.hf import load_pretrained
+
+            loaded = load_pretrained(path)
+        else:
+            loaded = load_checkpoint(path) if path is not None else checkpoint
         return cls(loaded.build_model(path), loaded.card, device=device, **options)
 
     @property

@@ -18,14 +18,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from segkit.data.io import is_image_file, make_staging_dir, write_image, write_mask
+from segkit.data.io import atomic_write, is_image_file, make_staging_dir, write_image, write_mask
 from segkit.errors import SegkitError
+from segkit.prediction.labelme_export import (
+    JSON_SUFFIX,
+    LABELS_FILE,
+    LabelmeOptions,
+    label_list,
+    labelme_document,
+    write_labelme,
+)
 from segkit.prediction.predictor import Predictor
-from segkit.visualize import colorize, overlay
+from segkit.visualize import colorize, legend, overlay
 
 MASK_SUFFIX = ".png"
 COLOR_SUFFIX = "_color.png"
 OVERLAY_SUFFIX = "_overlay.jpg"
+LEGEND_FILE = "legend.png"  # with --color: the class colours and names, once per folder
 
 
 def shard_for_this_rank() -> tuple[int, int, str] | None:
@@ -76,15 +85,25 @@ def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def output_stems(inputs: Sequence[Path], out_dir: Path, color: bool, overlay_images: bool) -> list[str]:
+def output_stems(
+    inputs: Sequence[Path],
+    out_dir: Path,
+    color: bool,
+    overlay_images: bool,
+    mask_suffix: str = MASK_SUFFIX,
+    folder_files: Sequence[str] = (),
+) -> list[str]:
     """The output stem of each input, refusing two inputs that would write the same file.
 
+    ``mask_suffix`` is what the mask is written as (``.json`` for labelme), ``folder_files``
+    the names written once for the whole folder (``legend.png`` ...).
+
     Raises:
-        SegkitError: two inputs share a stem (or one's outputs collide with another's),
-            or an output would overwrite an input image.
+        SegkitError: two inputs share a stem (or one's outputs collide with another's or with
+            a folder file), or an output would overwrite an input image.
     """
-    suffixes = [MASK_SUFFIX] + [COLOR_SUFFIX] * color + [OVERLAY_SUFFIX] * overlay_images
-    owners: dict[str, Path] = {}
+    suffixes = [mask_suffix] + [COLOR_SUFFIX] * color + [OVERLAY_SUFFIX] * overlay_images
+    owners: dict[str, Path] = {name: Path(f"segkit's {name}") for name in folder_files}
     input_paths = {path.resolve() for path in inputs}
     for path in inputs:
         for suffix in suffixes:
@@ -142,6 +161,7 @@ def predict_to_folder(
     overlay_images: bool = False,
     alpha: float = 0.5,
     batch_size: int = 8,
+    labelme: LabelmeOptions | None = None,
 ) -> PredictionSummary:
     """Write ``<stem>.png`` index masks (palette PNG at each input's size) for ``inputs`` into ``out_dir``.
 
@@ -153,6 +173,8 @@ def predict_to_folder(
         overlay_images: also write ``<stem>_overlay.jpg``, the colours blended onto the image.
         alpha: overlay opacity of the class colours.
         batch_size: images per forward pass.
+        labelme: write each mask as a labelme annotation ``<stem>.json`` (see
+            :mod:`segkit.prediction.labelme_export`) instead of a PNG, and ``labels.txt``.
 
     Raises:
         SegkitError: an unreadable input (named), colliding names; nothing is written then.
@@ -160,18 +182,31 @@ def predict_to_folder(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SegkitError(out_dir, "exists and is not a folder")
-    stems = output_stems(inputs, out_dir, color, overlay_images)
+    folder_files = [LEGEND_FILE] * color + [LABELS_FILE] * (labelme is not None)
+    mask_suffix = MASK_SUFFIX if labelme is None else JSON_SUFFIX
+    stems = output_stems(inputs, out_dir, color, overlay_images, mask_suffix, folder_files)
     staging = make_staging_dir(out_dir, prefix=f".{out_dir.name}.partial.")
     summary = PredictionSummary.empty(predictor.classes)
     try:
         results = predictor.iter_predict(inputs, batch_size=batch_size)
-        for stem, (image, mask) in tqdm(zip(stems, results), total=len(stems), unit="image", disable=None):
-            write_mask(staging / (stem + MASK_SUFFIX), mask, palette=predictor.palette)
+        progress = tqdm(zip(inputs, stems, results), total=len(stems), unit="image", disable=None)
+        for path, stem, (image, mask) in progress:
+            if labelme is None:
+                write_mask(staging / (stem + MASK_SUFFIX), mask, palette=predictor.palette)
+            else:
+                document = labelme_document(mask, predictor.classes, path, out_dir, image=image,
+                                            background=predictor.background, options=labelme)
+                write_labelme(staging / (stem + JSON_SUFFIX), document)
             if color:
                 write_image(staging / (stem + COLOR_SUFFIX), colorize(mask, predictor.palette))
             if overlay_images:
                 write_image(staging / (stem + OVERLAY_SUFFIX), overlay(image, mask, alpha, predictor.palette, predictor.background))
             summary.add(mask)
+        if color:
+            write_image(staging / LEGEND_FILE, legend(predictor.classes, predictor.palette[: len(predictor.classes)]))
+        if labelme is not None:
+            labels = label_list(predictor.classes)
+            atomic_write(staging / LABELS_FILE, lambda temp: temp.write_text(labels, encoding="utf-8"))
         _move_into(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
