@@ -24,7 +24,7 @@ from segkit.checkpoint import Checkpoint, ModelCard, TrainingSummary, load_check
 from segkit.data.io import atomic_write
 from segkit.device import resolve_device
 from segkit.errors import SegkitError
-from segkit.data.sources import split_by_name
+from segkit.data.sources import split_by_name, split_roles
 from segkit.evaluation.metrics import to_json_safe
 from segkit.training.config import TrainConfig
 from segkit.training.distributed import DistributedInfo, all_reduce_sum, cleanup_distributed, init_distributed
@@ -147,8 +147,8 @@ class Trainer:
         if config.val:
             val_source = self._open(config.val, None, self.classes)
             train_indices, val_indices = list(range(len(train_source))), list(range(len(val_source)))
-        elif "val" in train_source.split_names():
-            val_source = self._open(config.data, "val", self.classes)
+        elif validation := split_roles(train_source.splits).validation:
+            val_source = self._open(config.data, validation, self.classes)
             train_indices, val_indices = list(range(len(train_source))), list(range(len(val_source)))
         else:
             val_source = train_source
