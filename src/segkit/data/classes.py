@@ -157,9 +157,16 @@ def read_class_file(path: str | Path, *, ignore_index: int = 255) -> ClassList:
     suffix = path.suffix.lower()
     if suffix == ".json":
         data = read_json(path, "class list")
+        if isinstance(data, dict) and "classes" in data and not isinstance(data["classes"], list):
+            raise SegkitError(path, "'classes' must be a list of names or of {name, rgb} entries")
         listed = data.get("classes") if isinstance(data, dict) else data
-        if isinstance(listed, list) and all(isinstance(name, str) for name in listed):
+        if isinstance(listed, list) and any(isinstance(name, str) for name in listed):
+            odd = next((item for item in listed if not isinstance(item, str)), None)
+            if odd is not None:
+                raise SegkitError(path, f"a list of class names holds {odd!r}, not a name")
             return ClassList(clean_class_names(listed, path), path.name, path)
+        if listed == []:
+            raise SegkitError(path, "no class names (the list is empty)")
         table = color_table_from_json(path, data)
         return _from_table(table, ignore_index, f"{path.name} colour table")
     if suffix == ".csv":
