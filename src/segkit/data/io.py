@@ -38,32 +38,30 @@ def is_image_file(path: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- text and JSON
-def read_text(path: str | Path, what: str) -> str:
-    """A UTF-8 text file (a byte-order mark is allowed); ``what`` names it in errors ("class list")."""
-    path = Path(path)
+def _read_bytes(path: Path, what: str) -> bytes:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return path.read_bytes()
     except FileNotFoundError:
         raise SegkitError(path, "file not found") from None
     except IsADirectoryError:
         raise SegkitError(path, f"is a folder, not a {what}") from None
-    except UnicodeDecodeError as error:
-        raise SegkitError(path, f"{what} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     except OSError as error:
         raise SegkitError(path, f"cannot read {what} ({error.strerror or error})") from None
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 text file (a byte-order mark is allowed); ``what`` names it in errors ("class list")."""
+    path = Path(path)
+    try:
+        return _read_bytes(path, what).decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SegkitError(path, f"{what} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
 
 
 def read_json(path: str | Path, what: str) -> Any:
     """Parse a JSON file once (UTF-8/16/32, with or without BOM); every failure is one SegkitError."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SegkitError(path, "file not found") from None
-    except IsADirectoryError:
-        raise SegkitError(path, f"is a folder, not a {what}") from None
-    except OSError as error:
-        raise SegkitError(path, f"cannot read {what} ({error.strerror or error})") from None
+    raw = _read_bytes(path, what)
     if not raw.strip():
         raise SegkitError(path, f"file is empty, not a {what}")
     try:
