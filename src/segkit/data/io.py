@@ -149,9 +149,13 @@ def peek_image(path: str | Path) -> tuple[str, tuple[int, int]]:
 
 
 def upright_rgb(image: Image.Image) -> np.ndarray:
-    """An opened image as a viewer shows it: EXIF orientation applied, then ``(H, W, 3)`` uint8 RGB."""
+    """An opened image as a viewer shows it: EXIF orientation applied, then ``(H, W, 3)`` uint8 RGB.
+
+    The one EXIF-safe decoding step (files, labelme ``imageData``, uploads, PIL inputs).
+    The image is turned in place: no full-size copy is made when nothing needs turning.
+    """
     try:
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # a broken EXIF block must not make the pixels unreadable
         pass
     return to_rgb(image)
@@ -168,7 +172,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA")
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def read_image(path: str | Path) -> np.ndarray:
