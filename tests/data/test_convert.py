@@ -233,8 +233,9 @@ def test_full_disk_is_one_error_and_leaves_nothing(src, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", full)
-    with pytest.raises(SegkitError, match=r"café 1\.png: cannot write \(the disk is full\)"):
+    with pytest.raises(SegkitError, match=r"cannot write \(the disk is full\)") as error:
         convert_labelme(src, tmp_path / "out")
+    assert error.value.path == str(tmp_path / "out" / "images" / "café 1.png")  # where it was going
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 

@@ -118,10 +118,20 @@ def convert_labelme(
         check_output_path(out, [item.source_image for item in converted if item.source_image], "output folder")
         with writing(out):
             _move_into_place(temp, out)
+    except SegkitError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise _as_output_path(error, temp, out) from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return ConvertResult(out, class_names, len(converted), messages)
+
+
+def _as_output_path(error: SegkitError, temp: Path, out: Path) -> SegkitError:
+    """An error about a file being built names it where it was going (``OUT/masks/x.png``), not in the hidden folder."""
+    if error.path is None or not Path(error.path).is_relative_to(temp):
+        return error
+    return SegkitError(out / Path(error.path).relative_to(temp), error.problem)
 
 
 def _check_output(src: Path, out: Path, overwrite: bool) -> None:
