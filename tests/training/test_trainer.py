@@ -370,7 +370,7 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(SegkitError, match="ckpt.pt: cannot write \\(disk full\\)"):  # one line, old file kept
         save_checkpoint(tiny_checkpoint(seed=1), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]

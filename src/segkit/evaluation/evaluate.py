@@ -20,20 +20,17 @@ from segkit.evaluation.per_image import ImageCallback, ImageResult
 
 logger = logging.getLogger(__name__)
 
-# Splits tried, in order, when the data folder has splits and none is asked for.
-EVALUATION_SPLITS = ("val", "valid", "validation", "test")
-
 
 def open_evaluation_source(data: str | Path, split: str | None, ignore_index: int) -> Any:
     """Open ``data``; with splits and no ``split`` given, the validation split (else test, else the default).
 
     The splits are listed from the folder names first, so only the split evaluated is read.
     """
-    from segkit.data.sources import list_splits, open_source
+    from segkit.data.sources import list_splits, open_source, split_roles
 
     if split is None:
         splits = list_splits(data)
-        split = next((name for name in EVALUATION_SPLITS if name in splits), None)
+        split = split_roles(splits).evaluation
         if splits and split is None:
             logger.warning("%s has no validation or test split; evaluating on its default split", data)
     return open_source(data, split=split, ignore_index=ignore_index)
@@ -59,7 +56,8 @@ def evaluate_checkpoint(
         batch_size: images per forward pass.
         device: ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda:1"`` ...
         ignore_index: mask value left out of the metrics (default: the checkpoint's).
-        split: split of a split dataset (default ``val``, see :data:`EVALUATION_SPLITS`).
+        split: split of a split dataset (default: the validation split, else test; see
+            :func:`segkit.data.sources.split_roles`).
         val_split: evaluate only the images ``segkit train --val-split`` held out
             (the same deterministic split by name).
         on_image: called with each image's :class:`~segkit.evaluation.per_image.ImageResult`

@@ -7,7 +7,7 @@ call them too, to get exactly the pieces segkit trains with.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ class TrainingData:
         classes: class names in index order.
         color_table: the dataset's colour table (its colours become the card's palette), if any.
         classes_origin: where the class names came from.
-        problems: what opening the data found wrong (images without mask ...), never fatal.
+        problems: one line on what opening the data found wrong (images without mask ...), or empty.
     """
 
     train_source: Any
@@ -43,13 +43,13 @@ class TrainingData:
     classes: list[str]
     color_table: Any = None
     classes_origin: str = ""
-    problems: list[Any] = field(default_factory=list)
+    problems: str = ""
 
 
 def open_training_data(config: TrainConfig) -> TrainingData:
     """Open the training and validation samples as ``config`` says (``--val``, a val/valid split, or ``--val-split``)."""
     from segkit.data.dataset import DecodedSource
-    from segkit.data.sources import list_splits, open_source, split_by_name
+    from segkit.data.sources import list_splits, open_source, split_by_name, split_roles
 
     def open_folder(path: str, split: str | None, classes: Any) -> Any:
         return open_source(
@@ -59,7 +59,7 @@ def open_training_data(config: TrainConfig) -> TrainingData:
 
     train_source = open_folder(config.data, None, config.classes)
     classes = list(train_source.classes)
-    val_split_name = validation_split_name(list_splits(config.data, config.masks))
+    val_split_name = split_roles(list_splits(config.data, config.masks)).validation
     if config.val:
         val_source = DecodedSource(open_folder(config.val, None, classes))
         train = DecodedSource(train_source)
@@ -78,13 +78,8 @@ def open_training_data(config: TrainConfig) -> TrainingData:
                                                      f"training classes {classes}")
     return TrainingData(
         train, train_indices, val_source, val_indices, classes, train_source.color_table,
-        getattr(train_source, "classes_origin", ""), list(train_source.problems),
+        train_source.classes_origin, train_source.problem_summary(),
     )
-
-
-def validation_split_name(splits: list[str]) -> str | None:
-    """The split that validates a split dataset: ``val``, else ``valid``/``validation``, else none."""
-    return next((name for name in ("val", "valid", "validation") if name in splits), None)
 
 
 def is_binary(config: TrainConfig, classes: list[str]) -> bool:

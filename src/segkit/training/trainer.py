@@ -258,11 +258,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _report_data_problems(self) -> None:
-        problems = [problem for problem in self.data.problems if "without mask" in problem.problem]
-        if problems and self.dist.is_main:
-            shown = ", ".join(Path(problem.file).name for problem in problems[:5])
-            more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
-            logger.warning("%d image(s) have no mask and are left out: %s%s", len(problems), shown, more)
+        """Say which files are left out (images without masks ...) instead of dropping them silently."""
+        if self.data.problems and self.dist.is_main:
+            logger.warning("%s; these files are left out", self.data.problems)
 
     def _train_loader(self) -> DataLoader:
         config = self.config
