@@ -66,7 +66,7 @@ def run_epochs(trainer: SimpleNamespace, loggers: list, first: int = 1, last: in
 
 def test_csv_is_always_on_and_holds_every_epoch(tmp_path: Path) -> None:
     loggers = create_loggers([], tmp_path)
-    assert [type(item).__name__ for item in loggers] == ["CsvLogger"]
+    assert [type(item).__name__ for item in loggers] == ["RunPictures", "CsvLogger"]
     trainer = fake_trainer(tmp_path)
     run_epochs(trainer, loggers)
     with open(tmp_path / "history.csv", encoding="utf-8") as handle:

@@ -144,7 +144,7 @@ class RunPictures(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
         from segkit.training.plots import plot_curves
 
-        plot_curves(trainer.history, self.out / "curves.png", best_epoch=trainer.best_epoch or None)
+        plot_curves(trainer.history, self.out / "curves.png")
 
     def on_validation_end(
         self, trainer: Trainer, epoch: int, metrics: dict[str, Any], samples: ValidationSamples

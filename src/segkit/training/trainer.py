@@ -197,7 +197,6 @@ class Trainer:
         from segkit.data.dataset import SegmentationDataset, class_pixel_counts
 
         self.data: TrainingData = open_training_data(config)
-        self._report_data_problems()
         self.plan = None
         if config.plan and config.user_options is not None and resumed is None:
             from segkit.planning.planner import make_plan
@@ -257,11 +256,6 @@ class Trainer:
             self._restore(resumed)
 
     # ------------------------------------------------------------------ set-up
-    def _report_data_problems(self) -> None:
-        """Say which files are left out (images without masks ...) instead of dropping them silently."""
-        if self.data.problems and self.dist.is_main:
-            logger.warning("%s; these files are left out", self.data.problems)
-
     def _train_loader(self) -> DataLoader:
         config = self.config
         batch_size = config.batch_size
@@ -520,9 +514,9 @@ class Trainer:
         path = self.out / name
         try:
             save_checkpoint(checkpoint, path)
-        except OSError as error:
-            raise SegkitError(path, f"could not write the checkpoint ({error.strerror or error}); the previous "
-                                    "last.pt and best.pt are intact") from None
+        except (OSError, SegkitError) as error:
+            problem = error.problem if isinstance(error, SegkitError) else f"cannot write ({error.strerror or error})"
+            raise SegkitError(path, f"{problem}; the previous last.pt and best.pt are intact") from None
         for callback in self.callbacks:
             callback.on_checkpoint(self, path, checkpoint)
 
@@ -541,6 +535,8 @@ class Trainer:
         if self.dist.is_main:
             text = config.to_yaml()
             atomic_write(self.out / "config.yaml", lambda temp: temp.write_text(text, encoding="utf-8"))
+            if self.data.problems:  # images without masks ... are not trained on: say which
+                logger.warning("%s", self.data.problems)
             if self.plan is not None:
                 logger.info("%s", self.plan.format())
                 self.plan.save(self.out / "plan.json")
