@@ -122,6 +122,15 @@ def test_focal() -> None:
     assert loss_value("focal(gamma=0)", binary=True) == pytest.approx(loss_value("bce", binary=True), rel=1e-6)
 
 
+def test_ohem_keeps_only_the_hard_pixels() -> None:
+    # true-class probabilities: a 1/2, b 3/4, c 3/4 (d ignored); only a is below 0.7
+    assert loss_value("ohem") == pytest.approx(LN2, rel=1e-6)
+    assert loss_value("ohem(threshold=0.8)") == pytest.approx(loss_value("ce"), rel=1e-6)
+    assert loss_value("ohem(min_kept=1)") == pytest.approx(loss_value("ce"), rel=1e-6)  # every valid pixel kept
+    # binary: a 1/2 (target 1), b 3/4 (target 1), c 1/4 (target 0: p(0) = 1/4); a and c are hard
+    assert loss_value("ohem", binary=True) == pytest.approx((LN2 + math.log(4)) / 2, rel=1e-6)
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_focal_gradient_finite_for_small_gamma_at_confident_pixels(binary: bool) -> None:
     logits = torch.tensor([[[[40.0, -1.0]]]]) if binary else torch.tensor([[[[40.0, 0.0]], [[-40.0, 1.0]]]])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from segkit.losses.base import SegmentationLoss
 from segkit.losses.factory import LOSSES, CombinedLoss, create_loss
-from segkit.losses.pixel import BinaryCrossEntropyLoss, CrossEntropyLoss, FocalLoss
+from segkit.losses.pixel import BinaryCrossEntropyLoss, CrossEntropyLoss, FocalLoss, OhemCrossEntropyLoss
 from segkit.losses.region import dice_loss, lovasz_loss, tversky_loss
 from segkit.losses.weights import class_weights_from_counts
 
@@ -19,6 +19,7 @@ __all__ = [
     "CombinedLoss",
     "CrossEntropyLoss",
     "FocalLoss",
+    "OhemCrossEntropyLoss",
     "SegmentationLoss",
     "class_weights_from_counts",
     "create_loss",

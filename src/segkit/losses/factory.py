@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from segkit.errors import SegkitError
-from segkit.losses.pixel import BinaryCrossEntropyLoss, CrossEntropyLoss, FocalLoss
+from segkit.losses.pixel import BinaryCrossEntropyLoss, CrossEntropyLoss, FocalLoss, OhemCrossEntropyLoss
 from segkit.losses.region import dice_loss, lovasz_loss, tversky_loss
 
 TERM = re.compile(
@@ -63,6 +63,13 @@ def _focal(ctx: LossContext, gamma: float = 2.0, alpha: float | None = None) -> 
     )
 
 
+def _ohem(ctx: LossContext, threshold: float = 0.7, min_kept: float = 0.1) -> nn.Module:
+    return OhemCrossEntropyLoss(
+        binary=ctx.binary, ignore_index=ctx.ignore_index, threshold=threshold, min_kept=min_kept,
+        class_weights=ctx.class_weights,
+    )
+
+
 def _dice(ctx: LossContext, smooth: float = 0.0) -> nn.Module:
     return dice_loss(binary=ctx.binary, ignore_index=ctx.ignore_index, smooth=smooth)
 
@@ -81,6 +88,7 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "bce": _bce,
     "dice": _dice,
     "focal": _focal,
+    "ohem": _ohem,
     "tversky": _tversky,
     "lovasz": _lovasz,
 }

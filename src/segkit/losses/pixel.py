@@ -85,6 +85,55 @@ class BinaryCrossEntropyLoss(SegmentationLoss):
         return normalize((per_pixel * weights).sum(), weights)
 
 
+class OhemCrossEntropyLoss(SegmentationLoss):
+    """Cross-entropy over the hard pixels only: online hard example mining (Shrivastava et al., CVPR 2016).
+
+    As mmsegmentation's ``OHEMPixelSampler``: a valid pixel counts when the probability of
+    its true class is below ``threshold``; if fewer than ``min_kept`` of the valid pixels
+    qualify, the ``min_kept`` share with the lowest true-class probability is kept instead.
+    The loss is the (class-weighted) mean cross-entropy of the kept pixels, so easy
+    background does not drown the rare, hard classes. Softmax, or sigmoid in binary mode.
+
+    Args:
+        binary: one sigmoid channel instead of ``C`` softmax channels.
+        ignore_index: target value excluded from the loss.
+        threshold: pixels whose true-class probability is below it are hard.
+        min_kept: share of the valid pixels kept at least, in ``(0, 1]``.
+        class_weights: per-class pixel weights of the kept pixels.
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: bool,
+        ignore_index: int = 255,
+        threshold: float = 0.7,
+        min_kept: float = 0.1,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__(binary=binary, ignore_index=ignore_index)
+        if not 0.0 < threshold <= 1.0 or not 0.0 < min_kept <= 1.0:
+            raise ValueError(f"ohem threshold and min_kept must be in (0, 1], got {threshold}, {min_kept}")
+        self.threshold = threshold
+        self.min_kept = min_kept
+        self.register_buffer("class_weights", class_weights)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        labels = target.where(valid, 0)
+        if self.binary:
+            per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
+        else:
+            per_pixel = F.cross_entropy(logits, labels, reduction="none")
+        with torch.no_grad():
+            true_probability = torch.exp(-per_pixel).masked_fill(~valid, 2.0)  # ignored pixels never count
+            count = int(valid.sum())
+            keep = max(1, int(round(self.min_kept * count)))
+            cutoff = max(self.threshold, float(true_probability.flatten().kthvalue(min(keep, count)).values))
+            hard = valid & (true_probability <= cutoff)
+        weights = pixel_weights(labels, hard, self.class_weights)
+        return normalize((per_pixel * weights).sum(), weights)
+
+
 def focal_term(per_pixel_ce: torch.Tensor, gamma: float) -> torch.Tensor:
     """``(1 - p_t)^gamma * -log(p_t)`` from ``-log(p_t)`` (Lin et al., ICCV 2017).
 

@@ -179,15 +179,15 @@ class _Planner:
         """The smallest resize factor that keeps every class's thin objects :data:`MIN_OBJECT_PIXELS` thick."""
         fp = self.fingerprint
         limits = [
-            (thickness / MIN_OBJECT_PIXELS, name, thickness)
+            (MIN_OBJECT_PIXELS / max(thickness, 1e-3), name, thickness)
             for name, share, thickness in zip(fp.classes, fp.pixel_share, fp.object_thickness_p10)
             if thickness is not None and share >= MIN_CLASS_SHARE
         ]
         if not limits:
             return MIN_SCALE, "no objects measured"
-        scale, name, thickness = min(limits)
-        if scale >= 1.0:
-            return max(MIN_SCALE, min(1.0, scale)), f"{name}'s thinnest objects are {thickness:.0f}px"
+        scale, name, thickness = max(limits)
+        if scale < 1.0:
+            return max(MIN_SCALE, scale), f"{name}'s thinnest objects are {thickness:.0f}px"
         return 1.0, f"{name} objects are as thin as {thickness:.1f}px"
 
     def precision(self, spec: ModelSpec, size: tuple[int, int], batch: int) -> str:

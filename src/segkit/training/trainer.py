@@ -337,7 +337,8 @@ class Trainer:
 
     def _time_limit(self) -> float:
         """When training must stop so that the final validations and checkpoints fit the budget."""
-        reserve = (2.2 if self.ema is not None else 1.2) * self.last_validation_seconds + 2.0
+        final_validations = 2 if self.ema is not None else 1  # the last one scores raw and EMA weights
+        reserve = 1.5 * final_validations * self.last_validation_seconds + 3.0
         return float(self.config.time_budget) - reserve
 
     def _progress(self) -> float:
