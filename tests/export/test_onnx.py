@@ -18,7 +18,7 @@ from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.export import onnx as onnx_export
 from segkit.export.onnx import export_onnx
-from segkit.prediction.onnx_backend import METADATA_KEY, OnnxRuntimeModel
+from segkit.prediction.onnx_backend import METADATA_KEY, OnnxBackend
 from segkit.prediction.predictor import Predictor
 from segkit.prediction.tiling import TileConfig
 from segkit.prediction.tta import TTAConfig
@@ -75,7 +75,7 @@ def test_graph_is_valid_dynamic_and_carries_the_preprocessing(exported: Path) ->
 def test_onnx_runtime_gives_the_torch_masks(checkpoint: Path, exported: Path) -> None:
     torch_predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     onnx_predictor = segkit.load(str(exported), device="cpu")
-    assert isinstance(onnx_predictor.model, OnnxRuntimeModel)
+    assert isinstance(onnx_predictor.backend, OnnxBackend) and onnx_predictor.device == "cpu"
     assert onnx_predictor.classes == torch_predictor.classes and onnx_predictor.preprocess == torch_predictor.preprocess
     samples = images()
     for expected, got in zip(torch_predictor.predict_batch(samples, 3), onnx_predictor.predict_batch(samples, 3)):
@@ -102,12 +102,10 @@ def test_torchscript_opset_17_crop_binary_with_tiling(tmp_path: Path) -> None:
     assert result.exporter == "torchscript" and result.opset == 17
     assert result.max_abs_diff < 1e-4 and result.input_shape == ["batch", 3, "height", "width"]
     assert len(result.checked_shapes) == 2 and "opset 17" in result.format()
-    torch_predictor = Predictor.from_checkpoint(state, device="cpu")
-    onnx_predictor = Predictor.from_checkpoint(tmp_path / "crack.onnx", device="cpu")
+    options = {"tiling": TileConfig((24, 24), overlap=0.5, batch_size=3), "tta": TTAConfig.parse("flip+scale")}
+    torch_predictor = Predictor.from_checkpoint(state, device="cpu", **options)
+    onnx_predictor = Predictor.from_checkpoint(tmp_path / "crack.onnx", device="cpu", **options)
     assert onnx_predictor.binary and onnx_predictor.threshold == 0.5
-    for predictor in (torch_predictor, onnx_predictor):
-        predictor.tiling = TileConfig((24, 24), overlap=0.5, batch_size=3)
-        predictor.tta = TTAConfig.parse("flip+scale")
     for image in images():
         assert (onnx_predictor.predict(image) == torch_predictor.predict(image)).mean() >= 0.999
 
@@ -118,9 +116,9 @@ def test_static_export_fixes_the_input_shape(tmp_path: Path, checkpoint: Path) -
     static = Predictor.from_checkpoint(tmp_path / "static.onnx", device="cpu")
     masks = static.predict_batch(images(), batch_size=4)  # letterbox: one 32x32 image at a time
     assert [mask.shape for mask in masks] == SIZES
-    static.tta = TTAConfig.parse("scale")
+    scaled = Predictor.from_checkpoint(tmp_path / "static.onnx", device="cpu", tta="scale")
     with pytest.raises(SegkitError, match="re-export with --dynamic"):
-        static.predict(images()[0])
+        scaled.predict(images()[0])
 
 
 def test_export_refuses_bad_requests(tmp_path: Path, checkpoint: Path, exported: Path) -> None:

@@ -19,7 +19,7 @@ from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
 from segkit.evaluation.confusion import ConfusionMatrix
 from segkit.evaluation.evaluate import evaluate_checkpoint
-from segkit.prediction.predictor import Predictor, as_rgb, resolve_device
+from segkit.prediction.predictor import Predictor, as_rgb
 from segkit.checkpoint import save_checkpoint
 
 CLASSES = ["background", "red", "blue"]  # tiny_checkpoint()'s classes
@@ -144,13 +144,6 @@ def test_bad_checkpoints_raise_segkit_errors(tmp_path: Path) -> None:
         Predictor.from_checkpoint(tmp_path / "nopre.pt", device="cpu")
     with pytest.raises(SegkitError, match="not found"):
         Predictor.from_checkpoint(tmp_path / "missing.pt")
-
-
-def test_resolve_device() -> None:
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cuda", "mps", "cpu")
-    with pytest.raises(SegkitError):
-        resolve_device("toaster")
 
 
 # ---------------------------------------------------------------- evaluate_checkpoint

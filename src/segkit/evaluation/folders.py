@@ -3,7 +3,7 @@
 Masks are paired by file stem (``pred/<stem>.png`` with ``true/<stem>.*``).
 Each pair is decoded in a thread pool (PIL releases the GIL while decoding)
 and summarised by a 256 x 256 histogram of raw (truth value, predicted value)
-pairs, kept sparse. Whether the masks are binary
+pairs (:func:`segkit.evaluation.confusion.joint_histogram`), kept sparse. Whether the masks are binary
 0/255 and how many classes there are is only decided once every file has been
 seen, so every file is read exactly once and never held in memory.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from segkit.data.colors import load_color_table
 from segkit.data.io import is_image_file, read_mask_file
 from segkit.errors import SegkitError
+from segkit.evaluation.confusion import joint_histogram
 from segkit.evaluation.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -131,10 +131,7 @@ def _count_pair(pair: MaskPair) -> _PairCounts:
     if pred.shape != true.shape:
         pred_size, true_size = f"{pred.shape[1]}x{pred.shape[0]}", f"{true.shape[1]}x{true.shape[0]}"
         raise SegkitError(pair.pred, f"size {pred_size} differs from {pair.true} ({true_size})")
-    index = true.astype(np.uint16)  # truth * 256 + pred, in place: one 2-byte buffer per pair
-    index <<= 8
-    index |= pred
-    joint = np.bincount(index.reshape(-1))
+    joint = joint_histogram(pred, true).reshape(-1)
     nonzero = np.flatnonzero(joint)
     return _PairCounts(pair, nonzero, joint[nonzero])
 
@@ -269,4 +266,4 @@ def evaluate_folders(
         _check_values(result, true_lookup, pred_lookup, num_classes, ignore_index)
     matrix = np.zeros(num_classes * num_classes, dtype=np.int64)
     np.add.at(matrix, true[labelled] * num_classes + pred[labelled], joint[index][labelled])
-    return compute_metrics(torch.from_numpy(matrix.reshape(num_classes, num_classes)), names, len(pairs))
+    return compute_metrics(matrix.reshape(num_classes, num_classes), names, len(pairs))
