@@ -133,8 +133,11 @@ def read_metadata(session: Any, path: Path) -> dict[str, Any]:
         raise SegkitError(path, f"{METADATA_KEY!r} metadata is not valid JSON ({error})") from None
     if not isinstance(metadata, dict) or metadata.get("format") != ONNX_FORMAT:
         raise SegkitError(path, f"{METADATA_KEY!r} metadata is not a {ONNX_FORMAT} description")
-    if metadata.get("version", 0) > ONNX_FORMAT_VERSION:
-        raise SegkitError(path, f"ONNX metadata version {metadata['version']} is newer than this segkit")
+    version = metadata.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise SegkitError(path, f"{METADATA_KEY!r} metadata version must be an integer, got {version!r}")
+    if version > ONNX_FORMAT_VERSION:
+        raise SegkitError(path, f"ONNX metadata version {version} is newer than this segkit")
     return metadata
 
 
