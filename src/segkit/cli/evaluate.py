@@ -39,17 +39,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="true value to ignore (default: the checkpoint's; 255 with --pred)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all metrics as JSON (NaN as null)")
-    data = parser.add_argument_group("data (with a checkpoint, as segkit train)")
-    data.add_argument("--split", metavar="NAME", help="split of a dataset with splits (default: val, valid, validation, test)")
+    data = add_data_options(parser, "data (with a checkpoint, as segkit train)")
     data.add_argument(
         "--val-split", type=float, metavar="F",
         help="only the images `segkit train --val-split F` held out (same split by name)",
     )
-    data.add_argument("--masks", metavar="DIRNAME", help="mask folder beside images/, e.g. masks_rgb (default masks)")
-    data.add_argument("--colors", metavar="FILE", help="colour table (JSON or CSV) of RGB colour-coded masks")
     add_prediction_options(parser)
     parser.set_defaults(func=run, evaluate_parser=parser)
     return parser
+
+
+def add_data_options(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """How a labelled dataset folder is read (as ``segkit train``): ``--split``, ``--masks``, ``--colors``.
+
+    ``--classes`` is the command's own (its meaning differs with ``--pred``).
+    """
+    group = parser.add_argument_group(title)
+    group.add_argument("--split", metavar="NAME", help="split of a dataset with splits (default: val, valid, validation, test)")
+    group.add_argument("--masks", metavar="DIRNAME", help="mask folder beside images/, e.g. masks_rgb (default masks)")
+    group.add_argument("--colors", metavar="FILE", help="colour table (JSON or CSV) of RGB colour-coded masks")
+    return group
 
 
 CHECKPOINT_ONLY = ("split", "val_split", "masks", "colors", "tta", "crf", "threshold")
