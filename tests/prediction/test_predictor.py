@@ -219,3 +219,30 @@ def test_real_images_predict_and_evaluate_at_their_own_size(shared_datasets: Pat
     metrics = evaluate_checkpoint(checkpoint, source, device="cpu")
     truth_pixels = sum(int((source.load(i).mask != 255).sum()) for i in range(3))
     assert metrics["num_images"] == 3 and np.asarray(metrics["confusion_matrix"]).sum() == truth_pixels
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_only_the_uint8_masks_come_back_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resize undo, TTA, tiling and the mask step stay on the GPU; the masks match the CPU's."""
+    from segkit.prediction.tiling import TileConfig
+    from segkit.prediction.torch_backend import TorchOps
+
+    checkpoint = tiny_checkpoint(resize="crop", img_size=32, zero_head_bias=True)
+    rng = np.random.default_rng(0)
+    images = [squares(*size)[0] for size in ((120, 150), (64, 48), (300, 200))]
+    images = [(image + rng.integers(-20, 20, image.shape)).clip(0, 255).astype(np.uint8) for image in images]
+    options = {"tta": "flip+scale", "tiling": TileConfig((96, 96), overlap=0.25, batch_size=2)}
+    expected = Predictor.from_checkpoint(checkpoint, device="cpu", **options).predict_batch(images)
+    copies: list[torch.dtype] = []
+    to_numpy = TorchOps.to_numpy
+
+    def spy(array: torch.Tensor) -> np.ndarray:
+        copies.append(array.dtype)
+        return to_numpy(array)
+
+    monkeypatch.setattr(TorchOps, "to_numpy", staticmethod(spy))
+    gpu = Predictor.from_checkpoint(checkpoint, device="cuda", **options)
+    masks = gpu.predict_batch(images, batch_size=2)
+    assert copies == [torch.uint8] * len(images)
+    for mask, cpu_mask in zip(masks, expected):
+        assert (mask == cpu_mask).mean() >= 0.999
