@@ -65,6 +65,8 @@ def test_the_onnx_path_imports_no_torch(model: tuple[Path, Path], tmp_path: Path
         "from segkit.cli import main\n"
         f"assert main(['predict', {str(model[1])!r}, {str(images)!r}, '--out', {str(tmp_path / 'out')!r}]) == 0\n"
         f"assert main(['evaluate', '--pred', {str(tmp_path / 'out')!r}, '--true', {str(truth)!r}]) == 0\n"
+        f"assert main(['evaluate', {str(model[1])!r}, {str(tmp_path)!r}, '--masks', 'truth', '--tta', 'flip']) == 0\n"
+        f"assert main(['inspect', {str(tmp_path)!r}, '--masks', 'truth']) == 0\n"
         "import segkit.serve.app\n"
         "heavy = sorted(name for name in ('torch', 'torchvision', 'albumentations', 'timm', 'matplotlib') if name in sys.modules)\n"
         "assert not heavy, heavy\n"
@@ -131,6 +133,10 @@ def test_pip_install_onnx_extra_without_torch(model: tuple[Path, Path], tmp_path
     assert "mIoU" in evaluated.stdout
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["confusion_matrix"] == evaluate_folders(tmp_path / "out", truth)["confusion_matrix"]
+    scored = segkit_run("evaluate", str(onnx_model), str(tmp_path / "data"), "--masks", "truth", "--tta", "flip",
+                        "--json", str(tmp_path / "model.json"))
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert json.loads((tmp_path / "model.json").read_text())["confusion_matrix"] == metrics["confusion_matrix"]
 
     port = free_port()
     server = subprocess.Popen(
