@@ -169,7 +169,7 @@ def expected_matrix(predictor: Predictor, root: Path, count: int) -> np.ndarray:
     for index in range(count):
         truth = np.asarray(Image.open(root / "masks" / f"img{index}.png"))
         matrix.update(predictor.predict(root / "images" / f"img{index}.png"), truth)
-    return matrix.matrix.numpy()
+    return matrix.matrix
 
 
 def test_evaluate_checkpoint_scores_original_size_predictions(tmp_path: Path) -> None:
