@@ -101,7 +101,7 @@ def test_checkpoint_form_calls_evaluate_checkpoint(
     assert options["ignore_index"] is None  # the checkpoint's own value, not 255
     assert options["batch_size"] == 2 and options["device"] == "cpu" and options["val_split"] is None
     assert str(options["tta"]) == "none" and options["crf"] is False and options["threshold"] is None
-    assert options["tiling"] == TileConfig(batch_size=2)
+    assert options["tiling"] == TileConfig(batch_size=2) and options["on_image"] is None
     assert "fg" in capsys.readouterr().out
     assert json.loads(out.read_text())["pixel_accuracy"] == pytest.approx(7 / 8)
     calls.clear()

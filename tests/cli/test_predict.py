@@ -51,7 +51,7 @@ def test_predict_files_folders_and_globs(tmp_path: Path, checkpoint: Path, capsy
     assert code == 0
     expected = {"a": (30, 41), "b": (52, 17), "c": (9, 64), "d": (20, 20)}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}{suffix}" for stem in expected for suffix in (".png", "_color.png", "_overlay.jpg")
+        [f"{stem}{suffix}" for stem in expected for suffix in (".png", "_color.png", "_overlay.jpg")] + ["legend.png"]
     )
     for stem, size in expected.items():
         mask = Image.open(out / f"{stem}.png")

@@ -116,6 +116,10 @@ class Entry:
         labelme: source folder for ``convert labelme``.
         pred, true: predicted and true mask folders of ``evaluate --pred PRED --true TRUE``.
         upload: file posted to the server; ``upload_type`` its content type.
+        report: values ``segkit inspect --json`` must report when it succeeds (e.g. the encoding).
+        eval_pairs: images ``segkit evaluate CHECKPOINT DATA`` must score, when not ``pairs``
+            (a split dataset is scored on its validation split).
+        val_pairs: images ``segkit train`` must validate on (its metrics.json), when it matters.
     """
 
     name: str
@@ -130,6 +134,9 @@ class Entry:
     true: str = "data/masks"
     upload: str = ""
     upload_type: str = "application/octet-stream"
+    report: dict[str, object] = field(default_factory=dict)
+    eval_pairs: int | None = None
+    val_pairs: int | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.expect) - set(COMMANDS)
@@ -607,6 +614,226 @@ def big_upload(root: Path) -> None:
     write(root / "big.png", upload_over_limit())
 
 
+# ------------------------------------------------------------- class lists, pairing, splits
+DATA_COMMANDS = ("inspect", "train", "evaluate")  # the commands that open data/ as a dataset
+
+
+def with_class_file(name: str, content: bytes) -> Builder:
+    """The good pairs with ``content`` as the dataset's class file ``name`` (instead of class_names.txt)."""
+
+    def build(root: Path) -> None:
+        write_good_pairs(root / "data")
+        (root / "data" / "class_names.txt").unlink()
+        write(root / "data" / name, content)
+
+    return build
+
+
+def class_file_entry(entry: str, name: str, content: bytes | str, ok: bool, report: dict | None = None) -> Entry:
+    """A dataset whose class file is odd: every command reads the same list, or names the file."""
+    data = content.encode() if isinstance(content, str) else content
+    expect = {command: OK if ok else error(name) for command in DATA_COMMANDS}
+    return Entry(entry, with_class_file(name, data), expect, pairs=2, report=report or {})
+
+
+def deep_json(depth: int = 200_000) -> str:
+    return '{"classes": ' + "[" * depth + "]" * depth + "}"
+
+
+def binary_masks(class_file: bool) -> Builder:
+    """Three pairs whose masks hold only 0 and 255; with or without a 3-class class_names.txt."""
+
+    def build(root: Path) -> None:
+        data = root / "data"
+        for number in range(3):
+            write_png(data / "images" / f"{number:03d}.png", sample_rgb(seed=40 + number))
+            write_png(data / "masks" / f"{number:03d}.png", (sample_mask() > 0).astype(np.uint8) * 255)
+        if class_file:
+            write_classes(data)
+
+    return build
+
+
+def png_header_bomb(color_type: int, width: int = 20_000, height: int = 10_000) -> bytes:
+    """A PNG whose header announces 200 megapixels (Pillow refuses it on opening), with a token IDAT."""
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    idat = zlib.compress(bytes(64))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def replace_odd_mask(data: bytes) -> Builder:
+    def build(root: Path) -> None:
+        write(root / "data" / "masks" / "odd.png", data)
+
+    return build
+
+
+def palette_mask_out_of_range() -> bytes:
+    mask = sample_mask()
+    mask[0, :3] = 9
+    image = Image.fromarray(mask, "P")
+    image.putpalette([value for index in range(256) for value in (index, index, index)])
+    return encode(image)
+
+
+def mode_mask(mode: str) -> Callable[[], bytes]:
+    """The ordinary mask stored in another mode (LA: with alpha, RGBA: grey, 1: only 0/1)."""
+
+    def make() -> bytes:
+        mask = sample_mask()
+        if mode == "1":
+            return encode(Image.fromarray(mask > 0).convert("1"))
+        return encode(Image.fromarray(mask).convert(mode))
+
+    return make
+
+
+def unpaired(kind: str) -> Builder:
+    """Good pairs plus an image without a mask, a mask without an image, or one name twice."""
+
+    def build(root: Path) -> None:
+        data = root / "data"
+        write_good_pairs(data)
+        if kind in ("image", "twice"):
+            write_png(data / "images" / "lonely.png", sample_rgb(seed=50))
+        if kind in ("mask", "twice"):
+            write_png(data / "masks" / "orphan.png", sample_mask())
+        if kind == "twice":
+            write_png(data / "images" / "000_ok.bmp", sample_rgb(seed=51))  # sorts first: 000_ok.png is left out
+        if kind == "hidden":
+            write_png(data / "images" / ".odd.png", sample_rgb(seed=52))
+            write(data / "masks" / ".odd.png", b"not even an image")
+
+    return build
+
+
+def split_dataset(*splits: tuple[str, int]) -> Builder:
+    """``data/<split>/images + masks`` with the given number of pairs each, class_names.txt at the top."""
+
+    def build(root: Path) -> None:
+        data = root / "data"
+        for split, count in splits:
+            for number in range(count):
+                write_png(data / split / "images" / f"{split}{number}.png", sample_rgb(seed=60 + number))
+                write_png(data / split / "masks" / f"{split}{number}.png", sample_mask())
+        write_classes(data)
+
+    return build
+
+
+def voc_dataset(list_bytes: bytes | None = None) -> Builder:
+    """A VOC folder (JPEGImages, SegmentationClass palette PNGs, ImageSets/Segmentation/{train,val}.txt)."""
+    from segkit.visualize import PALETTE
+
+    def build(root: Path) -> None:
+        data = root / "data"
+        names = ["2007_000001", "2007_000002", "2007_000003", "2007_000004"]
+        for number, name in enumerate(names):
+            write(data / "JPEGImages" / f"{name}.jpg", encode(sample_rgb(seed=70 + number), "JPEG", quality=90))
+            mask = Image.fromarray(sample_mask(), "P")
+            mask.putpalette(PALETTE.reshape(-1).tolist())
+            write(data / "SegmentationClass" / f"{name}.png", encode(mask))
+        lists = data / "ImageSets" / "Segmentation"
+        for split, chosen in (("train", names[:2]), ("val", names[2:])):
+            text = ("\n".join(chosen) + "\n").encode()
+            write(lists / f"{split}.txt", text if list_bytes is None else text + list_bytes)
+        write_classes(data)
+
+    return build
+
+
+def labelme_with(name: str, document: Callable[[], bytes], extra: Builder | None = None) -> Builder:
+    """The good labelme folder (000_ok, 001_ok) plus ``name`` holding ``document()``."""
+
+    def build(root: Path) -> None:
+        folder = root / "labelme"
+        write_good_labelme(folder)
+        write(folder / "001_ok.png", png_rgb())
+        write(folder / "001_ok.json", labelme_json("001_ok.png", WIDTH, HEIGHT))
+        write(folder / "odd.png", png_rgb())
+        write(folder / name, document())
+        if extra is not None:
+            extra(folder)
+
+    return build
+
+
+def odd_label_json(label: object) -> Callable[[], bytes]:
+    def make() -> bytes:
+        shape = {"label": label, "points": [[1, 1], [9, 9]], "shape_type": "rectangle"}
+        cat = {"label": "cat", "points": [[10, 1], [12, 9]], "shape_type": "rectangle"}
+        dog = {"label": "dog", "points": [[20, 1], [22, 9]], "shape_type": "rectangle"}
+        return labelme_json("odd.png", WIDTH, HEIGHT, shapes=[cat, dog, shape])
+
+    return make
+
+
+def labelme_shape_json(shape: dict) -> Callable[[], bytes]:
+    return lambda: labelme_json("odd.png", WIDTH, HEIGHT, shapes=[shape])
+
+
+def far_mask_shape() -> bytes:
+    crop = base64.b64encode(encode(np.full((4, 4), 255, np.uint8))).decode()
+    far = {"label": "cat", "points": [[1e30, 1e30], [1e30 + 3, 1e30 + 3]], "shape_type": "mask", "mask": crop}
+    near = {"label": "dog", "points": [[2, 2], [5, 5]], "shape_type": "mask", "mask": crop}
+    return labelme_json("odd.png", WIDTH, HEIGHT, shapes=[far, near])
+
+
+def deep_labelme() -> bytes:
+    depth = 200_000
+    return ('{"version": "5.4.1", "shapes": [], "flags": ' + "[" * depth + "]" * depth + "}").encode()
+
+
+def utf16_labelme() -> bytes:
+    return labelme_json("odd.png", WIDTH, HEIGHT).decode().encode("utf-16")
+
+
+def case_twin(folder: Path) -> None:
+    """``001_OK.JSON`` beside ``001_ok.json``: both would write masks/001_ok.png on a case-blind disk."""
+    write(folder / "001_OK.JSON", (folder / "001_ok.json").read_bytes())
+
+
+def coco_beside(folder: Path) -> None:
+    write(folder / "instances.json", b'{"images": [], "annotations": [], "categories": []}')
+
+
+def misplaced_background(folder: Path) -> None:
+    write(folder / "labels.txt", b"__ignore__\ncat\n_background_\ndog\n")
+
+
+def labelme_case(entry: str, name: str, document: Callable[[], bytes], ok: bool, extra: Builder | None = None,
+                 culprit: str = "", pairs: int = 3) -> Entry:  # fmt: skip
+    """A labelme folder with one odd annotation; ``culprit`` is the file the errors name (default ``name``)."""
+    shown = culprit or name
+    commands = ("convert", "train", "evaluate")
+    expect = {c: OK for c in (*commands, "inspect")} if ok else {**{c: error(shown) for c in commands},
+                                                                 "inspect": problem(shown)}  # fmt: skip
+    sizes = {stem: SIZE for stem in ("000_ok", "001_ok", "odd")}
+    return Entry(entry, labelme_with(name, document, extra), expect, sizes=sizes, pairs=pairs, data="labelme")
+
+
+def multi_frame(fmt: str) -> Callable[[], bytes]:
+    """A two-frame GIF or TIFF: the first frame is the image."""
+
+    def make() -> bytes:
+        first, second = (Image.fromarray(sample_rgb(seed=seed)) for seed in (80, 81))
+        if fmt == "GIF":
+            first, second = first.convert("P"), second.convert("P")
+        buffer = io.BytesIO()
+        first.save(buffer, format=fmt, save_all=True, append_images=[second])
+        return buffer.getvalue()
+
+    return make
+
+
+def mode_image(mode: str, fmt: str = "PNG", **options: object) -> Callable[[], bytes]:
+    return lambda: encode(Image.fromarray(sample_rgb(seed=90)).convert(mode), fmt, **options)
+
+
+def int32_tiff() -> bytes:
+    return encode(Image.fromarray(sample_rgb(seed=91)[..., 0].astype(np.int32) * 1000), "TIFF")
+
+
 EVERY_COMMAND_FAILS = ("convert", "inspect", "train", "predict", "evaluate", "evaluate-folders")
 GOOD_FILES = {"000_ok": SIZE}
 
@@ -674,6 +901,88 @@ ENTRIES: list[Entry] = [
           sizes=GOOD_FILES, pairs=2),
     Entry("folder_named_png_argument", folders_named_png, {"predict": error("folder.png")},
           predict_inputs=("predict/000_ok.png", "predict/folder.png")),
+    # class lists: one reader for every command; a bad list is one line naming the file
+    class_file_entry("classes_txt_crlf_bom", "class_names.txt", "\ufeffbackground\r\ncat\r\ndog\r\n", ok=True,
+                     report={"classes": list(CLASSES), "classes_origin": "class_names.txt"}),
+    class_file_entry("classes_txt_ignore_and_blank_lines", "labels.txt", "__ignore__\n\nbackground\n cat \n\ndog\n",
+                     ok=True, report={"classes": list(CLASSES)}),
+    class_file_entry("classes_json_name_list", "classes.json", json.dumps(list(CLASSES)), ok=True,
+                     report={"classes": list(CLASSES), "classes_origin": "classes.json"}),
+    class_file_entry("classes_json_colour_table_index_masks", "classes.json",
+                     json.dumps({"classes": [{"name": n, "rgb": [i, i, i]} for i, n in enumerate(CLASSES)]}), ok=True,
+                     report={"encoding": "index", "classes_origin": "classes.json colour table"}),
+    class_file_entry("classes_txt_not_utf8", "class_names.txt", "background\nchat\u00e9\ndog\n".encode("latin-1"),
+                     ok=False),
+    class_file_entry("classes_txt_repeated", "class_names.txt", "background\ncat\ncat\n", ok=False),
+    class_file_entry("classes_txt_one_class", "class_names.txt", "background\n", ok=False),
+    class_file_entry("classes_txt_tab_in_name", "class_names.txt", "background\ncat\tdog\ndog\n", ok=False),
+    class_file_entry("classes_json_200k_deep", "classes.json", deep_json(), ok=False),
+    class_file_entry("classes_json_empty_file", "classes.json", "", ok=False),
+    class_file_entry("classes_json_classes_not_a_list", "classes.json", '{"classes": 5}', ok=False),
+    # 0/255 masks: binary only when the class list does not say otherwise
+    Entry("mask_0_255_with_three_class_names", binary_masks(class_file=True), {c: OK for c in DATA_COMMANDS},
+          report={"encoding": "index", "num_classes": 3, "classes_origin": "class_names.txt"}),
+    Entry("mask_0_255_without_class_names", binary_masks(class_file=False), {"inspect": OK},
+          report={"encoding": "binary-0-255", "classes": ["background", "foreground"], "classes_origin": "0/255 masks"}),
+    # more odd masks
+    mask_entry("mask_png_bomb_30000", png_bomb, valid=False, folders=error("masks/odd.png")),
+    mask_entry("mask_rgb_header_bomb", sample_mask, valid=False,
+               then=chain(as_rgb_masks(unknown_colour=False), replace_odd_mask(png_header_bomb(color_type=2)))),
+    mask_entry("mask_palette_out_of_range", palette_mask_out_of_range, valid=False, folders=error("masks/odd.png")),
+    mask_entry("mask_la_mode", mode_mask("LA"), valid=True, folders=OK),
+    mask_entry("mask_rgba_grey", mode_mask("RGBA"), valid=True, folders=OK),
+    Entry("mask_1bit", dataset_with_mask(mode_mask("1")), {c: OK for c in DATA_COMMANDS}),
+    # pairing: what is left out is listed, and training goes on without it
+    Entry("image_without_mask", unpaired("image"), {"inspect": problem("lonely.png"), "train": OK, "evaluate": OK},
+          pairs=2),
+    Entry("mask_without_image", unpaired("mask"), {"inspect": problem("orphan.png"), "train": OK, "evaluate": OK},
+          pairs=2),
+    Entry("same_name_two_images", unpaired("twice"),
+          {"inspect": problem("000_ok.png"), "train": OK, "evaluate": OK}, pairs=2),
+    Entry("hidden_files_ignored", unpaired("hidden"), {c: OK for c in DATA_COMMANDS}, pairs=2),
+    # splits: train, evaluate and inspect agree on which is which
+    Entry("split_train_valid", split_dataset(("train", 3), ("valid", 2)), {c: OK for c in DATA_COMMANDS},
+          pairs=3, eval_pairs=2, val_pairs=2,
+          report={"split": "train", "split_roles": {"train": "train", "validation": "valid", "test": None}}),
+    Entry("split_train_validation_test", split_dataset(("train", 2), ("validation", 2), ("test", 1)),
+          {c: OK for c in DATA_COMMANDS}, pairs=2, eval_pairs=2, val_pairs=2,
+          report={"split_roles": {"train": "train", "validation": "validation", "test": "test"}}),
+    Entry("voc_layout", voc_dataset(), {c: OK for c in DATA_COMMANDS}, pairs=2, eval_pairs=2, val_pairs=2,
+          report={"layout": "voc", "encoding": "palette", "classes_origin": "class_names.txt"}),
+    Entry("voc_split_list_not_utf8", voc_dataset(list_bytes=b"2007_\xe9\n"),
+          {c: error("train.txt") for c in ("inspect", "train")} | {"evaluate": error("val.txt")}),
+    # labelme labels and files
+    labelme_case("labelme_label_empty", "odd.json", odd_label_json(""), ok=False),
+    labelme_case("labelme_label_newline", "odd.json", odd_label_json("dog\nbird"), ok=False),
+    labelme_case("labelme_label_surrounding_spaces", "odd.json", odd_label_json(" cat "), ok=True),
+    labelme_case("labelme_label_not_a_string", "odd.json", odd_label_json(7), ok=False),
+    labelme_case("labelme_json_200k_deep", "odd.json", deep_labelme, ok=False),
+    labelme_case("labelme_mask_shape_at_1e30", "odd.json", far_mask_shape, ok=True),
+    labelme_case("labelme_utf16_json", "odd.json", utf16_labelme, ok=True),
+    labelme_case("labelme_unknown_shape_type", "odd.json",
+                 labelme_shape_json({"label": "cat", "points": [[1, 1], [5, 5]], "shape_type": "ellipse"}), ok=False),
+    labelme_case("labelme_mask_shape_bad_base64", "odd.json",
+                 labelme_shape_json({"label": "cat", "points": [[1, 1]], "shape_type": "mask", "mask": "@@"}), ok=False),
+    labelme_case("labelme_windows_image_path", "odd.json",
+                 lambda: labelme_json("C:\\Users\\me\\photos\\odd.png", WIDTH, HEIGHT), ok=True),
+    labelme_case("labelme_coco_file_beside", "odd.json", odd_label_json("cat"), ok=True, extra=coco_beside),
+    Entry("labelme_names_differ_in_case", labelme_with("odd.json", odd_label_json("cat"), case_twin),
+          {"convert": error("001_ok.json"), "inspect": problem("001_ok.json"), "train": OK, "evaluate": OK},
+          pairs=3, data="labelme"),
+    Entry("labelme_background_not_first", labelme_with("odd.json", odd_label_json("cat"), misplaced_background),
+          {"convert": OK, **{c: error("labels.txt") for c in DATA_COMMANDS}},
+          sizes={stem: SIZE for stem in ("000_ok", "001_ok", "odd")}, data="labelme"),
+    # more odd but valid images
+    good_image("la_png", "la.png", mode_image("LA")),
+    good_image("one_bit_png", "bits.png", mode_image("1")),
+    good_image("bmp", "plain.bmp", mode_image("RGB", "BMP")),
+    good_image("webp", "plain.webp", mode_image("RGB", "WEBP", quality=90)),
+    good_image("progressive_jpeg", "progressive.jpg", mode_image("RGB", "JPEG", progressive=True, quality=90)),
+    good_image("png_named_jpg", "disguised.jpg", png_rgb),
+    good_image("uppercase_extension", "SHOUT.PNG", png_rgb),
+    good_image("animated_gif", "animated.gif", multi_frame("GIF")),
+    good_image("multipage_tiff", "pages.tif", multi_frame("TIFF")),
+    good_image("int32_tiff", "int32.tif", int32_tiff),
     # uploads only the server sees
     Entry("upload_text_plain", text_upload, {"serve": http(415)}, upload="notes.txt", upload_type="text/plain"),
     Entry("upload_over_limit", big_upload, {"serve": http(413)}, upload="big.png", upload_type="image/png"),

@@ -197,6 +197,7 @@ def test_inspect(entry: Entry, expect: Outcome, corpus: Corpus, capsys: pytest.C
     if expect.kind == "ok":
         assert report["problems"] == []
         assert report["num_pairs"] == entry.pairs
+        assert {key: report[key] for key in entry.report} == entry.report
         return
     named = [item for item in report["problems"] if expect.name in item["file"]]
     assert named, report["problems"]
@@ -219,6 +220,8 @@ def test_train(
     assert load_checkpoint(work / OUT / "best.pt").card.classes[1:] == list(CLASSES[1:])
     with open(work / OUT / "history.csv", encoding="utf-8") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1"]
+    if entry.val_pairs is not None:  # validated on the dataset's validation split, not a share of train/
+        assert json.loads((work / OUT / "metrics.json").read_text(encoding="utf-8"))["num_images"] == entry.val_pairs
     only_output(work)
 
 
@@ -250,7 +253,7 @@ def test_evaluate(
         return
     assert_ok(run_cli(argv, capsys))
     metrics = json.loads((work / "eval.json").read_text(encoding="utf-8"))
-    assert metrics["num_images"] == entry.pairs
+    assert metrics["num_images"] == (entry.pairs if entry.eval_pairs is None else entry.eval_pairs)
     assert 0.0 <= metrics["pixel_accuracy"] <= 1.0
     only_output(work, "eval.json")
 

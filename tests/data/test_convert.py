@@ -13,7 +13,7 @@ from PIL import Image
 import segkit.cli
 from conftest import dataset_path
 from segkit.data.convert import ConvertResult, convert_labelme
-from segkit.data.labelme import parse_label_list
+from segkit.data.classes import read_class_list
 from segkit.errors import SegkitError
 from segkit.visualize import PALETTE
 
@@ -162,11 +162,92 @@ def test_folder_without_labelme_files(tmp_path):
 
 
 def test_out_may_not_be_the_source(src):
-    with pytest.raises(SegkitError, match="is \\(or contains\\) the source folder"):
+    with pytest.raises(SegkitError, match="output folder is an input"):
         convert_labelme(src, src, overwrite=True)
-    with pytest.raises(SegkitError, match="is \\(or contains\\) the source folder"):
+    with pytest.raises(SegkitError, match="output folder contains the input"):
         convert_labelme(src, src.parent, overwrite=True)
+    with pytest.raises(SegkitError, match="output folder is inside the input folder"):
+        convert_labelme(src, src / "converted", overwrite=True)
     assert len(list(src.iterdir())) == 3
+
+
+def test_out_may_not_hold_the_images_the_annotations_point_to(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(make_image()).save(photos / "x.png")
+    write_labelme(tmp_path / "ann", "x", [RECT_A], image_path="../photos/x.png")
+    (tmp_path / "ann" / "x.png").unlink()  # the image lives in photos/ only
+    with pytest.raises(SegkitError, match=r"photos: output folder contains the input .*x\.png"):
+        convert_labelme(tmp_path / "ann", photos, overwrite=True)
+    assert [p.name for p in photos.iterdir()] == ["x.png"] and leftovers(tmp_path) == []
+
+
+def test_names_that_differ_only_in_case_are_refused(src, tmp_path):
+    (src / "PLAIN.JSON").write_bytes((src / "plain.json").read_bytes())
+    with pytest.raises(SegkitError, match=r"same name as PLAIN\.JSON but for letter case"):
+        convert_labelme(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("label", "problem"), [("", "is empty"), ("dog\nbird", "holds a line break")])
+def test_labels_that_cannot_be_read_back_are_refused(src, tmp_path, label, problem):
+    write_labelme(src, "odd", [shape(label, [[0, 0], [5, 5]], "rectangle")])
+    with pytest.raises(SegkitError, match=rf"odd\.json: shape 0: label.*{problem}"):
+        convert_labelme(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_labels_with_spaces_read_back_as_written(src, tmp_path):
+    write_labelme(src, "odd", [shape(" a ", [[0, 0], [5, 5]], "rectangle")])
+    result = convert_labelme(src, tmp_path / "out")
+    assert result.class_names == ["_background_", "a", "b"]
+    assert read_class_list(tmp_path / "out" / "class_names.txt").names == result.class_names
+
+
+def test_each_annotation_is_parsed_once(src, tmp_path, monkeypatch):
+    import segkit.data.labelme as labelme_module
+
+    parsed = []
+    real = labelme_module.read_json
+    monkeypatch.setattr(labelme_module, "read_json", lambda path, what: parsed.append(path.name) or real(path, what))
+    convert_labelme(src, tmp_path / "out")
+    assert sorted(parsed) == ["café 1.json", "plain.json"]
+
+
+def test_stale_staging_folders_of_ended_processes_are_removed(src, tmp_path):
+    dead = tmp_path / ".segkit-convert-999999999-abc"  # no such process
+    reused = tmp_path / ".segkit-convert-1-def"  # pid 1 runs, but started after this folder was written
+    mine = tmp_path / f".segkit-convert-{os.getpid()}-ghi"  # a run of this process, still going
+    other = tmp_path / ".segkit-convert-legacy"  # no pid: not ours to judge
+    for folder in (dead, reused, mine, other):
+        (folder / "masks").mkdir(parents=True)
+    os.utime(reused, (0, 0))
+    convert_labelme(src, tmp_path / "out")
+    assert sorted(leftovers(tmp_path)) == sorted([mine.name, other.name])
+
+
+def test_full_disk_is_one_error_and_leaves_nothing(src, tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(SegkitError, match=r"cannot write \(the disk is full\)") as error:
+        convert_labelme(src, tmp_path / "out")
+    assert error.value.path == str(tmp_path / "out" / "images" / "café 1.png")  # where it was going
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_read_only_parent_is_one_error(src, tmp_path, monkeypatch):
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    with pytest.raises(SegkitError, match=rf"{tmp_path.name}: cannot write \(Permission denied\)"):
+        convert_labelme(src, tmp_path / "out")
 
 
 # --- real labelme data --------------------------------------------------------------------
@@ -174,7 +255,7 @@ def test_out_may_not_be_the_source(src):
 
 def test_semantic_segmentation_matches_labelme_voc_export(shared_datasets, tmp_path):
     root = dataset_path(shared_datasets, "labelme_examples/semantic_segmentation")
-    result = convert_labelme(root / "labelme_json", tmp_path / "out", labels=parse_label_list(str(root / "labels.txt")))
+    result = convert_labelme(root / "labelme_json", tmp_path / "out", labels=read_class_list(root / "labels.txt").names)
     golden_names = (root / "voc_export/class_names.txt").read_text().splitlines()
     assert result.class_names == golden_names
     assert (tmp_path / "out/class_names.txt").read_text().splitlines() == golden_names
@@ -218,7 +299,7 @@ def test_cli_collects_labels_and_prints_a_summary(src, tmp_path, capsys):
 def test_cli_with_labels_noviz(src, tmp_path, capsys):
     argv = ["convert", "labelme", str(src), str(tmp_path / "out"), "--labels", "a,b", "--noviz"]
     assert segkit.cli.main(argv) == 0
-    assert "using 3 labels: _background_, a, b" in capsys.readouterr().out
+    assert "using 3 labels (--classes + _background_): _background_, a, b" in capsys.readouterr().out
     assert not (tmp_path / "out" / "visualization").exists()
 
 

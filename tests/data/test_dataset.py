@@ -168,10 +168,11 @@ def test_class_pixel_counts_from_resized_masks() -> None:
     assert counts.per_image.shape == (3, 3)
     np.testing.assert_array_equal(counts.pixels, [3 * (1536 - 384), 2 * 384, 384])
     np.testing.assert_array_equal(counts.images, [3, 2, 1])
-    counts = class_pixel_counts(dataset, indices=[1])
+    assert source.loads == 3
+    counts = class_pixel_counts(SegmentationDataset(source, preprocess(), train=True, indices=[1]))
     np.testing.assert_array_equal(counts.pixels, [1536 - 384, 0, 384])
     np.testing.assert_array_equal(counts.images, [1, 0, 1])
-    assert source.loads == 3
+    assert source.loads == 4  # a dataset of some indices decodes only those
 
 
 def test_real_dataset_items(shared_datasets: Path) -> None:

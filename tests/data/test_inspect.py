@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ from segkit.data.inspect import format_report, inspect_source
 from segkit.data.sources import open_source
 
 REPORT_KEYS = {
-    "root", "layout", "split", "num_pairs", "num_classes", "classes", "encoding", "ignore_index", "image_sizes",
-    "image_modes", "num_mask_pixels", "class_pixel_share", "class_image_count", "ignore_pixel_share", "problems",
+    "root", "layout", "split", "split_roles", "num_pairs", "num_classes", "classes", "classes_origin", "encoding",
+    "ignore_index", "image_sizes", "image_modes", "num_mask_pixels", "class_pixel_share", "class_image_count",
+    "ignore_pixel_share", "problems",
 }  # fmt: skip
 
 
@@ -51,8 +53,10 @@ def test_report_counts_and_shares(clean: Path) -> None:
     assert report["ignore_pixel_share"] == 1 / 12
     assert report["class_image_count"] == {"bg": 1, "one": 1, "two": 1}
     assert report["problems"] == []
+    assert (report["classes_origin"], report["split_roles"]) == ("class_names.txt", None)
     text = format_report(report)
-    assert "pairs     2" in text and "problems  0" in text
+    assert "pairs     2" in text and "problems  0" in text and "classes   3 (from class_names.txt)" in text
+    assert "splits" not in text
     assert "min 2x2, median 3x2, max 4x2" in text
     assert "      2  two          33.333       1" in text
     assert "    255  (ignore)      8.333" in text
@@ -112,6 +116,22 @@ def test_cli_json_and_table(clean: Path, capsys: pytest.CaptureFixture[str]) -> 
     report = json.loads(capsys.readouterr().out)
     assert (report["ignore_index"], report["classes"]) == (2, ["x", "y"])
     assert "values [255] out of range for 2 classes (ignore value 2)" in report["problems"][1]["problem"]
+
+
+def test_splits_and_class_origin_are_reported(clean: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = clean  # images/ and masks/ move into train/ (and a copy into valid/); class_names.txt stays
+    (data / "train").mkdir()
+    for item in ("images", "masks"):
+        (data / item).rename(data / "train" / item)
+    shutil.copytree(data / "train", data / "valid")
+    assert main(["inspect", str(data), "--classes", "x,y,z"]) == 0
+    out = capsys.readouterr().out
+    assert "(folders, split train)" in out and "splits    train: train, validation: valid" in out
+    assert "classes   3 (from --classes)" in out
+    assert main(["inspect", str(data), "--json", "--split", "valid"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["split_roles"] == {"train": "train", "validation": "valid", "test": None}
+    assert (report["split"], report["classes_origin"]) == ("valid", "class_names.txt")
 
 
 def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

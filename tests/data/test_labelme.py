@@ -12,15 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segkit.data.classes import read_class_list, with_background_first
 from segkit.data.labelme import (
     LINE_WIDTH,
     POINT_SIZE,
     LabelmeAnnotation,
-    collect_labels,
+    NotLabelme,
     find_labelme_files,
-    parse_label_list,
+    labels_in_class_order,
     rasterize,
     read_labelme,
+    scan_labels,
 )
 from segkit.errors import SegkitError
 from conftest import dataset_path
@@ -338,50 +340,99 @@ def test_find_labelme_files_keeps_labelme_and_broken_json_only(tmp_path):
     assert [p.name for p in find_labelme_files(tmp_path)] == ["a.json", "b.json", "broken.json"]
 
 
-def test_collect_labels_sorted_background_first_ignore_excluded(tmp_path):
+def test_scan_labels_sorted_background_first_ignore_excluded(tmp_path):
     first = write_labelme(tmp_path, "1", [shape("zebra", [[0, 0], [1, 1]], "rectangle"),
                                           shape("__ignore__", [[0, 0], [1, 1]], "rectangle")])
     second = write_labelme(tmp_path, "2", [shape("cat", [[0, 0], [1, 1]], "rectangle"),
                                            shape("_background_", [[0, 0], [1, 1]], "rectangle")])
-    assert collect_labels([first, second]) == ["_background_", "cat", "zebra"]
-    assert collect_labels([read_labelme(first)]) == ["_background_", "zebra"]
+    coco = tmp_path / "coco.json"
+    coco.write_text('{"images": [], "annotations": [], "info": "shapes"}')
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"shapes": [')
+    problems = []
+    kept, labels = scan_labels([first, coco, broken, second], problems)
+    assert labels == ["_background_", "cat", "zebra"]
+    assert kept == [first, broken, second]  # not labelme: left out; unreadable: kept and reported
+    assert [error.path for error in problems] == [str(broken)] and "invalid JSON" in problems[0].problem
 
 
-def test_collect_labels_keeps_the_background_spelling_used(tmp_path):
-    path = write_labelme(tmp_path, "1", [shape("background", [[0, 0], [1, 1]], "rectangle"),
-                                         shape("a", [[0, 0], [1, 1]], "rectangle")])
-    assert collect_labels([path]) == ["background", "a"]
-
-
-def test_parse_label_list_from_labelme_labels_txt(shared_datasets):
-    labels = parse_label_list(str(dataset_path(shared_datasets, "labelme_examples/semantic_segmentation/labels.txt")))
-    assert len(labels) == 21 and labels[0] == "_background_" and labels[-1] == "tv/monitor"
-    assert "__ignore__" not in labels and "potted plant" in labels
-
-
-def test_parse_label_list_file_without_background(tmp_path):
-    (tmp_path / "labels.txt").write_text("__ignore__\ncar\n\nroad\n", encoding="utf-8")
-    assert parse_label_list(str(tmp_path / "labels.txt")) == ["_background_", "car", "road"]
+def test_labels_keep_the_background_spelling_used():
+    assert labels_in_class_order(["background", "a"]) == ["background", "a"]
+    assert labels_in_class_order(["a", "Background", "_background_"]) == ["_background_", "Background", "a"]
+    assert labels_in_class_order(["a"]) == ["_background_", "a"]
 
 
 @pytest.mark.parametrize(
-    ("spec", "expected"),
-    [("b,a", ["_background_", "b", "a"]), (" _background_ , x", ["_background_", "x"]),
-     ("background,x", ["background", "x"]), ("car", ["_background_", "car"]),
-     ("__ignore__,x", ["_background_", "x"])],
+    ("label", "problem"),
+    [("", "shape 0: label is empty"), ("  ", "shape 0: label is empty"),
+     ("dog\nbird", r"shape 0: label 'dog\\nbird' holds a line break"), ("a\tb", "holds a line break or control")],
 )
-def test_parse_label_list_comma(spec, expected):
-    assert parse_label_list(spec) == expected
+def test_labels_that_no_class_file_could_hold_are_refused(tmp_path, label, problem):
+    path = write_labelme(tmp_path, "x", [shape(label, [[0, 0], [1, 1]], "rectangle")])
+    with pytest.raises(SegkitError, match=problem) as error:
+        read_labelme(path)
+    assert error.value.path == str(path)
 
 
-@pytest.mark.parametrize(
-    ("spec", "problem"),
-    [("a,b,a", "duplicate labels: a"), ("a,_background_", "'_background_' must be the first label"),
-     (",,", "no labels given"), ("missing/labels.txt", "labels file not found")],
-)
-def test_parse_label_list_errors(spec, problem):
-    with pytest.raises(SegkitError, match=problem):
-        parse_label_list(spec)
+def test_labels_lose_surrounding_spaces(tmp_path):
+    path = write_labelme(tmp_path, "x", [shape(" cat ", [[0, 0], [9, 9]], "rectangle")])
+    annotation = read_labelme(path)
+    assert annotation.shapes[0]["label"] == "cat"
+    assert rasterize(annotation, {"_background_": 0, "cat": 1})[5, 5] == 1
+
+
+def test_find_labelme_files_reports_names_that_differ_only_in_case(tmp_path):
+    write_labelme(tmp_path, "a", [])
+    (tmp_path / "a.JSON").write_bytes((tmp_path / "a.json").read_bytes())
+    write_labelme(tmp_path, "b", [])
+    with pytest.raises(SegkitError, match="same name as a.JSON but for letter case"):
+        find_labelme_files(tmp_path)
+    problems = []
+    assert [p.name for p in find_labelme_files(tmp_path, problems)] == ["a.JSON", "b.json"]
+    assert [error.path for error in problems] == [str(tmp_path / "a.json")]
+
+
+def test_find_labelme_files_does_not_parse_annotations(tmp_path, monkeypatch):
+    write_labelme(tmp_path, "a", [])
+    (tmp_path / "coco.json").write_text('{"images": []}')
+    parsed = []
+    import segkit.data.labelme as labelme_module
+
+    real = labelme_module.read_json
+    monkeypatch.setattr(labelme_module, "read_json", lambda path, what: parsed.append(path.name) or real(path, what))
+    assert [p.name for p in find_labelme_files(tmp_path)] == ["a.json"]
+    assert parsed == ["coco.json"]  # only the file that does not mention "shapes" is parsed
+
+
+def test_utf16_annotation_is_found_and_read(tmp_path):
+    path = write_labelme(tmp_path, "x", [shape("a", [[0, 0], [9, 9]], "rectangle")])
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-16"))
+    assert find_labelme_files(tmp_path) == [path]
+    assert read_labelme(path).shapes[0]["label"] == "a"
+
+
+def test_not_labelme_is_its_own_error(tmp_path):
+    path = tmp_path / "coco.json"
+    path.write_text('{"images": []}')
+    with pytest.raises(NotLabelme, match="not a labelme annotation"):
+        read_labelme(path)
+
+
+def test_deeply_nested_json_is_one_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"shapes": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(SegkitError, match="JSON nested too deeply"):
+        read_labelme(path)
+
+
+def test_mask_shape_far_outside_the_image_is_clipped_away(tmp_path, caplog):
+    crop = base64.b64encode(encode(np.full((4, 4, 3), 255, np.uint8))).decode()
+    far = shape("a", [[1e30, 1e30], [1e30 + 3, 1e30 + 3]], "mask", mask=crop)
+    near = shape("b", [[-2, -2], [1, 1]], "mask", mask=crop)
+    with caplog.at_level(logging.WARNING):
+        mask = mask_of(tmp_path, [far, near])
+    assert mask[:2, :2].tolist() == [[2, 2], [2, 2]] and (mask == 1).sum() == 0 and mask[2:, 2:].max() == 0
+    assert "point(s) outside" in caplog.text
 
 
 # --- real labelme data --------------------------------------------------------------------
@@ -397,7 +448,7 @@ GOLDEN = [
 @pytest.mark.parametrize(("folder", "labels_file", "masks"), GOLDEN)
 def test_matches_labelme_own_export(shared_datasets, folder, labels_file, masks):
     root = dataset_path(shared_datasets, "labelme_examples", folder)
-    names = parse_label_list(str(root / labels_file))
+    names = with_background_first(read_class_list(str(root / labels_file))).names
     mapping = {name: index for index, name in enumerate(names)}
     files = find_labelme_files(root / "labelme_json")
     assert files
@@ -413,7 +464,7 @@ def test_primitives_every_shape_type(shared_datasets):
     annotation = read_labelme(path)
     types = {s["shape_type"] for s in annotation.shapes}
     assert types == {"rectangle", "circle", "polygon", "line", "point", "linestrip", "mask"}
-    names = collect_labels([annotation])
+    names = labels_in_class_order(s["label"] for s in annotation.shapes)
     mask = rasterize(annotation, {name: index for index, name in enumerate(names)})
     assert sorted(np.unique(mask).tolist()) == list(range(len(names)))
     octagon = next(s for s in annotation.shapes if s["shape_type"] == "mask")

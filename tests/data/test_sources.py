@@ -11,9 +11,10 @@ import pytest
 from conftest import dataset_path
 from PIL import Image
 
+from segkit.data.classes import VOC_CLASSES
 from segkit.data.colors import load_color_table
 from segkit.data.masks import BINARY_MESSAGE
-from segkit.data.sources import VOC_CLASSES, DataSource, Problem, open_source
+from segkit.data.sources import DataSource, Problem, SplitRoles, list_splits, open_source, split_roles
 from segkit.errors import SegkitError
 from segkit.visualize import PALETTE
 
@@ -56,7 +57,7 @@ def test_folders_layout_with_png_jpg_bmp_images(tmp_path: Path) -> None:
     assert [ref.name for ref in source.samples] == ["a", "b", "c"]
     assert [ref.image.suffix for ref in source.samples] == [".png", ".jpg", ".bmp"]
     assert source.classes == ["background", "class_1", "class_2"] and source.num_classes == 3
-    assert source.problems == [] and source.split is None and source.split_names() == []
+    assert source.problems == [] and source.split is None and source.splits == []
     sample = source.load(1)
     assert sample.name == "b" and sample.image.shape == (H, W, 3) and sample.image.dtype == np.uint8
     np.testing.assert_array_equal(sample.mask, masks["b"])
@@ -169,10 +170,91 @@ def test_bad_class_lists(tmp_path: Path) -> None:
     make_folders(tmp_path, {"a": ids_mask(0)})
     with pytest.raises(SegkitError, match="class list file not found"):
         open_source(tmp_path, classes="missing.txt")
-    with pytest.raises(SegkitError, match="repeated: \\['a'\\]"):
+    with pytest.raises(SegkitError, match="class names repeated: a"):
         open_source(tmp_path, classes="a,b,a")
     with pytest.raises(SegkitError, match="at least 2 classes"):
         open_source(tmp_path, classes="only")
+
+
+@pytest.mark.parametrize(
+    ("setup", "classes", "origin"),
+    [
+        (lambda root: (root / "class_names.txt").write_text("bg\na\nb\n"), None, "class_names.txt"),
+        (lambda root: (root / "classes.json").write_text('["bg", "a", "b"]'), None, "classes.json"),
+        (lambda root: None, "bg,a,b", "--classes"),
+        (lambda root: None, ["bg", "a", "b"], "--classes"),
+        (lambda root: (root / "names.csv").write_text("name\nbg\na\nb\n"), "names.csv", "--classes names.csv"),
+        (lambda root: None, None, "values found"),
+    ],
+)
+def test_the_source_says_where_its_class_names_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup, classes, origin: str
+) -> None:
+    make_folders(tmp_path, {"a": ids_mask(0)})
+    setup(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    source = open_source(tmp_path, classes=classes)
+    assert source.classes_origin == origin and len(source.classes) == 3
+
+
+def test_colour_table_and_binary_origins(tmp_path: Path) -> None:
+    make_folders(tmp_path / "bin", {"a": ids_mask(0, 2) * 255})
+    assert open_source(tmp_path / "bin").classes_origin == "0/255 masks"
+    colours = np.array([[0, 0, 0], [250, 0, 0], [0, 0, 250]], dtype=np.uint8)
+    make_folders(tmp_path / "rgb", {"a": colours[ids_mask(0)]})
+    (tmp_path / "colors.csv").write_text("bg,0,0,0\nred,250,0,0\nblue,0,0,250\n")
+    assert open_source(tmp_path / "rgb", colors=tmp_path / "colors.csv").classes_origin == "colors.csv colour table"
+
+
+def test_0_255_masks_are_not_binary_when_the_class_list_names_three_classes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_folders(tmp_path, {f"m{i}": ids_mask(i, 2) * 255 for i in range(2)})
+    (tmp_path / "class_names.txt").write_text("background\ncat\ndog\n")
+    with caplog.at_level(logging.INFO):
+        source = open_source(tmp_path, ignore_index=255)
+    assert (source.encoding, source.num_classes) == ("index", 3)
+    assert BINARY_MESSAGE not in caplog.text and "not as 0/255 binary" in caplog.text
+    np.testing.assert_array_equal(source.load(0).mask, ids_mask(0, 2) * 255)  # 255 stays the ignore value
+    assert open_source(tmp_path, classes="background,cat").encoding == "binary-0-255"  # 2 classes: binary
+
+
+def test_class_list_that_is_not_utf8_is_one_error(tmp_path: Path) -> None:
+    make_folders(tmp_path, {"a": ids_mask(0)})
+    (tmp_path / "class_names.txt").write_bytes("bg\nchat\u00e9\nb\n".encode("latin-1"))
+    with pytest.raises(SegkitError, match="class list is not UTF-8 text") as error:
+        open_source(tmp_path)
+    assert error.value.path == str(tmp_path / "class_names.txt")
+
+
+def test_problem_summary_says_how_many_and_which(tmp_path: Path) -> None:
+    make_folders(tmp_path, {"a": ids_mask(0)})
+    assert open_source(tmp_path).problem_summary() == ""
+    for name in ("b", "c", "d", "e"):
+        save(tmp_path / "images" / f"{name}.png", np.zeros((H, W, 3), np.uint8))
+    summary = open_source(tmp_path).problem_summary()
+    assert summary.startswith(f"4 problems in {tmp_path}: images/b.png: image without mask; images/c.png")
+    assert summary.endswith(f"and 1 more (segkit inspect {tmp_path} lists them all)")
+
+
+def test_rgb_mask_announcing_a_decompression_bomb_is_a_problem(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    colours = np.array([[0, 0, 0], [250, 0, 0], [0, 0, 250]], dtype=np.uint8)
+    make_folders(tmp_path, {"a": colours[ids_mask(0)], "b": colours[ids_mask(1)]})
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20_000, 10_000, 8, 2, 0, 0, 0)  # RGB, 200 megapixels (pixels cut short)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    (tmp_path / "masks" / "b.png").write_bytes(bomb)
+    (tmp_path / "colors.csv").write_text("bg,0,0,0\nred,250,0,0\nblue,0,0,250\n")
+    source = open_source(tmp_path, colors=tmp_path / "colors.csv")
+    assert [p.file for p in source.problems] == [str(tmp_path / "masks" / "b.png")]
+    assert "decompression bomb" in source.problems[0].problem
+    with pytest.raises(SegkitError, match="decompression bomb"):
+        source.load(1)
 
 
 def test_16_bit_masks_in_folders(tmp_path: Path) -> None:
@@ -235,7 +317,7 @@ def test_voc_layout_splits_and_names(tmp_path: Path) -> None:
     make_voc(tmp_path, ["2007_1", "2007_2", "2007_3"])
     source = open_source(tmp_path)
     assert (source.layout, source.encoding, source.split) == ("voc", "palette", "train")
-    assert source.split_names() == ["train", "val"]
+    assert source.splits == ["train", "val"]
     assert [ref.name for ref in source.samples] == ["2007_1", "2007_2"]
     assert source.classes == VOC_CLASSES and source.problems == []
     assert source.load(0).mask[0, 0] == 255
@@ -273,7 +355,7 @@ def test_split_subfolders(tmp_path: Path) -> None:
     (tmp_path / "class_names.txt").write_text("bg\none\ntwo\n")
     train = open_source(tmp_path)
     assert (train.split, train.root, len(train)) == ("train", tmp_path / "train", 2)
-    assert train.split_names() == ["train", "val"]
+    assert train.splits == ["train", "val"]
     assert train.classes == ["bg", "one", "two"]  # class file of the parent folder
     val = open_source(tmp_path, split="val")
     assert [ref.name for ref in val.samples] == ["c"]
@@ -281,6 +363,38 @@ def test_split_subfolders(tmp_path: Path) -> None:
         open_source(tmp_path, split="test")
     with pytest.raises(SegkitError, match="no split sub-folders"):
         open_source(tmp_path / "train", split="val")
+
+
+@pytest.mark.parametrize(
+    ("splits", "roles"),
+    [
+        (["train", "valid"], SplitRoles("train", "valid", None)),
+        (["test", "train", "val"], SplitRoles("train", "val", "test")),
+        (["train", "validation", "test"], SplitRoles("train", "validation", "test")),
+        (["train", "trainval"], SplitRoles("train", None, None)),
+        ([], SplitRoles()),
+    ],
+)
+def test_split_roles_from_folder_names(splits: list[str], roles: SplitRoles) -> None:
+    assert split_roles(splits) == roles
+
+
+def test_train_and_valid_folders(tmp_path: Path) -> None:
+    make_folders(tmp_path / "train", {"a": ids_mask(0), "b": ids_mask(1)})
+    make_folders(tmp_path / "valid", {"c": ids_mask(2)})
+    roles = split_roles(list_splits(tmp_path))
+    assert (roles.train, roles.validation, roles.evaluation) == ("train", "valid", "valid")
+    assert open_source(tmp_path).split == "train"
+    assert [ref.name for ref in open_source(tmp_path, split=roles.validation).samples] == ["c"]
+
+
+def test_voc_split_list_that_is_not_utf8_is_one_error(tmp_path: Path) -> None:
+    make_voc(tmp_path, ["a", "b", "c"])
+    list_file = tmp_path / "ImageSets" / "Segmentation" / "train.txt"
+    list_file.write_bytes(b"a\nb\xe9\n")
+    with pytest.raises(SegkitError, match="split list is not UTF-8 text") as error:
+        open_source(tmp_path)
+    assert error.value.path == str(list_file)
 
 
 def test_split_without_pairs(tmp_path: Path) -> None:
@@ -380,7 +494,7 @@ def test_real_voc_export_and_labelme_folder_agree(shared_datasets: Path) -> None
 def test_real_split_folder_dataset(shared_datasets: Path) -> None:
     isbi = dataset_path(shared_datasets, "isbi2012_membrane")
     source = open_source(isbi)
-    assert (source.split, source.split_names()) == ("train", ["train", "test"])
+    assert (source.split, source.splits) == ("train", ["train", "test"])
     assert (source.encoding, len(source)) == ("binary-0-255", 30)
     assert source.samples[0].image.parent.name == "images"
     with pytest.raises(SegkitError, match="no image/mask pairs"):

@@ -204,11 +204,3 @@ def test_same_seed_same_augmentation() -> None:
     mask = blocky_mask(32, 32)
     first = [build_train_transform(preprocess, seed=11)(image=image, mask=mask)["image"] for _ in range(2)]
     np.testing.assert_array_equal(first[0], first[1])
-
-
-def test_crop_policy_random_crop_pads_small_images_with_ignore() -> None:
-    preprocess = PreprocessConfig(img_size=(40, 40), resize="crop", augment="none")
-    transform = build_train_transform(preprocess, seed=0)
-    out = transform(image=np.full((20, 60, 3), 9, np.uint8), mask=np.ones((20, 60), np.uint8))
-    assert out["image"].shape == (40, 40, 3) and out["mask"].shape == (40, 40)
-    assert (out["mask"] == 255).sum() == 40 * 20 and (out["mask"] == 1).sum() == 40 * 20

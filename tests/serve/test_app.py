@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +25,7 @@ from segkit.prediction.predictor import Predictor
 from segkit.serve import app as app_module
 from segkit.serve.app import create_app
 from segkit.checkpoint import save_checkpoint
+from segkit.serve.options import API_KEY_ENV
 from segkit.visualize import PALETTE
 
 from . import (
@@ -67,7 +73,7 @@ def test_health_and_info(client: TestClient) -> None:
     assert info["preprocess"]["resize"] == "letterbox" and "augment" not in info["preprocess"]
     assert (info["binary"], info["threshold"], info["device"]) == (False, 0.5, "cpu")
     assert info["segkit_version"] == segkit.__version__
-    assert info["max_upload_bytes"] == 20 * 1024 * 1024
+    assert (info["max_upload_bytes"], info["max_pixels"], info["batch_size"]) == (20 * 1024 * 1024, 25_000_000, 4)
 
 
 def test_png_mask_is_the_predictors_mask_at_original_size(client: TestClient, predictor: Predictor) -> None:
@@ -174,30 +180,71 @@ def test_openapi_documents_the_upload(client: TestClient) -> None:
     assert {"400", "413", "415"} <= set(schema["responses"])
 
 
-def test_concurrent_requests_use_the_model_one_at_a_time(checkpoint_path: Path, predictor: Predictor) -> None:
+def test_concurrent_requests_share_batches_on_one_thread(checkpoint_path: Path, predictor: Predictor) -> None:
+    """8 requests at once with batches of up to 4: fewer model calls, never two at a time, each answer its own."""
     served = Predictor.from_checkpoint(checkpoint_path, device="cpu")
+    batches: list[int] = []
     active, peak, guard = 0, 0, threading.Lock()
-    original = served.predict
+    original = served.predict_batch
 
-    def counting_predict(image: np.ndarray) -> np.ndarray:
+    def counting_predict_batch(images, batch_size=None):
         nonlocal active, peak
         with guard:
             active += 1
             peak = max(peak, active)
+            batches.append(len(images))
         try:
-            return original(image)
+            return original(images, batch_size)
         finally:
             with guard:
                 active -= 1
 
-    served.predict = counting_predict  # observe the real predictor's calls
+    served.predict_batch = counting_predict_batch  # observe the real predictor's calls
     images = [sample_image(30 + 4 * i, 50 - 2 * i, seed=i) for i in range(8)]
-    with TestClient(create_app(served)) as test_client, ThreadPoolExecutor(8) as pool:
+    app = create_app(served, batch_size=4, batch_wait_ms=300)
+    with TestClient(app) as test_client, ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda image: post_file(test_client, encode(image)), images))
     assert [r.status_code for r in responses] == [200] * 8
-    for image, response in zip(images, responses, strict=True):
+    for image, response in zip(images, responses, strict=True):  # images of different sizes, each its own mask
         np.testing.assert_array_equal(np.asarray(decode(response.content)), predictor.predict(image))
     assert peak == 1
+    assert sum(batches) == 8 and max(batches) <= 4 and len(batches) < 8, batches
+
+
+def test_one_request_at_a_time_with_batch_size_1(checkpoint_path: Path) -> None:
+    served = Predictor.from_checkpoint(checkpoint_path, device="cpu")
+    batches: list[int] = []
+    original = served.predict_batch
+    served.predict_batch = lambda images, batch_size=None: batches.append(len(images)) or original(images)
+    with TestClient(create_app(served, batch_size=1, batch_wait_ms=50)) as test_client, ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda seed: post_file(test_client, encode(sample_image(seed=seed))).status_code, range(4)))
+    assert statuses == [200] * 4 and batches == [1, 1, 1, 1]
+
+
+def test_full_queue_answers_503_with_retry_after(checkpoint_path: Path) -> None:
+    served = Predictor.from_checkpoint(checkpoint_path, device="cpu")
+    release, entered = threading.Event(), threading.Event()
+    original = served.predict_batch
+
+    def blocking_predict_batch(images, batch_size=None):
+        entered.set()
+        release.wait(10)
+        return original(images)
+
+    served.predict_batch = blocking_predict_batch
+    app = create_app(served, batch_size=1, max_queue=2)
+    with TestClient(app) as test_client, ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(post_file, test_client, encode(IMAGE)) for _ in range(2)]
+        assert entered.wait(10)
+        deadline = time.monotonic() + 10
+        while app.state.admission.count < 2 and time.monotonic() < deadline:  # both requests are in
+            time.sleep(0.01)
+        busy = post_file(test_client, encode(IMAGE))
+        assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+        assert "busy" in busy.json()["detail"]
+        release.set()
+        assert [future.result().status_code for future in held] == [200, 200]
+        assert post_file(test_client, encode(IMAGE)).status_code == 200  # room again
 
 
 def test_app_from_loaded_checkpoint_dict_and_binary_mode() -> None:
@@ -222,49 +269,56 @@ def test_bad_checkpoint_fails_at_start(tmp_path: Path) -> None:
         create_app(tiny_checkpoint(), max_upload_bytes=0)
 
 
-def test_cli_runs_uvicorn(monkeypatch: pytest.MonkeyPatch, checkpoint_path: Path) -> None:
-    import uvicorn
+def test_cli_builds_the_server(monkeypatch: pytest.MonkeyPatch, checkpoint_path: Path) -> None:
+    from segkit.serve import server as server_module
 
-    calls: list[tuple[tuple, dict]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
-    for name in (
-        app_module.ENV_CHECKPOINT,
-        app_module.ENV_DEVICE,
-        app_module.ENV_MAX_UPLOAD_BYTES,
-        app_module.ENV_MAX_PIXELS,
-    ):
+    configs: list = []
+    monkeypatch.setattr(server_module, "run_server", configs.append)
+    for name in (app_module.ENV_CHECKPOINT, app_module.ENV_OPTIONS, API_KEY_ENV):
         monkeypatch.setenv(name, "")  # recorded, so the values serve() sets are undone after the test
         monkeypatch.delenv(name)
 
     args = build_parser().parse_args(
-        ["serve", str(checkpoint_path), "--port", "8123", "--device", "cpu", "--max-upload-mb", "2"]
+        ["serve", str(checkpoint_path), "--port", "8123", "--device", "cpu", "--max-upload-mb", "2", "--keep-alive", "3"]
     )
     assert args.func(args) == 0
-    (app,), options = calls[-1]
-    assert options == {"host": "127.0.0.1", "port": 8123}
-    assert app.state.limits.max_bytes == 2 * 1024 * 1024 and app.state.limits.max_pixels == 50_000_000
+    config = configs[-1]
+    assert (config.host, config.port, config.workers) == ("127.0.0.1", 8123, 1)
+    assert (config.timeout_keep_alive, config.header_timeout_s, config.timeout_graceful_shutdown) == (3, 10, 30)
+    assert config.http is server_module.HeaderTimeoutProtocol
+    options = config.app.state.options
+    assert options.max_upload_bytes == 2 * 1024 * 1024 and options.max_pixels == 25_000_000
+    assert options.allowed_hosts == ("localhost", "127.0.0.1", "[::1]")  # loopback address: loopback names
+    assert options.api_key is None and options.batch_size == 4
 
     # Several workers: uvicorn imports an app factory that reads the settings from the environment.
+    monkeypatch.setenv(API_KEY_ENV, "from-the-environment")
     args = build_parser().parse_args(
-        ["serve", str(checkpoint_path), "--workers", "3", "--host", "0.0.0.0", "--max-megapixels", "8"]
+        ["serve", str(checkpoint_path), "--workers", "3", "--host", "0.0.0.0", "--max-megapixels", "8",
+         "--batch-size", "2", "--cors-origin", "https://a.example"]
     )
     assert args.func(args) == 0
-    (target,), options = calls[-1]
-    assert target == "segkit.serve.app:app_from_env"
-    assert options == {"factory": True, "host": "0.0.0.0", "port": 8000, "workers": 3}
-    monkeypatch.setenv(app_module.ENV_DEVICE, "cpu")
+    config = configs[-1]
+    assert (config.app, config.factory, config.workers, config.host) == (
+        "segkit.serve.app:app_from_env", True, 3, "0.0.0.0"
+    )
+    monkeypatch.setenv(app_module.ENV_OPTIONS, json.dumps({**json.loads(os.environ[app_module.ENV_OPTIONS]), "device": "cpu"}))
     factory_app = app_module.app_from_env()
-    assert factory_app.state.limits.max_pixels == 8_000_000
-    assert TestClient(factory_app).get("/info").json()["classes"] == list(CLASSES)
+    options = factory_app.state.options
+    assert (options.max_pixels, options.batch_size, options.api_key) == (8_000_000, 2, "from-the-environment")
+    assert options.allowed_hosts is None and options.cors_origins == ("https://a.example",)
+    key = {"Authorization": "Bearer from-the-environment"}
+    assert TestClient(factory_app).get("/info", headers=key).json()["classes"] == list(CLASSES)
 
 
 def test_cli_refuses_bad_options(tmp_path: Path, checkpoint_path: Path) -> None:
     args = build_parser().parse_args(["serve", str(tmp_path / "missing.pt"), "--workers", "2"])
     with pytest.raises(SegkitError, match="checkpoint not found"):
         args.func(args)
-    args = build_parser().parse_args(["serve", str(checkpoint_path), "--max-upload-mb", "0"])
-    with pytest.raises(SegkitError, match="must be positive"):
-        args.func(args)
+    for bad in (["--max-upload-mb", "0"], ["--batch-size", "0"], ["--header-timeout", "0"], ["--max-queue", "-1"]):
+        args = build_parser().parse_args(["serve", str(checkpoint_path), *bad])
+        with pytest.raises(SegkitError, match="must be positive"):
+            args.func(args)
 
 
 def test_serves_an_exported_onnx_model(checkpoint_path: Path, predictor: Predictor, tmp_path: Path) -> None:
@@ -279,3 +333,15 @@ def test_serves_an_exported_onnx_model(checkpoint_path: Path, predictor: Predict
     assert response.status_code == 200
     mask = np.asarray(decode(response.content))
     assert (mask == predictor.predict(IMAGE)).mean() >= 0.999
+
+
+def test_serve_imports_without_pytorch() -> None:
+    """`segkit serve model.onnx` must work in an install without PyTorch: nothing in serve/ imports it."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
+        "import segkit.serve.app, segkit.serve.server, segkit.serve.batching, segkit.cli.serve\n"
+    )
+    source = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

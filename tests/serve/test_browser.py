@@ -1,16 +1,14 @@
 """The web page in a real headless Chromium (Playwright): upload, overlay, legend, toggles, slider.
 
 Needs the ``playwright`` Python package and a Chromium binary at /usr/bin/chromium
-(Debian: ``apt-get install -y chromium``); skipped when either is missing.
+(Debian: ``apt-get install -y chromium``); skipped when either is missing (the ``browser``
+fixture of tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
-
-import pytest
 
 from segkit.serve.app import create_app
 
@@ -22,17 +20,6 @@ from . import (
     tiny_checkpoint,
 )
 
-CHROMIUM = Path(os.environ.get("SEGKIT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # The README's screenshot: written when missing or with SEGKIT_UPDATE_SCREENSHOT=1, so test runs don't churn it.
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "serve.png"
 
@@ -44,18 +31,6 @@ VISIBLE_PIXELS_JS = """() => {
   for (let i = 3; i < data.length; i += 4) if (data[i] > 0) visible += 1;
   return visible;
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    if not CHROMIUM.is_file() and shutil.which("chromium") is None:
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    executable = CHROMIUM if CHROMIUM.is_file() else Path(shutil.which("chromium"))
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_page_segments_an_uploaded_image(browser, tmp_path: Path) -> None:
@@ -135,3 +110,44 @@ def test_page_segments_an_uploaded_image(browser, tmp_path: Path) -> None:
         assert len(predict_requests) == uploads
         page.close()
     assert (tmp_path / "serve.png").stat().st_size > 10_000
+
+
+def test_page_asks_for_the_api_key_once(browser, tmp_path: Path) -> None:
+    image_path = tmp_path / "photo.png"
+    image_path.write_bytes(encode(sample_image(60, 80)))
+    key = "page-key-0123456789"
+    app = create_app(tiny_checkpoint(), device="cpu", api_key=key)
+    with live_server(app) as url:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        sent_keys: list[str | None] = []
+        page.on(
+            "request",
+            lambda request: sent_keys.append(request.headers.get("authorization")) if "/predict" in request.url else None,
+        )
+        page.goto(url + "/")
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert page.inner_text("#legend") == ""  # /info was refused: nothing shown yet
+
+        page.fill("#api-key", "not-the-key")
+        page.click("#key-submit")
+        page.wait_for_function("document.getElementById('key-message').textContent.includes('refused')")
+        assert page.is_visible("#key-form")
+
+        page.fill("#api-key", key)
+        page.click("#key-submit")
+        page.wait_for_selector("#legend li")
+        assert page.is_hidden("#key-form")
+        with page.expect_response(lambda response: "/predict" in response.url) as predicted:
+            page.set_input_files("#file-input", str(image_path))
+        assert predicted.value.status == 200
+        page.wait_for_selector('#mask-canvas[data-ready="true"]')
+        assert sent_keys == [f"Bearer {key}"]
+
+        page.reload()  # the same tab: the key is kept, not asked again
+        page.wait_for_selector("#legend li")
+        assert page.is_hidden("#key-form")
+        assert page.evaluate("sessionStorage.getItem('segkit-api-key')") == key
+        assert errors == []
+        page.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from PIL import Image, ImageFile
 
 from corpus.make_corpus import huge_gif, png_bomb
 from segkit.serve.app import create_app
-from segkit.serve.uploads import decode_image
+from segkit.serve.uploads import decode_upload, open_upload
 
 from . import (
     encode,
@@ -76,16 +77,18 @@ def test_chunked_body_without_length_is_counted(client: TestClient) -> None:
     assert_error(post_raw(client, chunks), 413, "larger than")
 
 
-async def asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> tuple[int, int]:
-    """POST /predict straight through ASGI, with headers no HTTP client would send; (status, receive calls)."""
+async def asgi_post(
+    app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: list[bytes], path: str = "/predict"
+) -> tuple[int, int, dict[bytes, bytes]]:
+    """POST straight through ASGI, with headers no HTTP client would send; (status, receive calls, headers)."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [(b"host", b"test"), *headers],
@@ -93,7 +96,7 @@ async def asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: li
         "server": ("test", 80),
     }
     calls = 0
-    statuses: list[int] = []
+    starts: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal calls
@@ -104,23 +107,83 @@ async def asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: li
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            statuses.append(message["status"])
+            starts.append(message)
 
     await app(scope, receive, send)
-    return statuses[0], calls
+    return starts[0]["status"], calls, dict(starts[0]["headers"])
 
 
-def test_lying_content_length_is_not_trusted(app: FastAPI) -> None:
+CHUNK = bytes(16 * 1024)
+
+
+def test_lying_content_length_is_not_trusted() -> None:
+    app = create_app(tiny_checkpoint(), device="cpu", max_upload_bytes=LIMIT, discard_bytes=2 * LIMIT)
     headers = [(b"content-type", b"image/png"), (b"content-length", b"100")]
-    chunks = [bytes(16 * 1024)] * 100  # 1.6 MB under a header that says 100 bytes
-    status, calls = asyncio.run(asgi_post(app, headers, chunks))
+    status, calls, answer = asyncio.run(asgi_post(app, headers, [CHUNK] * 100))  # 1.6 MB under "100 bytes"
     assert status == 413
-    assert calls <= LIMIT // (16 * 1024) + 1  # stopped reading right after the limit
+    assert calls <= 2 * LIMIT // len(CHUNK) + 2  # read (and thrown away) up to the discard bound only
+    assert answer[b"connection"] == b"close"  # the rest was not read: the connection cannot be reused
+
+
+def test_an_early_answer_reads_the_rest_of_the_body_first(app: FastAPI) -> None:
+    """413 (too large), 415 (not an image), 404: the client is still sending; its body is read before the answer."""
+    for content_type, chunks, path, status in [
+        (b"image/png", 40, "/predict", 413),
+        (b"text/plain", 10, "/predict", 415),
+        (b"image/png", 40, "/nowhere", 404),
+    ]:
+        headers = [(b"content-type", content_type), (b"content-length", str(chunks * len(CHUNK)).encode())]
+        code, calls, answer = asyncio.run(asgi_post(app, headers, [CHUNK] * chunks, path))
+        assert (code, calls) == (status, chunks)  # every chunk read, no more
+        assert b"connection" not in answer  # the connection stays usable
+
+
+def test_early_answer_without_reading_when_the_body_cannot_be_discarded() -> None:
+    app = create_app(tiny_checkpoint(), device="cpu", max_upload_bytes=LIMIT, discard_bytes=2 * LIMIT)
+    huge = str(10 * 2**30).encode()  # 10 GB declared: more than the discard bound
+    status, calls, answer = asyncio.run(asgi_post(app, [(b"content-length", huge)], [CHUNK] * 10))
+    assert (status, calls, answer[b"connection"]) == (413, 0, b"close")
+    # A client waiting for "100 Continue" has sent nothing: answer at once instead of asking for the body.
+    waiting = [(b"content-length", str(3 * LIMIT).encode()), (b"expect", b"100-continue")]
+    status, calls, answer = asyncio.run(asgi_post(app, waiting, [CHUNK] * 10))
+    assert (status, calls, answer[b"connection"]) == (413, 0, b"close")
 
 
 def test_invalid_content_length_header(app: FastAPI) -> None:
     headers = [(b"content-type", b"image/png"), (b"content-length", b"12abc")]
-    assert asyncio.run(asgi_post(app, headers, [PNG])) == (400, 0)
+    assert asyncio.run(asgi_post(app, headers, [PNG]))[:2] == (400, 0)
+
+
+def test_slow_body_gets_408() -> None:
+    app = create_app(tiny_checkpoint(), device="cpu", body_timeout_s=0.3)
+    chunks_sent = 0
+
+    async def slow_post() -> tuple[int, dict[bytes, bytes]]:
+        statuses: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal chunks_sent
+            chunks_sent += 1
+            await asyncio.sleep(0.1)  # 10 bytes every 100 ms: would take forever
+            return {"type": "http.request", "body": b"x" * 10, "more_body": True}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"test"), (b"content-type", b"image/png"), (b"transfer-encoding", b"chunked")],
+            "client": ("127.0.0.1", 50000), "server": ("test", 80),
+        }
+        await app(scope, receive, send)
+        return statuses[0]["status"], dict(statuses[0]["headers"])
+
+    start = time.monotonic()
+    status, headers = asyncio.run(slow_post())
+    assert status == 408 and headers[b"connection"] == b"close"
+    assert time.monotonic() - start < 2 and chunks_sent <= 5
 
 
 # ------------------------------------------------------------------ bombs
@@ -147,6 +210,13 @@ def test_decompression_bombs_are_refused_before_decoding(
     monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
     assert_error(post_raw(client, data), 413, *words)
     assert loads == []  # no pixel was decoded
+
+
+def test_default_pixel_limit_refuses_the_7000x7000_png() -> None:
+    """A 6 KB PNG of 7000x7000 used to be decoded (+1.3 GB per request): the default limit is now 25 MP."""
+    bomb = png_bomb(7000, 7000)
+    with TestClient(create_app(tiny_checkpoint(), device="cpu")) as default_limits:
+        assert_error(post_raw(default_limits, bomb), 413, "49,000,000 pixels", "25,000,000", "--max-megapixels")
 
 
 def test_pixel_limit_is_configurable() -> None:
@@ -239,10 +309,10 @@ def test_upload_never_touches_the_disk(tmp_path: Path, monkeypatch: pytest.Monke
     assert not Path("escape.png").exists() and not Path("../../escape.png").exists()
 
 
-def test_decode_image_applies_limits_directly() -> None:
-    assert decode_image(PNG).shape == (24, 32, 3)
+def test_open_and_decode_apply_limits_directly() -> None:
+    assert decode_upload(open_upload(PNG, 24 * 32)).shape == (24, 32, 3)
     with pytest.raises(Exception, match="over the 100 limit") as error:
-        decode_image(PNG, max_pixels=100)
+        open_upload(PNG, max_pixels=100)
     assert error.value.status_code == 413
 
 

@@ -18,6 +18,7 @@ def _train_command(data: Path, out: Path) -> list[str]:
         "train", str(data), "--out", str(out), "--model", "unet", "--model-kwargs",
         ",".join(f"{k}={v}" for k, v in TINY_MODEL.items()), "--img-size", "32", "--batch-size", "4",
         "--epochs", "2", "--lr", "3e-3", "--device", "cpu", "--seed", "0", "--val-split", "0.25", "--augment", "none",
+        "--precision", "32", "--val-every", "1",
     ]
 
 
@@ -48,5 +49,5 @@ def test_two_process_ddp_matches_single_process(shapes_dataset: Path, tmp_path: 
     assert ddp_loss == pytest.approx(single_loss, rel=0.1)
     assert ddp_metrics["num_images"] == single_metrics["num_images"]  # every validation image counted once
     assert sum(map(sum, ddp_metrics["confusion_matrix"])) == sum(map(sum, single_metrics["confusion_matrix"]))
-    epoch_lines = [line for line in ddp.stderr.splitlines() if line.startswith("epoch 2:")]
+    epoch_lines = [line for line in ddp.stderr.splitlines() if line.startswith("epoch 2 of 2")]
     assert len(epoch_lines) == 1  # only rank 0 logs

@@ -60,5 +60,5 @@ def test_pretrained_without_network_is_one_clear_error(
     assert main(["train", str(shapes_dataset), "--model", "mobilenetv2-unet", "--pretrained",
                  "--epochs", "1", "--img-size", "32", "--device", "cpu", "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "could not download pretrained weights" in error and "--weights FILE" in error
+    assert "no ImageNet weights for encoder mobilenet_v2 here and no network" in error and "--weights FILE" in error
     assert not (tmp_path / "run" / "best.pt").exists()

@@ -1,38 +1,104 @@
-"""The training loop: outputs, checkpoints, resume, schedules, early stopping, bad runs."""
+"""The training loop through its public seams: outputs, card, resume, EMA, validation, faults, options."""
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from segkit.errors import SegkitError
 from conftest import tiny_checkpoint
 from segkit.checkpoint import ModelCard, load_checkpoint, save_checkpoint
-from segkit.training.config import TrainConfig, parse_duration
-from segkit.training.schedule import lr_factor
+from segkit.cli import main
 from segkit.data.sources import split_by_name
-from segkit.training.trainer import Trainer, train
+from segkit.errors import SegkitError
+from segkit.training.callbacks import Callback
+from segkit.training.config import TrainConfig, parse_duration
+from segkit.training.run_folder import LOCK_NAME, RunLock
+from segkit.training.schedule import lr_factor
+from segkit.training.trainer import RunInterrupted, Trainer, resume_config, train
 from training.conftest import tiny_options
+
+
+class Crash(Callback):
+    """Raise at the end of epoch ``at`` (as a crash would, after last.pt was written)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt("simulated crash")
+
+
+class Recorder(Callback):
+    """What the hooks saw."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.calls.append(("start", trainer.config.model))
+
+    def on_validation_end(self, trainer, epoch, metrics, samples) -> None:
+        self.calls.append(("validation", (epoch, len(samples), samples.images[0].shape)))
+
+    def on_epoch_end(self, trainer, epoch, row) -> None:
+        self.calls.append(("epoch", epoch))
+
+    def on_checkpoint(self, trainer, path, checkpoint) -> None:
+        self.calls.append(("checkpoint", path.name))
+
+    def on_train_end(self, trainer, result) -> None:
+        self.calls.append(("end", result.stopped_because))
+
+
+def fit(options: dict[str, Any], *callbacks: Callback) -> Trainer:
+    trainer = Trainer(TrainConfig.from_options(options), callbacks=list(callbacks), progress=False)
+    trainer.fit()
+    return trainer
 
 
 def test_run_writes_every_output(shapes_dataset: Path, tmp_path: Path) -> None:
     result = train(**tiny_options(shapes_dataset, tmp_path / "run"), progress=False)
     out = tmp_path / "run"
-    for name in ("best.pt", "last.pt", "history.csv", "curves.png", "config.yaml", "metrics.json"):
+    for name in ("best.pt", "last.pt", "history.csv", "curves.png", "config.yaml", "metrics.json", "plan.json"):
         assert (out / name).is_file(), name
-    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    assert (out / "samples").is_dir() and list((out / "samples").glob("epoch_*.png"))
     rows = list(csv.DictReader(open(out / "history.csv")))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and "val_iou_disk" in rows[0]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mIoU"] == pytest.approx(result.best_metrics["mIoU"])
     assert set(metrics) >= {"pixel_accuracy", "mean_class_accuracy", "mIoU", "fwIoU", "mDice", "per_class"}
     assert yaml.safe_load((out / "config.yaml").read_text())["model_kwargs"] == {"base_channels": 4, "depth": 2}
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_callbacks_see_every_stage(shapes_dataset: Path, tmp_path: Path) -> None:
+    recorder = Recorder()
+    fit(tiny_options(shapes_dataset, tmp_path / "run"), recorder)
+    kinds = [kind for kind, _ in recorder.calls]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 2
+    validation = next(value for kind, value in recorder.calls if kind == "validation")
+    assert validation[1] == 3 and validation[2] == (48, 64, 3)  # samples at the original size
+    assert {value for kind, value in recorder.calls if kind == "checkpoint"} == {"best.pt", "last.pt"}
+
+
+def test_validation_scores_what_evaluate_scores(shapes_dataset: Path, tmp_path: Path) -> None:
+    """best.pt is chosen on metrics at the original size, through the predict path: evaluate agrees exactly."""
+    from segkit.evaluation.evaluate import evaluate_checkpoint
+
+    result = train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=3), progress=False)
+    evaluated = evaluate_checkpoint(result.best_checkpoint, shapes_dataset, device="cpu", val_split=0.25)
+    assert evaluated["num_pixels"] == 3 * 48 * 64
+    assert evaluated["confusion_matrix"] == result.best_metrics["confusion_matrix"]
 
 
 def test_checkpoint_carries_everything_and_loads_weights_only(shapes_dataset: Path, tmp_path: Path) -> None:
@@ -40,93 +106,177 @@ def test_checkpoint_carries_everything_and_loads_weights_only(shapes_dataset: Pa
     raw = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert "resume" not in raw
     best = ModelCard.from_dict(raw["card"])
-    assert best.model.to_dict() == {"name": "unet", "out_channels": 4, "in_channels": 3, "kwargs": {"base_channels": 4, "depth": 2}}
+    assert best.model.to_dict() == {"name": "unet", "out_channels": 4, "in_channels": 3,
+                                    "kwargs": {"base_channels": 4, "depth": 2}}
     assert best.classes == ["_background_", "disk", "square", "triangle"] and best.background == 0
     assert len(best.palette) == 4 and best.palette[0] == [0, 0, 0]
     assert best.preprocess.img_size == (32, 32) and best.preprocess.resize == "letterbox"
     assert best.ignore_index == 255 and best.binary is False and best.threshold == 0.5
-    assert len(best.training.history) == 1
+    assert len(best.training.history) == 1 and best.training.weights in ("raw", "ema")
+    assert best.training.data["train_images"] == 9 and best.training.plan["choices"]
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert {"optimizer", "scheduler", "scaler", "rng"} <= set(last["resume"])
+    assert {"optimizer", "scaler", "rng", "progress", "ema"} <= set(last["resume"])
 
 
-def test_resume_continues_from_saved_epoch_with_optimizer_and_schedule(
-    shapes_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    full = train(**tiny_options(shapes_dataset, tmp_path / "full", epochs=3), progress=False)
-
-    original = Trainer._train_epoch
-
-    def crash_in_epoch_3(self, epoch, start_time):
-        if epoch == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self, epoch, start_time)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", crash_in_epoch_3)
+def test_crash_then_resume_matches_the_uninterrupted_run(shapes_dataset: Path, tmp_path: Path) -> None:
+    full = fit(tiny_options(shapes_dataset, tmp_path / "full", epochs=3))
     with pytest.raises(KeyboardInterrupt):
-        train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=3), progress=False)
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
-
+        fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=3), Crash(at=2))
     saved = load_checkpoint(tmp_path / "run" / "last.pt")
-    state = saved.resume
-    assert saved.card.training.epoch == 2 and state["scheduler"]["steps_done"] > 0
-    resumed = Trainer(
-        TrainConfig(**tiny_options(shapes_dataset, tmp_path / "run", epochs=3, resume=str(tmp_path / "run" / "last.pt"))),
-        progress=False,
-    )
-    assert resumed.start_epoch == 3
-    assert resumed.steps_done == state["scheduler"]["steps_done"]
-    assert resumed.optimizer.state_dict()["state"][0]["step"] == state["optimizer"]["state"][0]["step"]
+    assert saved.card.training.epoch == 2 and saved.resume["progress"]["epoch"] == 3
+    resumed = Trainer(resume_config({"resume": str(tmp_path / "run" / "last.pt")}), progress=False)
+    assert resumed.start_epoch == 3 and resumed.steps_done == saved.resume["progress"]["steps_done"]
     result = resumed.fit()
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
-    # Epoch-seeded shuffling and augmentation: resuming reproduces the uninterrupted run.
     assert result.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-5)
-    assert result.history[-1]["lr"] == pytest.approx(full.history[-1]["lr"])
-    assert result.best_metrics["mIoU"] == pytest.approx(full.best_metrics["mIoU"], abs=1e-6)
+    assert result.best_metrics["mIoU"] == pytest.approx(full.best_metric, abs=1e-6)
 
 
-def test_same_seed_gives_identical_metrics(shapes_dataset: Path, tmp_path: Path) -> None:
-    first = train(**tiny_options(shapes_dataset, tmp_path / "a"), progress=False)
-    second = train(**tiny_options(shapes_dataset, tmp_path / "b"), progress=False)
-    assert [r["val_mIoU"] for r in first.history] == [r["val_mIoU"] for r in second.history]
-    assert [r["train_loss"] for r in first.history] == [r["train_loss"] for r in second.history]
+def test_stop_signal_mid_epoch_writes_last_pt_and_resume_is_exact(shapes_dataset: Path, tmp_path: Path) -> None:
+    class Signal(Callback):  # what StopSignals does when SIGTERM arrives during epoch 2
+        def on_epoch_end(self, trainer, epoch, row):
+            if epoch == 1:
+                trainer.stop_signals.received = "SIGTERM"
+
+    options = tiny_options(shapes_dataset, tmp_path / "run", epochs=3, batch_size=2)
+    full = fit({**options, "out": str(tmp_path / "full")})
+    with pytest.raises(RunInterrupted, match="stopped by SIGTERM.*--resume") as stopped:
+        fit(options, Signal())
+    assert stopped.value.exit_code == 128 + 15
+    progress = load_checkpoint(tmp_path / "run" / "last.pt").resume["progress"]
+    assert (progress["epoch"], progress["step"]) == (2, 1)  # the step boundary inside epoch 2
+    result = Trainer(resume_config({"resume": str(tmp_path / "run" / "last.pt")}), progress=False).fit()
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    for got, expected in zip(result.history, full.history):
+        assert got["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-5)
+    assert result.best_metrics["mIoU"] == pytest.approx(full.best_metric, abs=1e-6)
 
 
-def test_refuses_to_overwrite_a_run(shapes_dataset: Path, tmp_path: Path) -> None:
+def test_patience_counter_survives_resume(shapes_dataset: Path, tmp_path: Path) -> None:
+    options = tiny_options(shapes_dataset, tmp_path / "run", epochs=8, lr=0.0, patience=3, ema=False)
+    with pytest.raises(KeyboardInterrupt):
+        fit(options, Crash(at=2))
+    assert load_checkpoint(tmp_path / "run" / "last.pt").resume["progress"]["validations_without_gain"] == 1
+    result = Trainer(resume_config({"resume": str(tmp_path / "run" / "last.pt")}), progress=False).fit()
+    assert len(result.history) == 4 and "early stopping" in result.stopped_because
+
+
+def test_resume_uses_the_runs_own_options_and_folder(shapes_dataset: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1), progress=False)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "last.pt").write_bytes((tmp_path / "run" / "last.pt").read_bytes())
     before = (tmp_path / "run" / "last.pt").read_bytes()
-    with pytest.raises(SegkitError, match="already holds a run"):
-        train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1), progress=False)
-    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    assert main(["train", str(shapes_dataset), "--resume", str(copy / "last.pt"), "--epochs", "2"]) == 0
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before  # the original run is untouched
+    assert load_checkpoint(copy / "last.pt").card.training.epoch == 2
+    assert load_checkpoint(copy / "last.pt").card.preprocess.img_size == (32, 32)  # not the default 256
+    capsys.readouterr()
+    assert main(["train", str(shapes_dataset), "--resume", str(copy / "last.pt"), "--img-size", "64"]) == 2
+    assert "--img-size cannot change when resuming" in capsys.readouterr().err
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+def test_second_run_into_the_same_folder_is_refused_and_stale_locks_are_taken(
+    shapes_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    with RunLock(out):
+        with pytest.raises(SegkitError, match="another segkit train .* is writing to this folder"):
+            Trainer(TrainConfig.from_options(tiny_options(shapes_dataset, out)), progress=False)
+    out.mkdir()
+    (out / LOCK_NAME).write_text(f"{os.uname().nodename} 999999999")  # a process that no longer exists
+    fit(tiny_options(shapes_dataset, out, epochs=1))
+    assert (out / "best.pt").is_file() and not (out / LOCK_NAME).exists()
+
+
+def test_failed_checkpoint_write_stops_with_one_line_and_keeps_the_old_files(
     shapes_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1), progress=False)
+    fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=1))
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in ("best.pt", "last.pt")}
+
+    def disk_full(obj: Any, file: Any) -> None:
+        Path(file).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(SegkitError, match=r"last.pt: cannot write \(the disk is full\); the previous last.pt and best.pt are intact"):
+        Trainer(resume_config({"resume": str(tmp_path / "run" / "last.pt"), "epochs": 3}), progress=False).fit()
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in before} == before
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(shapes_dataset: Path, tmp_path: Path) -> None:
+    class Poison(Callback):
+        def on_train_start(self, trainer):
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+    fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=1))
     good = (tmp_path / "run" / "last.pt").read_bytes()
-    original = Trainer._to_device
-
-    def poisoned(self, images, masks):
-        images, masks = original(self, images, masks)
-        return images * float("nan"), masks
-
-    monkeypatch.setattr(Trainer, "_to_device", poisoned)
+    trainer = Trainer(resume_config({"resume": str(tmp_path / "run" / "last.pt"), "epochs": 3}), [Poison()],
+                      progress=False)
     with pytest.raises(SegkitError, match="loss became nan"):
-        train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=3, resume=str(tmp_path / "run" / "last.pt")), progress=False)
+        trainer.fit()
     assert (tmp_path / "run" / "last.pt").read_bytes() == good
-    assert load_checkpoint(tmp_path / "run" / "last.pt").card.training.epoch == 1
 
 
-def test_patience_stops_early(shapes_dataset: Path, tmp_path: Path) -> None:
-    result = train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=8, lr=0.0, patience=1), progress=False)
-    assert len(result.history) == 2 and "early stopping" in result.stopped_because
+def test_one_decode_per_image_with_val_split(shapes_dataset: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.data.sources import DataSource
+
+    loads: list[int] = []
+    original = DataSource.load
+    monkeypatch.setattr(DataSource, "load", lambda self, index: loads.append(index) or original(self, index))
+    fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=2))
+    assert sorted(loads) == list(range(12))  # 9 training + 3 validation images, each decoded once
+
+
+def test_valid_split_folder_is_the_validation_set(shapes_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "split"
+    for split, names in (("train", range(0, 8)), ("valid", range(8, 12))):
+        for folder in ("images", "masks"):
+            (data / split / folder).mkdir(parents=True)
+        for index in names:
+            for folder in ("images", "masks"):
+                source = next((shapes_dataset / folder).glob(f"*{index:03d}*"), None) or sorted(
+                    (shapes_dataset / folder).iterdir())[index]
+                shutil.copy(source, data / split / folder / source.name)
+    shutil.copy(shapes_dataset / "class_names.txt", data / "class_names.txt")
+    trainer = Trainer(TrainConfig.from_options(tiny_options(data, tmp_path / "run", epochs=1)), progress=False)
+    assert len(trainer.data.train_indices) == 8 and len(trainer.data.val_indices) == 4
+
+
+def test_ema_is_validated_and_the_better_weights_kept(shapes_dataset: Path, tmp_path: Path) -> None:
+    trainer = fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=3, lr=1e-2))
+    final = trainer.history[-1]
+    assert final["val_weights"] in ("raw", "ema") and trainer.ema is not None
+    best = load_checkpoint(tmp_path / "run" / "best.pt").card.training
+    assert best.weights == trainer.best_weights
+    raw = trainer.validate("raw").miou
+    ema = trainer.validate("ema").miou
+    assert trainer.best_metric >= min(raw, ema) - 1e-9
+    plain = fit(tiny_options(shapes_dataset, tmp_path / "plain", epochs=1, ema=False))
+    assert plain.ema is None and plain.history[-1]["val_weights"] == "raw"
+
+
+def test_never_predicted_classes_are_named(shapes_dataset: Path, tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    result = train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1, lr=0.0), progress=False)
+    truth_classes = [name for name, values in result.best_metrics["per_class"].items() if values["support"]]
+    matrix = np.asarray(result.best_metrics["confusion_matrix"])
+    expected = [name for c, name in enumerate(result.best_metrics["per_class"]) if matrix[c].sum() and not matrix[:, c].sum()]
+    assert result.never_predicted == expected and set(expected) <= set(truth_classes) and expected
+    assert "never predicts " + ", ".join(expected) in caplog.text
 
 
 def test_time_budget_stops_training(shapes_dataset: Path, tmp_path: Path) -> None:
-    result = train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=None, time_budget="3s"), progress=False)
+    result = train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=None, time_budget="4s"), progress=False)
     assert "time budget" in result.stopped_because
-    assert sum(row["seconds"] for row in result.history) < 15
+    assert result.history[-1]["elapsed"] < 15
 
 
 def test_binary_mode_and_auto_class_weights(tmp_path: Path) -> None:
@@ -151,22 +301,40 @@ def test_binary_mode_and_auto_class_weights(tmp_path: Path) -> None:
 
 
 def test_config_file_and_cli_overrides(shapes_dataset: Path, tmp_path: Path) -> None:
-    from segkit.cli import main
-
     config = tiny_options(shapes_dataset, tmp_path / "run", epochs=5)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", "--config", str(tmp_path / "config.yaml"), "--epochs", "1"]) == 0
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["epochs"] == 1 and saved["model_kwargs"] == {"base_channels": 4, "depth": 2}
+    assert saved["preprocess"]["img_size"] == [32, 32]
+    # the saved config.yaml is itself a valid --config
+    assert main(["train", "--config", str(tmp_path / "run" / "config.yaml"), "--out", str(tmp_path / "again")]) == 0
 
 
 def test_bad_config_file_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from segkit.cli import main
-
     (tmp_path / "bad.yaml").write_text("epochs: 2\nbogus_option: 1\n")
     assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "bad.yaml" in error and "bogus_option" in error
+
+
+def test_options_come_from_one_definition(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every TrainConfig field with a flag is on the command line, with its choices; unknown options name train."""
+    import dataclasses
+
+    from segkit.data.transforms import PreprocessConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for cls in (TrainConfig, PreprocessConfig):
+        for item in dataclasses.fields(cls):
+            if item.metadata.get("cli"):
+                assert "--" + item.name.replace("_", "-") in text, item.name
+    assert "{letterbox,resize,crop}" in text and "--no-pretrained" in text
+    with pytest.raises(SystemExit):
+        main(["train", "data", "--bogus"])
+    assert "usage: segkit train" in capsys.readouterr().err
 
 
 def test_split_by_name_is_deterministic_and_spread() -> None:
@@ -178,14 +346,16 @@ def test_split_by_name_is_deterministic_and_spread() -> None:
     assert val_names == ["img_02", "img_07", "img_12", "img_17"]  # evenly spread, not the last four
 
 
-def test_schedule_and_durations() -> None:
+def test_schedule_and_durations_need_units() -> None:
     assert lr_factor("cosine", 0.0, warmup=0.1) == pytest.approx(1e-3)
     assert lr_factor("cosine", 0.1, warmup=0.1) == pytest.approx(1.0)
     assert lr_factor("cosine", 0.55, warmup=0.1) == pytest.approx(0.5)
     assert lr_factor("cosine", 1.0) == pytest.approx(0.0)
     assert lr_factor("poly", 0.5, power=1.0) == pytest.approx(0.5)
     assert lr_factor("constant", 0.7) == 1.0
-    assert parse_duration("10m") == 600 and parse_duration("1.5h") == 5400 and parse_duration("90") == 90
+    assert parse_duration("10m") == 600 and parse_duration("1.5h") == 5400 and parse_duration(90) == 90
+    with pytest.raises(SegkitError, match="needs a unit: 2s, 2m or 2h"):
+        parse_duration("2")
     with pytest.raises(SegkitError):
         parse_duration("ten minutes")
 
@@ -195,12 +365,12 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     save_checkpoint(tiny_checkpoint(), path)
     before = path.read_bytes()
 
-    def broken_save(obj, file):
+    def broken_save(obj: Any, file: Any) -> None:
         Path(file).write_bytes(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(SegkitError, match="ckpt.pt: cannot write \\(disk full\\)"):  # one line, old file kept
         save_checkpoint(tiny_checkpoint(seed=1), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]

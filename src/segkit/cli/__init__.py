@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import segkit
 from segkit.errors import SegkitError
 
 # Sub-command name -> module in segkit.cli (imported lazily so `segkit --help` stays fast).
@@ -22,10 +23,13 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "demo": "demo",
     "evaluate": "evaluate",
+    "report": "report",
     "models": "models",
     "serve": "serve",
     "predict": "predict",
     "export": "export",
+    "plan": "plan",
+    "weights": "weights",
 }
 
 
@@ -43,10 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="segkit", description="Semantic segmentation: convert, inspect, train, evaluate, predict."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"segkit {segkit.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"segkit.cli.{module_name}")
         module.add_parser(subparsers)
+    parser.set_defaults(commands=subparsers.choices)
     return parser
 
 
@@ -63,7 +69,9 @@ def _escape_unencodable_output() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _escape_unencodable_output()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported with the sub-command's usage, not the top-level one
+        args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
@@ -73,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SegkitError as error:
         print(f"segkit: error: {error}", file=sys.stderr)
-        return 2
+        return int(getattr(error, "exit_code", 2))
     except KeyboardInterrupt:
         print("segkit: interrupted", file=sys.stderr)
         return 130

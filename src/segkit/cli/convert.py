@@ -22,10 +22,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     labelme.add_argument("src", metavar="SRC", help="folder with labelme .json files and their images")
     labelme.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
     labelme.add_argument(
+        "--classes",
         "--labels",
+        dest="classes",
         metavar="FILE|a,b,c",
-        help="class names in index order: a labels.txt (one per line, __ignore__ and _background_ lines "
-        "allowed) or a comma list; default: all labels found, sorted, _background_ first",
+        help="class names in index order, as for every command: a file (labels.txt: one per line, __ignore__ "
+        "skipped; JSON; CSV) or a comma list; _background_ is put first when no background is named; "
+        "default: all labels found, sorted, _background_ first",
     )
     labelme.add_argument("--noviz", action="store_true", help="do not write visualization/ overlays")
     labelme.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT once the new one is done")
@@ -33,13 +36,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segkit.data.classes import read_class_list, with_background_first
     from segkit.data.convert import convert_labelme
-    from segkit.data.labelme import parse_label_list
 
-    labels = None if args.labels is None else parse_label_list(args.labels)
+    given = None if args.classes is None else with_background_first(read_class_list(args.classes))
+    labels = None if given is None else given.names
     result = convert_labelme(args.src, args.out, labels=labels, noviz=args.noviz, overwrite=args.overwrite)
-    origin = "using" if labels is not None else "found"
-    print(f"{origin} {len(result.class_names)} labels: {', '.join(result.class_names)}")
+    count = f"{len(result.class_names)} labels"
+    summary = f"using {count} ({given.origin})" if given is not None else f"found {count}"
+    print(f"{summary}: {', '.join(result.class_names)}")
     print(f"converted {result.num_images} images -> {result.out}")
     if result.warnings:
         print(f"{len(result.warnings)} warning(s), see above")

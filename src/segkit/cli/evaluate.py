@@ -44,6 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--val-split", type=float, metavar="F",
         help="only the images `segkit train --val-split F` held out (same split by name)",
     )
+    parser.add_argument(
+        "--report", type=Path, metavar="FILE",
+        help="also write a self-contained HTML report: metrics, confusion matrix, curves, per-image scores, worst images",
+    )
+    parser.add_argument("--worst", type=int, default=8, metavar="K", help="with --report: worst images shown (default 8)")
     add_prediction_options(parser)
     parser.set_defaults(func=run, evaluate_parser=parser)
     return parser
@@ -82,8 +87,10 @@ def _validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
+    from segkit.evaluation.per_image import PerImageScores
     from segkit.evaluation.report import format_table, write_json
 
+    scores = PerImageScores(args.worst) if args.report is not None else None
     if args.pred is not None:
         from segkit.evaluation.folders import evaluate_folders
 
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             class_names=args.classes,
             ignore_index=255 if args.ignore_index is None else args.ignore_index,
             num_classes=args.num_classes,
+            on_image=scores,
         )
     else:
         from segkit.evaluation.evaluate import evaluate_checkpoint
@@ -106,10 +114,19 @@ def run(args: argparse.Namespace) -> int:
             masks=args.masks,
             colors=args.colors,
             classes=args.classes,
+            on_image=scores,
             **prediction_options(args, args.evaluate_parser),
         )
     print(format_table(metrics))
     if args.json is not None:
         write_json(metrics, args.json)
         logger.info("wrote %s", args.json)
+    if args.report is not None:
+        from segkit.evaluation.html_report import write_evaluation_report
+
+        write_evaluation_report(
+            args.report, metrics, scores, checkpoint=args.checkpoint, data=args.data, pred=args.pred, true=args.true,
+            classes=args.classes, ignore_index=args.ignore_index, val_split=args.val_split,
+        )
+        logger.info("wrote %s", args.report)
     return 0

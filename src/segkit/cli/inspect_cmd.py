@@ -18,9 +18,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--masks", metavar="DIRNAME", help="name of the mask folder beside images/ (default masks)")
     parser.add_argument("--colors", metavar="FILE", help="colour table (JSON or CSV) for RGB colour-coded masks")
-    parser.add_argument("--classes", metavar="FILE|a,b", help="class names in index order: a file or a,b,c")
+    parser.add_argument(
+        "--classes",
+        metavar="FILE|a,b",
+        help="class names in index order: a,b,c or a file (.txt one per line, .json list or colour table, .csv)",
+    )
     parser.add_argument("--ignore-index", type=int, default=255, help="mask value of unlabelled pixels (default 255)")
-    parser.add_argument("--split", metavar="NAME", help="split sub-folder or VOC ImageSets list (default train)")
+    parser.add_argument(
+        "--split", metavar="NAME", help="split sub-folder or VOC ImageSets list (default: the training split)"
+    )
+    parser.add_argument(
+        "--sheet", metavar="FILE", help="also draw a contact sheet (PNG/JPEG): images beside their masks over them, "
+        "with a legend, to see at a glance whether masks line up with images",
+    )
+    parser.add_argument("--sheet-count", type=int, default=16, metavar="N", help="images on the sheet (default 16)")
     parser.set_defaults(func=run)
 
 
@@ -41,4 +52,8 @@ def run(args: argparse.Namespace) -> int:
     )
     report = inspect_source(source, progress=not args.json and sys.stderr.isatty())
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if args.sheet:
+        from segkit.data.sheet import write_contact_sheet
+
+        print(f"contact sheet: {write_contact_sheet(source, args.sheet, max(args.sheet_count, 1))}", file=sys.stderr)
     return 0

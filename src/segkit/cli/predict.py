@@ -27,6 +27,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--color", action="store_true", help="also write DIR/<stem>_color.png (class colours)")
     parser.add_argument("--overlay", action="store_true", help="also write DIR/<stem>_overlay.jpg (colours on the image)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay colours (default 0.5)")
+    parser.add_argument(
+        "--format", choices=("png", "labelme"), default="png",
+        help="png: DIR/<stem>.png index masks (default); labelme: DIR/<stem>.json labelme annotations (one polygon "
+        "per region and class, mask shapes for regions with holes) and DIR/labels.txt, to correct in labelme; "
+        "--out DIR may be the images' folder",
+    )
+    parser.add_argument(
+        "--image-data", action="store_true", help="with --format labelme: embed the image in the JSON (imageData)"
+    )
+    parser.add_argument(
+        "--polygon-tolerance", type=float, default=1.0, metavar="PX",
+        help="with --format labelme: largest distance of a simplified polygon from the region's outline (default 1)",
+    )
+    parser.add_argument(
+        "--min-area", type=int, default=16, metavar="PX",
+        help="with --format labelme: regions of fewer pixels are left out (default 16)",
+    )
     add_prediction_options(parser)
     parser.set_defaults(func=run, predict_parser=parser)
     return parser
@@ -101,13 +118,22 @@ def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.predict_parser
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must be between 0 and 1, not {args.alpha}")
+    if args.format != "labelme" and (args.image_data or args.polygon_tolerance != 1.0 or args.min_area != 16):
+        parser.error("--image-data, --polygon-tolerance and --min-area apply with --format labelme")
+    if args.polygon_tolerance < 0 or args.min_area < 0:
+        parser.error("--polygon-tolerance and --min-area must be at least 0")
     options = prediction_options(args, parser)
 
     from segkit.prediction.writer import predict_files
 
+    labelme = None
+    if args.format == "labelme":
+        from segkit.prediction.labelme_export import LabelmeOptions
+
+        labelme = LabelmeOptions(tolerance=args.polygon_tolerance, min_area=args.min_area, image_data=args.image_data)
     summary = predict_files(
         args.checkpoint, args.inputs, args.out, color=args.color, overlay_images=args.overlay, alpha=args.alpha,
-        **options,
+        labelme=labelme, **options,
     )
     print(summary.format())
     logger.info("wrote %d masks to %s", summary.num_images, args.out)

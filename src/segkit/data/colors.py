@@ -17,7 +17,6 @@ whose pixels are ignored, not a class.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import ImageColor
 
+from segkit.data.io import read_json, read_text
 from segkit.errors import SegkitError
 
 _COLOR_KEYS = ("rgb", "color", "colour", "hex")
@@ -114,28 +114,20 @@ def load_color_table(path: str | Path) -> ColorTable:
     path = Path(path)
     if not path.is_file():
         raise SegkitError(path, "colour table not found")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SegkitError(path, f"cannot read colour table ({error})") from None
-    if path.suffix.lower() == ".json":
-        entries = _json_entries(path, text)
-    elif path.suffix.lower() in (".csv", ".txt"):
-        entries = _csv_entries(path, text)
-    else:
-        raise SegkitError(path, "colour table must be a .json or .csv file")
-    return _build_table(path, entries)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return color_table_from_json(path, read_json(path, "colour table"))
+    if suffix in (".csv", ".txt"):
+        return color_table_from_rows(path, csv_rows(read_text(path, "colour table")))
+    raise SegkitError(path, "colour table must be a .json or .csv file")
 
 
-def _json_entries(path: Path, text: str) -> list[tuple[str, Any, Any]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SegkitError(path, f"invalid JSON ({error})") from None
+def color_table_from_json(path: Path, data: Any) -> ColorTable:
+    """A colour table from parsed JSON: a list of entries, ``{"classes": [...]}`` or ``{name: colour}``."""
     if isinstance(data, dict) and isinstance(data.get("classes"), list):
         data = data["classes"]
     if isinstance(data, dict):
-        return [(str(name), color, None) for name, color in data.items()]
+        return _build_table(path, [(str(name), color, None) for name, color in data.items()])
     if not isinstance(data, list):
         raise SegkitError(path, "expected a list of classes, {'classes': [...]} or {name: [r, g, b]}")
     entries = []
@@ -146,20 +138,25 @@ def _json_entries(path: Path, text: str) -> list[tuple[str, Any, Any]]:
         if color is None:
             raise SegkitError(path, f"entry {position} ({item['name']}) has no 'rgb' or 'color'")
         entries.append((str(item["name"]), color, item.get("index")))
-    return entries
+    return _build_table(path, entries)
 
 
-def _csv_entries(path: Path, text: str) -> list[tuple[str, Any, Any]]:
-    rows = [row for row in csv.reader(text.splitlines()) if row and any(cell.strip() for cell in row)]
+def csv_rows(text: str) -> list[list[str]]:
+    """The non-blank rows of CSV text, cells stripped."""
+    rows = csv.reader(text.splitlines())
+    return [[cell.strip() for cell in row] for row in rows if row and any(cell.strip() for cell in row)]
+
+
+def color_table_from_rows(path: Path, rows: list[list[str]]) -> ColorTable:
+    """A colour table from CSV rows ``name,r,g,b[,index]`` (a header row is skipped)."""
     if rows and not _is_int(rows[0][1] if len(rows[0]) > 1 else ""):
         rows = rows[1:]  # header row
     entries = []
-    for number, row in enumerate(rows, start=1):
-        cells = [cell.strip() for cell in row]
+    for number, cells in enumerate(rows, start=1):
         if len(cells) not in (4, 5):
-            raise SegkitError(path, f"row {number}: expected name,r,g,b[,index], got {row}")
+            raise SegkitError(path, f"row {number}: expected name,r,g,b[,index], got {cells}")
         entries.append((cells[0], cells[1:4], cells[4] if len(cells) == 5 else None))
-    return entries
+    return _build_table(path, entries)
 
 
 def _is_int(text: str) -> bool:
@@ -173,7 +170,7 @@ def _is_int(text: str) -> bool:
 def _parse_color(path: Path, name: str, color: Any) -> tuple[int, int, int]:
     try:
         rgb = ImageColor.getrgb(color)[:3] if isinstance(color, str) else tuple(int(c) for c in color)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SegkitError(path, f"class {name!r}: cannot read colour {color!r}") from None
     if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
         raise SegkitError(path, f"class {name!r}: colour {color!r} is not three values in 0..255")
@@ -192,7 +189,7 @@ def _build_table(path: Path, entries: list[tuple[str, Any, Any]]) -> ColorTable:
         seen[rgb] = name
         try:
             index = position if index is None else int(index)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise SegkitError(path, f"class {name!r}: index {index!r} is not an integer") from None
         if not 0 <= index <= 255:
             raise SegkitError(path, f"class {name!r}: index {index} is outside 0..255")

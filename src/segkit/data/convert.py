@@ -24,12 +24,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from segkit.data import labelme
-from segkit.data.io import atomic_write, make_staging_dir, write_mask
+from segkit.data.classes import IGNORE_LABEL, read_class_list, with_background_first
+from segkit.data.io import atomic_write, check_output_path, make_staging_dir, read_image, write_mask, writing
 from segkit.errors import SegkitError
 from segkit.visualize import PALETTE, overlay
 
 IGNORE_INDEX = 255
 JPEG_QUALITY = 95
+STAGING_PREFIX = ".segkit-convert-"  # the hidden folder OUT is built in (stale ones are removed on the next run)
 
 
 @dataclass
@@ -49,6 +51,17 @@ class ConvertResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Converted:
+    """One annotation whose image is written: what its mask still needs (the JSON is not parsed again)."""
+
+    json_path: Path
+    shapes: list[dict]
+    size: tuple[int, int]
+    image_file: Path
+    source_image: Path | None
+
+
 def convert_labelme(
     src: str | Path,
     out: str | Path,
@@ -60,18 +73,24 @@ def convert_labelme(
 
     Images are saved as PNG when the source image is PNG, otherwise as JPEG quality 95
     (the decoded pixels with EXIF orientation applied, so image and mask always agree).
+    Each JSON file is parsed once: its image is written on the first pass, its mask
+    once every label is known.
 
     Args:
         src: Folder with labelme ``.json`` files (not searched recursively).
-        out: Output folder; must not exist or be empty unless ``overwrite``.
-        labels: Class names in index order (see :func:`segkit.data.labelme.parse_label_list`);
-            None collects them from all files (background first, then sorted).
+        out: Output folder; must not exist or be empty unless ``overwrite``. It may not
+            be, contain or lie inside ``src`` or a folder of the annotations' images.
+        labels: Class names in index order (already read, e.g. by
+            :func:`segkit.data.classes.read_class_list`); ``_background_`` is put first
+            when no background is named. None collects them from all files (background
+            first, then sorted).
         noviz: Skip the ``visualization/`` overlays.
         overwrite: Replace a non-empty ``out`` (only once the new one is complete).
 
     Raises:
-        SegkitError: No labelme files, output not empty, an unknown label, or any
-            unreadable annotation or image. Nothing is written in that case.
+        SegkitError: No labelme files, output not empty or overlapping the inputs, an
+            unknown or malformed label, or any unreadable annotation or image. Nothing
+            is written in that case.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -80,44 +99,69 @@ def convert_labelme(
     if not files:
         raise SegkitError(src, "no labelme JSON files found")
     _check_output(src, out, overwrite)
-    class_names = labelme.collect_labels(files) if labels is None else labelme.normalize_label_list(labels)
-    if len(class_names) > IGNORE_INDEX:
-        raise SegkitError(src, f"{len(class_names)} classes do not fit in a uint8 mask (at most {IGNORE_INDEX})")
-    label_to_index = {name: index for index, name in enumerate(class_names)}
-
-    temp = make_staging_dir(out, prefix=".segkit-convert-")
+    given = None if labels is None else with_background_first(read_class_list(list(labels)))
+    temp = make_staging_dir(out, prefix=STAGING_PREFIX)
     try:
         with _captured_warnings() as messages:
-            for json_path in files:
-                _convert_one(json_path, temp, label_to_index, class_names, noviz)
+            converted = [item for item in (_write_image(path, temp) for path in files) if item is not None]
+            if not converted:
+                raise SegkitError(src, "no labelme JSON files found")
+            class_names = given.names if given else labelme.labels_in_class_order(
+                shape["label"] for item in converted for shape in item.shapes
+            )
+            if len(class_names) > IGNORE_INDEX:
+                raise SegkitError(src, f"{len(class_names)} classes do not fit in a uint8 mask (at most {IGNORE_INDEX})")
+            label_to_index = {name: index for index, name in enumerate(class_names)}
+            for item in converted:
+                _write_mask(item, temp, label_to_index, class_names, noviz)
         atomic_write(temp / "class_names.txt", lambda t: t.write_text("\n".join(class_names) + "\n", encoding="utf-8"))
-        _move_into_place(temp, out)
+        check_output_path(out, [item.source_image for item in converted if item.source_image], "output folder")
+        with writing(out):
+            _move_into_place(temp, out)
+    except SegkitError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise _as_output_path(error, temp, out) from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return ConvertResult(out, class_names, len(files), messages)
+    return ConvertResult(out, class_names, len(converted), messages)
+
+
+def _as_output_path(error: SegkitError, temp: Path, out: Path) -> SegkitError:
+    """An error about a file being built names it where it was going (``OUT/masks/x.png``), not in the hidden folder."""
+    if error.path is None or not Path(error.path).is_relative_to(temp):
+        return error
+    return SegkitError(out / Path(error.path).relative_to(temp), error.problem)
 
 
 def _check_output(src: Path, out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise SegkitError(out, "exists and is not a folder")
-    if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
-        raise SegkitError(out, "is (or contains) the source folder; choose another output folder")
+    check_output_path(out, [src], "output folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SegkitError(out, "exists and is not empty; use --overwrite")
 
 
-def _convert_one(
-    json_path: Path, out: Path, label_to_index: dict[str, int], class_names: list[str], noviz: bool
-) -> None:
-    annotation = labelme.read_labelme(json_path)
-    mask = labelme.rasterize(annotation, label_to_index, IGNORE_INDEX)
-    stem = json_path.stem
+def _write_image(json_path: Path, out: Path) -> _Converted | None:
+    """Read one annotation (the one parse of its JSON) and write its image; None when it is not labelme."""
+    try:
+        annotation = labelme.read_labelme(json_path)
+    except labelme.NotLabelme:
+        return None
     suffix = ".png" if annotation.image_format == "PNG" else ".jpg"
-    _write_rgb(out / "images" / f"{stem}{suffix}", annotation.image)
+    image_file = out / "images" / f"{json_path.stem}{suffix}"
+    _write_rgb(image_file, annotation.image)
+    return _Converted(json_path, annotation.shapes, annotation.image.shape[:2], image_file, annotation.image_path)
+
+
+def _write_mask(
+    item: _Converted, out: Path, label_to_index: dict[str, int], class_names: list[str], noviz: bool
+) -> None:
+    mask = labelme.rasterize_shapes(item.json_path, item.shapes, item.size, label_to_index, IGNORE_INDEX)
+    stem = item.json_path.stem
     write_mask(out / "masks" / f"{stem}.png", mask, PALETTE)
-    if not noviz:
-        _write_rgb(out / "visualization" / f"{stem}.jpg", visualization(annotation.image, mask, class_names))
+    if not noviz:  # the image as written (JPEG: within quality 95 of the source): a preview
+        _write_rgb(out / "visualization" / f"{stem}.jpg", visualization(read_image(item.image_file), mask, class_names))
 
 
 def _write_rgb(path: Path, image: np.ndarray) -> None:
@@ -134,7 +178,7 @@ def visualization(image: np.ndarray, mask: np.ndarray, class_names: Sequence[str
     present = [int(value) for value in np.unique(mask) if value != 0]
     if not present:
         return overlay(image, mask)
-    names = [class_names[value] if value < len(class_names) else labelme.IGNORE_LABEL for value in present]
+    names = [class_names[value] if value < len(class_names) else IGNORE_LABEL for value in present]
     # A legend is a few swatches and names: PIL draws them; no library does this layout for us.
     font = ImageFont.load_default()
     row = 18

@@ -1,12 +1,13 @@
-"""The training/validation Dataset: decoded, resized uint8 samples, cached in memory.
+"""The training Dataset: decoded, resized uint8 samples, cached in memory.
 
-``SegmentationDataset`` wraps any data source (an object with ``__len__``,
-``classes`` and ``load(i)`` returning something with ``.image``
+``SegmentationDataset`` wraps some samples (``indices``) of any data source (an object
+with ``__len__``, ``classes`` and ``load(i)`` returning something with ``.image``
 ``(H,W,3)`` uint8 RGB, ``.mask`` ``(H,W)`` uint8 and ``.name``). Each sample is
 decoded and resized once (:func:`segkit.data.transforms.resize_sample`); when the
-samples fit in memory they are kept, so later epochs only augment. Items are uint8
-images and int64 masks; normalisation happens on the device
-(:func:`segkit.data.transforms.normalize`).
+samples fit in memory they are kept, so later epochs only augment. With the ``crop``
+policy, training items are crops drawn by :class:`segkit.data.sampling.CropSampler`
+(a share of them centred on rare classes). Items are uint8 images and int64 masks;
+normalisation happens on the device (:func:`segkit.data.transforms.normalize`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
+from tqdm import tqdm
 
+from segkit.data.sampling import CropSampler, class_locations, rarity_weights
 from segkit.data.transforms import PreprocessConfig, build_train_transform, resize_sample, seed_transform
 from segkit.errors import SegkitError
 
@@ -39,6 +42,63 @@ class SampleSource(Protocol):
     def load(self, index: int) -> Any: ...
 
 
+def _bar_disabled(progress: bool | None, work: Sequence[int]) -> bool | None:
+    """tqdm's ``disable``: off without work, ``None`` (only on a terminal) when ``progress`` is ``None``."""
+    if not work:
+        return True
+    return None if progress is None else not progress
+
+
+class DecodedSource:
+    """A data source whose samples are decoded once and kept at their original size while they fit.
+
+    Planning (the dataset fingerprint), the training dataset and validation at original
+    size all read samples through one of these, so no image is decoded twice.
+
+    Args:
+        source: the samples (see :class:`SampleSource`).
+        limit_bytes: memory for kept samples (image and mask bytes); past it samples are decoded on demand.
+    """
+
+    def __init__(self, source: SampleSource, limit_bytes: int = CACHE_LIMIT_BYTES) -> None:
+        self.source = source
+        self.classes = list(source.classes)
+        self.limit_bytes = limit_bytes
+        self._kept: dict[int, Any] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def name(self, index: int) -> str:
+        """Sample ``index``'s name without decoding it."""
+        return self.source.samples[index].name
+
+    def load(self, index: int) -> Any:
+        """Sample ``index`` (``.image``, ``.mask``, ``.name``), decoded on first use."""
+        sample = self._kept.get(index)
+        if sample is None:
+            sample = self.source.load(index)
+            size = np.asarray(sample.image).nbytes + np.asarray(sample.mask).nbytes
+            if self._bytes + size <= self.limit_bytes:
+                self._kept[index] = sample
+                self._bytes += size
+        return sample
+
+    def preload(self, indices: Sequence[int], threads: int = 2, progress: bool | None = None) -> None:
+        """Decode ``indices`` now (in threads, with a progress bar), so bad files are found before training."""
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            list(tqdm(pool.map(self.load, indices), total=len(indices), desc="decoding validation images",
+                      unit="image", leave=False, disable=_bar_disabled(progress, indices)))
+
+    def release(self, indices: Sequence[int]) -> None:
+        """Forget decoded samples no longer needed at their original size."""
+        for index in indices:
+            sample = self._kept.pop(index, None)
+            if sample is not None:
+                self._bytes -= np.asarray(sample.image).nbytes + np.asarray(sample.mask).nbytes
+
+
 class SegmentationDataset(Dataset):
     """A torch Dataset of ``(image uint8 (3,H,W), mask int64 (H,W))`` pairs.
 
@@ -48,6 +108,10 @@ class SegmentationDataset(Dataset):
         train: apply random augmentation (and the random crop of the ``crop`` policy).
         cache: keep decoded, resized samples in memory; ``None`` decides from the
             estimated size (``n x h x w x 4`` bytes under :data:`CACHE_LIMIT_BYTES`).
+        indices: the source's samples this dataset holds (default all); item ``i`` is
+            sample ``indices[i]``, and only these are ever decoded.
+        oversample: ``crop`` training: share of crops centred on a pixel of a class
+            chosen by rarity (:class:`~segkit.data.sampling.CropSampler`).
 
     Random augmentation follows torch's seed: in the main process ``torch.manual_seed``
     makes it reproducible, and every DataLoader worker gets its own stream.
@@ -59,16 +123,24 @@ class SegmentationDataset(Dataset):
         preprocess: PreprocessConfig,
         train: bool,
         cache: bool | None = None,
+        indices: Sequence[int] | None = None,
+        oversample: float = 0.0,
     ) -> None:
         self.source = source
         self.preprocess = preprocess
         self.train = train
+        self.indices = list(range(len(source))) if indices is None else list(indices)
         self.classes = list(source.classes)
         self.num_classes = len(self.classes)
         self.ignore_index = preprocess.ignore_index
         self.transform = build_train_transform(preprocess) if train else None
+        self.crops = train and preprocess.resize == "crop"
+        self.oversample = oversample if self.crops else 0.0
+        self.sampler: CropSampler | None = None
         self._transform_seed: int | None = None
-        self._cache: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(source)
+        self._rng = np.random.default_rng(0)
+        self._cache: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.indices)
+        self._locations: list[dict[int, np.ndarray] | None] = [None] * len(self.indices)
         self.cached = self._decide_cache(cache)
 
     def __len__(self) -> int:
@@ -89,9 +161,9 @@ class SegmentationDataset(Dataset):
             self._store(0, first)
         return fits
 
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decode sample ``index``, check it, and apply the deterministic resize step."""
-        sample = self.source.load(index)
+    def _load(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode item ``item``, check it, and apply the deterministic resize step."""
+        sample = self.source.load(self.indices[item])
         image, mask = np.asarray(sample.image), np.asarray(sample.mask)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise SegkitError(sample.name, f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
@@ -112,7 +184,7 @@ class SegmentationDataset(Dataset):
             )
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The resized, not augmented ``(image (H,W,3), mask (H,W))`` uint8 arrays (read-only when cached)."""
+        """The resized, not augmented ``(image (H,W,3), mask (H,W))`` uint8 arrays of item ``index`` (read-only when cached)."""
         item = self._cache[index]
         if item is None:
             item = self._load(index)
@@ -126,9 +198,11 @@ class SegmentationDataset(Dataset):
         for array in item:
             array.flags.writeable = False  # augmentation must never change the cache
         self._cache[index] = item
+        if self.oversample > 0:
+            self._locations[index] = class_locations(item[1], self.num_classes, np.random.default_rng(index))
 
-    def preload(self, num_workers: int = 4) -> None:
-        """Fill the cache now with a thread pool (decoders release the GIL).
+    def preload(self, num_workers: int = 4, progress: bool | None = None) -> None:
+        """Fill the cache now with a thread pool (decoders release the GIL), with a progress bar.
 
         Call it before iterating a DataLoader with workers: forked workers share the
         filled cache; without it they decode every sample every epoch.
@@ -137,12 +211,30 @@ class SegmentationDataset(Dataset):
             return
         missing = [index for index, item in enumerate(self._cache) if item is None]
         with ThreadPoolExecutor(max(1, num_workers)) as pool:
-            list(pool.map(self.sample, missing))
+            list(tqdm(pool.map(self.sample, missing), total=len(missing), desc="decoding images", unit="image",
+                      leave=False, disable=_bar_disabled(progress, missing)))
+
+    def use_class_shares(self, pixel_share: Sequence[float]) -> None:
+        """Let forced crops seek classes by rarity (``1/sqrt(share)``, :func:`~segkit.data.sampling.rarity_weights`)."""
+        if self.crops:
+            self.sampler = CropSampler(
+                self.preprocess.img_size, self.oversample, rarity_weights(pixel_share),
+                self.preprocess.pad_value, self.ignore_index,
+            )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.sample(index)
         if self.transform is not None:
             self._seed_for_process()
+            if self.crops:
+                sampler = self.sampler or CropSampler(
+                    self.preprocess.img_size, 0.0, np.zeros(self.num_classes), self.preprocess.pad_value,
+                    self.ignore_index,
+                )
+                locations = self._locations[index]
+                if locations is None and self.oversample > 0:
+                    locations = class_locations(mask, self.num_classes, self._rng)
+                image, mask = sampler(image, mask, locations, self._rng)
             augmented = self.transform(image=image, mask=mask)
             image, mask = augmented["image"], augmented["mask"]
         image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
@@ -151,12 +243,13 @@ class SegmentationDataset(Dataset):
     def _seed_for_process(self) -> None:
         """Reseed augmentation whenever torch's seed changes (a new worker, a new epoch's workers).
 
-        Albumentations keeps its own generator; without this, forked DataLoader workers
-        would all copy the same state and augment identically.
+        Albumentations and the crop sampler keep their own generators; without this, forked
+        DataLoader workers would all copy the same state and augment identically.
         """
         seed = torch.initial_seed()
         if seed != self._transform_seed:
             seed_transform(self.transform, seed % 2**32)
+            self._rng = np.random.default_rng(seed % 2**32)
             self._transform_seed = seed
 
     @property
@@ -204,17 +297,8 @@ class ClassCounts:
         return (self.per_image > 0).sum(axis=0)
 
 
-def class_pixel_counts(
-    dataset: SegmentationDataset, indices: Sequence[int] | None = None, num_classes: int | None = None
-) -> ClassCounts:
-    """Count pixels per class and image (for class weights), filling the dataset's cache.
-
-    Args:
-        dataset: the dataset whose resized masks are counted.
-        indices: only these samples (e.g. a ``Subset``'s indices); default all.
-        num_classes: number of classes counted; default ``dataset.num_classes``.
-    """
-    size = dataset.num_classes if num_classes is None else num_classes
-    chosen = range(len(dataset)) if indices is None else indices
-    rows = [np.bincount(dataset.sample(index)[1].ravel(), minlength=256)[:size] for index in chosen]
+def class_pixel_counts(dataset: SegmentationDataset) -> ClassCounts:
+    """Count pixels per class and item of a dataset's resized masks (for class weights and crop sampling)."""
+    size = dataset.num_classes
+    rows = [np.bincount(dataset.sample(index)[1].ravel(), minlength=256)[:size] for index in range(len(dataset))]
     return ClassCounts(np.stack(rows).astype(np.int64) if rows else np.zeros((0, size), np.int64))

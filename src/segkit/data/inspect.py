@@ -19,23 +19,22 @@ Masks that cannot be read or hold unexpected values are reported and not counted
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from segkit.data.io import read_image
+from segkit.data.io import peek_image, read_image
 from segkit.data.masks import check_same_size, read_mask, value_counts
-from segkit.data.sources import DataSource, SampleRef
+from segkit.data.sources import DataSource, SampleRef, split_roles
 from segkit.errors import SegkitError
 
 _PROBLEMS_SHOWN = 20  # in the text report; the JSON report lists all
 
 
 def _image_mode(path: Path) -> str:
-    with Image.open(path) as image:  # header only
-        return image.mode
+    return peek_image(path)[0]  # header only
 
 
 def _read_pair(
@@ -80,8 +79,9 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
         progress: show a progress bar on stderr.
 
     Returns:
-        A dict with ``root``, ``layout``, ``split``, ``num_pairs``, ``num_classes``,
-        ``classes``, ``encoding``, ``ignore_index``, ``image_sizes``, ``image_modes``,
+        A dict with ``root``, ``layout``, ``split``, ``split_roles`` (which split trains,
+        validates and tests; None without splits), ``num_pairs``, ``num_classes``,
+        ``classes``, ``classes_origin`` (where the names came from), ``encoding``, ``ignore_index``, ``image_sizes``, ``image_modes``,
         ``num_mask_pixels``, ``class_pixel_share``, ``class_image_count``,
         ``ignore_pixel_share`` and ``problems`` (a list of ``{file, problem}``).
     """
@@ -130,9 +130,11 @@ def _report(
         "root": str(source.root),
         "layout": source.layout,
         "split": source.split,
+        "split_roles": asdict(split_roles(source.splits)) if source.splits else None,
         "num_pairs": len(source),
         "num_classes": source.num_classes,
         "classes": list(source.classes),
+        "classes_origin": source.classes_origin,
         "encoding": source.encoding,
         "ignore_index": ignore,
         "image_sizes": _size_summary(sizes),
@@ -162,13 +164,16 @@ def format_report(report: dict[str, Any]) -> str:
     sizes = report["image_sizes"]
     size_text = ", ".join(f"{key} {w}x{h}" for key, (w, h) in sizes.items()) if sizes else "no readable images"
     modes = ", ".join(f"{mode} {count}" for mode, count in report["image_modes"].items()) or "-"
-    lines = [
-        f"dataset   {report['root']} ({report['layout']}{split})",
+    lines = [f"dataset   {report['root']} ({report['layout']}{split})"]
+    if report["split_roles"]:
+        roles = ", ".join(f"{role}: {name}" for role, name in report["split_roles"].items() if name)
+        lines.append(f"splits    {roles}")
+    lines += [
         f"pairs     {report['num_pairs']}",
         f"encoding  {report['encoding']} (ignore value {report['ignore_index']})",
         f"images    {size_text} (w x h, per dimension)",
         f"modes     {modes}",
-        f"classes   {report['num_classes']}",
+        f"classes   {report['num_classes']} (from {report['classes_origin']})",
         "",
     ]
     width = max(len(name) for name in [*report["classes"], "(ignore)", "class"])

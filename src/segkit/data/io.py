@@ -1,11 +1,26 @@
-"""Reading and writing image and mask files, with errors that name the file."""
+"""Reading and writing files, with errors that name the file.
+
+Everything here turns what can go wrong with a file (missing, unreadable, not UTF-8,
+too deep, a decompression bomb, a full or read-only disk, a folder where a file was
+expected) into one :class:`~segkit.errors.SegkitError` line.
+"""
 
 from __future__ import annotations
 
+import errno
+import fnmatch
+import glob
+import io
+import json
 import os
+import re
+import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,21 +37,57 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file, turning every failure into a SegkitError."""
+# ----------------------------------------------------------------------------- text and JSON
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SegkitError(path, "file not found") from None
+    except IsADirectoryError:
+        raise SegkitError(path, f"is a folder, not a {what}") from None
+    except OSError as error:
+        raise SegkitError(path, f"cannot read {what} ({error.strerror or error})") from None
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 text file (a byte-order mark is allowed); ``what`` names it in errors ("class list")."""
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise SegkitError(path, "file is empty (0 bytes)")
+        return _read_bytes(path, what).decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SegkitError(path, f"{what} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file once (UTF-8/16/32, with or without BOM); every failure is one SegkitError."""
+    path = Path(path)
+    raw = _read_bytes(path, what)
+    if not raw.strip():
+        raise SegkitError(path, f"file is empty, not a {what}")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise SegkitError(path, f"not UTF-8 text, not a {what}") from None
+    except json.JSONDecodeError as error:
+        raise SegkitError(path, f"invalid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    except RecursionError:  # json recurses once per nesting level
+        raise SegkitError(path, f"JSON nested too deeply to be a {what}") from None
+
+
+# --------------------------------------------------------------------------------- images
+@contextmanager
+def _image_errors(path: Path | str, what: str | None) -> Iterator[None]:
+    """Turn every way Pillow can fail into a SegkitError naming ``path``.
+
+    ``what`` names image data held inside ``path`` (``"imageData"`` of a JSON file);
+    None when ``path`` is the image file itself.
+    """
+    subject = what or "image"
+    unreadable = f"{what} is not a readable image" if what else "not a readable image"
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            try:
-                _check_size(path, image)
-                image.load()
-            except BaseException:  # a refused or undecodable image must not keep its file open
-                image.close()
-                raise
+            yield
     except SegkitError:
         raise
     except FileNotFoundError:
@@ -46,18 +97,68 @@ def open_image(path: str | Path) -> Image.Image:
     except PermissionError:
         raise SegkitError(path, "permission denied") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise SegkitError(path, f"image too large, refused as a possible decompression bomb ({error})") from None
+        raise SegkitError(path, f"{subject} too large, refused as a possible decompression bomb ({error})") from None
     except UnidentifiedImageError as error:
-        raise SegkitError(path, f"not a readable image ({error.__class__.__name__})") from None
+        raise SegkitError(path, f"{unreadable} ({error.__class__.__name__})") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise SegkitError(path, f"corrupt or truncated image ({error})") from None
+        raise SegkitError(path, f"corrupt or truncated {subject} ({error})") from None
+
+
+def _open_checked(source: Path | IO[bytes], path: Path | str, what: str | None) -> Image.Image:
+    """Open and fully decode ``source``, refusing images over :data:`MAX_IMAGE_PIXELS`."""
+    with _image_errors(path, what):
+        image = Image.open(source)
+        try:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise SegkitError(path, f"{what or 'image'} too large ({width}x{height} pixels)")
+            image.load()
+        except BaseException:  # a refused or undecodable image must not keep its file open
+            image.close()
+            raise
     return image
 
 
-def _check_size(path: Path, image: Image.Image) -> None:
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise SegkitError(path, f"image too large ({width}x{height} pixels)")
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image file, turning every failure into a SegkitError."""
+    path = Path(path)
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False  # open() below reports it
+    if empty:
+        raise SegkitError(path, "file is empty (0 bytes)")
+    return _open_checked(path, path, None)
+
+
+def decode_image_bytes(data: bytes, path: str | Path, what: str) -> Image.Image:
+    """Decode an image held in memory (e.g. base64 inside a JSON file ``path``), errors naming ``path``."""
+    return _open_checked(io.BytesIO(data), path, what)
+
+
+def peek_image(path: str | Path) -> tuple[str, tuple[int, int]]:
+    """``(mode, (width, height))`` from the file header, without decoding the pixels.
+
+    Raises:
+        SegkitError: unreadable file or a header announcing a decompression bomb.
+    """
+    path = Path(path)
+    with _image_errors(path, None):
+        with Image.open(path) as image:
+            return image.mode, image.size
+
+
+def upright_rgb(image: Image.Image) -> np.ndarray:
+    """An opened image as a viewer shows it: EXIF orientation applied, then ``(H, W, 3)`` uint8 RGB.
+
+    The one EXIF-safe decoding step (files, labelme ``imageData``, uploads, PIL inputs).
+    The image is turned in place: no full-size copy is made when nothing needs turning.
+    """
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # a broken EXIF block must not make the pixels unreadable
+        pass
+    return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
@@ -71,17 +172,12 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA")
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as ``(H, W, 3)`` uint8 RGB with its EXIF orientation applied."""
-    image = open_image(path)
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block must not make the pixels unreadable
-        pass
-    return to_rgb(image)
+    return upright_rgb(open_image(path))
 
 
 def read_mask_file(path: str | Path) -> tuple[np.ndarray, str]:
@@ -104,27 +200,240 @@ def read_mask_file(path: str | Path) -> tuple[np.ndarray, str]:
     return array, mode
 
 
-def atomic_write(path: str | Path, write) -> None:
-    """Write a file through ``write(temp_path)`` then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
+# ----------------------------------------------------------------------- listing image files
+def _walk(folder: Path, recursive: bool) -> Iterator[tuple[Path, list[os.DirEntry[str]]]]:
+    """``(folder, entries)`` of ``folder`` and, when ``recursive``, every sub-folder once.
+
+    Symbolic links to folders are followed, but a folder already visited (a link
+    loop, or two links to one folder) is not entered again, so the walk ends.
+    Hidden entries (``.name``) are left out; entries come sorted by name.
+    """
+    visited: set[tuple[int, int]] = set()
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            info = current.stat()
+            if (info.st_dev, info.st_ino) in visited:
+                continue
+            visited.add((info.st_dev, info.st_ino))
+            with os.scandir(current) as scan:
+                entries = sorted((entry for entry in scan if not entry.name.startswith(".")), key=lambda e: e.name)
+        except OSError:  # unreadable or vanished sub-folder: nothing to list there
+            continue
+        yield current, entries
+        if recursive:
+            pending += [Path(entry.path) for entry in reversed(entries) if _is_dir(entry)]
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
     try:
-        write(Path(temp))
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates files private to the user
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        return entry.is_dir()  # follows links; a looping or dangling link is not a folder
+    except OSError:
+        return False
+
+
+def iter_image_files(folder: str | Path, recursive: bool = True) -> Iterator[Path]:
+    """Image files under ``folder`` (sorted per folder, hidden ones left out), safe on symlink loops.
+
+    Broken links named like images are yielded too, so callers can report them.
+    """
+    for _, entries in _walk(Path(folder), recursive):
+        for entry in entries:
+            path = Path(entry.path)
+            if is_image_file(path) and not _is_dir(entry):
+                yield path
+
+
+def index_image_files(
+    folder: str | Path, *, recursive: bool = True, problems: list[SegkitError] | None = None
+) -> dict[str, Path]:
+    """Image files of ``folder`` by relative path without extension: the key that pairs images with masks.
+
+    ``a.png`` pairs with ``a.jpg`` in another folder; ``sub/a.png`` with ``sub/a.png``.
+
+    Args:
+        folder: the folder to list.
+        recursive: include sub-folders (symbolic links followed, loops ended).
+        problems: collects what is wrong (a broken or looping link, two files with one
+            name); the file is left out. Without it, the first problem is raised.
+
+    Raises:
+        SegkitError: ``folder`` is not a folder; or a problem when ``problems`` is None.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SegkitError(folder, "not a folder" if folder.exists() else "folder not found")
+
+    def report(error: SegkitError) -> None:
+        if problems is None:
+            raise error
+        problems.append(error)
+
+    by_name: dict[str, Path] = {}
+    for path in iter_image_files(folder, recursive):
+        if path.is_symlink() and not path.exists():
+            report(SegkitError(path, "broken symbolic link (missing target or a link loop); left out"))
+            continue
+        name = path.relative_to(folder).with_suffix("").as_posix()
+        if name in by_name:
+            report(SegkitError(path, f"another file has the same name ({by_name[name].name}); left out"))
+        else:
+            by_name[name] = path
+    return dict(sorted(by_name.items()))
+
+
+def glob_image_files(pattern: str) -> list[Path]:
+    """Image files matching a glob (``*``, ``?``, ``[...]``, ``**`` for any depth), sorted; safe on link loops.
+
+    Unlike :func:`glob.glob`, ``**`` never walks round a symbolic-link loop (each folder
+    is entered once), and hidden files and folders are not matched.
+    """
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    root = Path(*parts[:fixed]) if fixed else Path(".")
+    rule = [re.compile(fnmatch.translate(part)) if part != "**" else None for part in parts[fixed:]]
+    if not rule:
+        return [root] if root.is_file() and is_image_file(root) else []
+    recursive = len(rule) > 1 or rule[0] is None
+    found = []
+    for path in iter_image_files(root, recursive) if root.is_dir() else ():
+        if _matches(rule, path.relative_to(root).parts):
+            found.append(path)
+    return sorted(found)
+
+
+def _matches(rule: list[re.Pattern[str] | None], parts: tuple[str, ...]) -> bool:
+    """Whether path ``parts`` match the pattern segments (``None`` is ``**``: zero or more folders)."""
+    if not rule:
+        return not parts
+    head, rest = rule[0], rule[1:]
+    if head is None:
+        return any(_matches(rest, parts[skip:]) for skip in range(len(parts) + 1))
+    return bool(parts) and head.fullmatch(parts[0]) is not None and _matches(rest, parts[1:])
+
+
+# ------------------------------------------------------------------------------- writing
+def check_output_path(output: str | Path, inputs: Iterable[str | Path], option: str = "output") -> None:
+    """Refuse an output that is an input, contains one, or sits inside an input folder.
+
+    Writing there would overwrite or (with ``--overwrite``) delete what is being read.
+    Paths are compared after resolving symbolic links.
+
+    Raises:
+        SegkitError: naming the output and the input it would clobber.
+    """
+    target = Path(output).resolve()
+    for item in inputs:
+        source = Path(item).resolve()
+        if target == source:
+            raise SegkitError(output, f"{option} is an input ({item}); choose another {option}")
+        if source.is_relative_to(target):
+            raise SegkitError(output, f"{option} contains the input {item}; choose another {option}")
+        if source.is_dir() and target.is_relative_to(source):
+            raise SegkitError(output, f"{option} is inside the input folder {item}; choose another {option}")
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Report a failed write (full disk, read-only folder, a folder in the way) as one SegkitError naming ``path``."""
+    try:
+        yield
+    except SegkitError:
         raise
+    except IsADirectoryError:
+        raise SegkitError(path, "is a folder; give a file name") from None
+    except OSError as error:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
+        raise SegkitError(path, f"cannot write ({reason})") from None
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
+    """Write a file through ``write(temp_path)`` then rename it into place.
+
+    Raises:
+        SegkitError: ``path`` is a folder, or the disk refused the write; the old file is untouched.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise SegkitError(path, "is a folder; give a file name")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        os.close(handle)
+        try:
+            write(Path(temp))
+            os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates files private to the user
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
 
 
 def make_staging_dir(out: Path, prefix: str) -> Path:
-    """A temporary folder beside ``out`` (same file system, so it can be renamed into place)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=prefix))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); it may become `out` itself
+    """A temporary folder beside ``out`` (same file system, so it can be renamed into place).
+
+    Its name holds this process's id (``<prefix><pid>-<random>``). Folders of the same
+    prefix left by a process that no longer runs (killed, power cut) are removed first.
+
+    Raises:
+        SegkitError: the parent folder cannot be written.
+    """
+    with writing(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out.parent, prefix)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{prefix}{os.getpid()}-"))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); it may become `out` itself
     return staging
+
+
+def remove_stale_staging(parent: Path, prefix: str) -> list[Path]:
+    """Delete ``parent/<prefix><pid>-*`` folders whose process has ended; returns what was removed.
+
+    A folder is stale when no process has its pid, or the process holding that pid
+    now started after the folder was last written (the pid was reused).
+    """
+    removed = []
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-")
+    for path in parent.glob(glob.escape(prefix) + "*"):
+        match = pattern.match(path.name)
+        if match is None or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            written = path.stat().st_mtime
+        except OSError:
+            continue
+        if not _process_alive_since(int(match.group(1)), written):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive_since(pid: int, timestamp: float) -> bool:
+    """Whether process ``pid`` runs and could have written at ``timestamp`` (it started before it)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    except OSError:
+        return True  # cannot tell: keep the folder
+    started = _process_start_time(pid)
+    return started is None or started <= timestamp + 1.0  # a second of slack for clock rounding
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), from Linux's /proc; None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        ticks = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22, starttime, in clock ticks after boot
+        return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _umask() -> int:

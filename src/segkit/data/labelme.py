@@ -10,28 +10,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-import json
 import logging
 import math
-import warnings
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
-from segkit.data.io import MAX_IMAGE_PIXELS, read_image, to_rgb
+from segkit.data.classes import BACKGROUND_LABEL, IGNORE_LABEL, clean_class_name, is_background_name
+from segkit.data.io import decode_image_bytes, read_image, read_json, upright_rgb
 from segkit.errors import SegkitError
 
 logger = logging.getLogger(__name__)
-
-IGNORE_LABEL = "__ignore__"
-BACKGROUND_LABEL = "_background_"
-BACKGROUND_NAMES = (BACKGROUND_LABEL, "background")
 
 # labelme's shape_to_mask defaults: stroke width of lines, radius of points.
 LINE_WIDTH = 10
@@ -41,6 +34,13 @@ POINT_SIZE = 5
 _EXACT_POINTS = {"circle": 2, "rectangle": 2, "line": 2, "point": 1}
 _MIN_POINTS = {"polygon": 3, "linestrip": 2, "points": 1, "mask": 1}
 SHAPE_TYPES = tuple(_EXACT_POINTS) + tuple(_MIN_POINTS)
+_SNIFF_CHUNK = 1 << 20  # bytes read at a time when looking for "shapes" in a file
+# '"shapes"' as UTF-8 and as the UTF-16/32 encodings JSON may use: a labelme file holds one of them.
+_SHAPES_KEY = tuple('"shapes"'.encode(codec) for codec in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"))
+
+
+class NotLabelme(SegkitError):
+    """A JSON file that parses but is not a labelme annotation (no ``shapes`` list): a COCO file, a config."""
 
 
 @dataclass
@@ -76,8 +76,9 @@ def read_labelme(json_path: str | Path) -> LabelmeAnnotation:
         The annotation with its RGB image.
 
     Raises:
-        SegkitError: The JSON is unreadable or not labelme, its shapes are malformed,
-            or the image is missing or undecodable.
+        NotLabelme: The file is JSON but not a labelme annotation.
+        SegkitError: The JSON is unreadable, its shapes or labels are malformed, or
+            the image is missing or undecodable.
     """
     path = Path(json_path)
     data = _load_json(path)
@@ -94,87 +95,83 @@ def read_labelme(json_path: str | Path) -> LabelmeAnnotation:
     return LabelmeAnnotation(path, image, shapes, image_path, image_format)
 
 
-def find_labelme_files(folder: str | Path) -> list[Path]:
-    """Sorted ``*.json`` files of one folder (not recursive) that look like labelme.
+def find_labelme_files(folder: str | Path, problems: list[SegkitError] | None = None) -> list[Path]:
+    """Sorted ``*.json`` files of one folder (not recursive) that may be labelme annotations.
 
-    A JSON object without a ``shapes`` key (a COCO file, a config) is skipped; a file
-    that does not parse is kept so that reading it reports the problem.
-    """
-    files = sorted(
-        p for p in Path(folder).iterdir()
-        if p.suffix.lower() == ".json" and p.is_file() and not p.name.startswith(".")
-    )
-    return [p for p in files if _looks_like_labelme(p)]
-
-
-def collect_labels(items: Iterable[LabelmeAnnotation | str | Path]) -> list[str]:
-    """All shape labels, sorted, with the background name first (class 0).
-
-    The background is ``_background_`` (or ``background`` when only that spelling is
-    used); ``__ignore__`` is left out because it maps to the ignore value.
+    Found without parsing the annotations: a labelme file mentions ``"shapes"``. A
+    JSON file that does not is parsed and skipped when it is not labelme (a COCO file,
+    a config); one that does not parse is kept, so that reading it reports the problem.
+    Two files whose names differ only in case (``a.json``, ``a.JSON``) would write the
+    same outputs: the second is a problem and left out.
 
     Args:
-        items: Annotations, or JSON paths (only the JSON is read, not the images).
+        folder: the folder to list.
+        problems: collects name clashes; without it the first clash is raised.
     """
+    files: dict[str, Path] = {}
+    for path in filter(_may_be_labelme, _json_files(folder)):
+        other = files.setdefault(path.stem.casefold(), path)
+        if other is not path:
+            clash = SegkitError(path, f"same name as {other.name} but for letter case (outputs would collide); left out")
+            if problems is None:
+                raise clash
+            problems.append(clash)
+    return list(files.values())
+
+
+def has_labelme_files(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a ``*.json`` file that may be a labelme annotation (stops at the first)."""
+    return any(map(_may_be_labelme, _json_files(folder)))
+
+
+def _json_files(folder: str | Path) -> list[Path]:
+    """The ``*.json`` files of ``folder`` (any letter case, hidden ones left out), sorted."""
+    return sorted(
+        path for path in Path(folder).iterdir()
+        if path.suffix.lower() == ".json" and not path.name.startswith(".") and path.is_file()
+    )  # fmt: skip
+
+
+def labels_in_class_order(labels: Iterable[str]) -> list[str]:
+    """The background first (class 0), then the other labels sorted; ``__ignore__`` left out.
+
+    The background is ``_background_`` when used, else the first background name the
+    labels use (``background``, ``bg`` ...), else ``_background_``.
+    """
+    found = set(labels) - {IGNORE_LABEL}
+    named = sorted(label for label in found if is_background_name(label))
+    background = BACKGROUND_LABEL if BACKGROUND_LABEL in found or not named else named[0]
+    return [background, *sorted(found - {background})]
+
+
+def scan_labels(paths: Iterable[Path], problems: list[SegkitError]) -> tuple[list[Path], list[str]]:
+    """Parse each annotation once: the files that are labelme, and their labels in class order.
+
+    A file that is not labelme is left out; a file that cannot be read is kept (reading
+    it reports the problem again) and its error added to ``problems``.
+    """
+    kept: list[Path] = []
     labels: set[str] = set()
-    for item in items:
-        if isinstance(item, LabelmeAnnotation):
-            labels.update(shape["label"] for shape in item.shapes)
-        else:
-            path = Path(item)
-            labels.update(shape["label"] for shape in _validated_shapes(path, _load_json(path)))
-    labels.discard(IGNORE_LABEL)
-    background = "background" if "background" in labels and BACKGROUND_LABEL not in labels else BACKGROUND_LABEL
-    labels.discard(background)
-    return [background, *sorted(labels)]
-
-
-def parse_label_list(spec: str) -> list[str]:
-    """Class names from a ``--labels`` value: a labels file or a comma list.
-
-    A file has one label per line, as labelme's ``labels.txt``: ``__ignore__`` is
-    dropped (it maps to the ignore value) and ``_background_`` must come first. A comma
-    list ``a,b,c`` is used as given. Either way ``_background_`` is prepended when no
-    background label is present, so class 0 is always the background.
-
-    Raises:
-        SegkitError: The file is missing or unreadable, the list is empty, has
-            duplicates, or names the background anywhere but first.
-    """
-    path = Path(spec)
-    if path.is_file():
+    for path in paths:
         try:
-            names = path.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise SegkitError(path, f"cannot read labels file ({error})") from None
-    elif "," not in spec and (path.suffix or "/" in spec or "\\" in spec):
-        raise SegkitError(path, "labels file not found (give a file or a comma list a,b,c)")
-    else:
-        names = spec.split(",")
-    return normalize_label_list(names, spec)
+            labels.update(shape["label"] for shape in read_shapes(path))
+        except NotLabelme:
+            continue
+        except SegkitError as error:
+            problems.append(error)
+        kept.append(path)
+    return kept, labels_in_class_order(labels)
 
 
-def normalize_label_list(names: Iterable[str], source: str | Path | None = None) -> list[str]:
-    """Check a class list and put the background first, as :func:`parse_label_list` does.
-
-    Blank names and ``__ignore__`` are dropped; ``_background_`` is prepended when no
-    background name is present.
+def read_shapes(json_path: str | Path) -> list[dict]:
+    """The checked shapes of a labelme file, without reading its image.
 
     Raises:
-        SegkitError: (naming ``source``) the list is empty, has duplicates, or names
-            the background anywhere but first.
+        NotLabelme: JSON, but not labelme.
+        SegkitError: unreadable file, malformed shapes or labels.
     """
-    names = [name.strip() for name in names]
-    names = [name for name in names if name and name != IGNORE_LABEL]
-    if not names:
-        raise SegkitError(source, "no labels given")
-    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
-    if duplicates:
-        raise SegkitError(source, f"duplicate labels: {', '.join(duplicates)}")
-    misplaced = [name for name in names[1:] if name in BACKGROUND_NAMES]
-    if misplaced:
-        raise SegkitError(source, f"'{misplaced[0]}' must be the first label (class 0)")
-    return names if names[0] in BACKGROUND_NAMES else [BACKGROUND_LABEL, *names]
+    path = Path(json_path)
+    return _validated_shapes(path, _load_json(path))
 
 
 def rasterize(
@@ -198,15 +195,26 @@ def rasterize(
         SegkitError: A label is not in ``label_to_index``, or a shape is malformed
             (wrong number of points, unknown type, undecodable mask).
     """
-    path = annotation.path
+    height, width = annotation.image.shape[:2]
+    return rasterize_shapes(annotation.path, annotation.shapes, (height, width), label_to_index, ignore_index)
+
+
+def rasterize_shapes(
+    path: Path,
+    shapes: list[dict],
+    size: tuple[int, int],
+    label_to_index: dict[str, int],
+    ignore_index: int = 255,
+) -> np.ndarray:
+    """:func:`rasterize` for shapes already read (from :func:`read_shapes`) on an image of ``(height, width)``."""
     for label, index in [*label_to_index.items(), (IGNORE_LABEL, ignore_index)]:
         if not 0 <= int(index) <= 255:
             raise SegkitError(path, f"class index {index} of '{label}' does not fit in a uint8 mask")
-    height, width = annotation.image.shape[:2]
+    height, width = size
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     outside = 0
-    for number, shape in enumerate(annotation.shapes):
+    for number, shape in enumerate(shapes):
         label = shape["label"]
         if label == IGNORE_LABEL:
             value = ignore_index
@@ -220,7 +228,9 @@ def rasterize(
         outside += sum(not (0 <= x <= width and 0 <= y <= height) for x, y in points)
         if shape_type == "mask":
             crop = _decode_shape_mask(path, number, shape)
-            canvas.paste(value, (int(points[0][0]), int(points[0][1])), crop)
+            left, top = int(points[0][0]), int(points[0][1])
+            if -crop.width < left < width and -crop.height < top < height:  # else nothing of it is on the image
+                canvas.paste(value, (left, top), crop)
         else:
             _draw_shape(draw, shape_type, points, value)
     if outside:
@@ -277,48 +287,54 @@ def _decode_shape_mask(path: Path, number: int, shape: dict) -> Image.Image:
     return Image.fromarray(inside.astype(np.uint8) * 255, mode="L")
 
 
-def _parse_json(path: Path) -> Any:
-    """Parse a JSON file, every failure as a SegkitError naming it."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SegkitError(path, "file not found") from None
-    except OSError as error:
-        raise SegkitError(path, f"cannot read ({error.strerror or error})") from None
-    if not raw.strip():
-        raise SegkitError(path, "file is empty, not a labelme JSON")
-    try:
-        return json.loads(raw)  # bytes: UTF-8/16/32 with or without BOM
-    except UnicodeDecodeError:
-        raise SegkitError(path, "not UTF-8 text, not a labelme JSON") from None
-    except json.JSONDecodeError as error:
-        raise SegkitError(path, f"invalid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
-
-
 def _is_labelme(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("shapes"), list)
 
 
 def _load_json(path: Path) -> dict[str, Any]:
     """Parse a JSON file that must be a labelme object (a dict with a ``shapes`` list)."""
-    data = _parse_json(path)
+    data = read_json(path, "labelme JSON")
     if not _is_labelme(data):
-        raise SegkitError(path, "not a labelme annotation (no 'shapes' list)")
+        raise NotLabelme(path, "not a labelme annotation (no 'shapes' list)")
     return data
 
 
-def _looks_like_labelme(path: Path) -> bool:
+def _may_be_labelme(path: Path) -> bool:
+    """Whether ``path`` may be a labelme file, parsing only JSON files that do not mention "shapes"."""
+    if _mentions_shapes(path):
+        return True
     try:
-        return _is_labelme(_parse_json(path))
-    except SegkitError:  # kept, so that converting it reports the problem
+        return _is_labelme(read_json(path, "labelme JSON"))
+    except SegkitError:  # kept, so that reading it reports the problem
         return True
 
 
+def _mentions_shapes(path: Path) -> bool:
+    """Whether the file's bytes hold the key ``"shapes"`` in any encoding JSON allows (read in chunks)."""
+    overlap = max(map(len, _SHAPES_KEY)) - 1
+    tail = b""
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_SNIFF_CHUNK):
+                window = tail + chunk
+                if any(key in window for key in _SHAPES_KEY):
+                    return True
+                tail = window[-overlap:]
+    except OSError:
+        return True  # kept, so that reading it reports the problem
+    return False
+
+
 def _validated_shapes(path: Path, data: dict[str, Any]) -> list[dict]:
-    """Check every shape has a string label and a list of finite [x, y] points."""
+    """Check every shape has a usable label and a list of finite [x, y] points.
+
+    Labels lose surrounding spaces (``" cat"`` is ``cat``); an empty label or one with a
+    line break cannot be a class name and is refused here, before anything is written.
+    """
     for number, shape in enumerate(data["shapes"]):
         if not isinstance(shape, dict) or not isinstance(shape.get("label"), str):
             raise SegkitError(path, f"shape {number}: not an object with a string 'label'")
+        shape["label"] = clean_class_name(shape["label"], path, f"shape {number}: label")
         points = shape.get("points")
         if not isinstance(points, list) or not all(_is_point(point) for point in points):
             raise SegkitError(path, f"shape {number} ('{shape['label']}'): 'points' must be a list of [x, y] numbers")
@@ -353,20 +369,7 @@ def _open_base64_image(json_path: Path, encoded: str, what: str) -> Image.Image:
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise SegkitError(json_path, f"{what} is not valid base64") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise SegkitError(json_path, f"{what} too large ({image.width}x{image.height} pixels)")
-            image.load()
-    except SegkitError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise SegkitError(json_path, f"{what} too large, refused as a possible decompression bomb ({error})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise SegkitError(json_path, f"{what} is not a readable image ({error.__class__.__name__})") from None
-    return image
+    return decode_image_bytes(raw, json_path, what)
 
 
 def _decode_image_data(json_path: Path, encoded: Any) -> tuple[np.ndarray, str | None]:
@@ -374,12 +377,7 @@ def _decode_image_data(json_path: Path, encoded: Any) -> tuple[np.ndarray, str |
     if not isinstance(encoded, str):
         raise SegkitError(json_path, "imageData must be a base64 string")
     image = _open_base64_image(json_path, encoded, "imageData")
-    image_format = image.format
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block must not make the pixels unreadable
-        pass
-    return to_rgb(image), image_format
+    return upright_rgb(image), image.format
 
 
 def _check_declared_size(path: Path, data: dict[str, Any], image: np.ndarray) -> None:

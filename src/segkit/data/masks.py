@@ -5,7 +5,8 @@ Encodings (one per dataset):
 - ``index``: grayscale (L, 1, I;16, I) pixel values are class ids; RGB files whose
   three channels are equal count as grayscale.
 - ``palette``: P-mode PNGs; the palette indices are the class ids (VOC, labelme exports).
-- ``binary-0-255``: grayscale masks whose values are 0 and 255 only; 255 becomes class 1.
+- ``binary-0-255``: grayscale masks whose values are 0 and 255 only; 255 becomes class 1
+  (unless the class list names other than 2 classes: see :func:`is_binary_0_255`).
 - ``rgb``: colour-coded masks mapped to classes through a :class:`ColorTable`.
 
 Every decoded mask is an ``(H, W)`` uint8 array of class ids, the ignore value kept.
@@ -13,7 +14,7 @@ Every decoded mask is an ``(H, W)`` uint8 array of class ids, the ignore value k
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from segkit.data.colors import UNKNOWN_COLOR, ColorTable, pack_rgb
-from segkit.data.io import is_image_file, read_image, read_mask_file, write_image
+from segkit.data.io import index_image_files, peek_image, read_image, read_mask_file, write_image
 from segkit.errors import SegkitError
 from segkit.visualize import colorize, overlay
 
@@ -78,21 +79,34 @@ def present_values(array: np.ndarray) -> np.ndarray:
 
 
 def _stored_mode(path: Path) -> str | None:
-    """The PIL mode from the file header, None when it cannot be opened."""
+    """The PIL mode from the file header, None when it cannot be opened (reading it then says why)."""
     try:
-        with Image.open(path) as image:
-            return image.mode
-    except (OSError, SyntaxError, ValueError):
+        return peek_image(path)[0]
+    except SegkitError:
         return None
+
+
+def is_binary_0_255(values: Collection[int], num_classes: int | None = None) -> bool:
+    """The one 0/255 rule: masks whose values are 0 and 255 only (255 present) store a binary mask.
+
+    255 is then class 1, not the ignore value. The guess yields to what the user said:
+    when a class list names other than 2 classes (``num_classes``), 0/255 masks are
+    plain values (255 usually being the ignore value).
+    """
+    return num_classes in (None, 2) and 255 in values and set(values) <= {0, 255}
 
 
 def _is_gray(rgb: np.ndarray) -> bool:
     return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]))
 
 
-def scan_masks(paths: Sequence[str | Path], color_table: ColorTable | None = None) -> MaskScan:
+def scan_masks(
+    paths: Sequence[str | Path], color_table: ColorTable | None = None, num_classes: int | None = None
+) -> MaskScan:
     """Read every mask once and work out the dataset's encoding and the values used.
 
+    ``num_classes`` is the length of the class list the user gave (or the dataset's
+    class file), if any: it decides whether 0/255 masks are binary (:func:`is_binary_0_255`).
     With a colour table, RGB masks are only opened (their mode is in the header;
     their colours are checked when they are decoded). Unreadable files are collected
     in ``errors``; an RGB colour mask with no colour table, or RGB masks mixed with
@@ -116,10 +130,11 @@ def scan_masks(paths: Sequence[str | Path], color_table: ColorTable | None = Non
             array = array[..., 0]
         first_of_kind.setdefault("palette" if mode == "P" else "gray", path)
         values.update(present_values(array).tolist())
-    return MaskScan(_choose_encoding(first_of_kind, values), sorted(values), _first_palette(first_of_kind), errors)
+    encoding = _choose_encoding(first_of_kind, values, num_classes)
+    return MaskScan(encoding, sorted(values), _first_palette(first_of_kind), errors)
 
 
-def _choose_encoding(first_of_kind: dict[str, Path], values: set[int]) -> str:
+def _choose_encoding(first_of_kind: dict[str, Path], values: set[int], num_classes: int | None) -> str:
     if "rgb" in first_of_kind:
         other = next((kind for kind in first_of_kind if kind != "rgb"), None)
         if other is not None:
@@ -130,7 +145,7 @@ def _choose_encoding(first_of_kind: dict[str, Path], values: set[int]) -> str:
         return "rgb"
     if set(first_of_kind) == {"palette"}:
         return "palette"
-    if set(first_of_kind) == {"gray"} and 255 in values and values <= {0, 255}:
+    if set(first_of_kind) == {"gray"} and is_binary_0_255(values, num_classes):
         return "binary-0-255"
     return "index"
 
@@ -270,10 +285,10 @@ def check_same_size(mask_path: str | Path, mask_shape: tuple[int, ...], image_sh
 def _find_image(mask_path: Path, image: Path) -> Path:
     if not image.is_dir():
         return image
-    for candidate in sorted(image.iterdir()):
-        if candidate.stem == mask_path.stem and is_image_file(candidate):
-            return candidate
-    raise SegkitError(image, f"no image named {mask_path.stem}.* for the overlay of {mask_path.name}")
+    found = index_image_files(image, recursive=False, problems=[]).get(mask_path.stem)
+    if found is None:
+        raise SegkitError(image, f"no image named {mask_path.stem}.* for the overlay of {mask_path.name}")
+    return found
 
 
 def write_previews(

@@ -9,37 +9,80 @@ Layouts, detected in this order in the data folder:
 - ``labelme``: labelme ``*.json`` files (shapes are rasterised on load).
 
 A folder holding ``train/``, ``val/``, ``test/`` ... sub-folders is a split dataset:
-``split=`` picks one (default ``train``), and each split is one of the layouts above.
+``split=`` picks one (default the training split), and each split is one of the
+layouts above. :func:`split_roles` says which split is for training, validation and
+testing; ``train``, ``evaluate`` and ``inspect`` all ask it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from segkit.data.classes import (
+    LABELME_CLASS_FILES,
+    ClassList,
+    default_class_list,
+    find_class_file,
+    read_class_file,
+    read_class_list,
+    table_class_list,
+    with_background_first,
+)
 from segkit.data.colors import ColorTable, load_color_table
-from segkit.data.io import is_image_file, read_image
-from segkit.data.masks import BINARY_MESSAGE, check_same_size, read_mask, scan_masks
+from segkit.data.io import index_image_files, read_image, read_text
+from segkit.data.masks import BINARY_MESSAGE, check_same_size, is_binary_0_255, read_mask, scan_masks
 from segkit.errors import SegkitError
-from segkit.visualize import PALETTE
 
 logger = logging.getLogger(__name__)
 
 IMAGE_DIRS = ("images", "image", "imgs")
 MASK_DIRS = ("masks", "mask", "labels", "label")
-SPLIT_DIRS = ("train", "val", "valid", "validation", "test")
-CLASS_FILES = ("class_names.txt", "labels.txt", "label_names.txt", "classes.txt", "classes.json")
-LABELME_CLASS_FILES = CLASS_FILES[:-1]  # labelme label lists are text files
-VOC_CLASSES = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
-IGNORE_LABEL = "__ignore__"  # labelme-style class lists: pixels of this label are ignored
+# Split sub-folder names by role; SPLIT_DIRS lists them all, in the order they are reported.
+TRAIN_SPLITS = ("train",)
+VALIDATION_SPLITS = ("val", "valid", "validation")
+TEST_SPLITS = ("test",)
+SPLIT_DIRS = TRAIN_SPLITS + VALIDATION_SPLITS + TEST_SPLITS
 NO_PAIRS = "no image/mask pairs found (expected a labelme folder, images/ + masks/, or VOC layout)"
+_PROBLEMS_IN_SUMMARY = 3
+
+
+@dataclass(frozen=True)
+class SplitRoles:
+    """Which of a dataset's splits trains, validates and tests (``None`` when it has none).
+
+    Attributes:
+        train: the split ``segkit train`` trains on (and ``inspect`` reads by default).
+        validation: the split ``segkit train`` validates on (``val``, ``valid`` or ``validation``).
+        test: the held-out test split.
+    """
+
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+
+    @property
+    def evaluation(self) -> str | None:
+        """The split ``segkit evaluate`` scores when none is asked for: validation, else test."""
+        return self.validation or self.test
+
+
+def split_roles(splits: Sequence[str]) -> SplitRoles:
+    """Which of ``splits`` (sub-folder or VOC ImageSets names) trains, validates and tests.
+
+    ``train/`` + ``valid/`` gives ``SplitRoles(train="train", validation="valid")``; the
+    first of ``val``, ``valid``, ``validation`` present is the validation split.
+    """
+
+    def first(names: tuple[str, ...]) -> str | None:
+        return next((name for name in names if name in splits), None)
+
+    return SplitRoles(first(TRAIN_SPLITS), first(VALIDATION_SPLITS), first(TEST_SPLITS))
 
 
 @dataclass(frozen=True)
@@ -76,15 +119,19 @@ class DataSource:
     Attributes:
         root: the folder the samples come from (the split folder for split datasets).
         layout: ``"labelme"``, ``"folders"`` or ``"voc"``.
-        classes: class names in index order, background (class 0) first.
+        classes: class names in index order.
         ignore_index: mask value of unlabelled pixels.
         encoding: mask encoding (see :mod:`segkit.data.masks`) or ``"labelme"``.
         samples: pairs sorted by name.
         problems: what pairing and the mask scan found wrong (image without mask, mask
-            without image, same name twice, unreadable mask); never fatal here.
+            without image, same name twice, unreadable mask); never fatal here, and
+            files left out of ``samples`` are among them (see :meth:`problem_summary`).
         color_table: colours of RGB colour-coded masks, if any.
         split: the split chosen, if the dataset has splits.
         splits: the splits available.
+        classes_origin: where the class names came from (``"class_names.txt"``,
+            ``"--classes"``, ``"classes.json colour table"``, ``"VOC names"``,
+            ``"0/255 masks"``, ``"values found"``, ``"labels found"`` ...).
     """
 
     root: Path
@@ -97,14 +144,25 @@ class DataSource:
     color_table: ColorTable | None = None
     split: str | None = None
     splits: list[str] = field(default_factory=list)
+    classes_origin: str = ""
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def split_names(self) -> list[str]:
-        """The splits this dataset offers (sub-folders or VOC ImageSets); empty when none."""
-        return list(self.splits)
+    def problem_summary(self, limit: int = _PROBLEMS_IN_SUMMARY) -> str:
+        """One line for a log: how many problems and the first few files (empty when there are none).
+
+        ``"2 problems in data/: images/c.png: image without mask; masks/d.png: mask
+        without image"``; beyond ``limit`` it says how many more (``segkit inspect`` lists all).
+        """
+        if not self.problems:
+            return ""
+        shown = "; ".join(f"{_relative(item.file, self.root)}: {item.problem}" for item in self.problems[:limit])
+        more = len(self.problems) - limit
+        extra = f"; and {more} more (segkit inspect {self.root} lists them all)" if more > 0 else ""
+        count = f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}"
+        return f"{count} in {self.root}: {shown}{extra}"
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -150,7 +208,7 @@ def open_source(
     split: str | None = None,
     masks: str | None = None,
     colors: str | Path | ColorTable | None = None,
-    classes: list[str] | str | Path | None = None,
+    classes: Sequence[str] | str | Path | None = None,
     ignore_index: int = 255,
 ) -> DataSource:
     """Detect a dataset folder's layout, pairs, classes and mask encoding.
@@ -158,14 +216,16 @@ def open_source(
     Args:
         path: dataset folder.
         split: split to use when the folder has split sub-folders or VOC ImageSets
-            (default ``train`` when there is one).
+            (default: the training split, see :func:`split_roles`).
         masks: name of the masks folder next to ``images/`` (e.g. ``masks_rgb``).
         colors: colour table (file or :class:`ColorTable`) for RGB colour-coded masks.
-        classes: class names in index order: a list, ``"a,b,c"`` or a .txt/.json/.csv
-            file. Default: class_names.txt, labels.txt, label_names.txt, classes.txt or
-            classes.json in the folder (or the parent of a split folder), else the colour
-            table's names, else VOC's 21 names (VOC layout and palette), else
-            background/foreground for 0/255 masks, else background, class_1..class_k.
+        classes: class names in index order, read by
+            :func:`segkit.data.classes.read_class_list` (a list, ``"a,b,c"`` or a
+            .txt/.json/.csv file). Default: class_names.txt, labels.txt, label_names.txt,
+            classes.txt or classes.json in the folder (or the parent of a split folder),
+            else the colour table's names, else VOC's 21 names (VOC layout and palette),
+            else background/foreground for 0/255 masks, else background, class_1..class_k.
+            Labelme lists get ``_background_`` first when they name no background.
         ignore_index: mask value of unlabelled pixels.
 
     Raises:
@@ -178,30 +238,39 @@ def open_source(
     if layout == "labelme":
         return _open_labelme(folder, classes, ignore_index, split, splits)
     table = colors if isinstance(colors, ColorTable) or colors is None else load_color_table(colors)
-    class_file = _find_class_file(folder, search_parent=folder != root)
-    file_names, file_table = _read_class_file(class_file, ignore_index) if class_file else (None, None)
-    if table is None and file_table is not None:
+    class_file = find_class_file(folder, search_parent=folder != root)
+    from_file = read_class_file(class_file, ignore_index=ignore_index) if class_file else None
+    if table is None and from_file is not None and from_file.color_table is not None:
         logger.debug("using the colours of %s", class_file)
-        table = file_table
-    refs, problems = _voc_pairs(folder, split) if layout == "voc" else _folder_pairs(folder, masks)
+        table = from_file.color_table
+    if classes is not None:
+        declared: ClassList | None = read_class_list(classes, ignore_index=ignore_index)
+    elif from_file is not None:
+        declared = from_file
+    else:
+        declared = None if table is None else table_class_list(table, ignore_index)
+    refs, errors = _voc_pairs(folder, split) if layout == "voc" else _folder_pairs(folder, masks)
     if not refs:
-        unpaired = f"; {len(problems)} files without a partner" if problems else ""
+        unpaired = f"; {len(errors)} files without a partner" if errors else ""
         raise SegkitError(folder, NO_PAIRS + unpaired)
-    scan = scan_masks([ref.mask for ref in refs], table)
-    problems += [Problem(str(error.path), error.problem) for error in scan.errors]
+    scan = scan_masks([ref.mask for ref in refs], table, None if declared is None else len(declared.names))
+    errors += scan.errors
     if scan.encoding == "binary-0-255":
         logger.info(BINARY_MESSAGE)
-    if classes is not None:
-        names = _parse_classes(classes, ignore_index)
-    elif file_names is not None:
-        names = file_names
-    elif table is not None:
-        names = table.class_names(ignore_index)
-    else:
-        names = _default_names(layout, scan.encoding, scan.values, scan.palette, ignore_index)
-    return DataSource(
-        folder, layout, _check_names(folder, names), ignore_index, scan.encoding, refs, problems, table, split, splits
+    elif declared is not None and scan.encoding == "index" and is_binary_0_255(scan.values):
+        logger.info(
+            "masks hold only 0 and 255, but %d classes are named (%s): read as values, not as 0/255 binary",
+            len(declared.names), declared.origin,
+        )
+    class_list = declared or default_class_list(
+        scan.encoding, scan.values, ignore_index, scan.palette if layout == "voc" else None
     )
+    if class_list.origin == "values found":
+        logger.info("no class names given: using %s", ", ".join(class_list.names))
+    return DataSource(
+        folder, layout, _checked_count(folder, class_list), ignore_index, scan.encoding, refs,
+        [Problem(str(error.path), error.problem) for error in errors], table, split, splits, class_list.origin,
+    )  # fmt: skip
 
 
 def _layout_of(folder: Path, masks: str | None) -> str | None:
@@ -211,12 +280,9 @@ def _layout_of(folder: Path, masks: str | None) -> str | None:
         return "voc"
     if _image_dir(folder) and _first_dir(folder, MASK_DIRS):
         return "folders"
-    if any(folder.glob("*.json")):
-        from segkit.data.labelme import find_labelme_files
+    from segkit.data.labelme import has_labelme_files
 
-        if find_labelme_files(folder):
-            return "labelme"
-    return None
+    return "labelme" if has_labelme_files(folder) else None
 
 
 def _first_dir(folder: Path, names: tuple[str, ...]) -> Path | None:
@@ -250,8 +316,7 @@ def _resolve_folder(root: Path, split: str | None, masks: str | None) -> tuple[P
     layout = _layout_of(root, masks)
     splits = _splits_of(root, layout)
     if layout == "voc":
-        if split is None and "train" in splits:
-            split = "train"
+        split = split or split_roles(splits).train
         if split is not None and split not in splits:
             raise SegkitError(root, f"no split {split!r} in ImageSets/Segmentation; available: {_listing(splits)}")
         return root, layout, split, splits
@@ -261,7 +326,7 @@ def _resolve_folder(root: Path, split: str | None, masks: str | None) -> tuple[P
         return root, layout, None, []
     if not splits:
         raise _no_layout_error(root, masks)
-    split = split or "train"
+    split = split or split_roles(splits).train or "train"
     if split not in splits:
         raise SegkitError(root, f"no split {split!r}; available splits: {_listing(splits)}")
     layout = _layout_of(root / split, masks)
@@ -280,170 +345,83 @@ def _listing(names: list[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-def _index_files(folder: Path, problems: list[Problem]) -> dict[str, Path]:
-    """Image files under ``folder`` by relative path without extension; duplicates and broken links reported."""
-    by_name: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if not is_image_file(path) or any(part.startswith(".") for part in relative.parts):
-            continue
-        if path.is_symlink() and not path.exists():
-            problems.append(Problem(str(path), "broken symbolic link (missing target or a link loop); left out"))
-            continue
-        if not path.is_file():
-            continue
-        name = relative.with_suffix("").as_posix()
-        if name in by_name:
-            problems.append(Problem(str(path), f"another file has the same name ({by_name[name].name}); left out"))
-        else:
-            by_name[name] = path
-    return by_name
-
-
-def _folder_pairs(folder: Path, masks: str | None) -> tuple[list[SampleRef], list[Problem]]:
-    problems: list[Problem] = []
-    images = _index_files(_image_dir(folder), problems)
+def _folder_pairs(folder: Path, masks: str | None) -> tuple[list[SampleRef], list[SegkitError]]:
+    problems: list[SegkitError] = []
+    images = index_image_files(_image_dir(folder), problems=problems)
     mask_dir = folder / masks if masks is not None else _first_dir(folder, MASK_DIRS)
-    mask_files = _index_files(mask_dir, problems)
-    problems += [Problem(str(images[name]), "image without mask") for name in images if name not in mask_files]
-    problems += [Problem(str(mask_files[name]), "mask without image") for name in mask_files if name not in images]
-    refs = [SampleRef(name, images[name], mask_files[name]) for name in sorted(images) if name in mask_files]
+    mask_files = index_image_files(mask_dir, problems=problems)
+    problems += [SegkitError(images[name], "image without mask") for name in images if name not in mask_files]
+    problems += [SegkitError(mask_files[name], "mask without image") for name in mask_files if name not in images]
+    refs = [SampleRef(name, images[name], mask_files[name]) for name in images if name in mask_files]
     return refs, problems
 
 
-def _voc_pairs(folder: Path, split: str | None) -> tuple[list[SampleRef], list[Problem]]:
-    problems: list[Problem] = []
-    images = _index_files(folder / "JPEGImages", problems)
-    mask_files = _index_files(folder / "SegmentationClass", problems)
-    problems += [Problem(str(mask_files[name]), "mask without image") for name in mask_files if name not in images]
+def _voc_pairs(folder: Path, split: str | None) -> tuple[list[SampleRef], list[SegkitError]]:
+    problems: list[SegkitError] = []
+    images = index_image_files(folder / "JPEGImages", problems=problems)
+    mask_files = index_image_files(folder / "SegmentationClass", problems=problems)
+    problems += [SegkitError(mask_files[name], "mask without image") for name in mask_files if name not in images]
     if split is None:  # JPEGImages also holds detection-only images: no mask is normal there
         names = sorted(name for name in mask_files if name in images)
     else:
         list_file = folder / "ImageSets" / "Segmentation" / f"{split}.txt"
-        listed = [line.split()[0] for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = read_text(list_file, "split list").splitlines()
+        listed = [line.split()[0] for line in lines if line.strip()]
         for name in listed:
             if name not in images:
-                problems.append(Problem(str(list_file), f"{name} is listed but has no image in JPEGImages/"))
+                problems.append(SegkitError(list_file, f"{name} is listed but has no image in JPEGImages/"))
             elif name not in mask_files:
-                problems.append(Problem(str(images[name]), "image without mask (listed in " + list_file.name + ")"))
+                problems.append(SegkitError(images[name], f"image without mask (listed in {list_file.name})"))
         names = sorted(name for name in set(listed) if name in images and name in mask_files)
     return [SampleRef(name, images[name], mask_files[name]) for name in names], problems
 
 
-def _find_class_file(folder: Path, search_parent: bool, names: tuple[str, ...] = CLASS_FILES) -> Path | None:
-    for directory in (folder, folder.parent) if search_parent else (folder,):
-        for name in names:
-            if (directory / name).is_file():
-                return directory / name
-    return None
+def _checked_count(folder: Path, class_list: ClassList) -> list[str]:
+    if len(class_list.names) < 2:
+        raise SegkitError(
+            class_list.path or folder,
+            f"need at least 2 classes, got {class_list.names} (from {class_list.origin}); "
+            "list every class in index order, class 0 first",
+        )
+    return class_list.names
 
 
-def _read_txt_names(path: Path) -> list[str]:
+def _relative(file: str, root: Path) -> str:
+    """``file`` relative to ``root`` when it lies inside it, for short messages."""
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise SegkitError(path, f"cannot read class list ({error})") from None
-    names = [line for line in lines if line and line != IGNORE_LABEL]
-    if not names:
-        raise SegkitError(path, "no class names (expected one name per line)")
-    return names
-
-
-def _read_class_file(path: Path, ignore_index: int) -> tuple[list[str], ColorTable | None]:
-    """Class names from a .txt (one per line), .csv (colour table) or .json (names or colour table) file."""
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".csv"):
-        return _read_txt_names(path), None
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise SegkitError(path, f"cannot read class list ({error})") from None
-        listed = data.get("classes") if isinstance(data, dict) else data
-        if isinstance(listed, list) and listed and all(isinstance(name, str) for name in listed):
-            return [name for name in listed if name != IGNORE_LABEL], None
-    table = load_color_table(path)
-    return table.class_names(ignore_index), table
-
-
-def _parse_classes(classes: list[str] | str | Path, ignore_index: int) -> list[str]:
-    """``classes=``: a list, a comma-separated string, or a .txt/.json/.csv file."""
-    if isinstance(classes, (list, tuple)):
-        return [str(name) for name in classes]
-    path = Path(classes)
-    if path.is_file():
-        return _read_class_file(path, ignore_index)[0]
-    if isinstance(classes, str) and "," in classes:
-        return [name.strip() for name in classes.split(",") if name.strip()]
-    if path.suffix:
-        raise SegkitError(path, "class list file not found")
-    return [str(classes)]
-
-
-def _check_names(folder: Path, names: list[str]) -> list[str]:
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise SegkitError(folder, f"class names must be unique; repeated: {duplicates}")
-    if len(names) < 2:
-        raise SegkitError(folder, f"need at least 2 classes (background first), got {names}")
-    return names
-
-
-def _default_names(
-    layout: str, encoding: str, values: list[int], palette: np.ndarray | None, ignore_index: int
-) -> list[str]:
-    """Class names when none are given: VOC's, background/foreground, or class_1..class_k."""
-    labels = [value for value in values if value != ignore_index]
-    highest = max(labels, default=0)
-    voc_palette = palette is not None and len(palette) >= 21 and np.array_equal(palette[:21], PALETTE[:21])
-    if layout == "voc" and voc_palette and highest < len(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    if encoding == "binary-0-255":
-        return ["background", "foreground"]
-    names = ["background"] + [f"class_{index}" for index in range(1, max(highest, 1) + 1)]
-    logger.info("no class names given: using %s", ", ".join(names))
-    return names
+        return os.path.relpath(file, root) if Path(file).is_relative_to(root) else file
+    except ValueError:  # another drive (Windows)
+        return file
 
 
 def _open_labelme(
     folder: Path,
-    classes: list[str] | str | Path | None,
+    classes: Sequence[str] | str | Path | None,
     ignore_index: int,
     split: str | None,
     splits: list[str],
 ) -> DataSource:
-    from segkit.data.labelme import find_labelme_files, normalize_label_list
+    """A labelme folder: each annotation is parsed here only when its labels are needed for the class list."""
+    from segkit.data.labelme import find_labelme_files, scan_labels
 
-    json_paths = find_labelme_files(folder)
-    refs = [SampleRef(path.stem, None, None, path) for path in json_paths]
-    problems: list[Problem] = []
-    class_file = _find_class_file(folder, search_parent=True, names=LABELME_CLASS_FILES)
-    if classes is not None:  # labelme lists may leave out the background: it is added first
-        names = normalize_label_list(_parse_classes(classes, ignore_index), "--classes")
+    errors: list[SegkitError] = []
+    json_paths = find_labelme_files(folder, errors)
+    class_file = find_class_file(folder, search_parent=True, names=LABELME_CLASS_FILES)
+    if classes is not None:
+        class_list = with_background_first(read_class_list(classes, ignore_index=ignore_index))
     elif class_file is not None:
-        names = normalize_label_list(_read_txt_names(class_file), class_file)
+        class_list = with_background_first(read_class_file(class_file, ignore_index=ignore_index))
     else:
-        names = _labelme_labels(json_paths, problems)
+        json_paths, labels = scan_labels(json_paths, errors)
+        class_list = ClassList(labels, "labels found")
+    if not json_paths:
+        raise SegkitError(folder, NO_PAIRS)
+    refs = [SampleRef(path.stem, None, None, path) for path in json_paths]
+    problems = [Problem(str(error.path), error.problem) for error in errors]
     return DataSource(
-        folder, "labelme", _check_names(folder, names), ignore_index, "labelme", refs, problems, None, split, splits
-    )
-
-
-def _labelme_labels(json_paths: list[Path], problems: list[Problem]) -> list[str]:
-    """All labels of the readable JSON files; unreadable ones become problems."""
-    from segkit.data.labelme import collect_labels
-
-    try:
-        return collect_labels(json_paths)
-    except SegkitError:  # find every bad file (a second pass only when one is bad)
-        good = []
-        for path in json_paths:
-            try:
-                collect_labels([path])
-                good.append(path)
-            except SegkitError as error:
-                problems.append(Problem(str(error.path), error.problem))
-        return collect_labels(good)
+        folder, "labelme", _checked_count(folder, class_list), ignore_index, "labelme", refs, problems, None,
+        split, splits, class_list.origin,
+    )  # fmt: skip
 
 
 def split_by_name(names: list[str], fraction: float) -> tuple[list[int], list[int]]:

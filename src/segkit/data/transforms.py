@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from segkit.errors import SegkitError
+from segkit.options import option
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -134,6 +135,17 @@ class AugmentConfig(_DictMixin):
         return cls(**{**asdict(base), **data})
 
 
+def _size_option(values: list[str]) -> int | list[int]:
+    """``--img-size N`` or ``--img-size H W`` from the command line."""
+    try:
+        sizes = [int(value) for value in values]
+    except ValueError:
+        raise SegkitError(None, f"--img-size takes one or two integers, got {' '.join(values)}") from None
+    if len(sizes) > 2:
+        raise SegkitError(None, f"--img-size takes N or H W, got {len(sizes)} numbers")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
 @dataclass
 class PreprocessConfig(_DictMixin):
     """How samples are sized, normalised and augmented; saved in every checkpoint.
@@ -141,6 +153,8 @@ class PreprocessConfig(_DictMixin):
     Attributes:
         img_size: network input ``(height, width)`` for letterbox/resize, crop size for crop.
         resize: ``"letterbox"``, ``"resize"`` or ``"crop"``.
+        scale: ``crop`` only: every image is first resized by this factor (1 = native
+            resolution); training crops and prediction happen at that scale.
         mean: per-channel RGB mean on the 0..1 scale.
         std: per-channel RGB standard deviation on the 0..1 scale.
         pad_value: image value of letterbox/crop/warp padding.
@@ -149,18 +163,35 @@ class PreprocessConfig(_DictMixin):
             a dict of :class:`AugmentConfig` fields (optional ``level`` base), or an AugmentConfig.
     """
 
-    img_size: tuple[int, int] = (256, 256)
-    resize: str = "letterbox"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    pad_value: int = 0
-    ignore_index: int = 255
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    img_size: tuple[int, int] = option(
+        (256, 256), help="network input size N or H W (crop policy: the crop size)", parse=_size_option,
+        nargs="+", metavar="N", group="data",
+    )
+    resize: str = option(
+        "letterbox", help="how images reach the network: letterbox (keep aspect, pad), resize (stretch) or crop "
+        "(random crops at --scale; predict whole or tiled)", choices=RESIZE_POLICIES, group="data",
+    )
+    scale: float = option(
+        1.0, help="crop policy: resize every image by this factor first (1 = native resolution)", group="data",
+        parse=float, metavar="F",
+    )
+    mean: tuple[float, float, float] = option(IMAGENET_MEAN, help="RGB mean (0..1) for normalisation", cli=False)
+    std: tuple[float, float, float] = option(IMAGENET_STD, help="RGB standard deviation (0..1)", cli=False)
+    pad_value: int = option(0, help="image value of padding", cli=False)
+    ignore_index: int = option(
+        255, help="mask value ignored by loss and metrics", parse=int, metavar="V", group="data",
+    )
+    augment: AugmentConfig = option(
+        default_factory=AugmentConfig, help="training augmentation strength", choices=AUGMENT_LEVELS, group="data",
+    )
 
     def __post_init__(self) -> None:
         self.img_size = _pair(self.img_size, "img_size")
         if self.resize not in RESIZE_POLICIES:
             raise SegkitError(None, f"resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
+        self.scale = float(self.scale)
+        if not 0.05 <= self.scale <= 1.0 or (self.resize != "crop" and self.scale != 1.0):
+            raise SegkitError(None, f"scale must be in [0.05, 1] and is for the crop policy only, got {self.scale}")
         self.mean = _floats(self.mean, 3, "mean")
         self.std = _floats(self.std, 3, "std")
         if min(self.std) <= 0:
@@ -200,8 +231,10 @@ class LetterboxGeometry:
     out_w: int
 
 
-def compute_geometry(height: int, width: int, img_size: tuple[int, int], policy: str) -> LetterboxGeometry:
-    """The geometry a policy gives an ``height x width`` image (``crop``: the image as is)."""
+def compute_geometry(
+    height: int, width: int, img_size: tuple[int, int], policy: str, scale: float = 1.0
+) -> LetterboxGeometry:
+    """The geometry a policy gives an ``height x width`` image (``crop``: the image resized by ``scale``)."""
     out_h, out_w = img_size
     if policy == "letterbox":
         scale = min(out_h / height, out_w / width)
@@ -212,7 +245,8 @@ def compute_geometry(height: int, width: int, img_size: tuple[int, int], policy:
     if policy == "resize":
         return LetterboxGeometry(height, width, out_h / height, 0, 0, out_h, out_w, out_h, out_w)
     if policy == "crop":
-        return LetterboxGeometry(height, width, 1.0, 0, 0, height, width, height, width)
+        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+        return LetterboxGeometry(height, width, scale, 0, 0, new_h, new_w, new_h, new_w)
     raise SegkitError(None, f"resize must be one of {', '.join(RESIZE_POLICIES)}, got {policy!r}")
 
 
@@ -242,16 +276,16 @@ def apply_geometry(array: np.ndarray, geometry: LetterboxGeometry, *, fill: int,
 
 def resize_image(image: np.ndarray, preprocess: PreprocessConfig) -> tuple[np.ndarray, LetterboxGeometry]:
     """Bring an RGB image to the network input for prediction, with the geometry to undo it."""
-    geometry = compute_geometry(image.shape[0], image.shape[1], preprocess.img_size, preprocess.resize)
+    geometry = compute_geometry(image.shape[0], image.shape[1], preprocess.img_size, preprocess.resize, preprocess.scale)
     return apply_geometry(image, geometry, fill=preprocess.pad_value, nearest=False), geometry
 
 
 def resize_sample(image: np.ndarray, mask: np.ndarray, preprocess: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     """Apply the deterministic resize step to an image and its mask (mask padding: ``ignore_index``).
 
-    ``crop`` keeps the full sample; its random crop happens in :func:`build_train_transform`.
+    ``crop`` keeps the full sample (resized by ``scale``); its random crop happens in training.
     """
-    geometry = compute_geometry(image.shape[0], image.shape[1], preprocess.img_size, preprocess.resize)
+    geometry = compute_geometry(image.shape[0], image.shape[1], preprocess.img_size, preprocess.resize, preprocess.scale)
     return (
         apply_geometry(image, geometry, fill=preprocess.pad_value, nearest=False),
         apply_geometry(mask, geometry, fill=preprocess.ignore_index, nearest=True),
@@ -301,11 +335,11 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
 
 
 def build_train_transform(preprocess: PreprocessConfig, seed: int | None = None) -> A.Compose:
-    """The random training pipeline, applied after :func:`resize_sample` (so to cached samples).
+    """The random training pipeline, applied after :func:`resize_sample` (and after the crop of the
+    ``crop`` policy, :class:`segkit.data.sampling.CropSampler`).
 
-    ``crop`` starts with a random ``img_size`` crop (padded first when the image is
-    smaller); then flips, an affine warp (scale, rotation, shift; masks nearest,
-    uncovered mask pixels set to ``ignore_index``) and colour jitter.
+    Flips, an affine warp (scale, rotation, shift; masks nearest, uncovered mask pixels
+    set to ``ignore_index``) and colour jitter.
 
     Args:
         preprocess: resize policy, crop size, augmentation strengths, padding values.
@@ -316,14 +350,6 @@ def build_train_transform(preprocess: PreprocessConfig, seed: int | None = None)
 
     augment, ignore_index = preprocess.augment, preprocess.ignore_index
     steps: list[A.BasicTransform] = []
-    if preprocess.resize == "crop":
-        height, width = preprocess.img_size
-        steps.append(
-            A.RandomCrop(
-                height, width, pad_if_needed=True, pad_position="random",
-                border_mode=cv2.BORDER_CONSTANT, fill=preprocess.pad_value, fill_mask=ignore_index,
-            )
-        )
     if augment.hflip:
         steps.append(A.HorizontalFlip(p=0.5))
     if augment.vflip:

@@ -17,11 +17,9 @@ from typing import Any
 from tqdm import tqdm
 
 from segkit.errors import SegkitError
+from segkit.evaluation.per_image import ImageCallback, ImageResult
 
 logger = logging.getLogger(__name__)
-
-# Splits tried, in order, when the data folder has splits and none is asked for.
-EVALUATION_SPLITS = ("val", "valid", "validation", "test")
 
 
 def open_evaluation_source(
@@ -39,11 +37,11 @@ def open_evaluation_source(
     read; when there is no validation split, the test split, else the default one.
     ``masks``, ``colors`` and ``classes`` are :func:`segkit.data.sources.open_source`'s.
     """
-    from segkit.data.sources import list_splits, open_source
+    from segkit.data.sources import list_splits, open_source, split_roles
 
     if split is None:
         splits = list_splits(data, masks)
-        split = next((name for name in EVALUATION_SPLITS if name in splits), None)
+        split = split_roles(splits).evaluation
         if splits and split is None:
             logger.warning("%s has no validation or test split; evaluating on its default split", data)
     return open_source(data, split=split, masks=masks, colors=colors, classes=classes, ignore_index=ignore_index)
@@ -57,6 +55,7 @@ def evaluate_predictor(
     ignore_index: int | None = None,
     source_name: str | Path | None = None,
     progress: bool | None = None,
+    on_image: ImageCallback | None = None,
 ) -> dict[str, Any]:
     """Metrics of a predictor's masks on a data source's samples, at their original size.
 
@@ -68,6 +67,9 @@ def evaluate_predictor(
         ignore_index: mask value left out (default: the predictor's).
         source_name: named in errors.
         progress: show a progress bar (default: when on a terminal).
+        on_image: called with each image's :class:`~segkit.evaluation.per_image.ImageResult`
+            (its confusion matrix and pixels), e.g. a
+            :class:`~segkit.evaluation.per_image.PerImageScores`.
 
     Raises:
         SegkitError: the data's class count differs from the predictor's.
@@ -94,6 +96,9 @@ def evaluate_predictor(
         samples = [source.load(index) for index in indices[start : start + batch_size]]
         for sample, prediction in zip(samples, predictor.predict_batch([sample.image for sample in samples])):
             matrix.update(prediction, sample.mask)
+            if on_image is not None:
+                on_image(ImageResult.from_masks(sample.name, prediction, sample.mask, predictor.num_classes, ignore,
+                                                image=sample.image))
     return matrix.compute()
 
 
@@ -108,6 +113,7 @@ def evaluate_checkpoint(
     masks: str | None = None,
     colors: str | Path | None = None,
     classes: Any = None,
+    on_image: ImageCallback | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint's predictions on a dataset, at the original image sizes.
@@ -119,12 +125,16 @@ def evaluate_checkpoint(
             or an already opened source (``classes``, ``__len__``, ``load(i)``).
         device: ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda:1"`` ...
         ignore_index: mask value left out of the metrics (default: the checkpoint's).
-        split: split of a split dataset (default ``val``, see :data:`EVALUATION_SPLITS`).
+        split: split of a split dataset (default: the validation split, else test; see
+            :func:`segkit.data.sources.split_roles`).
         val_split: evaluate only the images ``segkit train --val-split`` held out
             (the same deterministic split by name).
         masks: mask folder name beside ``images/`` (e.g. ``masks_rgb``), as ``segkit train --masks``.
         colors: colour table of RGB colour-coded masks, as ``segkit train --colors``.
         classes: class names (list, ``"a,b,c"`` or a file), as ``segkit train --classes``.
+        on_image: called with each image's :class:`~segkit.evaluation.per_image.ImageResult`
+            (its confusion matrix and pixels), e.g. a
+            :class:`~segkit.evaluation.per_image.PerImageScores`.
         **options: prediction options, as ``segkit predict``'s (``tiling``, ``tta``, ``crf``,
             ``threshold``, ``batch_size``; see :class:`~segkit.prediction.predictor.Predictor`).
 
@@ -149,4 +159,6 @@ def evaluate_checkpoint(
         from segkit.data.sources import split_by_name
 
         indices = split_by_name([sample.name for sample in source.samples], val_split)[1]
-    return evaluate_predictor(predictor, source, indices=indices, ignore_index=ignore, source_name=name)
+    return evaluate_predictor(
+        predictor, source, indices=indices, ignore_index=ignore, source_name=name, on_image=on_image
+    )

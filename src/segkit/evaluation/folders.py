@@ -10,6 +10,7 @@ seen, so every file is read exactly once and never held in memory.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from segkit.data.io import is_image_file, read_mask_file
 from segkit.errors import SegkitError
 from segkit.evaluation.confusion import joint_histogram
 from segkit.evaluation.metrics import compute_metrics
+from segkit.evaluation.per_image import ImageCallback, ImagePixels, ImageResult
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +223,7 @@ def evaluate_folders(
     ignore_index: int | None = 255,
     num_classes: int | None = None,
     workers: int | None = None,
+    on_image: ImageCallback | None = None,
 ) -> dict[str, Any]:
     """Metrics of every predicted mask against the true mask with the same stem.
 
@@ -233,6 +236,9 @@ def evaluate_folders(
         num_classes: number of classes when no names are given; default: the
             largest value seen (outside ``ignore_index``) + 1.
         workers: decoding threads (default: CPU count, at most 8).
+        on_image: called with each pair's :class:`~segkit.evaluation.per_image.ImageResult`
+            (named by the true mask's stem) once the classes are known; its pixels are
+            read again only when asked for.
 
     Binary masks stored as {0, 255} are read as {0, 1} (255 is then class 1,
     not ignore) when every true mask is 0/255 and the predictions are all 0/1
@@ -264,6 +270,33 @@ def evaluate_folders(
         num_classes = int(max(true[labelled].max(), pred[labelled & (pred != ignore_index)].max(initial=0))) + 1
     for result in results:
         _check_values(result, true_lookup, pred_lookup, num_classes, ignore_index)
+    if on_image is not None:
+        for result in results:
+            matrix = _matrix(result.index, result.counts, true_lookup, pred_lookup, num_classes, ignore_index)
+            pixels = functools.partial(_pixels, result.pair, true_lookup, pred_lookup)
+            on_image(ImageResult(result.pair.true.stem, matrix, pixels))
+    matrix = _matrix(index, joint[index], true_lookup, pred_lookup, num_classes, ignore_index)
+    return compute_metrics(matrix, names, len(pairs))
+
+
+def _matrix(
+    index: np.ndarray,
+    counts: np.ndarray,
+    true_lookup: np.ndarray,
+    pred_lookup: np.ndarray,
+    num_classes: int,
+    ignore_index: int | None,
+) -> np.ndarray:
+    """The ``(C, C)`` confusion matrix of a sparse joint histogram (``index = truth * 256 + pred``)."""
+    true = true_lookup[index >> 8]
+    pred = pred_lookup[index & 0xFF]
+    labelled = true != ignore_index
     matrix = np.zeros(num_classes * num_classes, dtype=np.int64)
-    np.add.at(matrix, true[labelled] * num_classes + pred[labelled], joint[index][labelled])
-    return compute_metrics(matrix.reshape(num_classes, num_classes), names, len(pairs))
+    np.add.at(matrix, true[labelled] * num_classes + pred[labelled], counts[labelled])
+    return matrix.reshape(num_classes, num_classes)
+
+
+def _pixels(pair: MaskPair, true_lookup: np.ndarray, pred_lookup: np.ndarray) -> ImagePixels:
+    """A pair's masks read again, with the same value mapping as the evaluation (no image)."""
+    truth = true_lookup[_read_index_mask(pair.true)].astype(np.uint8)
+    return ImagePixels(None, truth, pred_lookup[_read_index_mask(pair.pred)].astype(np.uint8))

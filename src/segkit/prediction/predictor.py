@@ -165,8 +165,9 @@ class Predictor:
         """Build the model a checkpoint (path or :class:`~segkit.checkpoint.Checkpoint`) describes, with its weights.
 
         A path ending in ``.onnx`` (written by ``segkit export``) runs in ONNX Runtime
-        instead, without PyTorch. ``options`` are the constructor's (``tiling``, ``tta``,
-        ``crf``, ``threshold``, ``batch_size``).
+        instead, without PyTorch; a folder written by ``segkit export --format hf`` is read by
+        :func:`segkit.export.hf.load_pretrained`. ``options`` are the constructor's (``tiling``,
+        ``tta``, ``crf``, ``threshold``, ``batch_size``).
 
         Raises:
             SegkitError: unreadable checkpoint, malformed card, weights that do not fit the
@@ -180,7 +181,12 @@ class Predictor:
             return cls(backend, backend.card, **options)
         if path is not None:
             _require_torch(f"loading {path.name}", path)
-        loaded = load_checkpoint(path) if path is not None else checkpoint
+        if path is not None and path.is_dir():  # a folder written by `segkit export --format hf`
+            from segkit.export.hf import load_pretrained
+
+            loaded = load_pretrained(path)
+        else:
+            loaded = load_checkpoint(path) if path is not None else checkpoint
         return cls(loaded.build_model(path), loaded.card, device=device, **options)
 
     @property

@@ -22,14 +22,23 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from segkit.data.io import is_image_file, make_staging_dir, write_image, write_mask
+from segkit.data.io import atomic_write, is_image_file, make_staging_dir, write_image, write_mask
 from segkit.errors import SegkitError
+from segkit.prediction.labelme_export import (
+    JSON_SUFFIX,
+    LABELS_FILE,
+    LabelmeOptions,
+    label_list,
+    labelme_document,
+    write_labelme,
+)
 from segkit.prediction.predictor import Predictor
-from segkit.visualize import colorize, overlay
+from segkit.visualize import colorize, legend, overlay
 
 MASK_SUFFIX = ".png"
 COLOR_SUFFIX = "_color.png"
 OVERLAY_SUFFIX = "_overlay.jpg"
+LEGEND_FILE = "legend.png"  # with --color: the class colours and names, once per folder
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +87,7 @@ def predict_files(
     color: bool = False,
     overlay_images: bool = False,
     alpha: float = 0.5,
+    labelme: LabelmeOptions | None = None,
     **options: Any,
 ) -> PredictionSummary:
     """``segkit predict``: expand the inputs, take this process's share under ``torchrun``, predict, write.
@@ -92,7 +102,7 @@ def predict_files(
         patterns: image files, folders and globs (:func:`expand_inputs`).
         out_dir: output folder (see :func:`predict_to_folder`).
         device: ``auto``, ``cpu``, ``cuda:N``, ``mps``.
-        color, overlay_images, alpha: as :func:`predict_to_folder`.
+        color, overlay_images, alpha, labelme: as :func:`predict_to_folder`.
         **options: :class:`~segkit.prediction.predictor.Predictor` options (``tiling``,
             ``tta``, ``crf``, ``threshold``, ``batch_size``).
 
@@ -100,7 +110,7 @@ def predict_files(
         SegkitError: bad inputs, checkpoint or options; nothing is written then.
     """
     inputs = expand_inputs(patterns)
-    output_stems(inputs, Path(out_dir), color, overlay_images)
+    output_stems(inputs, Path(out_dir), color, overlay_images, labelme is not None)
     shard = Shard.from_environment()
     if shard is not None:
         inputs = shard.take(inputs)
@@ -110,7 +120,9 @@ def predict_files(
         predictor = Predictor.from_checkpoint(checkpoint, device=device, **options)
     except SegkitError as error:
         raise SegkitError(error.path or checkpoint, error.problem) from None
-    return predict_to_folder(predictor, inputs, out_dir, color=color, overlay_images=overlay_images, alpha=alpha)
+    return predict_to_folder(
+        predictor, inputs, out_dir, color=color, overlay_images=overlay_images, alpha=alpha, labelme=labelme
+    )
 
 
 def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
@@ -144,15 +156,21 @@ def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def output_stems(inputs: Sequence[Path], out_dir: Path, color: bool, overlay_images: bool) -> list[str]:
+def output_stems(
+    inputs: Sequence[Path], out_dir: Path, color: bool, overlay_images: bool, labelme: bool = False
+) -> list[str]:
     """The output stem of each input, refusing two inputs that would write the same file.
 
+    With ``labelme`` the mask is written as ``<stem>.json`` (and ``labels.txt`` once); with
+    ``color`` a ``legend.png`` is written once for the whole folder.
+
     Raises:
-        SegkitError: two inputs share a stem (or one's outputs collide with another's),
-            or an output would overwrite an input image.
+        SegkitError: two inputs share a stem (or one's outputs collide with another's or with
+            a folder file), or an output would overwrite an input image.
     """
-    suffixes = [MASK_SUFFIX] + [COLOR_SUFFIX] * color + [OVERLAY_SUFFIX] * overlay_images
-    owners: dict[str, Path] = {}
+    folder_files = [LEGEND_FILE] * color + [LABELS_FILE] * labelme
+    suffixes = [JSON_SUFFIX if labelme else MASK_SUFFIX] + [COLOR_SUFFIX] * color + [OVERLAY_SUFFIX] * overlay_images
+    owners: dict[str, Path] = {name: Path(f"segkit's {name}") for name in folder_files}
     input_paths = {path.resolve() for path in inputs}
     for path in inputs:
         for suffix in suffixes:
@@ -209,6 +227,7 @@ def predict_to_folder(
     color: bool = False,
     overlay_images: bool = False,
     alpha: float = 0.5,
+    labelme: LabelmeOptions | None = None,
 ) -> PredictionSummary:
     """Write ``<stem>.png`` index masks (palette PNG at each input's size) for ``inputs`` into ``out_dir``.
 
@@ -219,6 +238,8 @@ def predict_to_folder(
         color: also write ``<stem>_color.png``, the mask in class colours.
         overlay_images: also write ``<stem>_overlay.jpg``, the colours blended onto the image.
         alpha: overlay opacity of the class colours.
+        labelme: write each mask as a labelme annotation ``<stem>.json`` (see
+            :mod:`segkit.prediction.labelme_export`) instead of a PNG, and ``labels.txt``.
 
     Raises:
         SegkitError: an unreadable input (named), colliding names; nothing is written then.
@@ -226,18 +247,29 @@ def predict_to_folder(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SegkitError(out_dir, "exists and is not a folder")
-    stems = output_stems(inputs, out_dir, color, overlay_images)
+    stems = output_stems(inputs, out_dir, color, overlay_images, labelme is not None)
     staging = make_staging_dir(out_dir, prefix=f".{out_dir.name}.partial.")
     summary = PredictionSummary.empty(predictor.classes)
     try:
         results = predictor.iter_predict(inputs)
-        for stem, (image, mask) in tqdm(zip(stems, results), total=len(stems), unit="image", disable=None):
-            write_mask(staging / (stem + MASK_SUFFIX), mask, palette=predictor.palette)
+        progress = tqdm(zip(inputs, stems, results), total=len(stems), unit="image", disable=None)
+        for path, stem, (image, mask) in progress:
+            if labelme is None:
+                write_mask(staging / (stem + MASK_SUFFIX), mask, palette=predictor.palette)
+            else:
+                document = labelme_document(mask, predictor.classes, path, out_dir, image=image,
+                                            background=predictor.background, options=labelme)
+                write_labelme(staging / (stem + JSON_SUFFIX), document)
             if color:
                 write_image(staging / (stem + COLOR_SUFFIX), colorize(mask, predictor.palette))
             if overlay_images:
                 write_image(staging / (stem + OVERLAY_SUFFIX), overlay(image, mask, alpha, predictor.palette, predictor.background))
             summary.add(mask)
+        if color:
+            write_image(staging / LEGEND_FILE, legend(predictor.classes, predictor.palette[: len(predictor.classes)]))
+        if labelme is not None:
+            labels = label_list(predictor.classes)
+            atomic_write(staging / LABELS_FILE, lambda temp: temp.write_text(labels, encoding="utf-8"))
         _move_into(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -8,12 +8,14 @@ Endpoints:
 - ``GET /info``: model, classes, palette, preprocessing; ``GET /health``;
 - ``GET /``: the web page (``static/``); ``/docs``: OpenAPI.
 
-The model is loaded once when the app is built. Decoding, inference and
-encoding run in Starlette's threadpool so the event loop keeps answering.
-Inference is serialised by an :class:`asyncio.Lock`: one request at a time uses
-the model (safe on CPU and GPU; torch's own threads already use the cores),
-waiting requests are served first come, first served, and they wait on the event
-loop rather than holding threadpool threads.
+The model is loaded once when the app is built. A request goes through: admission
+(at most ``max_queue`` requests at once, else 503 with ``Retry-After``), the body read
+within its limits (:mod:`segkit.serve.uploads`), the image header checked, a share of
+the decoded-pixel budget, decoding on a small thread pool, the micro-batcher's
+inference thread, and encoding the answer (:mod:`segkit.serve.batching`). With an API
+key, ``/predict`` and ``/info`` need it (:mod:`segkit.serve.security`).
+
+Importing this module does not import PyTorch: the predictor is loaded when an app is built.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ import asyncio
 import base64
 import io
 import os
-import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -37,25 +40,23 @@ from PIL import Image
 import segkit
 from segkit.checkpoint import Checkpoint
 from segkit.errors import SegkitError
-from segkit.prediction.predictor import Predictor
-from segkit.serve.uploads import (
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MAX_UPLOAD_BYTES,
-    UploadLimits,
-    UploadRejected,
-    decode_image,
-    read_upload,
-)
+from segkit.serve.batching import MicroBatcher, PixelBudget, release_freed_memory
+from segkit.serve.options import ServeOptions
+from segkit.serve.security import add_access_middleware, api_key_dependency
+from segkit.serve.uploads import RequestBodyGuard, UploadRejected, decode_upload, open_upload, read_upload
 from segkit.visualize import overlay
+
+if TYPE_CHECKING:
+    from segkit.prediction.predictor import Predictor
 
 STATIC_DIR = Path(__file__).with_name("static")
 OVERLAY_JPEG_QUALITY = 90
+# After an image this large, freed memory is handed back to the OS (see release_freed_memory).
+RELEASE_MEMORY_PIXELS = 4_000_000
 
-# Environment read by :func:`app_from_env` (uvicorn workers import the app by name).
+# Read by :func:`app_from_env` (uvicorn's worker processes import the app by name).
 ENV_CHECKPOINT = "SEGKIT_SERVE_CHECKPOINT"
-ENV_DEVICE = "SEGKIT_SERVE_DEVICE"
-ENV_MAX_UPLOAD_BYTES = "SEGKIT_SERVE_MAX_UPLOAD_BYTES"
-ENV_MAX_PIXELS = "SEGKIT_SERVE_MAX_PIXELS"
+ENV_OPTIONS = "SEGKIT_SERVE_OPTIONS"
 
 # The web page loads only its own files; the API's /docs page keeps FastAPI's defaults.
 PAGE_HEADERS = {
@@ -86,8 +87,11 @@ PREDICT_REQUEST_BODY = {
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "Not an image, corrupt or truncated, or a malformed body"},
+    401: {"description": "The server has an API key and the request does not carry it"},
+    408: {"description": "The body did not arrive in time"},
     413: {"description": "Upload over the byte limit, or image over the pixel limit"},
     415: {"description": "Content type is not an image"},
+    503: {"description": "Too many requests queued; retry after `Retry-After` seconds"},
 }
 PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -99,52 +103,43 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 OutputFormat = Literal["png", "json", "overlay"]
+T = TypeVar("T")
 
 
-@dataclass
-class ServedModel:
-    """A predictor with what the API reports about it, and the lock that serialises inference."""
+def load_predictor(source: str | Path | Checkpoint | Predictor, options: ServeOptions) -> Predictor:
+    """A checkpoint path (``.pt`` or ``.onnx``) or :class:`~segkit.checkpoint.Checkpoint` loaded once, or a ready Predictor."""
+    if not isinstance(source, (str, Path, Checkpoint)):
+        return source
+    from segkit.prediction.predictor import Predictor  # PyTorch or ONNX Runtime is loaded here, not at import
 
-    predictor: Predictor
-    lock: asyncio.Lock
+    return Predictor.from_checkpoint(source, device=options.device, batch_size=options.batch_size)
 
-    @classmethod
-    def load(cls, source: str | Path | Checkpoint | Predictor, device: str = "auto") -> ServedModel:
-        """Load a checkpoint (path or :class:`~segkit.checkpoint.Checkpoint`) once, or wrap a ready :class:`Predictor`."""
-        predictor = source if isinstance(source, Predictor) else Predictor.from_checkpoint(source, device=device)
-        return cls(predictor, asyncio.Lock())
 
-    @property
-    def class_colors(self) -> list[list[int]]:
-        return self.predictor.palette[: len(self.predictor.classes)].tolist()
+def model_info(predictor: Predictor, options: ServeOptions) -> dict[str, Any]:
+    """The ``GET /info`` document: the model card's description and the server's limits."""
+    card = predictor.card
+    preprocess = card.preprocess.to_dict()
+    preprocess.pop("augment", None)  # training-only
+    return {
+        "model": card.model.name,
+        "model_options": card.model.kwargs,
+        "classes": list(card.classes),
+        "palette": class_colors(predictor),
+        "background": card.background,
+        "binary": card.binary,
+        "threshold": card.threshold,
+        "input_size": list(card.preprocess.img_size),
+        "preprocess": preprocess,
+        "device": str(predictor.device),
+        "max_upload_bytes": options.max_upload_bytes,
+        "max_pixels": options.max_pixels,
+        "batch_size": options.batch_size,
+        "segkit_version": segkit.__version__,
+    }
 
-    def info(self, limits: UploadLimits) -> dict[str, Any]:
-        """The ``GET /info`` document."""
-        predictor = self.predictor
-        preprocess = predictor.preprocess.to_dict()
-        preprocess.pop("augment", None)  # training-only
-        return {
-            "model": predictor.card.model.name,
-            "model_options": predictor.card.model.kwargs,
-            "classes": predictor.classes,
-            "palette": self.class_colors,
-            "background": predictor.background,
-            "binary": predictor.binary,
-            "threshold": predictor.threshold,
-            "input_size": list(predictor.preprocess.img_size),
-            "preprocess": preprocess,
-            "device": str(predictor.device),
-            "max_upload_bytes": limits.max_bytes,
-            "max_pixels": limits.max_pixels,
-            "segkit_version": segkit.__version__,
-        }
 
-    async def predict(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """The index mask of an RGB image and the inference time in milliseconds, one call at a time."""
-        async with self.lock:
-            start = time.perf_counter()
-            mask = await run_in_threadpool(self.predictor.predict, image)
-            return mask, (time.perf_counter() - start) * 1000
+def class_colors(predictor: Predictor) -> list[list[int]]:
+    return predictor.palette[: len(predictor.classes)].tolist()
 
 
 def encode_mask_png(mask: np.ndarray, palette: np.ndarray) -> bytes:
@@ -173,14 +168,14 @@ def class_summary(mask: np.ndarray, classes: list[str], colors: list[list[int]])
 
 
 def render(
-    served: ServedModel, image: np.ndarray, mask: np.ndarray, elapsed_ms: float, output: OutputFormat, alpha: float
+    predictor: Predictor, image: np.ndarray, mask: np.ndarray, elapsed_ms: float, output: OutputFormat, alpha: float
 ) -> Response:
     """The response for one predicted image in the requested format."""
     headers = {"Server-Timing": f"inference;dur={elapsed_ms:.1f}"}
-    palette = served.predictor.palette
+    palette = predictor.palette
     if output == "overlay":
         buffer = io.BytesIO()
-        Image.fromarray(overlay(image, mask, alpha, palette, served.predictor.background)).save(
+        Image.fromarray(overlay(image, mask, alpha, palette, predictor.background)).save(
             buffer,
             format="JPEG",
             quality=OVERLAY_JPEG_QUALITY,
@@ -192,7 +187,7 @@ def render(
         document = {
             "width": int(mask.shape[1]),
             "height": int(mask.shape[0]),
-            "classes": class_summary(mask, served.predictor.classes, served.class_colors),
+            "classes": class_summary(mask, predictor.classes, class_colors(predictor)),
             "mask_png_base64": base64.b64encode(png).decode("ascii"),
         }
         return JSONResponse(document, headers=headers)
@@ -201,114 +196,125 @@ def render(
     )
 
 
+class Admission:
+    """At most ``limit`` requests inside ``/predict`` at once; the next one gets 503 with ``Retry-After``."""
+
+    def __init__(self, limit: int, batcher: MicroBatcher) -> None:
+        self.limit = limit
+        self.batcher = batcher
+        self.count = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.count >= self.limit:
+            wait = max(1, round(self.count * self.batcher.seconds_per_image + 0.5))
+            raise HTTPException(
+                503,
+                f"the server is busy ({self.count} requests queued); retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+
 def create_app(
-    checkpoint_or_predictor: str | Path | Checkpoint | Predictor,
-    *,
-    device: str = "auto",
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: str | Path | Checkpoint | Predictor, options: ServeOptions | None = None, **settings: Any
 ) -> FastAPI:
     """Build the app around one model, loaded now.
 
     Args:
-        checkpoint_or_predictor: a checkpoint path, a loaded :class:`~segkit.checkpoint.Checkpoint`, or a Predictor.
-        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` (ignored for a Predictor).
-        max_upload_bytes: largest accepted image file; larger bodies get 413.
-        max_pixels: largest accepted ``width * height``; checked before decoding (413).
+        source: a checkpoint path (``.pt``, or ``.onnx`` from ``segkit export``), a loaded
+            :class:`~segkit.checkpoint.Checkpoint`, or a Predictor.
+        options: the server's settings (default: :class:`~segkit.serve.options.ServeOptions` defaults).
+        **settings: ``ServeOptions`` fields that replace those of ``options`` (``device``,
+            ``max_upload_bytes``, ``max_pixels``, ``api_key``, ``batch_size`` ...).
 
     Raises:
-        SegkitError: unreadable checkpoint or invalid limits.
+        SegkitError: unreadable checkpoint or invalid settings.
     """
-    limits = UploadLimits(max_bytes=max_upload_bytes, max_pixels=max_pixels)
-    served = ServedModel.load(checkpoint_or_predictor, device)
+    options = replace(options or ServeOptions(), **settings)
+    predictor = load_predictor(source, options)
+    batcher = MicroBatcher(predictor.predict_batch, max_batch=options.batch_size, wait_s=options.batch_wait_ms / 1000)
+    budget = PixelBudget(options.max_pixels)
+    admission = Admission(options.max_queue, batcher)
+    # Decoding and encoding run here: few threads bound the work (and glibc's per-thread heaps).
+    workers = ThreadPoolExecutor(options.decode_threads, thread_name_prefix="segkit-decode")
+
+    async def in_workers(function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(workers, function, *args)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(batcher.close)  # the queued images are finished first
+
     app = FastAPI(
         title="segkit",
         version=segkit.__version__,
         description="Semantic segmentation of uploaded images with a segkit checkpoint.",
+        lifespan=lifespan,
     )
-    app.state.model = served
-    app.state.limits = limits
+    app.state.predictor = predictor
+    app.state.options = options
+    app.state.batcher = batcher
+    app.state.budget = budget
+    app.state.admission = admission
+    protected = [Depends(api_key_dependency(options.api_key))] if options.api_key else []
 
     @app.exception_handler(UploadRejected)
     async def rejected(request: Request, error: UploadRejected) -> JSONResponse:
-        return JSONResponse({"detail": error.problem}, status_code=error.status_code)
+        return JSONResponse({"detail": error.problem}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(SegkitError)
     async def invalid(request: Request, error: SegkitError) -> JSONResponse:
         return JSONResponse({"detail": error.problem}, status_code=400)
 
-    @app.post("/predict", openapi_extra=PREDICT_REQUEST_BODY, responses=PREDICT_RESPONSES)
+    @app.post("/predict", openapi_extra=PREDICT_REQUEST_BODY, responses=PREDICT_RESPONSES, dependencies=protected)
     async def predict(
         request: Request,
         output: Annotated[OutputFormat, Query(alias="format", description="png, json or overlay")] = "png",
         alpha: Annotated[float, Query(ge=0.0, le=1.0, description="mask opacity of the overlay")] = 0.5,
     ) -> Response:
         """Segment one image."""
-        data = await read_upload(request, limits)
-        image = await run_in_threadpool(decode_image, data, limits.max_pixels)
-        mask, elapsed_ms = await served.predict(image)
-        return await run_in_threadpool(render, served, image, mask, elapsed_ms, output, alpha)
+        with admission.slot():
+            data = await read_upload(request, options.max_upload_bytes)
+            upload = await in_workers(open_upload, data, options.max_pixels)
+            pixels = upload.width * upload.height
+            async with budget.hold(pixels):
+                image = await in_workers(decode_upload, upload)
+                mask, elapsed_ms = await batcher.predict(image)
+                response = await in_workers(render, predictor, image, mask, elapsed_ms, output, alpha)
+                del image, mask  # free the full-size arrays before the memory is released
+            if pixels >= RELEASE_MEMORY_PIXELS:
+                await in_workers(release_freed_memory)
+            return response
 
     @app.get("/health")
     async def health() -> dict[str, str]:
-        """Liveness check."""
+        """Liveness check (open without the API key)."""
         return {"status": "ok"}
 
-    @app.get("/info")
+    @app.get("/info", responses={401: ERROR_RESPONSES[401]}, dependencies=protected)
     async def info() -> dict[str, Any]:
         """The model, its classes and colours, and the upload limits."""
-        return served.info(limits)
+        return model_info(predictor, options)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    add_access_middleware(app, options.allowed_hosts, options.cors_origins)
+    app.add_middleware(RequestBodyGuard, discard_bytes=options.discard_bytes, body_timeout_s=options.body_timeout_s)
     return app
 
 
 def app_from_env() -> FastAPI:
-    """App factory for uvicorn workers: settings from ``SEGKIT_SERVE_*`` environment variables."""
+    """App factory for uvicorn's worker processes: the checkpoint and options from the environment."""
     checkpoint = os.environ.get(ENV_CHECKPOINT)
     if not checkpoint:
         raise SegkitError(None, f"{ENV_CHECKPOINT} is not set; start the server with `segkit serve CHECKPOINT`")
-    return create_app(
-        checkpoint,
-        device=os.environ.get(ENV_DEVICE, "auto"),
-        max_upload_bytes=int(os.environ.get(ENV_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_BYTES)),
-        max_pixels=int(os.environ.get(ENV_MAX_PIXELS, DEFAULT_MAX_PIXELS)),
-    )
-
-
-def serve(
-    checkpoint: str | Path,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    device: str = "auto",
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> None:
-    """Run the app with uvicorn until interrupted; ``workers > 1`` starts that many processes.
-
-    Each worker process loads its own copy of the model (through :func:`app_from_env`).
-    """
-    import uvicorn
-
-    if workers < 1:
-        raise SegkitError(None, f"--workers must be >= 1, got {workers}")
-    if workers == 1:
-        app = create_app(checkpoint, device=device, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels)
-        uvicorn.run(app, host=host, port=port)
-        return
-    Predictor.from_checkpoint(checkpoint, device="cpu")  # fail here with a clear message, not in every worker
-    os.environ.update(
-        {
-            ENV_CHECKPOINT: str(Path(checkpoint).resolve()),
-            ENV_DEVICE: device,
-            ENV_MAX_UPLOAD_BYTES: str(max_upload_bytes),
-            ENV_MAX_PIXELS: str(max_pixels),
-        }
-    )
-    uvicorn.run("segkit.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers)
+    return create_app(checkpoint, ServeOptions.from_json(os.environ.get(ENV_OPTIONS, "{}")))

@@ -1,22 +1,32 @@
-"""The training loop: data, model, loss, optimiser, validation, checkpoints, curves."""
+"""The training loop: plan, data, model, EMA, validation at original size, checkpoints, callbacks.
+
+:class:`Trainer` runs one training described by a :class:`~segkit.training.config.TrainConfig`
+(single process or under ``torchrun``). What it builds comes from plain functions
+(:mod:`segkit.training.builders`); its public seams are :meth:`Trainer.train_epoch`,
+:meth:`Trainer.validate`, :meth:`Trainer.fit` and the :class:`~segkit.training.callbacks.Callback`
+hooks, which loggers, benchmarks and tests use instead of private methods.
+
+A run never loses work: ``last.pt`` holds everything ``--resume`` needs (down to the
+step inside an epoch after a stop signal), checkpoints are written atomically, a second
+run into the same folder is refused, and a failed write stops the run with one line while
+the previous checkpoints stay intact.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
@@ -24,18 +34,49 @@ from segkit.checkpoint import Checkpoint, ModelCard, TrainingSummary, load_check
 from segkit.data.io import atomic_write
 from segkit.device import resolve_device
 from segkit.errors import SegkitError
-from segkit.data.sources import split_by_name
 from segkit.evaluation.metrics import to_json_safe
+from segkit.training.builders import (
+    TrainingData,
+    build_loss,
+    build_model,
+    build_optimizer,
+    is_binary,
+    model_kwargs,
+    open_training_data,
+)
+from segkit.training.callbacks import Callback, ValidationSamples
 from segkit.training.config import TrainConfig
-from segkit.training.distributed import DistributedInfo, all_reduce_sum, cleanup_distributed, init_distributed
-from segkit.training.plots import plot_curves, save_samples
+from segkit.training.distributed import (
+    DistributedInfo,
+    all_reduce_sum,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+)
+from segkit.training.run_folder import RunLock, StopSignals, choose_run_folder
 from segkit.training.schedule import lr_factor
+from segkit.training.validation import ValidationResult, never_predicted, validate_model
 
 logger = logging.getLogger(__name__)
 
-HISTORY_FIELDS = (
-    "epoch", "train_loss", "val_loss", "val_mIoU", "val_mDice", "val_pixel_accuracy", "lr", "seconds", "images_per_second",
-)
+# Validation may take up to this share of the run (it is spaced out accordingly).
+VALIDATION_SHARE = 0.15
+# last.pt is written at least this often (seconds), and at every validation.
+LAST_CHECKPOINT_INTERVAL = 30.0
+# Options a resumed run may change; every other option is the run's own.
+RESUME_OVERRIDES = ("data", "val", "out", "device", "num_workers", "epochs", "time_budget", "logger", "save_every",
+                    "patience", "resume", "num_samples")
+
+
+class RunInterrupted(SegkitError):
+    """A stop signal ended the run after ``last.pt`` was written; the process exits with ``128 + signal``."""
+
+    def __init__(self, out: Path, signal_name: str) -> None:
+        import signal
+
+        super().__init__(out, f"stopped by {signal_name} after writing last.pt; continue with "
+                              f"segkit train --resume {out / 'last.pt'}")
+        self.exit_code = 128 + int(signal.Signals[signal_name])
 
 
 @dataclass
@@ -48,6 +89,17 @@ class TrainResult:
     best_metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_because: str = ""
+    never_predicted: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EpochResult:
+    """One :meth:`Trainer.train_epoch`: mean loss, images seen, seconds, and why it ended early (if it did)."""
+
+    loss: float
+    images: int
+    seconds: float
+    stopped: str | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -83,193 +135,155 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class Trainer:
-    """Runs one training described by a :class:`TrainConfig` (single process or ``torchrun``)."""
+def resume_config(options: dict[str, Any]) -> TrainConfig:
+    """The config of ``--resume LAST_PT``: the run's own options, with only run-level ones overridable.
 
-    def __init__(self, config: TrainConfig, progress: bool | None = None) -> None:
-        self.config = config
+    Raises:
+        SegkitError: an option that would change what the run trains (``--img-size``, ``--lr`` ...).
+    """
+    path = options["resume"]
+    saved = load_checkpoint(path).card.training.config
+    if not saved:
+        raise SegkitError(path, "holds no training options (resume from a run's last.pt)")
+    changed = sorted(name for name in options if name not in RESUME_OVERRIDES and name != "preprocess")
+    changed += [f"preprocess.{name}" for name in options.get("preprocess", {})]
+    if changed:
+        flags = ", ".join("--" + name.split(".")[-1].replace("_", "-") for name in changed)
+        raise SegkitError(path, f"{flags} cannot change when resuming: the run continues with its own options")
+    values = {**saved, **{name: options[name] for name in options if name in RESUME_OVERRIDES}}
+    values["user_options"] = None  # already planned: every option as saved
+    values["out"] = options.get("out") or str(Path(path).parent)
+    return TrainConfig.from_dict(values)
+
+
+class Trainer:
+    """Runs one training described by a :class:`TrainConfig` (single process or ``torchrun``).
+
+    Args:
+        config: the options; those the user did not set (``config.user_options``) are
+            derived by the planner first, unless ``config.plan`` is off.
+        callbacks: hooks called on the main process (loggers, benchmarks, tests).
+        progress: show progress bars (``None``: when the output is a terminal).
+
+    Public attributes: ``config`` (resolved), ``plan`` (the planner's choices, or ``None``),
+    ``out``, ``classes``, ``card``, ``history``, ``model``, ``ema`` (the averaged model or
+    ``None``), ``device``, ``data`` (:class:`~segkit.training.builders.TrainingData`).
+    """
+
+    def __init__(self, config: TrainConfig, callbacks: list[Callback] | tuple[Callback, ...] = (),
+                 progress: bool | None = None) -> None:
+        self.clock_start = time.monotonic()
+        self.elapsed_before = 0.0
         self.progress = progress
+        self.callbacks = list(callbacks)
         self.device = resolve_device(config.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
         self.dist: DistributedInfo = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
-        self.resume_state = load_checkpoint(config.resume) if config.resume else None
-        self.out = self._prepare_out_dir()
+        resumed = load_checkpoint(config.resume) if config.resume else None
+        self.out = choose_run_folder(config.out, config.resume, config.overwrite, self.dist.is_main)
+        self.lock = RunLock(self.out)
+        if self.dist.is_main:
+            self.lock.acquire()  # refused before any file is written
+        try:
+            self._set_up(config, resumed)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _set_up(self, config: TrainConfig, resumed: Checkpoint | None) -> None:
+        from segkit.data.dataset import SegmentationDataset, class_pixel_counts
+
+        self.data: TrainingData = open_training_data(config)
+        self.plan = None
+        if config.plan and config.user_options is not None and resumed is None:
+            from segkit.planning.planner import make_plan
+
+            plan = make_plan(config, self.data, self.device, self.elapsed) if self.dist.is_main else None
+            self.plan = broadcast_object(plan)
+            config = self.plan.apply(config)
+        self.config = config
         seed_everything(config.seed)
-        self._build_data()
-        self._build_model()
+        self.classes = list(self.data.classes)
+        self.binary = is_binary(config, self.classes)
+        palette = None if self.data.color_table is None else self.data.color_table.class_colors(len(self.classes))
+        self.card = ModelCard.create(
+            config.model, self.classes, config.preprocess, binary=self.binary, model_kwargs=model_kwargs(config),
+            palette=palette, threshold=config.threshold, ignore_index=config.preprocess.ignore_index,
+        )
+        self.train_set = SegmentationDataset(
+            self.data.train_source, config.preprocess, train=True, indices=self.data.train_indices,
+            oversample=config.oversample,
+        )
+        self.train_set.preload(max(config.num_workers, 2), progress=self._show_progress())
+        self.data.val_source.preload(self.data.val_indices[self.dist.rank :: self.dist.world_size],
+                                     progress=self._show_progress())
+        if self.train_set.cached and config.preprocess.resize != "crop" and self.data.train_source is not self.data.val_source:
+            self.data.train_source.release(self.data.train_indices)  # kept resized in the dataset now
+        counts = class_pixel_counts(self.train_set)
+        shares = counts.pixels / max(int(counts.pixels.sum()), 1)
+        self.train_set.use_class_shares(shares)
+        logger.info(
+            "data: %d training, %d validation images; %d classes (%s%s); %s", len(self.train_set),
+            len(self.data.val_indices), len(self.classes), ", ".join(self.classes),
+            f", from {self.data.classes_origin}" if self.data.classes_origin else "",
+            "binary mode (one sigmoid channel)" if self.binary else "multi-class mode (softmax)",
+        )
+        self.train_loader = self._train_loader()
+        self.model: nn.Module = build_model(config, self.card, self.device)
+        self.criterion = build_loss(config, self.classes, self.binary, counts.per_image, self.device)
+        self.optimizer = build_optimizer(config, self.model)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(config.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=config.precision == "16-mixed" and self.device.type == "cuda")
+        self.ema = self._new_ema() if config.ema else None
+        self.train_model: nn.Module = self._wrap_distributed()
         self.history: list[dict[str, Any]] = []
         self.best_metric = -math.inf
         self.best_metrics: dict[str, Any] = {}
-        self.start_epoch = 1
-        self.elapsed_before = 0.0
+        self.best_epoch = 0
+        self.best_weights = "raw"
+        self.validations_without_gain = 0
+        self.start_epoch, self.resume_step = 1, 0
         self.steps_done = 0
-        if self.resume_state is not None:
-            self._restore(self.resume_state)
+        self.last_validation_seconds = 0.0
+        self.val_every = config.val_every
+        self.partial_epoch: dict[str, float] = {}
+        self.stop_signals = StopSignals()
+        if resumed is not None:
+            self._restore(resumed)
 
     # ------------------------------------------------------------------ set-up
-    def _prepare_out_dir(self) -> Path:
+    def _train_loader(self) -> DataLoader:
         config = self.config
-        if config.resume:
-            out = Path(config.out) if config.out else Path(config.resume).parent
-        elif config.out:
-            out = Path(config.out)
-            if self.dist.is_main and (out / "last.pt").exists() and not config.overwrite:
-                raise SegkitError(
-                    out, f"already holds a run; resume it with --resume {out / 'last.pt'}, or pass --overwrite"
-                )
-        else:
-            out = Path("runs") / "train"
-            suffix = 2
-            while out.exists():
-                out, suffix = Path("runs") / f"train{suffix}", suffix + 1
-        return out  # created by the first file written, so refused data leaves no folder behind
-
-    def _open(self, path: str, split: str | None, classes: Any):
-        from segkit.data.sources import open_source
-
-        config = self.config
-        return open_source(
-            path, split=split, masks=config.masks, colors=config.colors, classes=classes,
-            ignore_index=config.ignore_index,
-        )
-
-    def _build_data(self) -> None:
-        from segkit.data.dataset import SegmentationDataset
-        from segkit.data.transforms import PreprocessConfig
-
-        config = self.config
-        train_source = self._open(config.data, None, config.classes)
-        self.classes: list[str] = list(train_source.classes)
-        self.color_table = train_source.color_table
-        if config.val:
-            val_source = self._open(config.val, None, self.classes)
-            train_indices, val_indices = list(range(len(train_source))), list(range(len(val_source)))
-        elif "val" in train_source.split_names():
-            val_source = self._open(config.data, "val", self.classes)
-            train_indices, val_indices = list(range(len(train_source))), list(range(len(val_source)))
-        else:
-            val_source = train_source
-            names = [sample.name for sample in train_source.samples]
-            train_indices, val_indices = split_by_name(names, config.val_split)
-        if not val_indices:
-            raise SegkitError(config.data, "no validation images: use --val DATA or --val-split > 0")
-        if len(val_source.classes) != len(self.classes):
-            raise SegkitError(config.val or config.data, f"validation classes {val_source.classes} differ from training classes {self.classes}")
-        self.binary = config.mode == "binary" or (config.mode == "auto" and len(self.classes) == 2)
-        if self.binary and len(self.classes) != 2:
-            raise SegkitError(config.data, f"--mode binary needs 2 classes, the data has {len(self.classes)}")
-        self.preprocess = PreprocessConfig(
-            img_size=config.image_size, resize=config.resize, mean=tuple(config.mean), std=tuple(config.std),
-            augment=config.augment, ignore_index=config.ignore_index,
-        )
-        train_data = SegmentationDataset(train_source, self.preprocess, train=True)
-        val_data = SegmentationDataset(val_source, self.preprocess, train=False)
-        # Decode every sample once, up front: forked workers then share the filled cache.
-        train_data.preload(max(config.num_workers, 2))
-        val_data.preload(max(config.num_workers, 2))
-        self.train_set = Subset(train_data, train_indices)
-        self.val_set = Subset(val_data, val_indices)
-        self.train_names = [train_source.samples[i].name for i in train_indices]
-        logger.info(
-            "data: %d training, %d validation images; %d classes (%s); %s",
-            len(self.train_set), len(self.val_set), len(self.classes), ", ".join(self.classes),
-            "binary mode (one sigmoid channel)" if self.binary else "multi-class mode (softmax)",
-        )
-        batch_size = self.config.batch_size
+        batch_size = config.batch_size
         if self.dist.enabled:
             if batch_size % self.dist.world_size:
                 raise SegkitError(None, f"--batch-size {batch_size} is not divisible by {self.dist.world_size} processes")
             batch_size //= self.dist.world_size
-        self.per_rank_batch = batch_size
         self.train_sampler = (
             DistributedSampler(self.train_set, shuffle=True, seed=config.seed, drop_last=True)
             if self.dist.enabled else None
         )
-        loader_options: dict[str, Any] = {
-            "num_workers": config.num_workers,
-            "pin_memory": self.device.type == "cuda",
-            "persistent_workers": config.num_workers > 0,
-        }
         self.shuffle_generator = torch.Generator()
-        self.train_loader = DataLoader(
+        return DataLoader(
             self.train_set, batch_size=batch_size, shuffle=self.train_sampler is None, sampler=self.train_sampler,
             drop_last=len(self.train_set) >= 2 * batch_size, generator=self.shuffle_generator,
-            **loader_options,
-        )
-        # Each rank validates every world_size-th image (no padding duplicates, unlike
-        # DistributedSampler), so the all-reduced confusion matrix equals a single process's.
-        val_shard = Subset(self.val_set, list(range(self.dist.rank, len(self.val_set), self.dist.world_size)))
-        self.val_loader = DataLoader(
-            val_shard, batch_size=batch_size, shuffle=False, collate_fn=val_data.collate_fn, **loader_options
+            num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=config.num_workers > 0,
         )
 
-    @property
-    def model_kwargs(self) -> dict[str, Any]:
-        """The model's options as stored in checkpoints (never ``pretrained``: prediction must not download)."""
-        kwargs = dict(self.config.model_kwargs)
-        if self.config.encoder:
-            kwargs["encoder"] = self.config.encoder
-        return kwargs
+    def _new_ema(self) -> nn.Module:
+        from timm.utils import ModelEmaV3
 
-    def _pretrained_option(self) -> dict[str, bool]:
-        from segkit.models import model_info
-
-        if not self.config.pretrained:
-            return {}
-        if not model_info(self.config.model).pretrained_encoder:
-            raise SegkitError(None, f"--pretrained: model {self.config.model!r} has no pretrained encoder (see `segkit models`)")
-        return {"pretrained": True}
-
-    def _build_model(self) -> None:
-        from segkit.losses import class_weights_from_counts, create_loss
-        from segkit.models import create_model
-        from segkit.models.pretrained import load_weights
-
-        config = self.config
-        num_outputs = 1 if self.binary else len(self.classes)
-        self.model: nn.Module = create_model(
-            config.model, num_classes=num_outputs, in_channels=3, **self.model_kwargs, **self._pretrained_option()
-        )
-        if config.weights:
-            load_weights(self.model, config.weights)
-        self.model.to(self.device)
-        if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        class_weights = None
-        if config.class_weights == "auto":
-            from segkit.data.dataset import class_pixel_counts
-
-            counts = class_pixel_counts(self.train_set.dataset, self.train_set.indices, len(self.classes))
-            class_weights = class_weights_from_counts(counts.per_image)
-            logger.info("class weights (inverse median frequency): %s", ", ".join(f"{w:.3g}" for w in class_weights.tolist()))
-        elif config.class_weights is not None:
-            class_weights = torch.tensor([float(w) for w in config.class_weights], dtype=torch.float32)
-            if len(class_weights) != len(self.classes):
-                raise SegkitError(None, f"--class-weights has {len(class_weights)} values for {len(self.classes)} classes")
-        self.criterion = create_loss(
-            config.loss, num_classes=len(self.classes), ignore_index=config.ignore_index,
-            class_weights=None if class_weights is None else class_weights.to(self.device),
-            binary=self.binary, label_smoothing=config.label_smoothing,
-        ).to(self.device)
-        # All parameters, also those of an encoder frozen for now: the optimiser skips
-        # parameters without gradients, and trains them once --freeze-encoder ends.
-        parameters = list(self.model.parameters())
-        if config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
-        elif config.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-        else:
-            self.optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-        self.autocast_dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(config.precision)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "16-mixed" and self.device.type == "cuda")
-        self.train_model: nn.Module = self._wrap_distributed()
+        # Warm-up (power 3/4) reaches the decay cap only after ~10k steps: short CPU runs
+        # average over their last few hundred steps, long ones over --ema-decay's horizon.
+        return ModelEmaV3(self.model, decay=self.config.ema_decay, use_warmup=True, warmup_power=0.75)
 
     def _wrap_distributed(self) -> nn.Module:
-        """The module the training step calls: the model, DDP around it under ``torchrun``,
-        compiled with ``torch.compile`` when ``--compile`` is given."""
+        """The module the training step calls: DDP around the model under ``torchrun``, compiled with ``--compile``."""
         module: nn.Module = self.model
         if self.dist.enabled:
             module = nn.parallel.DistributedDataParallel(
@@ -296,33 +310,67 @@ class Trainer:
         self.model.load_state_dict(checkpoint.state_dict)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        schedule = state["scheduler"]
-        self.steps_done, self.elapsed_before = int(schedule["steps_done"]), float(schedule["elapsed"])
+        if self.ema is not None and "ema" in state:
+            self.ema.module.load_state_dict(state["ema"])
         training = checkpoint.card.training
         self.history = list(training.history)
         self.best_metric = -math.inf if training.best_metric is None else float(training.best_metric)
-        self.best_metrics = dict(training.metrics)
-        self.start_epoch = training.epoch + 1
+        self.best_metrics, self.best_epoch = dict(training.metrics), training.best_epoch
+        progress = state["progress"]
+        self.best_weights = str(progress["best_weights"])
+        self.steps_done, self.elapsed_before = int(progress["steps_done"]), float(progress["elapsed"])
+        self.start_epoch, self.resume_step = int(progress["epoch"]), int(progress["step"])
+        self.partial_epoch = dict(progress.get("partial", {}))
+        self.validations_without_gain = int(progress["validations_without_gain"])
+        self.last_validation_seconds = float(progress["last_validation_seconds"])
+        self.val_every = int(progress["val_every"])
+        self._resume_rng = state["rng"]
         restore_rng_state(state["rng"])
-        logger.info("resumed from %s at epoch %d", self.config.resume, self.start_epoch)
+        where = f"epoch {self.start_epoch}" + (f", step {self.resume_step}" if self.resume_step else "")
+        logger.info("resumed from %s at %s", self.config.resume, where)
 
-    # ---------------------------------------------------------------- training
-    def _progress(self, epoch_steps: int, epoch: int, elapsed: float) -> float:
-        config = self.config
-        if config.time_budget:
-            return elapsed / config.time_budget
-        total = config.max_epochs * max(len(self.train_loader), 1)
-        return (self.steps_done + epoch_steps) / total if epoch else 0.0
+    # ---------------------------------------------------------------- progress
+    @property
+    def elapsed(self) -> float:
+        """Seconds of this run so far (earlier sessions of a resumed run included)."""
+        return self.elapsed_before + time.monotonic() - self.clock_start
+
+    def _time_limit(self) -> float:
+        """When training must stop so that the final validations and checkpoints fit the budget."""
+        reserve = (2.2 if self.ema is not None else 1.2) * self.last_validation_seconds + 2.0
+        return float(self.config.time_budget) - reserve
+
+    def _progress(self) -> float:
+        """Fraction of training done: elapsed time of the budget, or steps of all epochs."""
+        if self.config.time_budget:
+            return self.elapsed / max(self._time_limit(), 1e-9)
+        total = self.config.max_epochs * max(len(self.train_loader), 1)
+        return self.steps_done / total
 
     def _set_lr(self, progress: float) -> float:
         config = self.config
-        warmup = config.warmup_epochs / config.max_epochs if not config.time_budget else min(0.05, config.warmup_epochs * 0.05)
-        factor = lr_factor(config.scheduler, progress, warmup)
+        if config.time_budget:
+            warmup = min(0.05, config.warmup_epochs * 0.05)
+        else:
+            warmup = config.warmup_epochs / config.max_epochs
+        lr = config.lr * lr_factor(config.scheduler, progress, warmup)
         for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * factor
-        return config.lr * factor
+            group["lr"] = lr
+        return lr
 
-    def _autocast(self):
+    @property
+    def max_epochs_estimate(self) -> int:
+        """Epochs expected in this run: ``--epochs``, or what the budget allows at the pace so far."""
+        if not self.config.time_budget:
+            return self.config.max_epochs
+        done = len(self.history)
+        if not done:
+            return self.plan.epochs if self.plan is not None and self.plan.epochs else 0
+        first = self.history[0]
+        per_epoch = (self.elapsed - first.get("elapsed", self.elapsed) + first["seconds"]) / done
+        return done + max(0, int((self._time_limit() - self.elapsed) / max(per_epoch, 1e-9)))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -332,209 +380,291 @@ class Trainer:
 
         images = images.to(self.device, non_blocking=True)
         masks = masks.to(self.device, non_blocking=True)
-        images = normalize(images, self.preprocess.mean, self.preprocess.std)
+        images = normalize(images, self.config.preprocess.mean, self.config.preprocess.std)
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, masks
 
-    def _train_epoch(self, epoch: int, start_time: float) -> tuple[float, int, bool]:
-        """One pass over the training data; returns mean loss, images seen, and whether time ran out."""
+    def _show_progress(self) -> bool | None:
+        if not self.dist.is_main:
+            return False
+        return self.progress
+
+    # ---------------------------------------------------------------- training
+    def train_epoch(self, epoch: int) -> EpochResult:
+        """One pass over the training data (or the rest of it, after a mid-epoch resume).
+
+        Stops early at a step boundary when the time budget is used or a stop signal came.
+        Every epoch's shuffling and augmentation depend only on ``(seed, epoch)``, so a
+        resumed run repeats exactly what the uninterrupted run would have done.
+        """
+        start = time.monotonic()
         self._set_encoder_frozen(epoch)
         self.train_model.train()
         if self.train_sampler is not None:
             self.train_sampler.set_epoch(epoch)
-        # Every epoch's shuffling and augmentation depend only on (seed, epoch): a resumed run
-        # repeats exactly what the uninterrupted run would have done.
         seed_everything(self.config.seed * 1000 + epoch)
         self.shuffle_generator.manual_seed(self.config.seed * 1000 + epoch)
-        loss_sum, seen, steps, out_of_time = 0.0, 0, 0, False
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=self._bar_disabled(), unit="batch")
+        skip, self.resume_step = self.resume_step, 0
+        loss_sum, seen = self.partial_epoch.get("loss_sum", 0.0), int(self.partial_epoch.get("seen", 0))
+        self.partial_epoch = {}
+        stopped, steps = None, skip
+        batches = iter(self.train_loader)
+        for _ in range(skip):  # replay the data order and augmentation of the steps already done
+            next(batches)
+        if skip:
+            restore_rng_state(self._resume_rng)
+        show = self._show_progress()
+        bar = tqdm(batches, desc=f"epoch {epoch}", total=len(self.train_loader), initial=skip, leave=False,
+                   disable=None if show is None else not show, unit="batch")
         for images, masks in bar:
-            elapsed = self.elapsed_before + time.monotonic() - start_time
-            lr = self._set_lr(self._progress(steps, epoch, elapsed))
+            lr = self._set_lr(self._progress())
             images, masks = self._to_device(images, masks)
             with self._autocast():
                 outputs = self.train_model(images)
                 loss = self.criterion(outputs, masks)
             if not torch.isfinite(loss):
-                raise SegkitError(
-                    None, f"training stopped at epoch {epoch}: the loss became {loss.item()} "
-                    f"(try a lower --lr); the last good checkpoint is {self.out / 'last.pt'}",
-                )
+                raise SegkitError(None, f"training stopped at epoch {epoch}: the loss became {loss.item()} "
+                                        f"(try a lower --lr); the last good checkpoint is {self.out / 'last.pt'}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.steps_done += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.steps_done)
             loss_sum += loss.item() * len(images)
             seen += len(images)
             steps += 1
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-            if self.config.time_budget and self.elapsed_before + time.monotonic() - start_time >= self._train_time_limit():
-                out_of_time = True
+            stopped = self._stop_reason()
+            if stopped is not None:
+                if stopped.startswith("SIG") and steps < len(self.train_loader):
+                    self.partial_epoch = {"step": steps, "loss_sum": loss_sum, "seen": seen}
                 break
-        self.steps_done += steps
         totals = all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64, device=self.device))
-        return float(totals[0] / max(totals[1], 1)), int(totals[1]), out_of_time
+        return EpochResult(float(totals[0] / max(totals[1], 1)), int(totals[1]), time.monotonic() - start, stopped)
 
-    def _train_time_limit(self) -> float:
-        """Training stops early enough to validate and save within the time budget."""
-        last_val = self.history[-1]["val_seconds"] if self.history and "val_seconds" in self.history[-1] else 0.0
-        return float(self.config.time_budget) - 1.2 * last_val - 2.0
+    def _stop_reason(self) -> str | None:
+        """Why training must stop now (a signal, or the time budget), agreed by all ranks."""
+        reason = self.stop_signals.received
+        if reason is None and self.config.time_budget and self.elapsed >= self._time_limit():
+            reason = "time budget"
+        if self.dist.enabled:  # every rank stops at the same step
+            flag = all_reduce_sum(torch.tensor([float(reason is not None)], device=self.device))
+            if flag.item() and reason is None:
+                reason = self.stop_signals.received or "time budget"
+        return reason
 
-    def _bar_disabled(self) -> bool | None:
-        if not self.dist.is_main:
-            return True
-        return None if self.progress is None else not self.progress
-
-    @torch.inference_mode()
-    def validate(self) -> tuple[float, dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Validation loss, metrics from one confusion matrix, and the fixed sample images."""
-        from segkit.evaluation.confusion import ConfusionMatrix
-
-        self.train_model.eval()
-        matrix = ConfusionMatrix(
-            len(self.classes), ignore_index=self.config.ignore_index, device=self.device, class_names=self.classes
+    def validate(self, weights: str = "raw") -> ValidationResult:
+        """Score the ``raw`` or ``ema`` weights on the validation images at their original size."""
+        model = self.ema.module if weights == "ema" and self.ema is not None else unwrap(self.model)
+        return validate_model(
+            model, self.card, self.data.val_source, self.data.val_indices, device=self.device,
+            rank=self.dist.rank, world_size=self.dist.world_size,
+            num_samples=self.config.num_samples if self.dist.is_main else 0,
         )
-        loss_sum, count = 0.0, 0
-        samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for raw_images, raw_masks in self.val_loader:
-            images, masks = self._to_device(raw_images, raw_masks)
-            with self._autocast():
-                logits = self.model(images)
-            logits = logits.float()
-            loss_sum += self.criterion(logits, masks).item() * len(images)
-            count += len(images)
-            predictions = self.logits_to_mask(logits)
-            matrix.update(predictions, masks)
-            if len(samples) < self.config.num_samples and self.dist.is_main:
-                take = self.config.num_samples - len(samples)
-                shown = predictions[:take].cpu().masked_fill(raw_masks[:take] == self.config.ignore_index, 255)
-                samples.extend(zip(raw_images[:take], raw_masks[:take], shown))  # letterbox padding shown white
-        matrix.all_reduce()
-        totals = all_reduce_sum(torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=self.device))
-        metrics = matrix.compute()
-        images = np.stack([s[0].permute(1, 2, 0).numpy() for s in samples]) if samples else np.zeros((0, 1, 1, 3), np.uint8)
-        truths = np.stack([s[1].numpy().astype(np.uint8) for s in samples]) if samples else np.zeros((0, 1, 1), np.uint8)
-        predictions = np.stack([s[2].numpy().astype(np.uint8) for s in samples]) if samples else np.zeros((0, 1, 1), np.uint8)
-        return float(totals[0] / max(totals[1], 1)), metrics, (images, truths, predictions)
 
-    def logits_to_mask(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.binary:
-            return (torch.sigmoid(logits[:, 0]) > self.config.threshold).long()
-        return logits.max(dim=1).indices  # on CPU ~10x faster than argmax over a non-last dim
+    def _due_for_validation(self, epoch: int, final: bool) -> bool:
+        """Validate after the first and the last epoch, and every ``val_every`` epochs in between.
+
+        With ``--val-every 0`` the interval is set once, after the first validation, so that
+        validation takes at most :data:`VALIDATION_SHARE` of the time (a whole number of epochs:
+        which epochs are validated does not depend on the machine's speed after that).
+        """
+        if final or epoch == 1 or not self.val_every:
+            return True
+        return epoch % self.val_every == 0
 
     # ------------------------------------------------------------- checkpoints
-    def checkpoint(self, epoch: int, full: bool) -> Checkpoint:
-        """The checkpoint of the current weights; ``full`` adds what resuming needs."""
-        config = self.config
-        palette = None if self.color_table is None else self.color_table.class_colors(len(self.classes))
-        card = ModelCard.create(
-            config.model, self.classes, self.preprocess, binary=self.binary, model_kwargs=self.model_kwargs,
-            palette=palette, threshold=config.threshold, ignore_index=config.ignore_index,
-        )
+    def checkpoint(self, epoch: int, weights: str = "raw", full: bool = False) -> Checkpoint:
+        """A checkpoint of the ``raw`` or ``ema`` weights; ``full`` adds what resuming needs."""
+        card = replace(self.card)
         card.training = TrainingSummary(
-            epoch=epoch, best_metric=self.best_metric if self.best_metrics else None, metrics=self.best_metrics,
-            history=self.history, config=config.to_dict(),
+            epoch=epoch, best_epoch=self.best_epoch,
+            best_metric=self.best_metric if self.best_metrics else None, metrics=self.best_metrics,
+            history=self.history, config=self.config.to_dict(),
+            plan=self.plan.to_dict() if self.plan is not None else {}, seconds=self.elapsed, weights=weights,
+            data={"path": self.config.data, "train_images": len(self.data.train_indices),
+                  "val_images": len(self.data.val_indices), "classes_from": self.data.classes_origin},
         )
-        resume = None
-        if full:
-            resume = {
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": {"kind": config.scheduler, "steps_done": self.steps_done, "elapsed": self.elapsed_before},
-                "scaler": self.scaler.state_dict(),
-                "rng": rng_state(),
-            }
-        return Checkpoint(card, unwrap(self.model).state_dict(), resume)
+        model = self.ema.module if weights == "ema" and self.ema is not None else unwrap(self.model)
+        return Checkpoint(card, model.state_dict(), self._resume_state(epoch) if full else None)
 
-    def _write_history(self) -> None:
-        def write(temp: Path) -> None:
-            with open(temp, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(self.history)
+    def _resume_state(self, epoch: int) -> dict[str, Any]:
+        partial = self.partial_epoch
+        state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "progress": {
+                "epoch": epoch if partial else epoch + 1, "step": int(partial.get("step", 0)),
+                "partial": {key: float(value) for key, value in partial.items() if key != "step"},
+                "steps_done": self.steps_done, "elapsed": self.elapsed,
+                "validations_without_gain": self.validations_without_gain, "best_weights": self.best_weights,
+                "last_validation_seconds": self.last_validation_seconds, "val_every": self.val_every,
+            },
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+        return state
 
-        atomic_write(self.out / "history.csv", write)
-        plot_curves(self.history, self.out / "curves.png")
+    def _save(self, name: str, checkpoint: Checkpoint) -> None:
+        """Write a checkpoint atomically; a failed write stops the run with one line, older files intact."""
+        path = self.out / name
+        try:
+            save_checkpoint(checkpoint, path)
+        except (OSError, SegkitError) as error:
+            problem = error.problem if isinstance(error, SegkitError) else f"cannot write ({error.strerror or error})"
+            raise SegkitError(path, f"{problem}; the previous last.pt and best.pt are intact") from None
+        for callback in self.callbacks:
+            callback.on_checkpoint(self, path, checkpoint)
 
     # --------------------------------------------------------------------- run
     def fit(self) -> TrainResult:
+        """Train until the epochs or the time budget are used up, a stop signal, or early stopping."""
+        try:
+            with self.stop_signals:
+                return self._fit()
+        finally:
+            self.lock.release()
+            cleanup_distributed()
+
+    def _fit(self) -> TrainResult:
         config = self.config
         if self.dist.is_main:
-            config_text = yaml_dump(config.to_dict())
-            atomic_write(self.out / "config.yaml", lambda temp: temp.write_text(config_text, encoding="utf-8"))
-        start_time = time.monotonic()
+            text = config.to_yaml()
+            atomic_write(self.out / "config.yaml", lambda temp: temp.write_text(text, encoding="utf-8"))
+            if self.data.problems:  # images without masks ... are not trained on: say which
+                logger.warning("%s", self.data.problems)
+            if self.plan is not None:
+                logger.info("%s", self.plan.format())
+                self.plan.save(self.out / "plan.json")
+            for callback in self.callbacks:
+                callback.on_train_start(self)
         stopped_because = f"reached {config.max_epochs} epochs"
-        epochs_without_gain = 0
+        last_saved = time.monotonic()
+        epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, config.max_epochs + 1):
-            epoch_start = time.monotonic()
-            train_loss, seen, out_of_time = self._train_epoch(epoch, start_time)
-            train_seconds = time.monotonic() - epoch_start
-            val_start = time.monotonic()
-            val_loss, metrics, samples = self.validate()
-            row = {
-                "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_mIoU": metrics["mIoU"],
-                "val_mDice": metrics["mDice"], "val_pixel_accuracy": metrics["pixel_accuracy"],
-                "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - epoch_start,
-                "images_per_second": seen / max(train_seconds, 1e-9), "val_seconds": time.monotonic() - val_start,
+            result = self.train_epoch(epoch)
+            signalled = result.stopped is not None and result.stopped.startswith("SIG")
+            if signalled and self.partial_epoch:
+                self._interrupted(epoch, result.stopped)
+            final = result.stopped == "time budget" or epoch == config.max_epochs
+            row: dict[str, Any] = {
+                "epoch": epoch, "train_loss": result.loss, "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": result.seconds, "images_per_second": result.images / max(result.seconds, 1e-9),
             }
             self.history.append(row)
-            self.elapsed_before += time.monotonic() - start_time
-            start_time = time.monotonic()
-            improved = metrics["mIoU"] is not None and metrics["mIoU"] > self.best_metric
-            if improved:
-                self.best_metric, self.best_metrics, epochs_without_gain = float(metrics["mIoU"]), metrics, 0
-            else:
-                epochs_without_gain += 1
+            validated = self._due_for_validation(epoch, final)
+            if validated:
+                self._validate_and_keep_best(epoch, final, row)
+            row["elapsed"] = self.elapsed
             if self.dist.is_main:
-                self._save_epoch(epoch, improved, samples)
-                logger.info(
-                    "epoch %d: train loss %.4f, val loss %.4f, val mIoU %.4f, mDice %.4f, %.1f img/s%s",
-                    epoch, train_loss, val_loss, _nan(metrics["mIoU"]), _nan(metrics["mDice"]),
-                    row["images_per_second"], " (best)" if improved else "",
-                )
-            if out_of_time or (config.time_budget and self.elapsed_before >= self._train_time_limit()):
+                if validated or final or time.monotonic() - last_saved >= LAST_CHECKPOINT_INTERVAL:
+                    self._save("last.pt", self.checkpoint(epoch, full=True))
+                    last_saved = time.monotonic()
+                if config.save_every and epoch % config.save_every == 0:
+                    self._save(f"epoch_{epoch:03d}.pt", self.checkpoint(epoch))
+                for callback in self.callbacks:
+                    callback.on_epoch_end(self, epoch, row)
+            if signalled:
+                self._interrupted(epoch, result.stopped)
+            if result.stopped is not None:
                 stopped_because = f"time budget of {config.time_budget:.0f}s used"
                 break
-            if config.patience and epochs_without_gain >= config.patience:
-                stopped_because = f"no mIoU gain in {config.patience} epochs (early stopping)"
+            if config.time_budget and self.elapsed >= self._time_limit():
+                if not validated:  # the budget ran out between epochs: the last epoch still gets validated
+                    self._validate_and_keep_best(epoch, True, row)
+                stopped_because = f"time budget of {config.time_budget:.0f}s used"
                 break
+            if config.patience and self.validations_without_gain >= config.patience:
+                stopped_because = f"no mIoU gain in {config.patience} validations (early stopping)"
+                break
+        return self._finish(stopped_because)
+
+    def _interrupted(self, epoch: int, signal_name: str) -> None:
+        """After a stop signal: write ``last.pt`` (down to the step) and stop with how to resume."""
         if self.dist.is_main:
-            atomic_write(
-                self.out / "metrics.json",
-                lambda temp: temp.write_text(json.dumps(to_json_safe(self.best_metrics), indent=2), encoding="utf-8"),
-            )
-            logger.info("training done: %s; best val mIoU %.4f", stopped_because, _nan(self.best_metric))
-        cleanup_distributed()
-        return TrainResult(
+            self._save("last.pt", self.checkpoint(epoch, full=True))
+        raise RunInterrupted(self.out, signal_name)
+
+    def _validate_and_keep_best(self, epoch: int, final: bool, row: dict[str, Any]) -> None:
+        """Validate (EMA weights while training; raw and EMA at the end), keep the best as ``best.pt``."""
+        start = time.monotonic()
+        kinds = ["ema"] if self.ema is not None else ["raw"]
+        if final and self.ema is not None:
+            kinds.append("raw")
+        results = {kind: self.validate(kind) for kind in kinds}
+        kind = max(results, key=lambda name: -1.0 if math.isnan(results[name].miou) else results[name].miou)
+        chosen = results[kind]
+        self.last_validation_seconds = (time.monotonic() - start) / len(kinds)
+        if not self.val_every:
+            epoch_seconds = max(row["seconds"], 1e-9)
+            share = VALIDATION_SHARE / (1 - VALIDATION_SHARE)
+            self.val_every = max(1, math.ceil(self.last_validation_seconds * len(kinds) / (share * epoch_seconds)))
+        metrics = chosen.metrics
+        row.update({"val_mIoU": metrics["mIoU"], "val_mDice": metrics["mDice"],
+                    "val_pixel_accuracy": metrics["pixel_accuracy"], "val_weights": kind,
+                    "val_seconds": time.monotonic() - start})
+        row.update({f"val_iou_{name}": values["iou"] for name, values in metrics["per_class"].items()})
+        improved = metrics["mIoU"] is not None and metrics["mIoU"] > self.best_metric
+        if improved:
+            self.best_metric, self.best_metrics, self.best_epoch = float(metrics["mIoU"]), metrics, epoch
+            self.best_weights = kind
+            self.validations_without_gain = 0
+        else:
+            self.validations_without_gain += 1
+        row["best"] = improved
+        if self.dist.is_main:
+            if improved or not (self.out / "best.pt").exists():
+                self._save("best.pt", self.checkpoint(epoch, weights=kind))
+            for callback in self.callbacks:
+                callback.on_validation_end(self, epoch, metrics, chosen.samples)
+
+    def _finish(self, stopped_because: str) -> TrainResult:
+        missing = never_predicted(self.best_metrics)
+        result = TrainResult(
             out=self.out, best_checkpoint=self.out / "best.pt", last_checkpoint=self.out / "last.pt",
             best_metrics=self.best_metrics, history=self.history, stopped_because=stopped_because,
+            never_predicted=missing,
         )
+        if self.dist.is_main:
+            import json
 
-    def _save_epoch(self, epoch: int, improved: bool, samples: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        if improved or not (self.out / "best.pt").exists():
-            save_checkpoint(self.checkpoint(epoch, full=False), self.out / "best.pt")
-        save_checkpoint(self.checkpoint(epoch, full=True), self.out / "last.pt")
-        if self.config.save_every and epoch % self.config.save_every == 0:
-            save_checkpoint(self.checkpoint(epoch, full=False), self.out / f"epoch_{epoch:03d}.pt")
-        self._write_history()
-        if len(samples[0]):
-            save_samples(self.out / "samples" / f"epoch_{epoch:03d}.png", *samples)
+            text = json.dumps(to_json_safe(self.best_metrics), indent=2)
+            atomic_write(self.out / "metrics.json", lambda temp: temp.write_text(text, encoding="utf-8"))
+            for callback in self.callbacks:
+                callback.on_train_end(self, result)
+        return result
 
 
-def _nan(value: float | None) -> float:
-    return float("nan") if value is None else float(value)
+def train(
+    config: TrainConfig | None = None,
+    progress: bool | None = None,
+    callbacks: list[Callback] | tuple[Callback, ...] | None = None,
+    **options: Any,
+) -> TrainResult:
+    """Train a model; the Python form of ``segkit train``.
 
+    Args:
+        config: a full :class:`TrainConfig`; or give the options as keyword arguments
+            (``data=``, ``epochs=``, ``time_budget="10m"`` ...) and the planner derives the rest.
+        progress: show progress bars (``None``: when the output is a terminal).
+        callbacks: extra :class:`~segkit.training.callbacks.Callback` hooks.
 
-def yaml_dump(values: dict[str, Any]) -> str:
-    import yaml
+    Example:
+        >>> result = segkit.train(data="data/", time_budget="10m", out="runs/exp")
+        >>> result.best_metrics["mIoU"], result.best_checkpoint
+    """
+    from segkit.training.console import ConsoleReport
+    from segkit.training.loggers import create_loggers
 
-    return yaml.safe_dump(values, sort_keys=False)
-
-
-def train(config: TrainConfig | None = None, progress: bool | None = None, **options: Any) -> TrainResult:
-    """Train a model; the Python form of ``segkit train`` (options as in :class:`TrainConfig`)."""
     if config is None:
-        config = TrainConfig(**options)
+        config = TrainConfig.from_options(options)
     elif options:
         config = TrainConfig.from_dict({**config.to_dict(), **options})
-    return Trainer(config, progress=progress).fit()
+    trainer = Trainer(config, progress=progress)
+    trainer.callbacks = [*create_loggers(trainer.config.logger, trainer.out), ConsoleReport(),
+                         *(callbacks or ())]
+    return trainer.fit()

@@ -2,9 +2,12 @@
 // The server returns the mask as a palette PNG (pixel value = class index); the page
 // decodes it to class indices once and colours it itself, so toggling a class or
 // changing the opacity never goes back to the server.
+// A server started with an API key answers 401: the page then asks for the key once and
+// keeps it in sessionStorage (this tab only, gone when it closes).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const KEY_STORAGE = "segkit-api-key";
 
 const state = {
   classes: [],        // class names from /info
@@ -16,7 +19,31 @@ const state = {
   downloadUrl: null,
   maxBytes: Infinity, // the server's upload limit, checked here to skip a doomed upload
   ready: null,        // promise of /info, awaited before the first mask is decoded
+  markReady: null,    // resolves `ready`
 };
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function askForKey(message, isError = false) {
+  const form = $("key-form");
+  form.hidden = false;
+  $("key-message").textContent = message;
+  $("key-message").classList.toggle("error", isError);
+  $("api-key").value = "";
+  $("api-key").focus();
+}
+
+function useKey(event) {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (!key) return;
+  sessionStorage.setItem(KEY_STORAGE, key);
+  $("key-form").hidden = true;
+  loadInfo();
+}
 
 function showStatus(text, isError = false) {
   const status = $("status");
@@ -35,8 +62,15 @@ function formatBytes(bytes) {
 
 async function loadInfo() {
   try {
-    const response = await fetch("/info");
+    const response = await fetch("/info", { headers: authHeaders() });
+    if (response.status === 401) {
+      const refused = sessionStorage.getItem(KEY_STORAGE) !== null;
+      sessionStorage.removeItem(KEY_STORAGE);
+      askForKey(refused ? "The server refused this key; try again." : "Kept in this browser tab until you close it.", refused);
+      return;
+    }
     const info = await response.json();
+    if (!response.ok) throw new Error(errorText(info.detail, response.status));
     state.classes = info.classes;
     state.maxBytes = info.max_upload_bytes;
     state.palette = info.palette;
@@ -45,6 +79,7 @@ async function loadInfo() {
     $("model-info").textContent = `${info.model} · ${info.classes.length} classes${size} · ${info.device} · segkit ${info.segkit_version}`;
     $("drop-hint").textContent = `PNG, JPEG, WebP, BMP, TIFF · up to ${formatBytes(info.max_upload_bytes)} · you can also paste`;
     buildLegend();
+    state.markReady();
   } catch (error) {
     showStatus(`cannot reach the server: ${error.message}`, true);
   }
@@ -194,9 +229,13 @@ async function segment(file) {
   try {
     const [bitmap, response] = await Promise.all([
       createImageBitmap(file).catch(() => null),  // formats the browser cannot show (TIFF) still get a mask
-      fetch("/predict?format=json", { method: "POST", body: form }),
+      fetch("/predict?format=json", { method: "POST", body: form, headers: authHeaders() }),
     ]);
     const body = await response.json().catch(() => ({}));
+    if (response.status === 401) {
+      sessionStorage.removeItem(KEY_STORAGE);
+      askForKey("The server refused the key; enter it again, then the image again.", true);
+    }
     if (!response.ok) throw new Error(errorText(body.detail, response.status));
     const maskBlob = base64ToBlob(body.mask_png_base64, "image/png");
     const decoded = await decodeIndices(maskBlob);
@@ -251,9 +290,11 @@ function init() {
   $("show-all").addEventListener("click", () => setVisibleAll(true));
   $("show-none").addEventListener("click", () => setVisibleAll(false));
   $("choose").addEventListener("click", () => $("file-input").click());
+  $("key-form").addEventListener("submit", useKey);
   setUpDropping();
   applyOpacity();
-  state.ready = loadInfo();
+  state.ready = new Promise((resolve) => { state.markReady = resolve; });
+  loadInfo();
 }
 
 init();

@@ -1,0 +1,419 @@
+"""A self-contained HTML report of an evaluation (``segkit evaluate --report``, ``segkit report``).
+
+One file that opens from disk with no network: every image is embedded as a ``data:``
+URI and the little JavaScript (sorting the per-image table) is inline. It holds a
+summary, the per-class metrics with their definitions, the row-normalised confusion
+matrix as a heat map (counts on hover and in a table), the training curves from the
+model card's history, the per-image scores and the worst images as image / truth /
+prediction overlays with an error map. The page is rendered by Jinja2 (autoescaped) from
+``templates/report.html.j2``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+import segkit
+from segkit.checkpoint import ModelCard
+from segkit.data.classes import background_index
+from segkit.data.io import atomic_write
+from segkit.errors import SegkitError
+from segkit.evaluation.per_image import ImagePixels, ImageScore, PerImageScores
+from segkit.visualize import PALETTE, colorize, default_palette, overlay
+
+SUMMARY = (
+    ("mIoU", "mIoU"), ("pixel accuracy", "pixel_accuracy"), ("mDice", "mDice"), ("fwIoU", "fwIoU"),
+    ("mean precision", "mean_precision"), ("mean recall", "mean_recall"),
+)
+DEFINITIONS = (
+    ("TP, FP, FN, TN", "For class c of the confusion matrix cm (rows truth, columns prediction, ignored pixels left "
+                       "out): TP = cm[c, c], FP = column sum − TP, FN = row sum − TP, TN = all − TP − FP − FN."),
+    ("IoU (Jaccard)", "TP / (TP + FP + FN)"),
+    ("Dice (F1)", "2·TP / (2·TP + FP + FN)"),
+    ("precision", "TP / (TP + FP)"),
+    ("recall", "TP / (TP + FN) (class accuracy)"),
+    ("specificity", "TN / (TN + FP)"),
+    ("pixel accuracy", "Σ TP / all labelled pixels"),
+    ("mIoU, mDice, mean …", "the mean over the classes where the value is defined; a ratio whose denominator is 0 is "
+                           "undefined (–) and left out"),
+    ("fwIoU", "Σ_c (TP_c + FN_c) / all · IoU_c (IoU weighted by the class's share of the true pixels)"),
+)
+MAX_CLASS_COLUMNS = 12  # per-class IoU columns in the per-image table up to this many classes
+ALPHA = 0.5
+
+
+def write_report(path: str | Path, metrics: Mapping[str, Any], **options: Any) -> None:
+    """Write :func:`render_report`'s page as one HTML file, atomically (``options`` as there)."""
+    html = render_report(metrics, **options)
+    atomic_write(path, lambda temp: temp.write_text(html, encoding="utf-8"))
+
+
+def render_report(
+    metrics: Mapping[str, Any],
+    *,
+    scores: PerImageScores | None = None,
+    card: ModelCard | None = None,
+    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
+    ignore_index: int = 255,
+    sources: Sequence[tuple[str, str]] = (),
+    note: str = "",
+    title: str = "segkit evaluation report",
+) -> str:
+    """The report of an evaluation as the text of one self-contained HTML page.
+
+    Args:
+        metrics: the dict of :func:`~segkit.evaluation.metrics.compute_metrics`.
+        scores: per-image scores and worst images collected during the evaluation.
+        card: the model card (its facts, colours and training curves are shown).
+        palette: class colours when there is no card (default: :func:`~segkit.visualize.default_palette`).
+        ignore_index: mask value of ignored pixels (drawn white).
+        sources: ``(label, value)`` pairs saying what was evaluated.
+        note: a remark shown at the top.
+        title: the page title.
+    """
+    import jinja2
+
+    from segkit.training.plots import best_epoch_of, curves_png
+
+    names = list(metrics["per_class"])
+    if card is not None:
+        colours = np.asarray(card.palette, dtype=np.uint8)
+        background = card.background
+    else:
+        colours = default_palette(names) if palette is None else np.asarray(palette, dtype=np.uint8)[: len(names)]
+        background = background_index(names)
+    history = card.training.history if card is not None else []
+    best_epoch = (card.training.best_epoch or best_epoch_of(history)) if history else None
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("segkit.evaluation", "templates"), autoescape=True, trim_blocks=True,
+        lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["num"] = _number
+    environment.filters["sortkey"] = lambda value: "" if _undefined(value) else f"{value:.6f}"
+    context = {
+        "title": title,
+        "version": segkit.__version__,
+        "created": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "sources": list(sources),
+        "note": note,
+        "summary": [(label, _number(metrics.get(key))) for label, key in SUMMARY],
+        "counted": _counted(metrics),
+        "classes": _class_rows(metrics, colours),
+        "absent": list(metrics.get("classes_absent", [])),
+        "definitions": DEFINITIONS,
+        "class_names": names,
+        "confusion": _confusion_rows(metrics),
+        "curves": _data_uri(curves_png(history, best_epoch), "image/png") if history else "",
+        "best_epoch": best_epoch,
+        "images": [] if scores is None else sorted(scores.scores, key=_ascending_miou),
+        "image_classes": names if len(names) <= MAX_CLASS_COLUMNS else [],
+        "worst": [] if scores is None else [
+            _worst_item(score, pixels, names, colours, background, ignore_index)
+            for score, pixels in scores.worst_images()
+        ],
+        "card": _card_facts(card) if card is not None else [],
+        "card_json": _card_json(card) if card is not None else "",
+    }
+    return environment.get_template("report.html.j2").render(context)
+
+
+def _undefined(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _number(value: Any) -> str:
+    """Four decimals, or an en dash for an undefined (None/NaN) value."""
+    return "–" if _undefined(value) else f"{value:.4f}"
+
+
+def _ascending_miou(score: ImageScore) -> tuple[bool, float]:
+    return (math.isnan(score.miou), 0.0 if math.isnan(score.miou) else score.miou)
+
+
+def _counted(metrics: Mapping[str, Any]) -> str:
+    images = metrics.get("num_images")
+    prefix = f"{images} images, " if images is not None else ""
+    return f"{prefix}{metrics['num_pixels']:,} labelled pixels, {metrics['num_classes']} classes."
+
+
+def _hex(colour: Sequence[int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(value) for value in colour))
+
+
+def _class_rows(metrics: Mapping[str, Any], colours: np.ndarray) -> list[dict[str, Any]]:
+    """One row per class: its colour, metrics, true and predicted pixels, and whether it failed."""
+    matrix = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    predicted = matrix.sum(axis=0)
+    total = max(int(metrics["num_pixels"]), 1)
+    rows = []
+    for index, (name, values) in enumerate(metrics["per_class"].items()):
+        iou = values["iou"]
+        state = "absent" if name in metrics.get("classes_absent", []) else "zero" if iou == 0 else ""
+        rows.append({
+            **values, "name": name, "colour": _hex(colours[index]), "state": state,
+            "bar": 0 if _undefined(iou) else round(80 * iou), "share": f"{values['support'] / total:.2%}",
+            "predicted": int(predicted[index]),
+        })
+    return rows
+
+
+def _confusion_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Heat-map cells: the share of the true class's pixels, a colour for it, and the count."""
+    matrix = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    names = list(metrics["per_class"])
+    rows = []
+    for truth, name in enumerate(names):
+        total = int(matrix[truth].sum())
+        cells = []
+        for predicted, other in enumerate(names):
+            count = int(matrix[truth, predicted])
+            share = count / total if total else 0.0
+            lightness = 97 - 62 * share  # white-ish (0 %) to deep blue (100 %)
+            cells.append({
+                "count": count, "diagonal": truth == predicted,
+                "text": "" if not total else f"{share:.0%}" if share >= 0.005 or not count else "<1%",
+                "background": f"hsl(222, 70%, {lightness:.1f}%)", "color": "#ffffff" if share > 0.45 else "#1c1f26",
+                "title": f"truth {name} → predicted {other}: {count:,} pixels"
+                         + (f" ({share:.2%} of {name})" if total else ""),
+            })
+        rows.append({"name": name, "cells": cells, "total": total})
+    return rows
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _image_uri(array: np.ndarray, photo: bool) -> str:
+    """An RGB array as a data URI: JPEG for photos, PNG (exact colours) for masks."""
+    buffer = io.BytesIO()
+    if photo:
+        Image.fromarray(array).save(buffer, format="JPEG", quality=85)
+        return _data_uri(buffer.getvalue(), "image/jpeg")
+    Image.fromarray(array).save(buffer, format="PNG", optimize=True)
+    return _data_uri(buffer.getvalue(), "image/png")
+
+
+def error_map(truth: np.ndarray, prediction: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Wrong pixels red, right ones light grey, ignored ones white: ``(H, W, 3)`` uint8."""
+    result = np.full((*truth.shape, 3), 215, dtype=np.uint8)
+    result[truth != prediction] = (214, 39, 40)
+    result[truth == ignore_index] = PALETTE[255]
+    return result
+
+
+def _worst_item(
+    score: ImageScore,
+    pixels: ImagePixels,
+    names: Sequence[str],
+    colours: np.ndarray,
+    background: int | None,
+    ignore_index: int,
+) -> dict[str, Any]:
+    """One gallery entry: the image and overlays of truth and prediction (colour masks without an image)."""
+    panels: list[tuple[str, str]] = []
+    if pixels.image is not None:
+        panels.append(("image", _image_uri(pixels.image, photo=True)))
+        for caption, mask in (("truth", pixels.truth), ("prediction", pixels.prediction)):
+            panels.append((caption, _image_uri(overlay(pixels.image, mask, ALPHA, colours, background), photo=True)))
+    else:
+        for caption, mask in (("truth", pixels.truth), ("prediction", pixels.prediction)):
+            panels.append((caption, _image_uri(colorize(mask, colours), photo=False)))
+    panels.append(("errors (red)", _image_uri(error_map(pixels.truth, pixels.prediction, ignore_index), photo=False)))
+    defined = [(iou, name) for iou, name in zip(score.iou, names) if not math.isnan(iou)]
+    weakest = min(defined)[1] if defined else ""
+    return {"name": score.name, "miou": score.miou, "pixel_accuracy": score.pixel_accuracy, "weakest": weakest,
+            "panels": panels}
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _card_facts(card: ModelCard) -> list[tuple[str, str]]:
+    """The model card's facts a person reads first."""
+    spec, preprocess, training = card.model, card.preprocess, card.training
+    options = ", ".join(f"{key}={value}" for key, value in spec.kwargs.items())
+    facts = [
+        ("model", f"{spec.name}" + (f" ({options})" if options else "")),
+        ("classes", ", ".join(card.classes)),
+        ("mode", f"binary (one sigmoid channel, threshold {card.threshold:g})" if card.binary
+         else f"multi-class (softmax over {card.num_classes} classes)"),
+        ("input", f"{preprocess.img_size[1]}×{preprocess.img_size[0]} ({preprocess.resize}), "
+                  f"{spec.in_channels} channels"),
+        ("ignore value", str(card.ignore_index)),
+        ("background class", "none" if card.background is None else card.classes[card.background]),
+    ]
+    if training.epoch:
+        from segkit.training.plots import best_epoch_of
+
+        best_epoch = training.best_epoch or best_epoch_of(training.history)
+        best = f"epoch {best_epoch}" if best_epoch else "–"
+        if training.best_metric is not None:
+            best += f", validation mIoU {training.best_metric:.4f}"
+        seconds = training.seconds or sum(float(row.get("seconds") or 0) for row in training.history)
+        facts += [("trained", f"{training.epoch} epochs" + (f" in {_duration(seconds)}" if seconds else "")),
+                  ("best", best)]
+    config = training.config
+    if config:
+        recipe = ", ".join(f"{key} {config[key]}" for key in ("optimizer", "lr", "batch_size", "loss", "scheduler")
+                           if config.get(key) is not None)
+        facts.append(("recipe", recipe))
+    data = training.data or ({"folder": config["data"]} if config.get("data") else {})
+    if data:
+        facts.append(("training data", ", ".join(f"{key}: {value}" for key, value in data.items())))
+    facts.append(("segkit", card.segkit_version))
+    return facts
+
+
+def _card_json(card: ModelCard) -> str:
+    """The card as indented JSON, without the per-epoch history (shown as curves)."""
+    values = card.to_dict()
+    values["training"] = {key: value for key, value in values["training"].items() if key != "history"}
+    return json.dumps(values, indent=2)
+
+
+def model_card(model: str | Path) -> ModelCard:
+    """The card of any model segkit predicts with (``.pt``, ``.onnx``, exported folder)."""
+    from segkit.prediction.predictor import Predictor
+
+    return Predictor.from_checkpoint(model, device="cpu").card
+
+
+def write_evaluation_report(
+    path: str | Path,
+    metrics: Mapping[str, Any],
+    scores: PerImageScores | None,
+    *,
+    checkpoint: str | Path | None = None,
+    data: str | Path | None = None,
+    pred: str | Path | None = None,
+    true: str | Path | None = None,
+    classes: str | Path | None = None,
+    ignore_index: int | None = None,
+    val_split: float | None = None,
+) -> None:
+    """The report of ``segkit evaluate`` (checkpoint form, or ``--pred``/``--true`` form).
+
+    ``ignore_index`` defaults to the checkpoint's (255 in the ``--pred`` form).
+    """
+    if checkpoint is not None:
+        where = str(data) + (f" (held out {val_split:g})" if val_split else "")
+        card = model_card(checkpoint)
+        write_report(path, metrics, scores=scores, card=card,
+                     ignore_index=card.ignore_index if ignore_index is None else ignore_index,
+                     sources=[("model", str(checkpoint)), ("data", where)])
+        return
+    ignore_index = 255 if ignore_index is None else ignore_index
+    palette = None
+    if classes is not None and Path(classes).suffix.lower() in (".json", ".csv"):
+        from segkit.data.colors import load_color_table
+
+        palette = load_color_table(classes).class_colors(metrics["num_classes"])
+    write_report(path, metrics, scores=scores, palette=palette, ignore_index=ignore_index,
+                 sources=[("predicted masks", str(pred)), ("true masks", str(true))])
+
+
+def report_run(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    data: str | Path | None = None,
+    val_split: float | None = None,
+    worst: int = 8,
+    device: str = "auto",
+    batch_size: int = 8,
+) -> Path:
+    """Write the report of a training run folder: its ``best.pt`` evaluated on the run's validation images.
+
+    The validation images are found as the run found them (``--val``, a ``val`` split, or
+    the ``--val-split`` share held out by name), with the run's ``--masks``, ``--colors``
+    and ``--classes``; ``data`` (and ``val_split``) evaluate on other data instead, read as
+    ``segkit evaluate`` reads it. When
+    the run's data folder is gone, the report shows the validation metrics stored in the
+    checkpoint (measured at the network's input size) and says so.
+
+    Args:
+        run_dir: the run folder (``segkit train --out``).
+        out: the HTML file (default ``RUN_DIR/report.html``).
+        data: evaluate on this dataset folder instead.
+        val_split: with ``data``: only the images ``segkit train --val-split`` would hold out.
+        worst: how many of the worst images to show.
+        device: where the model runs.
+        batch_size: images per forward pass.
+
+    Returns:
+        The written file.
+
+    Raises:
+        SegkitError: no ``best.pt`` in ``run_dir``, or unreadable data.
+    """
+    from segkit.checkpoint import load_checkpoint
+    from segkit.evaluation.evaluate import evaluate_checkpoint
+
+    run_dir = Path(run_dir)
+    best = run_dir / "best.pt"
+    if not best.is_file():
+        raise SegkitError(run_dir, "no best.pt here: not a segkit training run folder")
+    out = Path(out) if out is not None else run_dir / "report.html"
+    checkpoint = load_checkpoint(best)
+    card = checkpoint.card
+    sources = [("run", str(run_dir)), ("model", str(best))]
+    source, held_out, where = _validation_source(card, data, val_split)
+    if source is None:
+        metrics = card.training.metrics
+        if not metrics:
+            raise SegkitError(best, f"no stored validation metrics, and the training data {where} was not found; "
+                                    "pass --data DATA")
+        note = (f"The training data ({where}) was not found, so these are the validation metrics of the best epoch as "
+                "stored in the checkpoint, measured at the network's input size. Pass --data DATA to evaluate at each "
+                "image's original size with per-image scores.")
+        write_report(out, metrics, card=card, ignore_index=card.ignore_index, sources=sources, note=note,
+                     title="segkit training report")
+        return out
+    scores = PerImageScores(worst)
+    metrics = evaluate_checkpoint(checkpoint, source, batch_size=batch_size, device=device, val_split=held_out,
+                                  on_image=scores)
+    sources.append(("data", where))
+    write_report(out, metrics, scores=scores, card=card, ignore_index=card.ignore_index, sources=sources,
+                 title="segkit training report")
+    return out
+
+
+def _validation_source(
+    card: ModelCard, data: str | Path | None, val_split: float | None
+) -> tuple[Any, float | None, str]:
+    """``(source to evaluate: an opened source, a folder, or None when the run's data is gone;
+    held-out fraction; description)``."""
+    from segkit.data.sources import list_splits, open_source
+
+    config = card.training.config
+    options = {"masks": config.get("masks"), "colors": config.get("colors"), "classes": config.get("classes"),
+               "ignore_index": card.ignore_index}
+    if data is not None:  # read as `segkit evaluate MODEL DATA` reads it
+        return Path(data), val_split, str(data) + (f" (held out {val_split:g})" if val_split else "")
+    if config.get("val"):
+        folder, split, held_out = Path(config["val"]), None, None
+    else:
+        folder = Path(config.get("data") or "")
+        splits = list_splits(folder) if folder.is_dir() else []
+        if "val" in splits:
+            split, held_out = "val", None
+        else:  # as the trainer: the default split, less the share held out by name
+            split, held_out = ("train" if "train" in splits else None), float(config.get("val_split", 0.2))
+    where = str(folder) + (f" (split {split})" if split == "val" else f" (held out {held_out:g})" if held_out else "")
+    if not str(folder) or not folder.exists():
+        return None, None, where
+    return open_source(folder, split=split, **options), held_out, where

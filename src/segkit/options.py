@@ -1,0 +1,136 @@
+"""Options written once: a dataclass field carries its help, choices, parser and command-line flag.
+
+Configuration dataclasses (:class:`~segkit.training.config.TrainConfig` and the
+:class:`~segkit.data.transforms.PreprocessConfig` it nests) declare each option with
+:func:`option`; :func:`add_arguments` generates the ``argparse`` options from those fields
+(as Hugging Face's ``HfArgumentParser`` does) and :func:`collect` turns the parsed
+arguments back into a nested dict holding only what the user set, so the planner can
+derive the rest. :func:`check_choices` validates values against the same choices, so the
+allowed values of an option are defined in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+MISSING: Any = dataclasses.MISSING
+
+
+def option(
+    default: Any = MISSING,
+    *,
+    default_factory: Callable[[], Any] | Any = MISSING,
+    help: str,
+    choices: tuple[Any, ...] | None = None,
+    parse: Callable[[Any], Any] | None = None,
+    metavar: str | None = None,
+    nargs: str | int | None = None,
+    group: str = "options",
+    flag: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """A dataclass field that is also a command-line option.
+
+    Args:
+        default, default_factory: as :func:`dataclasses.field`.
+        help: the option's help text (also its documentation).
+        choices: the allowed values (checked on the command line and by :func:`check_choices`).
+        parse: converts the command-line text (or list of texts with ``nargs``) to the value.
+        metavar, nargs: as :meth:`argparse.ArgumentParser.add_argument`.
+        group: the help section the option is listed in.
+        flag: the option's name on the command line (default ``--field-name``).
+        cli: ``False`` for fields that only config files and the Python API set.
+    """
+    metadata = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "nargs": nargs,
+                "group": group, "flag": flag, "cli": cli}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def nested(factory: Callable[[], Any]) -> Any:
+    """A field holding another options dataclass, whose options appear on the command line flat."""
+    return dataclasses.field(default_factory=factory, metadata={"nested": True})
+
+
+def check_choices(instance: Any) -> None:
+    """Raise a one-line :class:`~segkit.errors.SegkitError` for a value outside its field's ``choices``."""
+    from segkit.errors import SegkitError
+
+    for item in dataclasses.fields(instance):
+        choices = item.metadata.get("choices")
+        value = getattr(instance, item.name)
+        if choices is not None and value not in choices:
+            flag = item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+            allowed = ", ".join(str(choice) for choice in choices)
+            raise SegkitError(None, f"{flag} must be one of {allowed}, not {value!r}")
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", groups: dict[str, Any] | None = None
+) -> None:
+    """Add one ``--flag`` per command-line field of ``cls`` (nested dataclasses flattened).
+
+    Options are added with ``default=argparse.SUPPRESS``: an option the user did not give
+    is absent from the parsed namespace, which :func:`collect` relies on. Options are listed
+    under their ``group`` headings (``groups`` maps heading -> argument group, shared
+    across nested dataclasses).
+    """
+    groups = {} if groups is None else groups
+    for item in dataclasses.fields(cls):
+        if item.metadata.get("nested"):
+            add_arguments(parser, _nested_type(cls, item.name), prefix + item.name + ".", groups)
+            continue
+        if not item.metadata.get("cli", False):
+            continue
+        meta = item.metadata
+        group_name = meta["group"]
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(group_name)
+        flag = meta["flag"] or "--" + item.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": prefix + item.name, "default": argparse.SUPPRESS, "help": _help(item)}
+        if meta["parse"] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = meta["metavar"]
+            if meta["nargs"] is not None:
+                kwargs["nargs"] = meta["nargs"]
+            if meta["choices"] is not None and meta["parse"] is None:
+                kwargs["choices"] = meta["choices"]
+        groups[group_name].add_argument(flag, **kwargs)
+
+
+def collect(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The options the user gave, parsed, as a dict nested like ``cls`` (e.g. ``{"preprocess": {"img_size": ...}}``)."""
+    given = vars(args)
+    values: dict[str, Any] = {}
+    _collect(given, cls, "", values)
+    return values
+
+
+def _collect(given: dict[str, Any], cls: type, prefix: str, values: dict[str, Any]) -> None:
+    for item in dataclasses.fields(cls):
+        if item.metadata.get("nested"):
+            inner: dict[str, Any] = {}
+            _collect(given, _nested_type(cls, item.name), prefix + item.name + ".", inner)
+            if inner:
+                values[item.name] = inner
+        elif item.metadata.get("cli") and prefix + item.name in given:
+            raw = given[prefix + item.name]
+            parse = item.metadata.get("parse")
+            values[item.name] = parse(raw) if parse not in (None, bool) else raw
+
+
+def _nested_type(cls: type, name: str) -> type:
+    """The dataclass a nested field holds (from its default factory)."""
+    item = next(item for item in dataclasses.fields(cls) if item.name == name)
+    return type(item.default_factory())  # type: ignore[misc]
+
+
+def _help(item: dataclasses.Field) -> str:
+    text = item.metadata["help"]
+    choices = item.metadata.get("choices")
+    if choices is not None and item.metadata.get("parse") is not None:
+        text += f" ({'|'.join(str(choice) for choice in choices)})"
+    return text.replace("%", "%%")
