@@ -253,11 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     repeats = resolve_repeats(args, quick_repeats=2)
     from segkit.evaluation.confusion import ConfusionMatrix
-    from segkit.evaluation.folders import evaluate_folders, read_class_names
+    from segkit.data.classes import read_class_list
+    from segkit.evaluation.folders import evaluate_folders
 
     dubai = dataset_dir(data_root(args.data), DUBAI)
     class_file = dubai / "classes.json"
-    num_classes = len(read_class_names(class_file))
+    num_classes = len(read_class_list(class_file).names)
     with tempfile.TemporaryDirectory(prefix="segkit-eval-throughput-") as folder:
         pred_dir, true_dir = build_folders(dubai / "masks", args.masks, num_classes, Path(folder))
         pairs = decode_pairs(pred_dir, true_dir)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from segkit.prediction.writer import Shard
 
@@ -23,3 +27,12 @@ def test_shard_from_the_torchrun_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert shard.take(items) == [2, 5, 8]
     assert shard.device("cpu") == "cpu" and shard.device("cuda:1") == "cuda:1"
     assert shard.device("auto") in ("cuda:0", "cpu")
+
+
+def test_globs_end_at_symbolic_link_loops(tmp_path: Path) -> None:
+    from segkit.prediction.writer import expand_inputs
+
+    (tmp_path / "g" / "sub").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "g" / "sub" / "a.png")
+    (tmp_path / "g" / "sub" / "loop").symlink_to(tmp_path / "g", target_is_directory=True)
+    assert expand_inputs([str(tmp_path / "g" / "**" / "*.png")]) == [tmp_path / "g" / "sub" / "a.png"]

@@ -39,7 +39,7 @@ def open_evaluation_source(
     """
     from segkit.data.sources import list_splits, open_source, split_roles
 
-    if split is None:
+    if split is None and Path(data).is_dir():  # else open_source says what is wrong with it
         splits = list_splits(data, masks)
         split = split_roles(splits).evaluation
         if splits and split is None:

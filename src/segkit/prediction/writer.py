@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from segkit.data.io import atomic_write, is_image_file, make_staging_dir, write_image, write_mask
+from segkit.data.io import atomic_write, glob_image_files, is_image_file, make_staging_dir, write_image, write_mask
 from segkit.errors import SegkitError
 from segkit.prediction.labelme_export import (
     JSON_SUFFIX,
@@ -128,7 +128,8 @@ def predict_files(
 def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
     """Files as given, folders as their image files (sorted), globs expanded (sorted; ``**`` recursive).
 
-    Globs are expanded here so that quoted patterns work on every shell. A path
+    Globs are expanded here (:func:`segkit.data.io.glob_image_files`, safe on symbolic-link
+    loops) so that quoted patterns work on every shell. A path
     given twice (e.g. a file and a folder holding it) is kept once.
 
     Raises:
@@ -144,7 +145,7 @@ def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
         elif path.exists():
             images = [path]
         elif glob.has_magic(pattern):
-            images = sorted(Path(item) for item in glob.glob(pattern, recursive=True) if is_image_file(Path(item)))
+            images = glob_image_files(pattern)
             if not images:
                 raise SegkitError(pattern, "pattern matches no image files")
         else:
