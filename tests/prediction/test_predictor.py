@@ -246,3 +246,25 @@ def test_on_a_gpu_only_the_uint8_masks_come_back_to_the_host(monkeypatch: pytest
     assert copies == [torch.uint8] * len(images)
     for mask, cpu_mask in zip(masks, expected):
         assert (mask == cpu_mask).mean() >= 0.999
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("policy", ["letterbox", "resize", "crop"])
+@pytest.mark.parametrize("size", [(97, 131), (30, 40), (200, 90), (16, 160)])
+def test_to_original_size_undoes_the_resize_policy(library: str, policy: str, size: tuple[int, int]) -> None:
+    """One-hot scores of the resized mask come back as the original mask, padding left out, in either library."""
+    from segkit.data.transforms import compute_geometry, resize_sample
+    from segkit.prediction.predictor import to_original_size
+
+    _, truth = squares(*size)
+    preprocess = PreprocessConfig(img_size=(64, 80), resize=policy, ignore_index=3)
+    _, resized = resize_sample(np.zeros((*size, 3), np.uint8), truth, preprocess)
+    geometry = compute_geometry(*size, (64, 80), policy)
+    scores = np.eye(4, dtype=np.float32)[resized].transpose(2, 0, 1)  # class 3 = the padding
+    scores = torch.from_numpy(scores) if library == "torch" else scores
+    restored = np.asarray(to_original_size(scores, geometry)).argmax(0)
+    assert restored.shape == size and not (restored == 3).any()
+    accurate = (restored == truth).mean()
+    assert accurate == 1.0 if policy == "crop" else accurate > 0.9  # only class boundaries move by resampling
+    with pytest.raises(ValueError, match="geometry expects"):
+        to_original_size(scores[:, 1:], geometry)
