@@ -11,8 +11,15 @@ A folder of ``--images`` images of four sizes (crops of the Dubai aerial and ISB
   crop, resize back with PIL, save.
 
 Then eager PyTorch and ONNX Runtime (the file ``segkit export`` writes, run through
-segkit's :class:`~segkit.prediction.onnx_backend.OnnxRuntimeModel`) on 512 x 512
+segkit's :class:`~segkit.prediction.onnx_backend.OnnxBackend`) on 512 x 512
 inputs, and the share of pixels whose predicted class agrees between them.
+
+Then whole processes, start-up included (issue 12's deployment target): ``segkit
+predict model.onnx`` against ``segkit predict best.pt`` over ``--cli-images`` images
+of 512 x 512, each a fresh ``python -m segkit`` process, taking turns. The ONNX arm
+runs under ``--light-python`` (the interpreter of a ``pip install "segkit[onnx]"``
+environment, without PyTorch; default: this one, whose ONNX path imports no
+PyTorch either).
 
 The checkpoint is the default U-Net with random weights and BatchNorm statistics
 measured on real images (:func:`common.calibrated_checkpoint`) unless ``--checkpoint``
@@ -21,6 +28,7 @@ pixel, so that the agreement check is not trivially met.
 
     python benchmarks/predict_throughput.py               # full run (5-9 min on 2 cores)
     python benchmarks/predict_throughput.py --quick --no-report
+    python benchmarks/predict_throughput.py --light-python /tmp/light/bin/python   # ONNX arm in a torch-free venv
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ import contextlib
 import copy
 import io
 import itertools
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -66,6 +76,7 @@ TARGET_VS_BARE = 0.85
 TARGET_VS_NAIVE = 10.0
 TARGET_ORT = 1.3
 TARGET_AGREEMENT = 99.9  # percent of pixels
+TARGET_CLI_ONNX = 2.0  # segkit predict model.onnx (torch-free) / segkit predict best.pt, processes
 SIZES = ((256, 256), (384, 512), (512, 512), (600, 800))  # (height, width) of the generated images
 ORT_SIDE = 512
 
@@ -81,7 +92,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ort-images", type=int, default=None, help="512x512 inputs for ORT vs eager (default 6, quick 2)"
     )
     parser.add_argument("--device", default="cpu", help="device of every arm (default cpu)")
+    parser.add_argument(
+        "--cli-images", type=int, default=None, help="512x512 images of the process arms (default 20, quick 4)"
+    )
+    parser.add_argument(
+        "--light-python", type=Path, default=Path(sys.executable),
+        help="python of a segkit[onnx] environment for the `segkit predict model.onnx` process (default: this one)",
+    )
     args = parser.parse_args(argv)
+    if args.cli_images is None:
+        args.cli_images = 4 if args.quick else 20
     if args.images is None:
         args.images = 12 if args.quick else 200
     if args.ort_images is None:
@@ -225,11 +245,17 @@ def compare_ort(
     of the model is timed too, for comparison.
     """
     from segkit.export.onnx import export_onnx
-    from segkit.prediction.onnx_backend import OnnxRuntimeModel
+    from segkit.prediction.onnx_backend import OnnxBackend
 
     log("exporting to ONNX with segkit.export.onnx.export_onnx")
     exported = export_onnx(checkpoint, workdir / "model.onnx")
-    onnx_model = OnnxRuntimeModel(exported.path, device=predictor.device)
+    onnx_model = OnnxBackend(exported.path, device=str(predictor.device))
+    arrays = [tensor.numpy() for tensor in inputs]
+
+    def onnx_forward() -> float:
+        for array in arrays:
+            onnx_model.forward(array)
+        return float(len(arrays))
 
     def forward(model: torch.nn.Module, memory_format: torch.memory_format = torch.contiguous_format):
         @torch.inference_mode()
@@ -244,7 +270,7 @@ def compare_ort(
     channels_last = copy.deepcopy(predictor.model).to(memory_format=torch.channels_last)
     arms = {
         "eager": forward(predictor.model),
-        "onnxruntime": forward(onnx_model),
+        "onnxruntime": onnx_forward,
         "eager_channels_last": forward(channels_last, torch.channels_last),
     }
     for arm in arms.values():
@@ -255,7 +281,7 @@ def compare_ort(
     with torch.inference_mode():
         for tensor in inputs:
             eager = predictor.model(tensor.to(predictor.device)).argmax(1)
-            ort = onnx_model(tensor.to(predictor.device)).argmax(1)
+            ort = torch.from_numpy(onnx_model.forward(tensor.numpy()).argmax(1)).to(eager.device)
             agree += int((eager == ort).sum())
             total += eager.numel()
             counts += torch.bincount(eager.reshape(-1).cpu(), minlength=predictor.num_classes)
@@ -263,11 +289,29 @@ def compare_ort(
         "rates": rates,
         "agreement": agree / total,
         "eager_class_shares": [round(share, 4) for share in (counts / total).tolist()],
+        "model": exported.path,
         "exporter": exported.exporter,
         "opset": exported.opset,
         "max_abs_diff_at_export": exported.max_abs_diff,
         "providers": onnx_model.providers,
     }
+
+
+def cli_arm(python: Path, model: Path, folder: Path, out_root: Path, count: int, name: str):
+    """``python -m segkit predict MODEL FOLDER`` as a fresh process (start-up included), on the CPU."""
+    runs = itertools.count()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+
+    def run() -> float:
+        out = out_root / f"{name}_{next(runs)}"
+        command = [str(python), "-m", "segkit", "predict", str(model), str(folder), "--out", str(out), "--device", "cpu"]
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {result.stderr[-2000:]}")
+        shutil.rmtree(out)
+        return float(count)
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,9 +343,19 @@ def main(argv: list[str] | None = None) -> int:
         ort = compare_ort(
             predictor, checkpoint, ort_inputs(originals, args.ort_images, predictor.preprocess), work, repeats
         )
+        cli_folder = work / "cli_images"
+        write_folder(crops(originals, args.cli_images, ((ORT_SIDE, ORT_SIDE),), seed=2), cli_folder)
+        cli_arms = {
+            "cli_pt": cli_arm(Path(sys.executable), checkpoint, cli_folder, work, args.cli_images, "cli_pt"),
+            "cli_onnx": cli_arm(args.light_python, ort["model"], cli_folder, work, args.cli_images, "cli_onnx"),
+        }
+        log(f"measuring whole `segkit predict` processes over {args.cli_images} images, {repeats} repeats")
+        cli_rates = measure_interleaved(cli_arms, repeats)
+        ort["model"] = str(ort["model"].name)
 
     med = {name: median(values) for name, values in rates.items()}
     ort_med = {name: median(values) for name, values in ort["rates"].items()}
+    cli_med = {name: median(values) for name, values in cli_rates.items()}
     targets = [
         Target("segkit predict / bare forward (images/s)", ratio(med["segkit"], med["bare"]), TARGET_VS_BARE),
         Target("segkit predict / naive script (images/s)", ratio(med["segkit"], med["naive"]), TARGET_VS_NAIVE),
@@ -315,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
             ratio(ort_med["eager_channels_last"], ort_med["eager"]),
         ),
         Target("ONNX Runtime vs eager mask agreement", 100 * ort["agreement"], TARGET_AGREEMENT, unit="%"),
+        Target(
+            f"segkit predict model.onnx / best.pt, {args.cli_images} images {ORT_SIDE}x{ORT_SIDE}, processes",
+            ratio(cli_med["cli_onnx"], cli_med["cli_pt"]),
+            TARGET_CLI_ONNX,
+        ),
         Target("segkit predict speed", med["segkit"], unit="images/s"),
     ]
     sizes = ", ".join(f"{w}x{h}" for h, w in SIZES)
@@ -330,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             **{key: value for key, value in ort.items() if key != "rates"},
             "side": ORT_SIDE,
             "inputs": args.ort_images,
+        },
+        "cli_processes": {
+            "images_per_second": {name: rate_summary(values) for name, values in cli_rates.items()},
+            "images": args.cli_images,
+            "light_python": str(args.light_python),
         },
     }
     finish(report, SECTION, targets, settings, args.no_report)

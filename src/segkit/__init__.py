@@ -5,7 +5,7 @@ The Python API mirrors the command line::
     import segkit
     result = segkit.train(data="data/", epochs=20, out="runs/exp")
     metrics = segkit.evaluate("runs/exp/best.pt", "data/val")
-    model = segkit.load("runs/exp/best.pt")
+    model = segkit.load("runs/exp/best.pt")  # or an exported model.onnx, without PyTorch
     mask = model.predict("photo.jpg")        # numpy index mask at the photo's size
     probabilities = model.predict_proba("photo.jpg")
 """
@@ -30,14 +30,24 @@ def train(config: Any = None, **options: Any) -> TrainResult:
 
 
 def evaluate(checkpoint: str, data: str, **options: Any) -> dict[str, Any]:
-    """Metrics of a checkpoint on a dataset, at each image's original size."""
+    """Metrics of a checkpoint (``.pt`` or ``.onnx``) on a dataset, at each image's original size.
+
+    Options are ``segkit evaluate``'s: data (``split``, ``val_split``, ``masks``, ``colors``,
+    ``classes``, ``ignore_index``) and prediction (``device``, ``tta``, ``tiling``, ``crf``,
+    ``threshold``, ``batch_size``); see :func:`segkit.evaluation.evaluate.evaluate_checkpoint`.
+    """
     from segkit.evaluation.evaluate import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, data, **options)
 
 
-def load(checkpoint: str, device: str = "auto") -> Predictor:
-    """A :class:`~segkit.prediction.predictor.Predictor` from a checkpoint (``.predict``, ``.predict_proba``)."""
+def load(checkpoint: str, device: str = "auto", **options: Any) -> Predictor:
+    """A :class:`~segkit.prediction.predictor.Predictor` (``.predict``, ``.predict_proba``, ``.predict_batch``).
+
+    ``checkpoint`` is a ``.pt`` checkpoint or an exported ``.onnx`` model (ONNX Runtime, no
+    PyTorch needed); ``options`` are the predictor's (``tta``, ``tiling``, ``crf``,
+    ``threshold``, ``batch_size``).
+    """
     from segkit.prediction.predictor import Predictor
 
-    return Predictor.from_checkpoint(checkpoint, device=device)
+    return Predictor.from_checkpoint(checkpoint, device=device, **options)

@@ -13,6 +13,7 @@ import pytest
 from segkit.cli import main
 from segkit.data.io import write_mask
 from segkit.evaluation.metrics import METRIC_KEYS, compute_metrics
+from segkit.prediction.tiling import TileConfig
 
 
 @pytest.fixture
@@ -66,7 +67,11 @@ def test_user_error_exits_2(folders: tuple[Path, Path], capsys: pytest.CaptureFi
         ["model.pt"],
         ["model.pt", "data", "--pred", "p", "--true", "t"],
         ["model.pt", "--pred", "p", "--true", "t"],
-        ["model.pt", "data", "--classes", "c.txt"],
+        ["model.pt", "data", "--num-classes", "3"],
+        ["--pred", "p", "--true", "t", "--masks", "masks_rgb"],
+        ["--pred", "p", "--true", "t", "--tta", "flip"],
+        ["--pred", "p", "--true", "t", "--tile", "64"],
+        ["model.pt", "data", "--overlap", "1.5"],
     ],
 )
 def test_wrong_forms_are_parser_errors(argv: list[str], capsys: pytest.CaptureFixture) -> None:
@@ -91,9 +96,19 @@ def test_checkpoint_form_calls_evaluate_checkpoint(
     out = tmp_path / "m.json"
     argv = ["evaluate", "model.pt", "data", "--batch-size", "2", "--device", "cpu", "--json", str(out)]
     assert main(argv) == 0
-    assert calls == [
-        (Path("model.pt"), Path("data"), {"batch_size": 2, "device": "cpu", "ignore_index": 255, "val_split": None,
-                                             "on_image": None})
-    ]
+    (checkpoint, data, options), = calls
+    assert (checkpoint, data) == (Path("model.pt"), Path("data"))
+    assert options["ignore_index"] is None  # the checkpoint's own value, not 255
+    assert options["batch_size"] == 2 and options["device"] == "cpu" and options["val_split"] is None
+    assert str(options["tta"]) == "none" and options["crf"] is False and options["threshold"] is None
+    assert options["tiling"] == TileConfig(batch_size=2) and options["on_image"] is None
     assert "fg" in capsys.readouterr().out
     assert json.loads(out.read_text())["pixel_accuracy"] == pytest.approx(7 / 8)
+    calls.clear()
+    data_options = ["--masks", "masks_rgb", "--colors", "c.json", "--classes", "a,b", "--split", "test"]
+    prediction = ["--tta", "flip+scale", "--tile", "64x96", "--overlap", "0.5", "--threshold", "0.3"]
+    assert main(["evaluate", "model.pt", "data", "--ignore-index", "7", *data_options, *prediction]) == 0
+    (_, _, options), = calls
+    assert options["ignore_index"] == 7 and options["masks"] == "masks_rgb" and options["colors"] == "c.json"
+    assert options["classes"] == "a,b" and options["split"] == "test" and options["threshold"] == 0.3
+    assert str(options["tta"]) == "flip+scale" and options["tiling"] == TileConfig((64, 96), auto=False, overlap=0.5)

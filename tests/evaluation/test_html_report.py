@@ -67,7 +67,7 @@ def test_per_image_scores_keep_only_the_worst_and_load_only_them() -> None:
     truth = np.array([[0, 1], [1, 1]], np.uint8)
     for name, prediction in (("good", truth), ("bad", 1 - truth), ("half", np.array([[0, 0], [1, 1]], np.uint8)),
                              ("good2", truth)):
-        matrix = confusion_matrix(prediction, truth, 2, 255).numpy()
+        matrix = confusion_matrix(prediction, truth, 2, 255)
 
         def load(name: str = name, prediction: np.ndarray = prediction) -> ImagePixels:
             loaded.append(name)
@@ -93,7 +93,7 @@ def test_folder_evaluation_gives_per_image_matrices(tmp_path: Path) -> None:
     assert np.array_equal(sum(result.matrix for result in results), metrics["confusion_matrix"])
     pixels = results[0].load()
     assert pixels.image is None and set(np.unique(pixels.truth)) <= {0, 1}
-    assert np.array_equal(confusion_matrix(pixels.prediction, pixels.truth, 2, 255).numpy(), results[0].matrix)
+    assert np.array_equal(confusion_matrix(pixels.prediction, pixels.truth, 2, 255), results[0].matrix)
 
 
 def test_evaluate_folders_report(tmp_path: Path) -> None:

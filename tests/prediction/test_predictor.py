@@ -19,7 +19,7 @@ from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
 from segkit.evaluation.confusion import ConfusionMatrix
 from segkit.evaluation.evaluate import evaluate_checkpoint
-from segkit.prediction.predictor import Predictor, as_rgb, resolve_device
+from segkit.prediction.predictor import Predictor, as_rgb
 from segkit.checkpoint import save_checkpoint
 
 CLASSES = ["background", "red", "blue"]  # tiny_checkpoint()'s classes
@@ -146,13 +146,6 @@ def test_bad_checkpoints_raise_segkit_errors(tmp_path: Path) -> None:
         Predictor.from_checkpoint(tmp_path / "missing.pt")
 
 
-def test_resolve_device() -> None:
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cuda", "mps", "cpu")
-    with pytest.raises(SegkitError):
-        resolve_device("toaster")
-
-
 # ---------------------------------------------------------------- evaluate_checkpoint
 
 
@@ -176,7 +169,7 @@ def expected_matrix(predictor: Predictor, root: Path, count: int) -> np.ndarray:
     for index in range(count):
         truth = np.asarray(Image.open(root / "masks" / f"img{index}.png"))
         matrix.update(predictor.predict(root / "images" / f"img{index}.png"), truth)
-    return matrix.matrix.numpy()
+    return matrix.matrix
 
 
 def test_evaluate_checkpoint_scores_original_size_predictions(tmp_path: Path) -> None:
@@ -226,3 +219,52 @@ def test_real_images_predict_and_evaluate_at_their_own_size(shared_datasets: Pat
     metrics = evaluate_checkpoint(checkpoint, source, device="cpu")
     truth_pixels = sum(int((source.load(i).mask != 255).sum()) for i in range(3))
     assert metrics["num_images"] == 3 and np.asarray(metrics["confusion_matrix"]).sum() == truth_pixels
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_only_the_uint8_masks_come_back_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resize undo, TTA, tiling and the mask step stay on the GPU; the masks match the CPU's."""
+    from segkit.prediction.tiling import TileConfig
+    from segkit.prediction.torch_backend import TorchOps
+
+    checkpoint = tiny_checkpoint(resize="crop", img_size=32, zero_head_bias=True)
+    rng = np.random.default_rng(0)
+    images = [squares(*size)[0] for size in ((120, 150), (64, 48), (300, 200))]
+    images = [(image + rng.integers(-20, 20, image.shape)).clip(0, 255).astype(np.uint8) for image in images]
+    options = {"tta": "flip+scale", "tiling": TileConfig((96, 96), overlap=0.25, batch_size=2)}
+    expected = Predictor.from_checkpoint(checkpoint, device="cpu", **options).predict_batch(images)
+    copies: list[torch.dtype] = []
+    to_numpy = TorchOps.to_numpy
+
+    def spy(array: torch.Tensor) -> np.ndarray:
+        copies.append(array.dtype)
+        return to_numpy(array)
+
+    monkeypatch.setattr(TorchOps, "to_numpy", staticmethod(spy))
+    gpu = Predictor.from_checkpoint(checkpoint, device="cuda", **options)
+    masks = gpu.predict_batch(images, batch_size=2)
+    assert copies == [torch.uint8] * len(images)
+    for mask, cpu_mask in zip(masks, expected):
+        assert (mask == cpu_mask).mean() >= 0.999
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("policy", ["letterbox", "resize", "crop"])
+@pytest.mark.parametrize("size", [(97, 131), (30, 40), (200, 90), (16, 160)])
+def test_to_original_size_undoes_the_resize_policy(library: str, policy: str, size: tuple[int, int]) -> None:
+    """One-hot scores of the resized mask come back as the original mask, padding left out, in either library."""
+    from segkit.data.transforms import compute_geometry, resize_sample
+    from segkit.prediction.predictor import to_original_size
+
+    _, truth = squares(*size)
+    preprocess = PreprocessConfig(img_size=(64, 80), resize=policy, ignore_index=3)
+    _, resized = resize_sample(np.zeros((*size, 3), np.uint8), truth, preprocess)
+    geometry = compute_geometry(*size, (64, 80), policy)
+    scores = np.eye(4, dtype=np.float32)[resized].transpose(2, 0, 1)  # class 3 = the padding
+    scores = torch.from_numpy(scores) if library == "torch" else scores
+    restored = np.asarray(to_original_size(scores, geometry)).argmax(0)
+    assert restored.shape == size and not (restored == 3).any()
+    accurate = (restored == truth).mean()
+    assert accurate == 1.0 if policy == "crop" else accurate > 0.9  # only class boundaries move by resampling
+    with pytest.raises(ValueError, match="geometry expects"):
+        to_original_size(scores[:, 1:], geometry)

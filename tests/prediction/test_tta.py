@@ -47,8 +47,7 @@ def test_flip_gives_the_mean_of_the_plain_and_the_flipped_pass() -> None:
     plain = predictor(LeftRightModel(), auto=False).predict_proba(image)
     flipped = predictor(LeftRightModel(), auto=False).predict_proba(image[:, ::-1].copy())[:, :, ::-1]
     assert np.abs(plain - flipped).max() > 0.1  # the model really is not flip-symmetric
-    tta = predictor(LeftRightModel(), auto=False)
-    tta.tta = TTAConfig.parse("flip")
+    tta = predictor(LeftRightModel(), auto=False, tta="flip")
     np.testing.assert_allclose(tta.predict_proba(image), (plain + flipped) / 2, atol=1e-6)
 
 
@@ -68,16 +67,14 @@ def test_vertical_flip_undoes_itself_too() -> None:
 def test_symmetric_model_is_unchanged_by_flips(resize: str) -> None:
     image = position_image(41, 30)
     plain = predictor(PointwiseModel(), resize=resize, auto=False).predict_proba(image)
-    tta = predictor(PointwiseModel(), resize=resize, auto=False)
-    tta.tta = TTAConfig.parse("flip+vflip")
+    tta = predictor(PointwiseModel(), resize=resize, auto=False, tta="flip+vflip")
     np.testing.assert_allclose(tta.predict_proba(image), plain, atol=1e-5)
 
 
 @pytest.mark.parametrize("resize", ["crop", "letterbox"])
 def test_scales_run_at_each_size_and_come_back_at_the_original_size(resize: str) -> None:
     spy = ShapeSpy(PointwiseModel())
-    tta = predictor(spy, resize=resize, img_size=(32, 48), auto=False)
-    tta.tta = TTAConfig.parse("flip+scale")
+    tta = predictor(spy, resize=resize, img_size=(32, 48), auto=False, tta="flip+scale")
     image = np.full((45, 61, 3), (200, 40, 90), np.uint8)
     image[5:40, 30:] = (10, 220, 60)
     probabilities = tta.predict_proba(image)
@@ -94,8 +91,7 @@ def test_scales_run_at_each_size_and_come_back_at_the_original_size(resize: str)
 
 def test_tta_with_tiling_and_batches() -> None:
     spy = ShapeSpy(PointwiseModel())
-    tiled = predictor(spy, size=(24, 24), overlap=0.25, batch_size=2)
-    tiled.tta = TTAConfig.parse("flip")
+    tiled = predictor(spy, size=(24, 24), overlap=0.25, batch_size=2, tta="flip")
     images = [position_image(50, 40), position_image(10, 70)]
     masks = tiled.predict_batch(images, batch_size=2)
     assert [mask.shape for mask in masks] == [(50, 40), (10, 70)]
@@ -108,8 +104,8 @@ def test_tta_with_tiling_and_batches() -> None:
 
 
 def test_binary_checkpoint_with_tta(tmp_path: Path) -> None:
-    binary = Predictor.from_checkpoint(tiny_checkpoint(["background", "crack"], binary=True), device="cpu")
-    binary.tta = TTAConfig.parse("flip+scale")
+    checkpoint = tiny_checkpoint(["background", "crack"], binary=True)
+    binary = Predictor.from_checkpoint(checkpoint, device="cpu", tta=TTAConfig.parse("flip+scale"))
     image = np.random.default_rng(1).integers(0, 256, (27, 35, 3), dtype=np.uint8)
     probabilities = binary.predict_proba(image)
     assert probabilities.shape == (2, 27, 35)
@@ -132,7 +128,7 @@ def test_cli_tta(tmp_path: Path) -> None:
 
 def test_crf_option_refines_predictions_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`segkit predict --crf` runs the dense CRF on each image's probabilities at the original size."""
-    import segkit.models.crf as crf
+    import segkit.prediction.crf as crf
     from segkit.data.io import read_mask_file
     from segkit.checkpoint import save_checkpoint
 

@@ -33,6 +33,15 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# Top-level module of an optional dependency -> the extra that installs it (``pip install "segkit[EXTRA]"``).
+EXTRA_OF_MODULE: dict[str, str] = {
+    **dict.fromkeys(("torch", "torchvision", "albumentations", "segmentation_models_pytorch", "timm", "matplotlib"), "torch"),
+    **dict.fromkeys(("onnx", "onnxscript"), "export"),
+    "onnxruntime": "onnx",
+    **dict.fromkeys(("fastapi", "uvicorn", "starlette", "multipart", "python_multipart"), "serve"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segkit", description="Semantic segmentation: convert, inspect, train, evaluate, predict."
@@ -76,3 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segkit: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        extra = EXTRA_OF_MODULE.get((error.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"segkit: error: `segkit {args.command}` needs {error.name}, which this install lacks: "
+              f"pip install 'segkit[{extra}]'", file=sys.stderr)
+        return 2

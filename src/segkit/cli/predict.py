@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -27,29 +28,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--overlay", action="store_true", help="also write DIR/<stem>_overlay.jpg (colours on the image)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay colours (default 0.5)")
     parser.add_argument(
-        "--batch-size", type=int, default=8, help="images per forward pass (default 8; tile windows: at most 4)"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
-    parser.add_argument(
-        "--threshold", type=float, metavar="T", help="binary checkpoints: foreground probability threshold"
-    )
-    parser.add_argument(
-        "--tile", type=_tile_size, default="auto", metavar="N|HxW",
-        help="predict in overlapping N x N (or H x W) windows of original pixels, blended with a Gaussian "
-        "weight; 0 never tiles; default auto: crop checkpoints tile images larger than 2 x img_size",
-    )
-    parser.add_argument(
-        "--overlap", type=float, default=0.25, help="fraction of a window shared with its neighbour (default 0.25)"
-    )
-    parser.add_argument(
-        "--tta", default="none", metavar="AUG",
-        help="test-time augmentation: none (default), flip, vflip, scale or a combination such as flip+scale",
-    )
-    parser.add_argument(
-        "--crf", action="store_true",
-        help="refine the probabilities with a dense CRF on the image colours (DeepLab v1/v2 post-processing)",
-    )
-    parser.add_argument(
         "--format", choices=("png", "labelme"), default="png",
         help="png: DIR/<stem>.png index masks (default); labelme: DIR/<stem>.json labelme annotations (one polygon "
         "per region and class, mask shapes for regions with holes) and DIR/labels.txt, to correct in labelme; "
@@ -66,8 +44,59 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--min-area", type=int, default=16, metavar="PX",
         help="with --format labelme: regions of fewer pixels are left out (default 16)",
     )
+    add_prediction_options(parser)
     parser.set_defaults(func=run, predict_parser=parser)
     return parser
+
+
+def add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """How images are predicted: shared by ``segkit predict`` and ``segkit evaluate``, so what is scored is what is shipped."""
+    group = parser.add_argument_group("prediction (as segkit predict)")
+    group.add_argument(
+        "--batch-size", type=int, default=8, help="images per forward pass (default 8; tile windows: at most 4)"
+    )
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    group.add_argument(
+        "--threshold", type=float, metavar="T", help="binary checkpoints: foreground probability threshold"
+    )
+    group.add_argument(
+        "--tile", type=_tile_size, default="auto", metavar="N|HxW",
+        help="predict in overlapping N x N (or H x W) windows of original pixels, blended with a Gaussian "
+        "weight; 0 never tiles; default auto: crop checkpoints tile images larger than 2 x img_size",
+    )
+    group.add_argument(
+        "--overlap", type=float, default=0.25, help="fraction of a window shared with its neighbour (default 0.25)"
+    )
+    group.add_argument(
+        "--tta", default="none", metavar="AUG",
+        help="test-time augmentation: none (default), flip, vflip, scale or a combination such as flip+scale",
+    )
+    group.add_argument(
+        "--crf", action="store_true",
+        help="refine the probabilities with a dense CRF on the image colours (DeepLab v1/v2 post-processing; "
+        "needs PyTorch)",
+    )
+
+
+def prediction_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The options of :func:`add_prediction_options` as ``Predictor.from_checkpoint`` keywords (with ``device``)."""
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold must be between 0 and 1, not {args.threshold}")
+    if not 0.0 <= args.overlap < 1.0:
+        parser.error(f"--overlap must be at least 0 and below 1, not {args.overlap}")
+
+    from segkit.prediction.tiling import TileConfig
+    from segkit.prediction.tta import TTAConfig
+
+    size = None if args.tile == "auto" else args.tile
+    # Windows are up to 4x the network input's area: at most 4 per pass keeps a 4096x4096 image under 2 GiB.
+    tiling = TileConfig(size, auto=args.tile == "auto", overlap=args.overlap, batch_size=min(args.batch_size, 4))
+    return {
+        "device": args.device, "batch_size": args.batch_size, "tiling": tiling, "tta": TTAConfig.parse(args.tta),
+        "crf": args.crf, "threshold": args.threshold,
+    }
 
 
 def _tile_size(text: str) -> str | tuple[int, int] | None:
@@ -89,50 +118,22 @@ def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.predict_parser
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must be between 0 and 1, not {args.alpha}")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        parser.error(f"--threshold must be between 0 and 1, not {args.threshold}")
-    if not 0.0 <= args.overlap < 1.0:
-        parser.error(f"--overlap must be at least 0 and below 1, not {args.overlap}")
     if args.format != "labelme" and (args.image_data or args.polygon_tolerance != 1.0 or args.min_area != 16):
         parser.error("--image-data, --polygon-tolerance and --min-area apply with --format labelme")
     if args.polygon_tolerance < 0 or args.min_area < 0:
         parser.error("--polygon-tolerance and --min-area must be at least 0")
+    options = prediction_options(args, parser)
 
-    from segkit.errors import SegkitError
-    from segkit.prediction.predictor import Predictor
-    from segkit.prediction.tiling import TileConfig
-    from segkit.prediction.tta import TTAConfig
-    from segkit.prediction.writer import expand_inputs, output_stems, predict_to_folder, shard_for_this_rank
+    from segkit.prediction.writer import predict_files
 
-    tta = TTAConfig.parse(args.tta)
-    inputs = expand_inputs(args.inputs)
-    shard = shard_for_this_rank()
-    if shard is not None:
-        output_stems(inputs, Path(args.out), args.color, args.overlay)  # name clashes across all shards  # under torchrun: every rank predicts its share of the inputs
-        rank, world_size, device = shard
-        inputs = inputs[rank::world_size]
-        args.device = device if args.device == "auto" else args.device
-        logger.info("rank %d of %d: %d images", rank, world_size, len(inputs))
-    size = None if args.tile == "auto" else args.tile
-    # Windows are up to 4x the network input's area: at most 4 per pass keeps a 4096x4096 image under 2 GiB.
-    tiling = TileConfig(size, auto=args.tile == "auto", overlap=args.overlap, batch_size=min(args.batch_size, 4))
-    try:
-        predictor = Predictor.from_checkpoint(
-            args.checkpoint, device=args.device, tiling=tiling, tta=tta, crf=args.crf, threshold=args.threshold,
-            batch_size=args.batch_size,
-        )
-    except SegkitError as error:
-        raise SegkitError(error.path or args.checkpoint, error.problem) from None
     labelme = None
     if args.format == "labelme":
         from segkit.prediction.labelme_export import LabelmeOptions
 
         labelme = LabelmeOptions(tolerance=args.polygon_tolerance, min_area=args.min_area, image_data=args.image_data)
-    summary = predict_to_folder(
-        predictor, inputs, args.out, color=args.color, overlay_images=args.overlay, alpha=args.alpha,
-        batch_size=args.batch_size, labelme=labelme,
+    summary = predict_files(
+        args.checkpoint, args.inputs, args.out, color=args.color, overlay_images=args.overlay, alpha=args.alpha,
+        labelme=labelme, **options,
     )
     print(summary.format())
     logger.info("wrote %d masks to %s", summary.num_images, args.out)

@@ -1,18 +1,19 @@
 """Evaluate a checkpoint on a dataset folder, at every image's original size.
 
-Predictions go through :class:`segkit.prediction.predictor.Predictor`, so they are
-made exactly as ``segkit predict`` makes them (same resize policy, scores resized
-back to the original pixels), and the metrics are computed against the original,
-un-resized masks.
+Predictions go through :class:`segkit.prediction.predictor.Predictor` with the
+options ``segkit predict`` takes (tiling, TTA, CRF, threshold), so they are made
+exactly as they are shipped (same resize policy, scores resized back to the
+original pixels), and the metrics are computed against the original, un-resized
+masks. An exported ``.onnx`` model evaluates the same way, through ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from segkit.errors import SegkitError
@@ -21,48 +22,121 @@ from segkit.evaluation.per_image import ImageCallback, ImageResult
 logger = logging.getLogger(__name__)
 
 
-def open_evaluation_source(data: str | Path, split: str | None, ignore_index: int) -> Any:
-    """Open ``data``; with splits and no ``split`` given, the validation split (else test, else the default).
+def open_evaluation_source(
+    data: str | Path,
+    split: str | None = None,
+    ignore_index: int = 255,
+    *,
+    masks: str | None = None,
+    colors: str | Path | None = None,
+    classes: Any = None,
+) -> Any:
+    """Open ``data`` as ``segkit train`` does; with splits and no ``split`` given, the validation split.
 
-    The splits are listed from the folder names first, so only the split evaluated is read.
+    The splits are listed from the folder names first, so only the split evaluated is
+    read; when there is no validation split, the test split, else the default one.
+    ``masks``, ``colors`` and ``classes`` are :func:`segkit.data.sources.open_source`'s.
     """
     from segkit.data.sources import list_splits, open_source, split_roles
 
-    if split is None:
-        splits = list_splits(data)
+    if split is None and Path(data).is_dir():  # else open_source says what is wrong with it
+        splits = list_splits(data, masks)
         split = split_roles(splits).evaluation
         if splits and split is None:
             logger.warning("%s has no validation or test split; evaluating on its default split", data)
-    return open_source(data, split=split, ignore_index=ignore_index)
+    return open_source(data, split=split, masks=masks, colors=colors, classes=classes, ignore_index=ignore_index)
+
+
+def evaluate_predictor(
+    predictor: Any,
+    source: Any,
+    *,
+    indices: Sequence[int] | None = None,
+    ignore_index: int | None = None,
+    source_name: str | Path | None = None,
+    progress: bool | None = None,
+    on_image: ImageCallback | None = None,
+) -> dict[str, Any]:
+    """Metrics of a predictor's masks on a data source's samples, at their original size.
+
+    Args:
+        predictor: a :class:`~segkit.prediction.predictor.Predictor` (any backend, with its options).
+        source: ``classes``, ``__len__`` and ``load(i)`` -> sample with ``image`` and ``mask``
+            (a :class:`~segkit.data.sources.DataSource`).
+        indices: the samples to score (default: all).
+        ignore_index: mask value left out (default: the predictor's).
+        source_name: named in errors.
+        progress: show a progress bar (default: when on a terminal).
+        on_image: called with each image's :class:`~segkit.evaluation.per_image.ImageResult`
+            (its confusion matrix and pixels), e.g. a
+            :class:`~segkit.evaluation.per_image.PerImageScores`.
+
+    Raises:
+        SegkitError: the data's class count differs from the predictor's.
+    """
+    from segkit.evaluation.confusion import ConfusionMatrix
+
+    data_classes = list(source.classes)
+    if len(data_classes) != predictor.num_classes:
+        raise SegkitError(
+            source_name,
+            f"the data has {len(data_classes)} classes ({', '.join(data_classes)}) but the checkpoint has "
+            f"{predictor.num_classes} ({', '.join(predictor.classes)}); give the data a class list "
+            "(e.g. class_names.txt or --classes) matching the checkpoint",
+        )
+    if data_classes != predictor.classes:
+        logger.warning("class names differ; using the checkpoint's: %s", ", ".join(predictor.classes))
+    ignore = predictor.ignore_index if ignore_index is None else ignore_index
+    matrix = ConfusionMatrix(predictor.num_classes, ignore_index=ignore, class_names=predictor.classes)
+    indices = list(range(len(source))) if indices is None else list(indices)
+    batch_size = predictor.batch_size
+    starts = range(0, len(indices), batch_size)
+    disable = None if progress is None else not progress
+    for start in tqdm(starts, desc="evaluate", unit="batch", leave=False, disable=disable):
+        samples = [source.load(index) for index in indices[start : start + batch_size]]
+        for sample, prediction in zip(samples, predictor.predict_batch([sample.image for sample in samples])):
+            matrix.update(prediction, sample.mask)
+            if on_image is not None:
+                on_image(ImageResult.from_masks(sample.name, prediction, sample.mask, predictor.num_classes, ignore,
+                                                image=sample.image))
+    return matrix.compute()
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path | dict[str, Any],
+    checkpoint: str | Path | Any,
     data: str | Path | Any,
     *,
-    batch_size: int = 8,
-    device: str | torch.device = "auto",
+    device: str = "auto",
     ignore_index: int | None = None,
     split: str | None = None,
     val_split: float | None = None,
+    masks: str | None = None,
+    colors: str | Path | None = None,
+    classes: Any = None,
     on_image: ImageCallback | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint's predictions on a dataset, at the original image sizes.
 
     Args:
-        checkpoint: checkpoint file or loaded checkpoint dict.
+        checkpoint: checkpoint file (``.pt``, or an exported ``.onnx``) or a loaded
+            :class:`~segkit.checkpoint.Checkpoint`.
         data: dataset folder (any layout :func:`segkit.data.sources.open_source` reads),
             or an already opened source (``classes``, ``__len__``, ``load(i)``).
-        batch_size: images per forward pass.
         device: ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda:1"`` ...
         ignore_index: mask value left out of the metrics (default: the checkpoint's).
         split: split of a split dataset (default: the validation split, else test; see
             :func:`segkit.data.sources.split_roles`).
         val_split: evaluate only the images ``segkit train --val-split`` held out
             (the same deterministic split by name).
+        masks: mask folder name beside ``images/`` (e.g. ``masks_rgb``), as ``segkit train --masks``.
+        colors: colour table of RGB colour-coded masks, as ``segkit train --colors``.
+        classes: class names (list, ``"a,b,c"`` or a file), as ``segkit train --classes``.
         on_image: called with each image's :class:`~segkit.evaluation.per_image.ImageResult`
             (its confusion matrix and pixels), e.g. a
             :class:`~segkit.evaluation.per_image.PerImageScores`.
+        **options: prediction options, as ``segkit predict``'s (``tiling``, ``tta``, ``crf``,
+            ``threshold``, ``batch_size``; see :class:`~segkit.prediction.predictor.Predictor`).
 
     Returns:
         The metrics dict of :meth:`segkit.evaluation.confusion.ConfusionMatrix.compute`,
@@ -71,35 +145,20 @@ def evaluate_checkpoint(
     Raises:
         SegkitError: unreadable checkpoint or data, or a class count that differs.
     """
-    from segkit.evaluation.confusion import ConfusionMatrix
     from segkit.prediction.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, **options)
     ignore = predictor.ignore_index if ignore_index is None else ignore_index
-    source = open_evaluation_source(data, split, ignore) if isinstance(data, (str, Path)) else data
-    data_classes = list(source.classes)
-    if len(data_classes) != predictor.num_classes:
-        raise SegkitError(
-            data if isinstance(data, (str, Path)) else None,
-            f"the data has {len(data_classes)} classes ({', '.join(data_classes)}) but the checkpoint has "
-            f"{predictor.num_classes} ({', '.join(predictor.classes)}); give the data a class list "
-            "(e.g. class_names.txt) matching the checkpoint",
-        )
-    if data_classes != predictor.classes:
-        logger.warning("class names differ; using the checkpoint's: %s", ", ".join(predictor.classes))
-    matrix = ConfusionMatrix(predictor.num_classes, ignore_index=ignore, class_names=predictor.classes)
-    indices = list(range(len(source)))
+    name = data if isinstance(data, (str, Path)) else None
+    if name is not None:
+        source = open_evaluation_source(data, split, ignore, masks=masks, colors=colors, classes=classes)
+    else:
+        source = data
+    indices = None
     if val_split is not None:
         from segkit.data.sources import split_by_name
 
         indices = split_by_name([sample.name for sample in source.samples], val_split)[1]
-    starts = range(0, len(indices), batch_size)
-    for start in tqdm(starts, desc="evaluate", unit="batch", leave=False, disable=None):
-        samples = [source.load(index) for index in indices[start : start + batch_size]]
-        predictions = predictor.predict_batch([sample.image for sample in samples], batch_size=batch_size)
-        for sample, prediction in zip(samples, predictions):
-            matrix.update(prediction, sample.mask)
-            if on_image is not None:
-                on_image(ImageResult.from_masks(sample.name, prediction, sample.mask, predictor.num_classes, ignore,
-                                                image=sample.image))
-    return matrix.compute()
+    return evaluate_predictor(
+        predictor, source, indices=indices, ignore_index=ignore, source_name=name, on_image=on_image
+    )

@@ -1,9 +1,12 @@
 """Evaluate a folder of predicted masks against a folder of true masks.
 
-Masks are paired by file stem (``pred/<stem>.png`` with ``true/<stem>.*``).
+Masks are paired by file stem (``pred/<stem>.png`` with ``true/<stem>.*``,
+:func:`segkit.data.io.index_image_files`), class lists read by
+:func:`segkit.data.classes.read_class_list`, and 0/255 masks recognised by
+:func:`segkit.data.masks.is_binary_0_255`, as everywhere in segkit.
 Each pair is decoded in a thread pool (PIL releases the GIL while decoding)
 and summarised by a 256 x 256 histogram of raw (truth value, predicted value)
-pairs, kept sparse. Whether the masks are binary
+pairs (:func:`segkit.evaluation.confusion.joint_histogram`), kept sparse. Whether the masks are binary
 0/255 and how many classes there are is only decided once every file has been
 seen, so every file is read exactly once and never held in memory.
 """
@@ -20,17 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from segkit.data.colors import load_color_table
-from segkit.data.io import is_image_file, read_mask_file
+from segkit.data.classes import read_class_list
+from segkit.data.io import index_image_files, read_mask_file
+from segkit.data.masks import is_binary_0_255
 from segkit.errors import SegkitError
+from segkit.evaluation.confusion import joint_histogram
 from segkit.evaluation.metrics import compute_metrics
 from segkit.evaluation.per_image import ImageCallback, ImagePixels, ImageResult
 
 logger = logging.getLogger(__name__)
 
-IGNORE_LABEL = "__ignore__"  # labelme's labels.txt line for the ignore value, not a class
 _VALUES = 256  # masks hold uint8 values
 
 
@@ -51,56 +54,14 @@ class _PairCounts:
     counts: np.ndarray
 
 
-def read_class_names(path: str | Path, ignore_index: int | None = 255) -> list[str]:
-    """Class names in index order from a file.
-
-    A ``.json`` or ``.csv`` file is read as a colour table
-    (:func:`segkit.data.colors.load_color_table`, e.g. a dataset's ``classes.json``);
-    any other file holds one name per line, blank and ``__ignore__`` lines skipped.
-    """
-    path = Path(path)
-    if path.suffix.lower() in (".json", ".csv"):
-        table = load_color_table(path)
-        return table.class_names() if ignore_index is None else table.class_names(ignore_index)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise SegkitError(path, "class names file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SegkitError(path, f"cannot read class names ({error})") from None
-    names = [line.strip() for line in lines if line.strip() and line.strip() != IGNORE_LABEL]
-    if not names:
-        raise SegkitError(path, "no class names (expected one name per line)")
-    if len(set(names)) != len(names):
-        raise SegkitError(path, "class names are not unique")
-    return names
-
-
-def _masks_by_stem(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise SegkitError(folder, "not a folder")
-    masks: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not is_image_file(path):
-            continue
-        if path.is_symlink() and not path.exists():  # never skip a mask silently
-            raise SegkitError(path, "broken symbolic link (missing target or a link loop)")
-        if not path.is_file():
-            continue
-        if path.stem in masks:
-            raise SegkitError(folder, f"two masks named {path.stem!r}: {masks[path.stem].name} and {path.name}")
-        masks[path.stem] = path
-    return masks
-
-
 def pair_masks(pred_dir: str | Path, true_dir: str | Path) -> list[MaskPair]:
     """Pair every true mask with the prediction of the same stem, sorted by stem.
 
     Raises:
         SegkitError: a folder is missing or empty, or a true mask has no prediction.
     """
-    predictions = _masks_by_stem(Path(pred_dir))
-    truths = _masks_by_stem(Path(true_dir))
+    predictions = index_image_files(pred_dir, recursive=False)
+    truths = index_image_files(true_dir, recursive=False)
     if not truths:
         raise SegkitError(true_dir, "no mask files")
     missing = [path for stem, path in truths.items() if stem not in predictions]
@@ -133,10 +94,7 @@ def _count_pair(pair: MaskPair) -> _PairCounts:
     if pred.shape != true.shape:
         pred_size, true_size = f"{pred.shape[1]}x{pred.shape[0]}", f"{true.shape[1]}x{true.shape[0]}"
         raise SegkitError(pair.pred, f"size {pred_size} differs from {pair.true} ({true_size})")
-    index = true.astype(np.uint16)  # truth * 256 + pred, in place: one 2-byte buffer per pair
-    index <<= 8
-    index |= pred
-    joint = np.bincount(index.reshape(-1))
+    joint = joint_histogram(pred, true).reshape(-1)
     nonzero = np.flatnonzero(joint)
     return _PairCounts(pair, nonzero, joint[nonzero])
 
@@ -146,18 +104,16 @@ def _binary_lookups(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Value lookups for truth and prediction: 255 -> 1 on a side stored as binary 0/255.
 
-    A side is binary 0/255 when all its values are in {0, 255}, 255 occurs, and the
-    other side is 0/1 or 0/255 too (and no class count other than 2 was given).
+    A side is binary 0/255 by :func:`segkit.data.masks.is_binary_0_255` (which yields to a
+    class count other than 2) when the other side holds two values too (0/1 or 0/255).
     """
     true_lookup = np.arange(_VALUES)
     pred_lookup = np.arange(_VALUES)
-    if num_classes not in (None, 2):
-        return true_lookup, pred_lookup
-    zero_one, zero_255 = {0, 1}, {0, 255}
-    true_binary = true_values <= zero_one or true_values <= zero_255
-    pred_binary = pred_values <= zero_one or pred_values <= zero_255
-    binary_true = 255 in true_values and true_values <= zero_255 and pred_binary
-    binary_pred = 255 in pred_values and pred_values <= zero_255 and true_binary
+    two_values = ({0, 1}, {0, 255})
+    true_two = any(true_values <= values for values in two_values)
+    pred_two = any(pred_values <= values for values in two_values)
+    binary_true = is_binary_0_255(true_values, num_classes) and pred_two
+    binary_pred = is_binary_0_255(pred_values, num_classes) and true_two
     if binary_true:
         true_lookup[255] = 1
     if binary_pred:
@@ -171,17 +127,13 @@ def _binary_lookups(
 def _resolve_names(
     class_names: Sequence[str] | str | Path | None, num_classes: int | None, ignore_index: int | None
 ) -> tuple[list[str] | None, int | None]:
-    """Class names (read from a file when a path is given) and the class count they imply."""
+    """Class names (:func:`segkit.data.classes.read_class_list`) and the class count they imply."""
     if class_names is None:
         return None, num_classes
-    source = None
-    if isinstance(class_names, (str, Path)):
-        source = class_names
-        names = read_class_names(class_names, ignore_index)
-    else:
-        names = [str(name) for name in class_names]
+    classes = read_class_list(class_names, ignore_index=255 if ignore_index is None else ignore_index)
+    names = classes.names
     if num_classes is not None and num_classes != len(names):
-        raise SegkitError(source, f"{len(names)} class names for num_classes={num_classes}")
+        raise SegkitError(classes.path, f"{len(names)} class names for num_classes={num_classes}")
     return names, len(names)
 
 
@@ -233,8 +185,8 @@ def evaluate_folders(
     Args:
         pred_dir: folder of predicted index masks (PNG, L or P mode).
         true_dir: folder of true index masks, any image extension.
-        class_names: names in class order, or a file (see :func:`read_class_names`);
-            sets the number of classes.
+        class_names: names in class order, ``"a,b,c"``, or a class file (a list, or a
+            JSON/CSV colour table such as a dataset's ``classes.json``); sets the number of classes.
         ignore_index: true value left out of every count (``None``: none).
         num_classes: number of classes when no names are given; default: the
             largest value seen (outside ``ignore_index``) + 1.
@@ -279,7 +231,7 @@ def evaluate_folders(
             pixels = functools.partial(_pixels, result.pair, true_lookup, pred_lookup)
             on_image(ImageResult(result.pair.true.stem, matrix, pixels))
     matrix = _matrix(index, joint[index], true_lookup, pred_lookup, num_classes, ignore_index)
-    return compute_metrics(torch.from_numpy(matrix), names, len(pairs))
+    return compute_metrics(matrix, names, len(pairs))
 
 
 def _matrix(

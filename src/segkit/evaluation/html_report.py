@@ -302,15 +302,21 @@ def write_evaluation_report(
     pred: str | Path | None = None,
     true: str | Path | None = None,
     classes: str | Path | None = None,
-    ignore_index: int = 255,
+    ignore_index: int | None = None,
     val_split: float | None = None,
 ) -> None:
-    """The report of ``segkit evaluate`` (checkpoint form, or ``--pred``/``--true`` form)."""
+    """The report of ``segkit evaluate`` (checkpoint form, or ``--pred``/``--true`` form).
+
+    ``ignore_index`` defaults to the checkpoint's (255 in the ``--pred`` form).
+    """
     if checkpoint is not None:
         where = str(data) + (f" (held out {val_split:g})" if val_split else "")
-        write_report(path, metrics, scores=scores, card=model_card(checkpoint), ignore_index=ignore_index,
+        card = model_card(checkpoint)
+        write_report(path, metrics, scores=scores, card=card,
+                     ignore_index=card.ignore_index if ignore_index is None else ignore_index,
                      sources=[("model", str(checkpoint)), ("data", where)])
         return
+    ignore_index = 255 if ignore_index is None else ignore_index
     palette = None
     if classes is not None and Path(classes).suffix.lower() in (".json", ".csv"):
         from segkit.data.colors import load_color_table

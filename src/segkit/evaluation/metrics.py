@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 METRIC_KEYS = (
     "pixel_accuracy",
@@ -35,37 +34,40 @@ METRIC_KEYS = (
 )
 
 
-def _as_matrix(cm: torch.Tensor | np.ndarray | Sequence[Sequence[int]]) -> torch.Tensor:
-    """The matrix as a CPU int64 tensor, checked to be square and non-negative."""
-    matrix = torch.as_tensor(cm).detach().to("cpu", torch.int64)
+def _as_matrix(cm: Any) -> np.ndarray:
+    """The matrix (numpy array, torch tensor on any device, nested lists) as int64 numpy, checked."""
+    if hasattr(cm, "detach"):  # a torch tensor
+        cm = cm.detach().cpu().numpy()
+    matrix = np.asarray(cm).astype(np.int64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
         raise ValueError(f"confusion matrix must be square C x C, got shape {tuple(matrix.shape)}")
-    if bool((matrix < 0).any()):
+    if (matrix < 0).any():
         raise ValueError("confusion matrix holds negative counts")
     return matrix
 
 
-def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """``numerator / denominator`` with NaN where the denominator is 0."""
-    return torch.where(denominator > 0, numerator / denominator.clamp(min=1), torch.nan)
+    return np.where(denominator > 0, numerator / np.maximum(denominator, 1), np.nan)
 
 
-def _mean(values: torch.Tensor, keep: torch.Tensor) -> float:
+def _mean(values: np.ndarray, keep: np.ndarray) -> float:
     """Mean of the defined (non-NaN) values where ``keep``; NaN when there are none."""
-    return float(torch.nanmean(torch.where(keep, values, torch.nan)))
+    kept = values[keep & ~np.isnan(values)]
+    return float(kept.mean()) if kept.size else math.nan
 
 
-def _counts(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _counts(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-class TP, FP, FN, TN as float64 (exact below 2**53 pixels)."""
-    counts = matrix.to(torch.float64)
-    tp = counts.diagonal()
-    fp = counts.sum(dim=0) - tp
-    fn = counts.sum(dim=1) - tp
+    counts = matrix.astype(np.float64)
+    tp = counts.diagonal().copy()
+    fp = counts.sum(axis=0) - tp
+    fn = counts.sum(axis=1) - tp
     tn = counts.sum() - tp - fp - fn
     return tp, fp, fn, tn
 
 
-def class_iou(cm: torch.Tensor | np.ndarray) -> torch.Tensor:
+def class_iou(cm: Any) -> np.ndarray:
     """Per-class IoU ``TP / (TP + FP + FN)``, float64, NaN for classes absent from both."""
     tp, fp, fn, _ = _counts(_as_matrix(cm))
     return _ratio(tp, tp + fp + fn)
@@ -83,14 +85,15 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[st
 
 
 def compute_metrics(
-    cm: torch.Tensor | np.ndarray,
+    cm: Any,
     class_names: Sequence[str] | None = None,
     num_images: int | None = None,
 ) -> dict[str, Any]:
     """Every segkit metric from a confusion matrix.
 
     Args:
-        cm: ``(C, C)`` pixel counts, rows truth, columns prediction.
+        cm: ``(C, C)`` pixel counts, rows truth, columns prediction (numpy array, torch
+            tensor or nested lists).
         class_names: ``C`` unique names (default ``"0"``, ``"1"``, ...).
         num_images: number of images counted, reported as is.
 
@@ -104,7 +107,7 @@ def compute_metrics(
     matrix = _as_matrix(cm)
     names = _class_names(class_names, matrix.shape[0])
     tp, fp, fn, tn = _counts(matrix)
-    total = matrix.sum().to(torch.float64)
+    total = float(matrix.sum())
     present = (tp + fp + fn) > 0
     per_class = {
         "iou": _ratio(tp, tp + fp + fn),
@@ -114,11 +117,11 @@ def compute_metrics(
         "specificity": _ratio(tn, tn + fp),
     }
     iou = per_class["iou"]
-    frequency = (tp + fn) / total if total > 0 else torch.full_like(tp, torch.nan)
-    defined_iou = ~iou.isnan()
+    frequency = (tp + fn) / total if total > 0 else np.full_like(tp, np.nan)
+    defined_iou = ~np.isnan(iou)
     fw_iou = float((frequency[defined_iou] * iou[defined_iou]).sum()) if defined_iou.any() else math.nan
     mean_recall = _mean(per_class["recall"], present)
-    support = matrix.sum(dim=1)
+    support = matrix.sum(axis=1)
     return {
         "pixel_accuracy": float(tp.sum() / total) if total > 0 else math.nan,
         "mean_class_accuracy": mean_recall,
@@ -151,7 +154,7 @@ def to_json_safe(value: Any) -> Any:
     """
     if isinstance(value, Mapping):
         return {str(key): to_json_safe(item) for key, item in value.items()}
-    if isinstance(value, (torch.Tensor, np.ndarray)):
+    if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
         return to_json_safe(value.tolist())
     if isinstance(value, (list, tuple)):
         return [to_json_safe(item) for item in value]

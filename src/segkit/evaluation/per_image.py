@@ -58,7 +58,7 @@ class ImageResult:
         image: np.ndarray | None = None,
     ) -> ImageResult:
         """The result of masks in memory (their confusion matrix by :func:`confusion_matrix`)."""
-        matrix = confusion_matrix(prediction, truth, num_classes, ignore_index).numpy()
+        matrix = np.asarray(confusion_matrix(prediction, truth, num_classes, ignore_index))
         pixels = ImagePixels(image, truth, prediction)
         return cls(name, matrix, lambda: pixels)
 

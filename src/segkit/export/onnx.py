@@ -44,7 +44,7 @@ from segkit.prediction.onnx_backend import (
     METADATA_KEY,
     ONNX_FORMAT,
     ONNX_FORMAT_VERSION,
-    OnnxRuntimeModel,
+    OnnxBackend,
     first_line,
 )
 from segkit.prediction.predictor import Predictor
@@ -225,14 +225,14 @@ class _ExportJob:
 
     def _parity(self, path: Path) -> tuple[float, list[int | str]]:
         """Largest logit difference between ONNX Runtime (CPU) and PyTorch over random inputs of the check shapes."""
-        runtime = OnnxRuntimeModel(path, "cpu")
+        runtime = OnnxBackend(path, "cpu")
         generator = torch.Generator().manual_seed(PARITY_SEED + 1)
         worst = 0.0
         for shape in self.checks:
             images = torch.randn(shape, generator=generator)
             with torch.inference_mode():
                 expected = self.model(images).float()
-                got = runtime(images)
+            got = torch.from_numpy(runtime.forward(images.numpy()))
             if got.shape != expected.shape:
                 raise SegkitError(self.out, f"ONNX Runtime gives logits {list(got.shape)} for input {list(shape)}, "
                                             f"PyTorch {list(expected.shape)}")

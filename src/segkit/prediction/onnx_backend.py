@@ -1,13 +1,11 @@
-"""Run an exported ``.onnx`` model with ONNX Runtime behind the same interface as the torch model.
+"""The ONNX Runtime backend: an exported ``.onnx`` file, numpy arrays, no PyTorch.
 
-:class:`OnnxRuntimeModel` is an ``nn.Module`` without parameters whose forward
-pass hands the normalised ``(N, 3, H, W)`` batch to an ONNX Runtime session and
-returns the logits as a tensor on the batch's device. The
-:class:`~segkit.prediction.predictor.Predictor` therefore keeps one
-implementation of everything around the network (resize policy,
-normalisation, tiling, TTA, undoing the resize, argmax/threshold) for both
-backends. The preprocessing comes from the JSON the exporter stores in the
-file's ``metadata_props`` (see :mod:`segkit.export.onnx`).
+:class:`OnnxBackend` hands the normalised ``(N, 3, H, W)`` batch to an ONNX
+Runtime session; the :class:`~segkit.prediction.predictor.Predictor` does
+everything around the network with the same code as for the PyTorch backend
+(:mod:`segkit.prediction.arrays`). The model card and the export details come
+from the JSON the exporter stores in the file's ``metadata_props`` (see
+:mod:`segkit.export.onnx`).
 """
 
 from __future__ import annotations
@@ -18,29 +16,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from segkit.checkpoint import ModelCard
+from segkit.data.transforms import PreprocessConfig
+from segkit.device import check_device_name
 from segkit.errors import SegkitError
+from segkit.prediction.arrays import NumpyOps
+from segkit.prediction.backend import Backend
 
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = "segkit"
 ONNX_FORMAT = "segkit-onnx"
 ONNX_FORMAT_VERSION = 2
+ONNX_INSTALL_HINT = "pip install 'segkit[onnx]'"
 
 
-def onnx_providers(device: torch.device) -> list[Any]:
-    """ONNX Runtime execution providers for a torch device: CUDA when asked for and available, then CPU."""
+def onnx_providers(device: str) -> list[Any]:
+    """ONNX Runtime execution providers for a device name: CUDA when asked for (or ``auto``) and installed, then CPU."""
     import onnxruntime as ort
 
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    if device.startswith(("cuda", "auto")) and "CUDAExecutionProvider" in ort.get_available_providers():
+        index = int(device.partition(":")[2] or 0)
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
-class OnnxRuntimeModel(nn.Module):
+class OnnxBackend(Backend):
     """An exported segkit network in an ONNX Runtime session: normalised images in, logits out.
 
     Args:
@@ -51,60 +53,64 @@ class OnnxRuntimeModel(nn.Module):
     Attributes:
         metadata: the description stored at export (``card`` and ``export`` details).
         card: the model card stored at export.
-        device: where the session computes (``cuda`` only with the CUDA provider).
+        device: ``"cuda:N"`` with the CUDA provider, else ``"cpu"``.
         providers: the session's execution providers.
+        model: the ONNX Runtime session.
 
     Raises:
-        SegkitError: not a readable ONNX file, or one without segkit metadata.
+        SegkitError: onnxruntime missing, not a readable ONNX file, or one without segkit metadata.
     """
 
-    def __init__(self, path: str | Path, device: str | torch.device = "auto") -> None:
-        from segkit.device import resolve_device
+    ops = NumpyOps
 
-        super().__init__()
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
         self.path = Path(path)
+        requested = check_device_name(device)
         try:
             import onnxruntime as ort
         except ImportError:
-            raise SegkitError(self.path, "running ONNX needs onnxruntime: pip install 'segkit[export]'") from None
+            raise SegkitError(self.path, f"running ONNX models needs onnxruntime: {ONNX_INSTALL_HINT}") from None
         if not self.path.is_file():
             raise SegkitError(self.path, "ONNX model not found")
-        requested = resolve_device(device)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # the same thread budget as the torch path
         options.log_severity_level = 4  # fatal only: failures surface as SegkitErrors with ORT's message
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=onnx_providers(requested))
+            self.model = ort.InferenceSession(str(self.path), options, providers=onnx_providers(requested))
         except Exception as error:  # onnxruntime raises its own, unexported exception types
             raise SegkitError(self.path, f"not a readable ONNX model ({first_line(error)})") from None
-        self.providers = self.session.get_providers()
-        self.device = requested if "CUDAExecutionProvider" in self.providers else torch.device("cpu")
-        if requested.type != self.device.type:
-            log = logger.info if str(device) == "auto" else logger.warning
-            log("onnxruntime has no provider for %s; running %s on the CPU", requested, self.path.name)
-        self.metadata = read_metadata(self.session, self.path)
-        self.card = ModelCard.from_dict(self.metadata.get("card", self.metadata), self.path)  # version 1: card keys at the top
-        model_input = self.session.get_inputs()[0]
+        self.providers = self.model.get_providers()
+        on_gpu = "CUDAExecutionProvider" in self.providers
+        self.device = (requested if ":" in requested else "cuda:0") if on_gpu else "cpu"
+        if requested not in ("auto", "cpu") and not on_gpu:
+            logger.warning("onnxruntime has no provider for %s; running %s on the CPU", requested, self.path.name)
+        self.metadata = read_metadata(self.model, self.path)
+        self.card = ModelCard.from_dict(self.metadata.get("card", self.metadata), self.path)  # version 1: card at the top
+        model_input = self.model.get_inputs()[0]
         self.input_name = model_input.name
-        self.input_shape = list(model_input.shape)
+        self.input_shape: list[int | str] = list(model_input.shape)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(images.detach().to("cpu", torch.float32).numpy())
-        self._check_size(array.shape)
-        if isinstance(self.input_shape[0], int) and array.shape[0] != self.input_shape[0]:
+    def prepare(self, images: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
+        scale = 1.0 / (255.0 * np.asarray(preprocess.std, np.float32))
+        shift = -np.asarray(preprocess.mean, np.float32) / np.asarray(preprocess.std, np.float32)
+        normalised = images.astype(np.float32) * scale + shift  # (x / 255 - mean) / std
+        return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
+
+    def forward(self, images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        self._check_size(images.shape)
+        batch = self.input_shape[0]
+        if isinstance(batch, int) and images.shape[0] != batch:
             # exported with a fixed batch: run the images one batch of that size at a time
-            step = self.input_shape[0]
-            logits = np.concatenate([self._run(array[i : i + step]) for i in range(0, len(array), step)])
-        else:
-            logits = self._run(array)
-        return torch.from_numpy(logits).to(images.device)
+            return np.concatenate([self._run(images[i : i + batch]) for i in range(0, len(images), batch)])
+        return self._run(images)
 
-    def _run(self, array: np.ndarray) -> np.ndarray:
+    def _run(self, images: np.ndarray) -> np.ndarray:
         try:
-            return self.session.run(None, {self.input_name: array})[0]
+            logits = self.model.run(None, {self.input_name: images})[0]
         except Exception as error:  # onnxruntime raises its own, unexported exception types
-            problem = f"ONNX Runtime failed on input {list(array.shape)}: {first_line(error)}"
+            problem = f"ONNX Runtime failed on input {list(images.shape)}: {first_line(error)}"
             raise SegkitError(self.path, problem) from None
+        return logits.astype(np.float32, copy=False)
 
     def _check_size(self, shape: tuple[int, ...]) -> None:
         fixed = [(expected, got) for expected, got in zip(self.input_shape[1:], shape[1:]) if isinstance(expected, int)]
@@ -127,8 +133,11 @@ def read_metadata(session: Any, path: Path) -> dict[str, Any]:
         raise SegkitError(path, f"{METADATA_KEY!r} metadata is not valid JSON ({error})") from None
     if not isinstance(metadata, dict) or metadata.get("format") != ONNX_FORMAT:
         raise SegkitError(path, f"{METADATA_KEY!r} metadata is not a {ONNX_FORMAT} description")
-    if metadata.get("version", 0) > ONNX_FORMAT_VERSION:
-        raise SegkitError(path, f"ONNX metadata version {metadata['version']} is newer than this segkit")
+    version = metadata.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise SegkitError(path, f"{METADATA_KEY!r} metadata version must be an integer, got {version!r}")
+    if version > ONNX_FORMAT_VERSION:
+        raise SegkitError(path, f"ONNX metadata version {version} is newer than this segkit")
     return metadata
 
 

@@ -1,32 +1,42 @@
-"""Predict masks with a trained checkpoint, always at the input image's original size.
+"""Predict masks with a trained model, always at the input image's original size.
 
-The checkpoint carries the model, the classes and the preprocessing it was
-trained with; :class:`Predictor` applies the same resize policy, runs the model
-in batches on the device, and maps the class scores back to the original pixels
-(:func:`segkit.data.transforms.undo_resize`) before taking the argmax. Large
-images can be predicted window by window (:mod:`segkit.prediction.tiling`),
-predictions averaged over flips and scales (:mod:`segkit.prediction.tta`), and
-an exported ``.onnx`` file runs through ONNX Runtime with the same code
-around the network (:mod:`segkit.prediction.onnx_backend`).
+The model card carries the classes and the preprocessing the model was trained
+with; :class:`Predictor` applies the same resize policy, runs the network in
+batches on its backend, and maps the class scores back to the original pixels
+(:func:`to_original_size`) before the mask step. Large images can be predicted
+window by window (:mod:`segkit.prediction.tiling`) and predictions averaged over
+flips and scales (:mod:`segkit.prediction.tta`).
+
+The network runs behind a small interface (:class:`~segkit.prediction.backend.Backend`):
+a PyTorch module (:class:`~segkit.prediction.torch_backend.TorchBackend`) or an
+exported ``.onnx`` file in ONNX Runtime (:class:`~segkit.prediction.onnx_backend.OnnxBackend`,
+numpy only: this module and the ONNX path import no PyTorch). Everything else is
+this one implementation, written against :mod:`segkit.prediction.arrays`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint
 from segkit.data.io import read_image, to_rgb
-from segkit.data.transforms import PreprocessConfig, normalize, resize_image, undo_resize
-from segkit.device import resolve_device
+from segkit.data.transforms import LetterboxGeometry, PreprocessConfig, resize_image
 from segkit.errors import SegkitError
+from segkit.prediction.arrays import Array, array_ops, probabilities_to_mask, scores_from_logits
+from segkit.prediction.backend import Backend
 from segkit.prediction.tiling import TileConfig, TilePlan, predict_tiled
 from segkit.prediction.tta import TTAConfig, augmented_probabilities
+
+if TYPE_CHECKING:
+    import torch
+
+TORCH_INSTALL_HINT = "pip install 'segkit[torch]'"
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -61,19 +71,42 @@ def as_rgb(image: ImageInput) -> np.ndarray:
     raise TypeError(f"cannot predict on a {type(image).__name__}; give a path, PIL image or numpy array")
 
 
+def to_original_size(scores: Array, geometry: LetterboxGeometry) -> Array:
+    """Map ``(C, out_h, out_w)`` network-size scores back to the original image: crop the padding, resize bilinearly.
+
+    Resizing scores rather than the mask keeps class boundaries smooth and sub-pixel accurate.
+    """
+    g = geometry
+    if tuple(scores.shape[-2:]) != (g.out_h, g.out_w):
+        raise ValueError(f"scores are {tuple(scores.shape[-2:])}, geometry expects {(g.out_h, g.out_w)}")
+    inside = scores[:, g.top : g.top + g.new_h, g.left : g.left + g.new_w]
+    if (g.new_h, g.new_w) == (g.orig_h, g.orig_w):
+        return inside
+    return array_ops(scores).resize(inside[None], (g.orig_h, g.orig_w))[0]
+
+
+def _torch_module(model: Any) -> bool:
+    """Whether ``model`` is a ``torch.nn.Module`` (PyTorch is imported already if it is one)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
 class Predictor:
     """A trained model with its model card: image in, index mask at the image's size out.
 
     Args:
-        model: the network (a torch module, or an ONNX Runtime model).
+        model: the network: a ``torch.nn.Module`` (moved to ``device``, put in eval mode and
+            in ``channels_last`` memory format), or a ready
+            :class:`~segkit.prediction.backend.Backend` such as an ONNX Runtime model.
         card: the model card (classes, colours, preprocessing, binary mode ...).
-        device: where the model runs: ``auto`` (CUDA, MPS, CPU), ``cpu``, ``cuda:1`` ...
+        device: where a torch module runs: ``auto`` (CUDA, MPS, CPU), ``cpu``, ``cuda:1`` ...
+            (a backend keeps its own device).
         tiling: when images are predicted window by window (default: automatic, see
             :class:`~segkit.prediction.tiling.TileConfig`).
         tta: test-time augmentation (default: none), a
             :class:`~segkit.prediction.tta.TTAConfig` or a string such as ``"flip+scale"``.
         crf: refine the probabilities with a dense CRF on the image (DeepLab v1/v2
-            post-processing, :func:`~segkit.models.crf.dense_crf`).
+            post-processing, :func:`~segkit.prediction.crf.dense_crf`; needs PyTorch).
         threshold: binary models: foreground probability threshold (default: the card's).
         batch_size: images per forward pass.
 
@@ -81,12 +114,17 @@ class Predictor:
         card: the model card; ``classes``, ``palette`` (``(256, 3)`` uint8, the classes'
             colours first), ``binary``, ``preprocess``, ``ignore_index`` and ``background``
             come from it.
+        backend: the network behind its interface; ``model`` and ``device`` are its.
         threshold: probability above which a binary pixel is foreground (class 1).
+
+    Example:
+        >>> predictor = Predictor.from_checkpoint("runs/exp/best.pt", tta="flip")
+        >>> mask = predictor.predict("photo.jpg")  # (H, W) uint8 at the photo's size
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | Backend,
         card: ModelCard,
         *,
         device: str | torch.device = "auto",
@@ -96,21 +134,25 @@ class Predictor:
         threshold: float | None = None,
         batch_size: int = 8,
     ) -> None:
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        # NHWC convolutions are several times faster on CPU (benchmarks/); ONNX Runtime takes NCHW.
-        self.channels_last = any(True for _ in model.parameters())
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.card = card
-        self.palette = card.palette_array()
         if threshold is not None and not card.binary:
             raise SegkitError(None, f"--threshold needs a binary checkpoint; this one has {card.num_classes} classes")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise SegkitError(None, f"threshold must be between 0 and 1, not {threshold}")
-        self.threshold = card.threshold if threshold is None else float(threshold)
         if batch_size < 1:
             raise SegkitError(None, f"batch size must be at least 1, not {batch_size}")
+        if crf:
+            _require_torch("--crf")
+        if isinstance(model, Backend):
+            self.backend = model
+        elif _torch_module(model):
+            from segkit.prediction.torch_backend import TorchBackend
+
+            self.backend = TorchBackend(model, device)
+        else:
+            raise TypeError(f"model must be a torch.nn.Module or a Backend, got {type(model).__name__}")
+        self.card = card
+        self.palette = card.palette_array()
+        self.threshold = card.threshold if threshold is None else float(threshold)
         self.batch_size = batch_size
         self.tiling = tiling or TileConfig()
         self.tta = tta if isinstance(tta, TTAConfig) else TTAConfig.parse(tta)
@@ -122,19 +164,23 @@ class Predictor:
     ) -> Predictor:
         """Build the model a checkpoint (path or :class:`~segkit.checkpoint.Checkpoint`) describes, with its weights.
 
-        A path ending in ``.onnx`` (written by ``segkit export``) runs in ONNX Runtime instead; a
-        folder written by ``segkit export --format hf`` is read by :func:`segkit.export.hf.load_pretrained`.
-        ``options`` are the constructor's (``tiling``, ``tta``, ``crf``, ``threshold``, ``batch_size``).
+        A path ending in ``.onnx`` (written by ``segkit export``) runs in ONNX Runtime
+        instead, without PyTorch; a folder written by ``segkit export --format hf`` is read by
+        :func:`segkit.export.hf.load_pretrained`. ``options`` are the constructor's (``tiling``,
+        ``tta``, ``crf``, ``threshold``, ``batch_size``).
 
         Raises:
-            SegkitError: unreadable checkpoint, malformed card, or weights that do not fit the model.
+            SegkitError: unreadable checkpoint, malformed card, weights that do not fit the
+                model, or a ``.pt`` checkpoint without PyTorch installed.
         """
         path = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
         if path is not None and path.suffix.lower() == ".onnx":
-            from segkit.prediction.onnx_backend import OnnxRuntimeModel
+            from segkit.prediction.onnx_backend import OnnxBackend
 
-            onnx_model = OnnxRuntimeModel(path, device)
-            return cls(onnx_model, onnx_model.card, device=onnx_model.device, **options)
+            backend = OnnxBackend(path, str(device))
+            return cls(backend, backend.card, **options)
+        if path is not None:
+            _require_torch(f"loading {path.name}", path)
         if path is not None and path.is_dir():  # a folder written by `segkit export --format hf`
             from segkit.export.hf import load_pretrained
 
@@ -142,6 +188,16 @@ class Predictor:
         else:
             loaded = load_checkpoint(path) if path is not None else checkpoint
         return cls(loaded.build_model(path), loaded.card, device=device, **options)
+
+    @property
+    def model(self) -> Any:
+        """The network: a ``torch.nn.Module``, or an ONNX Runtime session."""
+        return self.backend.model
+
+    @property
+    def device(self) -> Any:
+        """Where the network runs: a ``torch.device``, or ``"cpu"``/``"cuda:N"`` for ONNX Runtime."""
+        return self.backend.device
 
     @property
     def classes(self) -> list[str]:
@@ -173,11 +229,12 @@ class Predictor:
 
     def predict_proba(self, image: ImageInput) -> np.ndarray:
         """One image -> ``(C, H, W)`` float32 class probabilities (binary: ``[1 - p, p]``)."""
-        (probabilities,) = self._probabilities([as_rgb(image)])
-        return probabilities.cpu().numpy()
+        with self.backend.inference():
+            (probabilities,) = self._probabilities([as_rgb(image)])
+            return self.backend.ops.to_numpy(probabilities)
 
     def predict_batch(self, images: Sequence[ImageInput], batch_size: int | None = None) -> list[np.ndarray]:
-        """Masks for many images, ``batch_size`` (default: the predictor's) at a time."""
+        """Masks for many images (of any sizes), ``batch_size`` (default: the predictor's) at a time."""
         return [mask for _, mask in self.iter_predict(images, batch_size)]
 
     def iter_predict(
@@ -189,24 +246,20 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for start in range(0, len(images), batch_size):
             arrays = [as_rgb(image) for image in images[start : start + batch_size]]
-            for array, probabilities in zip(arrays, self._probabilities(arrays)):
-                yield array, self._labels(probabilities)
+            with self.backend.inference():
+                masks = [self._mask(probabilities) for probabilities in self._probabilities(arrays)]
+            yield from zip(arrays, masks)
 
-    def _labels(self, probabilities: torch.Tensor) -> np.ndarray:
-        if self.binary:
-            labels = probabilities[1] > self.threshold
-        else:
-            labels = probabilities.max(0).indices  # on CPU ~10x faster than argmax over a non-last dim
-        return labels.to(torch.uint8).cpu().numpy()
+    def _mask(self, probabilities: Array) -> np.ndarray:
+        mask = probabilities_to_mask(probabilities, self.binary, self.threshold)
+        return self.backend.ops.to_numpy(mask)
 
-    @torch.inference_mode()
-    def _probabilities(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
-        """``(C, H, W)`` probabilities at each image's original size.
+    def _probabilities(self, arrays: list[np.ndarray]) -> list[Array]:
+        """``(C, H, W)`` probabilities on the backend's device at each image's original size.
 
-        Images that :attr:`tiling` selects are predicted window by window (their
-        probabilities come back on the CPU); the others whole, on the device.
+        Images that :attr:`tiling` selects are predicted window by window, the others whole.
         """
-        results: list[torch.Tensor | None] = [None] * len(arrays)
+        results: list[Array] = [None] * len(arrays)
         whole: list[int] = []
         for index, array in enumerate(arrays):
             window = self.tiling.window_for(*array.shape[:2], self.preprocess)
@@ -218,13 +271,16 @@ class Predictor:
         for index, probabilities in zip(whole, self._network_probabilities([arrays[i] for i in whole])):
             results[index] = probabilities
         if self.crf:
-            from segkit.models.crf import dense_crf
+            from segkit.prediction.crf import dense_crf
 
-            results = [dense_crf(probabilities, array) for probabilities, array in zip(results, arrays)]
+            results = [
+                self.backend.ops.asarray(dense_crf(probabilities, array), like=probabilities)
+                for probabilities, array in zip(results, arrays)
+            ]
         return results
 
-    def _network_probabilities(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
-        """``(C, H, W)`` probabilities on the device for whole images (or windows), through the resize policy.
+    def _network_probabilities(self, arrays: list[np.ndarray]) -> list[Array]:
+        """``(C, H, W)`` probabilities for whole images (or windows), through the resize policy and back.
 
         Inputs of equal network size (all of them for letterbox/resize; equal native
         sizes for crop) go through the model in one forward pass.
@@ -233,25 +289,21 @@ class Predictor:
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, (resized, _) in enumerate(prepared):
             groups.setdefault(resized.shape, []).append(index)
-        results: list[torch.Tensor | None] = [None] * len(arrays)
+        results: list[Array] = [None] * len(arrays)
         for indices in groups.values():
-            batch = torch.from_numpy(np.stack([prepared[i][0] for i in indices])).to(self.device)
-            images = normalize(batch.permute(0, 3, 1, 2), self.preprocess.mean, self.preprocess.std)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = self.backend.prepare(np.stack([prepared[i][0] for i in indices]), self.preprocess)
             scores = augmented_probabilities(images, self._model_scores, self.tta)
             for slot, index in enumerate(indices):
-                results[index] = undo_resize(scores[slot], prepared[index][1])
+                results[index] = to_original_size(scores[slot], prepared[index][1])
         return results
 
-    def _model_scores(self, images: torch.Tensor) -> torch.Tensor:
-        return self._scores(self.model(images))
+    def _model_scores(self, images: Array) -> Array:
+        return scores_from_logits(self.backend.forward(images), self.binary)
 
-    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, 1|C, h, w)`` -> probabilities ``(N, C, h, w)``."""
-        logits = logits.float()
-        if self.binary:
-            foreground = torch.sigmoid(logits[:, :1])
-            return torch.cat([1 - foreground, foreground], dim=1)
-        return torch.softmax(logits, dim=1)
 
+def _require_torch(what: str, path: str | Path | None = None) -> None:
+    """Raise a one-line SegkitError naming the extra to install when PyTorch is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise SegkitError(path, f"{what} needs PyTorch, which this install lacks: {TORCH_INSTALL_HINT}")

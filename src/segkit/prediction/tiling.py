@@ -16,7 +16,8 @@ dependency for some 60 lines, and its sliding window runs on tensors already in
 network space, while segkit windows must go through the checkpoint's resize
 policy one by one. Because the windows lie on a grid and ``g`` is separable,
 the weight sum is separable too and is kept as two vectors; the only
-image-sized buffer is the ``(C, H, W)`` float32 probability sum, and at most
+image-sized buffer is the ``(C, H, W)`` float32 probability sum (on the
+backend's device, so a GPU never copies probabilities to the host), and at most
 ``batch_size`` windows exist at a time, whatever the overlap.
 """
 
@@ -29,9 +30,9 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from segkit.errors import SegkitError
+from segkit.prediction.arrays import Array, array_ops
 
 if TYPE_CHECKING:
     from segkit.data.transforms import PreprocessConfig
@@ -43,7 +44,7 @@ AUTO_TILE_FACTOR = 2
 BYTES_PER_FLOAT = 4
 
 # Windows (uint8 RGB, all of one size) -> ``(C, h, w)`` probabilities at each window's size.
-WindowPredictor = Callable[[list[np.ndarray]], Sequence[torch.Tensor]]
+WindowPredictor = Callable[[list[np.ndarray]], Sequence[Array]]
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,13 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     return [round(index * step) for index in range(count)]
 
 
-def gaussian_weights(length: int) -> torch.Tensor:
-    """1-D Gaussian window of ``length`` samples, sigma ``SIGMA_SCALE * length``, peak 1 at the centre.
+def gaussian_weights(length: int) -> np.ndarray:
+    """1-D float32 Gaussian window of ``length`` samples, sigma ``SIGMA_SCALE * length``, peak 1 at the centre.
 
     Its smallest value (at the ends) is ``exp(-8)``, so every pixel gets a positive weight.
     """
-    positions = torch.arange(length, dtype=torch.float32) - (length - 1) / 2
-    return torch.exp(-0.5 * (positions / (SIGMA_SCALE * length)) ** 2)
+    positions = np.arange(length, dtype=np.float32) - (length - 1) / 2
+    return np.exp(-0.5 * (positions / (SIGMA_SCALE * length)) ** 2).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -156,40 +157,44 @@ class TilePlan:
 
 
 class BlendBuffer:
-    """Gaussian-weighted sum of window probabilities over a padded image, on the CPU.
+    """Gaussian-weighted sum of window probabilities over a padded image, where the probabilities are.
 
     Args:
         plan: the windows that will be added.
-        num_classes: probability channels.
+        like: the first window's probabilities: the buffer is made with their library, on their device.
     """
 
-    def __init__(self, plan: TilePlan, num_classes: int) -> None:
+    def __init__(self, plan: TilePlan, like: Array) -> None:
         self.plan = plan
+        self.ops = array_ops(like)
         padded_h, padded_w = plan.padded_size
-        self.sums = torch.zeros((num_classes, padded_h, padded_w), dtype=torch.float32)
+        self.sums = self.ops.zeros((like.shape[0], padded_h, padded_w), like)
         rows, cols = gaussian_weights(plan.window[0]), gaussian_weights(plan.window[1])
-        self.window_weights = rows[:, None] * cols[None, :]
-        self.row_weights = torch.zeros(padded_h)
-        self.col_weights = torch.zeros(padded_w)
+        row_weights, col_weights = np.zeros(padded_h, np.float32), np.zeros(padded_w, np.float32)
         for top in plan.tops:
-            self.row_weights[top : top + plan.window[0]] += rows
+            row_weights[top : top + plan.window[0]] += rows
         for left in plan.lefts:
-            self.col_weights[left : left + plan.window[1]] += cols
+            col_weights[left : left + plan.window[1]] += cols
+        self.window_weights = self.ops.asarray(rows[:, None] * cols[None, :], like)
+        self.row_weights = self.ops.asarray(row_weights, like)
+        self.col_weights = self.ops.asarray(col_weights, like)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.sums, self.row_weights, self.col_weights))
+        return BYTES_PER_FLOAT * sum(
+            int(np.prod(array.shape)) for array in (self.sums, self.row_weights, self.col_weights)
+        )
 
-    def add(self, probabilities: torch.Tensor, top: int, left: int) -> None:
+    def add(self, probabilities: Array, top: int, left: int) -> None:
         """Add one window's ``(C, h, w)`` probabilities at ``(top, left)``."""
         height, width = self.plan.window
-        target = self.sums[:, top : top + height, left : left + width]
-        target.addcmul_(probabilities.to("cpu", torch.float32), self.window_weights)
+        self.sums[:, top : top + height, left : left + width] += probabilities * self.window_weights
 
-    def result(self) -> torch.Tensor:
+    def result(self) -> Array:
         """The blended ``(C, H, W)`` probabilities at the image's size (divides the sums in place)."""
-        self.sums.div_(self.row_weights.view(1, -1, 1)).div_(self.col_weights.view(1, 1, -1))
-        return self.sums[:, : self.plan.height, : self.plan.width].contiguous()
+        self.sums /= self.row_weights.reshape(1, -1, 1)
+        self.sums /= self.col_weights.reshape(1, 1, -1)
+        return self.sums[:, : self.plan.height, : self.plan.width]
 
 
 def pad_to_window(image: np.ndarray, window: tuple[int, int], fill: int) -> np.ndarray:
@@ -200,12 +205,13 @@ def pad_to_window(image: np.ndarray, window: tuple[int, int], fill: int) -> np.n
     return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_CONSTANT, value=(fill,) * image.shape[2])
 
 
-def predict_tiled(image: np.ndarray, predict: WindowPredictor, plan: TilePlan, fill: int = 0) -> torch.Tensor:
-    """Blend window predictions into ``(C, H, W)`` float32 probabilities (CPU) at the image's size.
+def predict_tiled(image: np.ndarray, predict: WindowPredictor, plan: TilePlan, fill: int = 0) -> Array:
+    """Blend window predictions into ``(C, H, W)`` float32 probabilities at the image's size.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB, ``H x W`` as in ``plan``.
-        predict: windows -> ``(C, h, w)`` probabilities at window size (on any device).
+        predict: windows -> ``(C, h, w)`` probabilities at window size (numpy arrays, or
+            tensors on any device: the result is made where they are).
         plan: window positions, from :meth:`TilePlan.create`.
         fill: pixel value of the padding of images smaller than a window.
     """
@@ -220,7 +226,7 @@ def predict_tiled(image: np.ndarray, predict: WindowPredictor, plan: TilePlan, f
         windows = [np.ascontiguousarray(padded[top : top + height, left : left + width]) for top, left in chunk]
         for (top, left), probabilities in zip(chunk, predict(windows)):
             if buffer is None:
-                buffer = BlendBuffer(plan, probabilities.shape[0])
+                buffer = BlendBuffer(plan, probabilities)
             buffer.add(probabilities, top, left)
     assert buffer is not None  # a plan has at least one window
     return buffer.result()

@@ -8,7 +8,8 @@ size) and the passes are averaged with equal weight:
 
 ``T`` is every combination of the chosen flips and scales (``flip+scale``: 2 x 3 =
 6 passes). It works on whatever batch the predictor runs (whole images or tile
-windows), so it combines freely with batching and tiling.
+windows), so it combines freely with batching and tiling, and on numpy arrays
+and torch tensors alike (:mod:`segkit.prediction.arrays`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from segkit.errors import SegkitError
+from segkit.prediction.arrays import Array, array_ops
 
 TTA_SCALES = (0.75, 1.0, 1.25)
 TTA_CHOICES = ("flip", "vflip", "scale")
@@ -63,38 +62,37 @@ class TTAConfig:
         return "+".join(parts) or "none"
 
     def passes(self) -> list[tuple[float, tuple[int, ...]]]:
-        """``(scale, flip_dims)`` of every pass; flip dims index ``(N, C, H, W)`` tensors."""
+        """``(scale, flip_axes)`` of every pass; flip axes index ``(N, C, H, W)`` arrays."""
         flips = [()] + [(3,)] * self.hflip
         if self.vflip:
             flips += [dims + (2,) for dims in flips]
         return list(itertools.product(self.scales, flips))
 
 
-def augmented_probabilities(
-    images: torch.Tensor, probabilities: Callable[[torch.Tensor], torch.Tensor], config: TTAConfig
-) -> torch.Tensor:
+def augmented_probabilities(images: Array, probabilities: Callable[[Array], Array], config: TTAConfig) -> Array:
     """Mean probabilities over the passes of ``config``, at the size of ``images``.
 
     Args:
-        images: normalised ``(N, 3, H, W)`` network input.
+        images: normalised ``(N, 3, H, W)`` network input (numpy array or torch tensor).
         probabilities: the model and its activation: ``(N, 3, h, w)`` -> ``(N, C, h, w)``.
         config: the augmentations.
     """
+    ops = array_ops(images)
     height, width = images.shape[-2:]
-    total: torch.Tensor | None = None
+    total: Array | None = None
     passes = config.passes()
-    for scale, dims in passes:
+    for scale, axes in passes:
         inputs = images
         if scale != 1.0:
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            inputs = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-        if dims:
-            inputs = inputs.flip(dims)
+            inputs = ops.resize(images, size, antialias=True)
+        if axes:
+            inputs = ops.flip(inputs, axes)
         scores = probabilities(inputs)
-        if dims:
-            scores = scores.flip(dims)
+        if axes:
+            scores = ops.flip(scores, axes)
         if scale != 1.0:
-            scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
-        total = scores if total is None else total.add_(scores)
+            scores = ops.resize(scores, (height, width))
+        total = scores if total is None else total + scores
     assert total is not None  # passes() is never empty
     return total / len(passes) if len(passes) > 1 else total

@@ -1,24 +1,28 @@
 """Predict a list of image files into a folder of masks, all or nothing.
 
-Used by ``segkit predict``: inputs are expanded from files, folders and globs;
-masks (and optional colour images and overlays) are written into a temporary
-sibling of the output folder and moved into it only when every image succeeded,
-so an error never leaves half the outputs behind or touches what the folder held.
+Used by ``segkit predict`` (:func:`predict_files`): inputs are expanded from
+files, folders and globs; under ``torchrun`` each process takes its share of
+them; masks (and optional colour images and overlays) are written into a
+temporary sibling of the output folder and moved into it only when every image
+succeeded, so an error never leaves half the outputs behind or touches what the
+folder held.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from segkit.data.io import atomic_write, is_image_file, make_staging_dir, write_image, write_mask
+from segkit.data.io import atomic_write, glob_image_files, is_image_file, make_staging_dir, write_image, write_mask
 from segkit.errors import SegkitError
 from segkit.prediction.labelme_export import (
     JSON_SUFFIX,
@@ -36,28 +40,96 @@ COLOR_SUFFIX = "_color.png"
 OVERLAY_SUFFIX = "_overlay.jpg"
 LEGEND_FILE = "legend.png"  # with --color: the class colours and names, once per folder
 
+logger = logging.getLogger(__name__)
 
-def shard_for_this_rank() -> tuple[int, int, str] | None:
-    """``(rank, world_size, device)`` when running under ``torchrun`` with several processes, else None.
 
-    Prediction needs no communication between ranks, so no process group is made:
-    each rank takes every ``world_size``-th input and writes its own masks.
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among the ``torchrun`` processes.
+
+    Attributes:
+        rank: the process's rank.
+        world_size: the number of processes.
+        local_rank: the rank on this machine (its GPU index).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return None
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    import torch
 
-    device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return rank, world_size, device
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @classmethod
+    def from_environment(cls) -> Shard | None:
+        """The shard ``torchrun`` describes in ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; None for a single process."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return None
+        return cls(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def take(self, items: Sequence[Any]) -> list[Any]:
+        """Every ``world_size``-th item, from this rank's: shares differ in size by at most one."""
+        return list(items[self.rank :: self.world_size])
+
+    def device(self, requested: str) -> str:
+        """``auto`` becomes this rank's GPU (``cuda:LOCAL_RANK``), or the CPU without CUDA."""
+        if requested != "auto":
+            return requested
+        import torch  # torchrun is PyTorch's launcher: PyTorch is installed
+
+        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def predict_files(
+    checkpoint: str | Path,
+    patterns: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+    color: bool = False,
+    overlay_images: bool = False,
+    alpha: float = 0.5,
+    labelme: LabelmeOptions | None = None,
+    **options: Any,
+) -> PredictionSummary:
+    """``segkit predict``: expand the inputs, take this process's share under ``torchrun``, predict, write.
+
+    Prediction needs no communication between ``torchrun`` processes, so no process
+    group is made: each rank takes every ``world_size``-th input and writes its own
+    masks into ``out_dir``. Name clashes are checked over all inputs first, so every
+    rank refuses the same runs.
+
+    Args:
+        checkpoint: a ``.pt`` checkpoint or an exported ``.onnx`` model.
+        patterns: image files, folders and globs (:func:`expand_inputs`).
+        out_dir: output folder (see :func:`predict_to_folder`).
+        device: ``auto``, ``cpu``, ``cuda:N``, ``mps``.
+        color, overlay_images, alpha, labelme: as :func:`predict_to_folder`.
+        **options: :class:`~segkit.prediction.predictor.Predictor` options (``tiling``,
+            ``tta``, ``crf``, ``threshold``, ``batch_size``).
+
+    Raises:
+        SegkitError: bad inputs, checkpoint or options; nothing is written then.
+    """
+    inputs = expand_inputs(patterns)
+    output_stems(inputs, Path(out_dir), color, overlay_images, labelme is not None)
+    shard = Shard.from_environment()
+    if shard is not None:
+        inputs = shard.take(inputs)
+        device = shard.device(device)
+        logger.info("rank %d of %d: %d images", shard.rank, shard.world_size, len(inputs))
+    try:
+        predictor = Predictor.from_checkpoint(checkpoint, device=device, **options)
+    except SegkitError as error:
+        raise SegkitError(error.path or checkpoint, error.problem) from None
+    return predict_to_folder(
+        predictor, inputs, out_dir, color=color, overlay_images=overlay_images, alpha=alpha, labelme=labelme
+    )
 
 
 def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
     """Files as given, folders as their image files (sorted), globs expanded (sorted; ``**`` recursive).
 
-    Globs are expanded here so that quoted patterns work on every shell. A path
+    Globs are expanded here (:func:`segkit.data.io.glob_image_files`, safe on symbolic-link
+    loops) so that quoted patterns work on every shell. A path
     given twice (e.g. a file and a folder holding it) is kept once.
 
     Raises:
@@ -73,7 +145,7 @@ def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
         elif path.exists():
             images = [path]
         elif glob.has_magic(pattern):
-            images = sorted(Path(item) for item in glob.glob(pattern, recursive=True) if is_image_file(Path(item)))
+            images = glob_image_files(pattern)
             if not images:
                 raise SegkitError(pattern, "pattern matches no image files")
         else:
@@ -86,23 +158,19 @@ def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
 
 
 def output_stems(
-    inputs: Sequence[Path],
-    out_dir: Path,
-    color: bool,
-    overlay_images: bool,
-    mask_suffix: str = MASK_SUFFIX,
-    folder_files: Sequence[str] = (),
+    inputs: Sequence[Path], out_dir: Path, color: bool, overlay_images: bool, labelme: bool = False
 ) -> list[str]:
     """The output stem of each input, refusing two inputs that would write the same file.
 
-    ``mask_suffix`` is what the mask is written as (``.json`` for labelme), ``folder_files``
-    the names written once for the whole folder (``legend.png`` ...).
+    With ``labelme`` the mask is written as ``<stem>.json`` (and ``labels.txt`` once); with
+    ``color`` a ``legend.png`` is written once for the whole folder.
 
     Raises:
         SegkitError: two inputs share a stem (or one's outputs collide with another's or with
             a folder file), or an output would overwrite an input image.
     """
-    suffixes = [mask_suffix] + [COLOR_SUFFIX] * color + [OVERLAY_SUFFIX] * overlay_images
+    folder_files = [LEGEND_FILE] * color + [LABELS_FILE] * labelme
+    suffixes = [JSON_SUFFIX if labelme else MASK_SUFFIX] + [COLOR_SUFFIX] * color + [OVERLAY_SUFFIX] * overlay_images
     owners: dict[str, Path] = {name: Path(f"segkit's {name}") for name in folder_files}
     input_paths = {path.resolve() for path in inputs}
     for path in inputs:
@@ -160,7 +228,6 @@ def predict_to_folder(
     color: bool = False,
     overlay_images: bool = False,
     alpha: float = 0.5,
-    batch_size: int = 8,
     labelme: LabelmeOptions | None = None,
 ) -> PredictionSummary:
     """Write ``<stem>.png`` index masks (palette PNG at each input's size) for ``inputs`` into ``out_dir``.
@@ -172,7 +239,6 @@ def predict_to_folder(
         color: also write ``<stem>_color.png``, the mask in class colours.
         overlay_images: also write ``<stem>_overlay.jpg``, the colours blended onto the image.
         alpha: overlay opacity of the class colours.
-        batch_size: images per forward pass.
         labelme: write each mask as a labelme annotation ``<stem>.json`` (see
             :mod:`segkit.prediction.labelme_export`) instead of a PNG, and ``labels.txt``.
 
@@ -182,13 +248,11 @@ def predict_to_folder(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SegkitError(out_dir, "exists and is not a folder")
-    folder_files = [LEGEND_FILE] * color + [LABELS_FILE] * (labelme is not None)
-    mask_suffix = MASK_SUFFIX if labelme is None else JSON_SUFFIX
-    stems = output_stems(inputs, out_dir, color, overlay_images, mask_suffix, folder_files)
+    stems = output_stems(inputs, out_dir, color, overlay_images, labelme is not None)
     staging = make_staging_dir(out_dir, prefix=f".{out_dir.name}.partial.")
     summary = PredictionSummary.empty(predictor.classes)
     try:
-        results = predictor.iter_predict(inputs, batch_size=batch_size)
+        results = predictor.iter_predict(inputs)
         progress = tqdm(zip(inputs, stems, results), total=len(stems), unit="image", disable=None)
         for path, stem, (image, mask) in progress:
             if labelme is None:

@@ -96,7 +96,7 @@ class _Normalised:
 
 def _image_tensor(image: torch.Tensor | np.ndarray, probabilities: torch.Tensor) -> torch.Tensor:
     """``(3, H, W)`` float colours on the probabilities' device."""
-    colours = torch.as_tensor(np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image)
+    colours = torch.as_tensor(np.array(image) if isinstance(image, np.ndarray) else image)  # a writable copy
     if colours.ndim != 3 or colours.shape[-1] != 3:
         raise ValueError(f"image must be (H, W, 3) RGB, got shape {tuple(colours.shape)}")
     return colours.to(probabilities.device).permute(2, 0, 1).float()

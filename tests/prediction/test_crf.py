@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from segkit.models.crf import PermutohedralLattice, dense_crf
+from segkit.prediction.crf import PermutohedralLattice, dense_crf
 
 HEIGHT, WIDTH = 72, 96
 PALETTE = np.array([[30, 30, 30], [200, 60, 60], [60, 180, 60], [60, 60, 220]])

@@ -1,0 +1,248 @@
+"""Static int8 quantization of an exported model, kept only when its mIoU holds.
+
+ONNX Runtime's tools do the quantization (``onnxruntime.quantization``: static,
+QDQ format, int8 weights per output channel, uint8 activations with MinMax
+ranges). Calibration feeds the network exactly what prediction feeds it: the
+calibration images go through a :class:`~segkit.prediction.predictor.Predictor`
+whose backend records its inputs (resize policy, normalisation, tiling windows).
+Then the fp32 and the int8 model are both scored on the data's labelled images
+(mIoU at each image's original size, :func:`segkit.evaluation.evaluate.evaluate_predictor`);
+both figures go into the int8 file's metadata (``export.quantization``, beside the
+model card) and the command's output, and a drop larger than ``max_drop`` refuses
+the model (or, with ``force``, warns and keeps it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit.data.io import atomic_write
+from segkit.data.transforms import PreprocessConfig
+from segkit.errors import SegkitError
+from segkit.prediction.backend import Backend
+from segkit.prediction.onnx_backend import METADATA_KEY, OnnxBackend, first_line
+from segkit.prediction.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+QUANTIZE_CHOICES = ("int8",)
+DEFAULT_MAX_DROP = 0.01
+DEFAULT_CALIBRATION_IMAGES = 64
+# Network inputs kept for calibration at most (float32 bytes): large crop-policy images stop it early.
+CALIBRATION_BUDGET_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class QuantizationResult:
+    """The int8 model written and how it compares with the fp32 one.
+
+    Attributes:
+        path: the int8 ``.onnx`` file.
+        fp32_miou: mIoU of the fp32 model on the evaluation images.
+        int8_miou: mIoU of the int8 model on the same images.
+        images: images evaluated.
+        calibration_images: images whose network inputs calibrated the activation ranges.
+        max_drop: the largest accepted mIoU drop.
+        size_bytes: size of the int8 file.
+    """
+
+    path: Path
+    fp32_miou: float
+    int8_miou: float
+    images: int
+    calibration_images: int
+    max_drop: float
+    size_bytes: int = 0
+
+    @property
+    def drop(self) -> float:
+        return self.fp32_miou - self.int8_miou
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``export.quantization`` metadata entry."""
+        return {
+            "type": "int8", "format": "QDQ", "weights": "int8 per channel", "activations": "uint8 MinMax",
+            "calibration_images": self.calibration_images, "evaluation_images": self.images,
+            "fp32_mIoU": round(self.fp32_miou, 6), "int8_mIoU": round(self.int8_miou, 6),
+            "mIoU_drop": round(self.drop, 6), "max_drop": self.max_drop,
+        }
+
+    def format(self) -> str:
+        """Lines for the command line."""
+        verdict = "within" if self.drop <= self.max_drop else "OVER"
+        return (
+            f"wrote {self.path} (int8, {self.size_bytes / 2**20:.1f} MiB; calibrated on {self.calibration_images} "
+            f"images)\nmIoU on {self.images} images: fp32 {self.fp32_miou:.4f}, int8 {self.int8_miou:.4f}, "
+            f"drop {self.drop:+.4f} ({verdict} --max-drop {self.max_drop})"
+        )
+
+
+class RecordingBackend(Backend):
+    """A backend that runs another and keeps a copy of every network input, up to a byte budget."""
+
+    def __init__(self, backend: Backend, budget_bytes: int = CALIBRATION_BUDGET_BYTES) -> None:
+        self.inner, self.budget = backend, budget_bytes
+        self.ops, self.device, self.model = backend.ops, backend.device, backend.model
+        self.inputs: list[np.ndarray] = []
+
+    def prepare(self, images: np.ndarray, preprocess: PreprocessConfig) -> Any:
+        return self.inner.prepare(images, preprocess)
+
+    def forward(self, images: Any) -> Any:
+        array = np.ascontiguousarray(self.ops.to_numpy(images), dtype=np.float32)
+        if sum(item.nbytes for item in self.inputs) + array.nbytes <= self.budget:
+            self.inputs.extend(array[index : index + 1] for index in range(len(array)))
+        return self.inner.forward(images)
+
+
+def _calibration_reader(inputs: list[np.ndarray], input_name: str) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        """The recorded network inputs, one image (or window) at a time."""
+
+        def __init__(self) -> None:
+            self.remaining = iter(inputs)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self.remaining, None)
+            return None if item is None else {input_name: item}
+
+    return Reader()
+
+
+def evenly_spaced(count: int, wanted: int) -> list[int]:
+    """``wanted`` indices spread over ``range(count)`` (all of them when there are fewer)."""
+    if count <= wanted:
+        return list(range(count))
+    return sorted({int((k + 0.5) * count / wanted) for k in range(wanted)})
+
+
+def quantize_onnx(
+    model: str | Path,
+    out: str | Path,
+    data: str | Path,
+    *,
+    split: str | None = None,
+    masks: str | None = None,
+    colors: str | Path | None = None,
+    classes: Any = None,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    max_drop: float = DEFAULT_MAX_DROP,
+    force: bool = False,
+    overwrite: bool = False,
+    export_options: dict[str, Any] | None = None,
+) -> QuantizationResult:
+    """Quantize a model to int8, calibrated and checked on ``data``.
+
+    Args:
+        model: an fp32 ``.onnx`` model from ``segkit export``, or a ``.pt`` checkpoint
+            (exported first, with ``export_options``, into a temporary file).
+        out: the int8 ``.onnx`` file to write.
+        data: dataset folder with masks (any layout ``segkit train`` reads): its images
+            calibrate the activation ranges and score both models.
+        split, masks, colors, classes: how to read ``data``, as ``segkit evaluate``.
+        calibration_images: images (evenly spaced by name) used for calibration.
+        max_drop: largest accepted fp32 - int8 mIoU difference.
+        force: keep a model whose mIoU dropped more (with a warning).
+        overwrite: replace an existing ``out``.
+        export_options: :func:`segkit.export.onnx.export_onnx` options for a ``.pt`` checkpoint.
+
+    Raises:
+        SegkitError: missing tools, unreadable model or data, a failed quantization, or an
+            mIoU drop over ``max_drop`` without ``force``; nothing is written then.
+    """
+    try:
+        import onnxruntime.quantization  # noqa: F401  (checked before anything slow runs)
+    except ImportError as error:
+        raise SegkitError(None, f"quantization needs {error.name}: pip install 'segkit[export]'") from None
+    model, out = Path(model), Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise SegkitError(out, "the ONNX file name must end in .onnx")
+    if out.exists() and not overwrite:
+        raise SegkitError(out, "already exists; pass --overwrite to replace it")
+    if calibration_images < 1 or not 0 <= max_drop <= 1:
+        raise SegkitError(None, "--calibration-images must be at least 1 and --max-drop in [0, 1]")
+    with tempfile.TemporaryDirectory(prefix="segkit-quantize-") as work:
+        if model.suffix.lower() != ".onnx":
+            from segkit.export.onnx import export_onnx
+
+            exported = export_onnx(model, Path(work) / "fp32.onnx", **(export_options or {}))
+            logger.info(
+                "exported the fp32 model (%s exporter, opset %d; max |logit difference| vs PyTorch %.3g)",
+                exported.exporter, exported.opset, exported.max_abs_diff,
+            )
+            model = exported.path
+        result = _quantize(model, out, data, Path(work), split=split, masks=masks, colors=colors,
+                           classes=classes, calibration_images=calibration_images, max_drop=max_drop, force=force)
+    return replace(result, size_bytes=out.stat().st_size)
+
+
+def _quantize(
+    model: Path, out: Path, data: str | Path, work: Path, *, split: str | None, masks: str | None,
+    colors: str | Path | None, classes: Any, calibration_images: int, max_drop: float, force: bool,
+) -> QuantizationResult:
+    """Calibrate, quantize, score both models and write ``out`` (see :func:`quantize_onnx`)."""
+    import onnxruntime.quantization as quant
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from segkit.evaluation.evaluate import evaluate_predictor, open_evaluation_source
+
+    fp32 = OnnxBackend(model, "cpu")
+    if "quantization" in fp32.metadata.get("export", {}):
+        raise SegkitError(model, "is already quantized; quantize the fp32 export")
+    source = open_evaluation_source(
+        data, split, fp32.card.ignore_index, masks=masks, colors=colors, classes=classes
+    )
+    recorder = RecordingBackend(fp32)
+    chosen = evenly_spaced(len(source), calibration_images)
+    Predictor(recorder, fp32.card).predict_batch([source.load(index).image for index in chosen])
+    logger.info("calibrating on %d network inputs from %d images of %s", len(recorder.inputs), len(chosen), data)
+
+    prepared, quantized = work / "prepared.onnx", work / "int8.onnx"
+    try:
+        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+        quant.quantize_static(
+            str(prepared), str(quantized), _calibration_reader(recorder.inputs, fp32.input_name),
+            quant_format=quant.QuantFormat.QDQ, per_channel=True, weight_type=quant.QuantType.QInt8,
+            activation_type=quant.QuantType.QUInt8, calibrate_method=quant.CalibrationMethod.MinMax,
+        )
+    except Exception as error:  # the quantization tools raise many unrelated types
+        raise SegkitError(model, f"int8 quantization failed: {first_line(error)}") from None
+    fp32_metrics = evaluate_predictor(Predictor(fp32, fp32.card), source, source_name=data)
+    int8_metrics = evaluate_predictor(Predictor.from_checkpoint(quantized, device="cpu"), source, source_name=data)
+    result = QuantizationResult(out, _miou(fp32_metrics), _miou(int8_metrics), len(source), len(chosen), max_drop)
+    if not result.drop <= max_drop:  # NaN counts as over
+        message = (f"int8 mIoU {result.int8_miou:.4f} is {result.drop:.4f} below fp32 {result.fp32_miou:.4f} "
+                   f"(more than --max-drop {max_drop})")
+        if not force:
+            raise SegkitError(out, f"{message}; nothing written (pass --force to keep it anyway)")
+        logger.warning("%s; kept because of --force", message)
+    _store_quantization(quantized, result)
+    atomic_write(out, lambda temp: temp.write_bytes(quantized.read_bytes()))
+    return result
+
+
+def _miou(metrics: dict[str, Any]) -> float:
+    value = metrics["mIoU"]
+    return math.nan if value is None else float(value)
+
+
+def _store_quantization(path: Path, result: QuantizationResult) -> None:
+    """Add the ``export.quantization`` entry to the segkit metadata of the model at ``path``."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    entries = {entry.key: entry for entry in proto.metadata_props}
+    metadata = json.loads(entries[METADATA_KEY].value)
+    metadata.setdefault("export", {})["quantization"] = result.to_dict()
+    entries[METADATA_KEY].value = json.dumps(metadata)
+    onnx.save(proto, str(path))
