@@ -40,8 +40,8 @@ ARMS = {
 }
 # The planned CPU recipe of each dataset (`segkit plan` on the 2-core machine), fixed here.
 RECIPES = {
-    "dubai": {"img_size": 384, "resize": "crop", "batch_size": 4, "epochs": 60},
-    "crackforest": {"img_size": [320, 480], "resize": "letterbox", "batch_size": 3, "epochs": 25},
+    "dubai": {"img_size": 384, "resize": "crop", "batch_size": 4, "epochs": 60, "val_every": 10},
+    "crackforest": {"img_size": [320, 480], "resize": "letterbox", "batch_size": 3, "epochs": 25, "val_every": 5},
 }
 
 

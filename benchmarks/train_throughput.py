@@ -6,7 +6,7 @@ side in one run, the arms taking turns, as medians of ``--repeats``:
 - ``bare``: the model, loss and optimiser of segkit's trainer stepping over batches
   already decoded, resized, normalised and in segkit's memory format and precision
   (the cost of the network alone);
-- ``segkit``: ``Trainer._train_epoch`` of a real :class:`segkit.training.trainer.Trainer`,
+- ``segkit``: ``Trainer.train_epoch`` of a real :class:`segkit.training.trainer.Trainer`,
   the code path of ``segkit train`` (cached decoded samples, albumentations
   augmentation, DataLoader collation, normalisation on the device, step, LR schedule);
 - ``naive``: per-step PIL decode + letterbox, float32 contiguous NCHW, batch 1, no
@@ -91,6 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_trainer(args: argparse.Namespace, out: Path):
     """A real segkit Trainer on ISBI with segkit's defaults, except size, batch and the options given."""
+    from segkit.data.transforms import PreprocessConfig
     from segkit.training.config import TrainConfig
     from segkit.training.trainer import Trainer
 
@@ -98,13 +99,14 @@ def build_trainer(args: argparse.Namespace, out: Path):
     config = TrainConfig(
         data=str(dataset_dir(data_root(args.data), ISBI)),
         out=str(out),
-        img_size=args.img_size,
+        preprocess=PreprocessConfig(img_size=args.img_size),
         batch_size=args.batch_size,
         precision=args.precision or defaults.precision,
         channels_last=not args.contiguous and defaults.channels_last,
         num_workers=defaults.num_workers if args.num_workers is None else args.num_workers,
         model_kwargs={"base_channels": args.base_channels},
         device=args.device,
+        ema=False,
     )
     return Trainer(config, progress=False)
 
@@ -121,12 +123,12 @@ def bare_arm(trainer: Any):
     config, device = trainer.config, trainer.device
     model = copy.deepcopy(trainer.model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    dataset, indices = trainer.train_set.dataset, trainer.train_set.indices
+    dataset = trainer.train_set
     batches = []
     for start in range(0, len(trainer.train_loader) * config.batch_size, config.batch_size):
-        samples = [dataset.sample(indices[i % len(indices)]) for i in range(start, start + config.batch_size)]
+        samples = [dataset.sample(i % len(dataset)) for i in range(start, start + config.batch_size)]
         images = torch.stack([torch.from_numpy(image.copy()).permute(2, 0, 1) for image, _ in samples]).to(device)
-        images = normalize(images, trainer.preprocess.mean, trainer.preprocess.std)
+        images = normalize(images, config.preprocess.mean, config.preprocess.std)
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         masks = torch.stack([torch.from_numpy(mask.astype("int64")) for _, mask in samples]).to(device)
@@ -154,7 +156,7 @@ def segkit_arm(trainer: Any):
     epochs = itertools.count(1)
 
     def run() -> float:
-        _, seen, _ = trainer._train_epoch(next(epochs), time.monotonic())
+        seen = trainer.train_epoch(next(epochs)).images
         synchronize(trainer.device)
         return float(seen)
 

@@ -18,9 +18,9 @@ from segkit.data.transforms import (
     normalize,
     resize_image,
     resize_sample,
-    undo_resize,
 )
 from segkit.errors import SegkitError
+from segkit.prediction.predictor import to_original_size as undo_resize
 from segkit.visualize import PALETTE
 
 SIZES = [(97, 131), (131, 97), (1, 1000), (1000, 1), (64, 64), (30, 40), (200, 90), (517, 389)]
@@ -90,11 +90,11 @@ def test_mask_round_trip_matches_away_from_boundaries(size: tuple[int, int], pol
     np.testing.assert_array_equal(restored[far], mask[far])
 
 
-def test_undo_ignores_padding_and_accepts_a_batch_of_one() -> None:
+def test_undo_ignores_padding() -> None:
     geometry = compute_geometry(50, 100, (64, 64), "letterbox")
-    logits = torch.zeros(1, 3, 64, 64)
-    logits[:, 2] = 10.0  # padding says class 2 ...
-    logits[:, 1, geometry.top : geometry.top + geometry.new_h, geometry.left : geometry.left + geometry.new_w] = 20.0
+    logits = torch.zeros(3, 64, 64)
+    logits[2] = 10.0  # padding says class 2 ...
+    logits[1, geometry.top : geometry.top + geometry.new_h, geometry.left : geometry.left + geometry.new_w] = 20.0
     restored = undo_resize(logits, geometry)
     assert restored.shape == (3, 50, 100)
     assert (restored.argmax(0) == 1).all()  # ... but only the image area comes back
@@ -109,12 +109,16 @@ def test_undo_interpolates_scores_smoothly() -> None:
     assert torch.all(restored[:, 1:] > restored[:, :-1])  # bilinear, not nearest: strictly increasing
 
 
-def test_crop_policy_keeps_native_size() -> None:
+def test_crop_policy_keeps_native_size_at_scale_one_and_rescales_otherwise() -> None:
     preprocess = PreprocessConfig(img_size=(32, 32), resize="crop")
     image = np.zeros((45, 71, 3), np.uint8)
     resized, geometry = resize_image(image, preprocess)
     assert resized.shape == image.shape and (geometry.out_h, geometry.out_w) == (45, 71)
     assert undo_resize(torch.ones(2, 45, 71), geometry).shape == (2, 45, 71)
+    half = PreprocessConfig(img_size=(32, 32), resize="crop", scale=0.5)
+    resized, geometry = resize_image(image, half)
+    assert resized.shape == (22, 36, 3) and (geometry.out_h, geometry.out_w) == (22, 36)
+    assert undo_resize(torch.ones(2, 22, 36), geometry).shape == (2, 45, 71)
 
 
 def test_normalize_matches_formula_for_single_and_batched_images() -> None:

@@ -388,3 +388,17 @@ def test_precision_memory_format_and_compile_options_train(shapes_dataset: Path,
 
     mask = Predictor.from_checkpoint(result.best_checkpoint, device="cpu").predict(np.zeros((20, 30, 3), np.uint8))
     assert mask.shape == (20, 30)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "16-mixed"])
+def test_trains_on_cuda_with_mixed_precision(shapes_dataset: Path, tmp_path: Path, precision: str) -> None:
+    """CUDA autocast (bf16, or float16 with gradient scaling), EMA and validation on the GPU; CPU prediction agrees."""
+    from segkit.prediction.predictor import Predictor
+
+    trainer = fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=2, device="cuda", precision=precision))
+    assert np.isfinite(trainer.history[-1]["train_loss"]) and trainer.scaler.is_enabled() == (precision == "16-mixed")
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    on_gpu = Predictor.from_checkpoint(tmp_path / "run" / "best.pt", device="cuda").predict(image)
+    on_cpu = Predictor.from_checkpoint(tmp_path / "run" / "best.pt", device="cpu").predict(image)
+    assert (on_gpu == on_cpu).mean() > 0.99

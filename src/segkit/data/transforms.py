@@ -9,7 +9,7 @@ Every image reaches the network through one of three resize policies:
   predict on the whole image at its native size.
 
 The resize step records a :class:`LetterboxGeometry` so that predictions can be
-mapped back to the original pixels exactly (:func:`undo_resize`). Letterboxing is
+mapped back to the original pixels exactly (:func:`segkit.prediction.predictor.to_original_size`). Letterboxing is
 written here with OpenCV rather than with albumentations' ``LongestMaxSize`` +
 ``PadIfNeeded`` because the prediction path needs the exact scale and offsets to
 undo it, and training and prediction must share one implementation of them.
@@ -290,35 +290,6 @@ def resize_sample(image: np.ndarray, mask: np.ndarray, preprocess: PreprocessCon
         apply_geometry(image, geometry, fill=preprocess.pad_value, nearest=False),
         apply_geometry(mask, geometry, fill=preprocess.ignore_index, nearest=True),
     )
-
-
-def undo_resize(logits: torch.Tensor, geometry: LetterboxGeometry) -> torch.Tensor:
-    """Map network output back to the original image: crop the padding, resize bilinearly.
-
-    Args:
-        logits: ``(C, h, w)`` or ``(1, C, h, w)`` logits or probabilities at the network
-            input size (``geometry.out_h x geometry.out_w``).
-        geometry: from :func:`resize_image` / :func:`compute_geometry`.
-
-    Returns:
-        ``(C, orig_h, orig_w)`` float tensor on the same device. Resizing scores rather
-        than the argmax keeps class boundaries smooth and sub-pixel accurate.
-    """
-    import torch.nn.functional as F
-
-    if logits.ndim == 4:
-        if logits.shape[0] != 1:
-            raise ValueError(f"undo_resize takes one image, got a batch of {logits.shape[0]}")
-        logits = logits[0]
-    g = geometry
-    if tuple(logits.shape[-2:]) != (g.out_h, g.out_w):
-        raise ValueError(f"logits are {tuple(logits.shape[-2:])}, geometry expects {(g.out_h, g.out_w)}")
-    inside = logits[:, g.top : g.top + g.new_h, g.left : g.left + g.new_w]
-    if (g.new_h, g.new_w) == (g.orig_h, g.orig_w):
-        return inside
-    if not inside.dtype.is_floating_point:
-        inside = inside.float()
-    return F.interpolate(inside[None], size=(g.orig_h, g.orig_w), mode="bilinear", align_corners=False)[0]
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

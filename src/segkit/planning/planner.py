@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -279,6 +280,14 @@ class _Planner:
             per_epoch = fp.num_images * size[0] * size[1]
             self.epochs = max(1, int(TRAIN_SHARE * self.seconds_left * pixel_rate / per_epoch))
 
+    def workers(self) -> None:
+        """DataLoader workers: augmentation in parallel on a GPU machine; none where they compete for the CPU."""
+        if self.device.type == "cuda":
+            workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+            self.choose("num_workers", workers, f"{workers} processes augment while the GPU trains")
+        else:
+            self.choose("num_workers", 0, "the CPU trains: augmenting in other processes would slow it down")
+
     def optimisation(self) -> None:
         self.choose("lr", 1e-3, "AdamW's usual peak, cosine decay over the budget")
         rare = self.fingerprint.rare_classes()
@@ -323,6 +332,7 @@ def make_plan(config: TrainConfig, data: Any, device: torch.device, elapsed: flo
         seconds_left = max(config.time_budget - elapsed - (time.monotonic() - start), 1.0)
     planner = _Planner(config, fingerprint, device, seconds_left)
     planner.recipe()
+    planner.workers()
     planner.optimisation()
     return Plan(planner.choices, fingerprint, str(device), planner.measurements, planner.epochs,
                 time.monotonic() - start)

@@ -83,7 +83,8 @@ class TileConfig:
             return self.size
         if not self.auto or preprocess.resize != "crop":
             return None
-        window = (preprocess.img_size[0] * AUTO_TILE_FACTOR, preprocess.img_size[1] * AUTO_TILE_FACTOR)
+        # AUTO_TILE_FACTOR crops per side at the network's scale, in original pixels
+        window = tuple(math.ceil(side * AUTO_TILE_FACTOR / preprocess.scale) for side in preprocess.img_size)
         return window if height > window[0] or width > window[1] else None
 
 

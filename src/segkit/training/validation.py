@@ -64,8 +64,7 @@ def validate_model(
 
     start = time.monotonic()
     predictor = Predictor(model, card, device=device, batch_size=VALIDATION_BATCH)
-    matrix = ConfusionMatrix(card.num_classes, ignore_index=card.ignore_index, device=device,
-                             class_names=card.classes)
+    matrix = ConfusionMatrix(card.num_classes, ignore_index=card.ignore_index, class_names=card.classes)
     samples = ValidationSamples()
     mine = indices[rank::world_size]
     for begin in range(0, len(mine), VALIDATION_BATCH):
