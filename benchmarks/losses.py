@@ -20,6 +20,7 @@ device, so the comparison can run where it is fast (a GPU).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 rarest = min(classes, key=lambda c: metrics["per_class"][c]["support"] or float("inf"))
                 report[name][arm] = {"mIoU": metrics["mIoU"], "per_class_iou": per_class,
                                      "seconds": round(outcome["seconds"], 1)}
+                log(f"RESULT {name} {arm}: mIoU {metrics['mIoU']:.4f}, {rarest} IoU {per_class[rarest]:.4f}, "
+                    f"per class {json.dumps({c: round(v or 0, 3) for c, v in per_class.items()})}")
                 targets.append(Target(f"{name}: {arm}: mIoU", metrics["mIoU"], None, unit=""))
                 targets.append(Target(f"{name}: {arm}: IoU of {rarest} (rarest)", per_class[rarest], None, unit=""))
     settings = ("planned CPU recipe (U-Net 16, bf16) at fixed epochs: " + ", ".join(
