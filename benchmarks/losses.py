@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser, repeats=1)
     parser.add_argument("--datasets", default="dubai,crackforest")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--arms", help=f"semicolon-separated subset of: {'; '.join(ARMS)} (default all)")
     args = parser.parse_args(argv)
     setup_logging()
     root = data_root(args.data)
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             classes = val[2]
             epochs = 1 if args.quick else RECIPES[name]["epochs"]
             report[name] = {}
-            for arm, options in ARMS.items():
+            chosen = [arm.strip() for arm in args.arms.split(";")] if args.arms else list(ARMS)
+            for arm, options in ((arm, ARMS[arm]) for arm in chosen):
                 log(f"{name}: {arm}")
                 outcome = run(name, data, val, options, args.device, epochs, work / "runs" / name / arm.replace(" ", "_"))
                 metrics = outcome["metrics"]

@@ -51,6 +51,7 @@ WHOLE_IMAGE_LIMIT = {"cpu": 512, "gpu": 1024}  # larger images are trained on cr
 CROP_SIZE = {"cpu": 384, "gpu": 768}
 BATCH_PIXELS = 8 * 256 * 256  # CPU: pixels per batch (throughput is flat in the batch size there)
 GPU_MEMORY_SHARE = 0.6
+MIN_STEPS_PER_EPOCH = 8  # GPU batches are capped so that an epoch still has this many optimiser steps
 BF16_MIN_SPEEDUP = 1.25
 TRAIN_SHARE = 0.8  # of the remaining budget spent in training steps (the rest: validation, saving)
 PRETRAINED_MODELS = {"cpu": ("mobilenetv2-unet", "unet-resnet34"), "gpu": ("unet-resnet34", "mobilenetv2-unet")}
@@ -230,8 +231,11 @@ class _Planner:
                                      self.device)
             total = torch.cuda.get_device_properties(self.device).total_memory
             per_image = max(probe.peak_memory_bytes / 4, 1)
-            batch = int(2 ** math.floor(math.log2(max(2, min(32, GPU_MEMORY_SHARE * total / per_image)))))
-            reason = f"fits {GPU_MEMORY_SHARE:.0%} of the GPU's memory"
+            fits = GPU_MEMORY_SHARE * total / per_image
+            steps_bound = max(2, self.fingerprint.num_images // MIN_STEPS_PER_EPOCH)  # a batch is not the whole set
+            batch = int(2 ** math.floor(math.log2(max(2, min(32, fits, steps_bound)))))
+            reason = (f"fits {GPU_MEMORY_SHARE:.0%} of the GPU's memory" if batch * MIN_STEPS_PER_EPOCH <= self.fingerprint.num_images
+                      else f"{MIN_STEPS_PER_EPOCH} steps per epoch over {self.fingerprint.num_images} images")
         return self.choose("batch_size", batch, reason) if record else batch
 
     def input_size(self, scale: float) -> tuple[str, tuple[int, int]]:
