@@ -8,8 +8,8 @@ from pathlib import Path
 from segkit.cli.evaluate import add_data_options
 
 FORMATS = ("onnx", "hf")
-EXPORTERS = ("auto", "dynamo", "torchscript")  # as segkit.export.onnx.EXPORTERS, without importing torch
-QUANTIZE_CHOICES = ("int8",)  # as segkit.export.quantize.QUANTIZE_CHOICES, without importing onnxruntime
+EXPORTERS = ("auto", "dynamo", "torchscript")  # as segkit.exporters.onnx.EXPORTERS, without importing torch
+QUANTIZE_CHOICES = ("int8",)  # as segkit.exporters.quantize.QUANTIZE_CHOICES, without importing onnxruntime
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -83,14 +83,14 @@ def run(args: argparse.Namespace) -> int:
         return _quantize(args)
 
     if args.format == "hf":
-        from segkit.export.hf import export_hf, push_to_hub
+        from segkit.exporters.hf import export_hf, push_to_hub
 
         folder = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
         print(f"wrote {folder} (model.safetensors, config.json, README.md)")
         if args.push_to_hub:
             print(f"uploaded to {push_to_hub(folder, args.push_to_hub)}")
         return 0
-    from segkit.export.onnx import export_onnx
+    from segkit.exporters.onnx import export_onnx
 
     result = export_onnx(
         args.checkpoint, args.out, opset=args.opset, dynamic=args.dynamic, exporter=args.exporter,
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from segkit.export.quantize import quantize_onnx
+    from segkit.exporters.quantize import quantize_onnx
 
     result = quantize_onnx(
         args.checkpoint, args.out, args.calibration, split=args.split, masks=args.masks, colors=args.colors,

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from segkit.serve.options import API_KEY_ENV, MEBIBYTE, ConnectionLimits, ServeOptions  # light: no web framework
+from segkit.serving.options import API_KEY_ENV, MEBIBYTE, ConnectionLimits, ServeOptions  # light: no web framework
 
 DEFAULTS = ServeOptions()
 DEFAULT_LIMITS = ConnectionLimits()
@@ -104,7 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from segkit.errors import SegkitError
-    from segkit.serve.server import serve
+    from segkit.serving.server import serve
 
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise SegkitError(None, "--max-upload-mb and --max-megapixels must be positive")

@@ -154,7 +154,7 @@ def quantize_onnx(
         max_drop: largest accepted fp32 - int8 mIoU difference.
         force: keep a model whose mIoU dropped more (with a warning).
         overwrite: replace an existing ``out``.
-        export_options: :func:`segkit.export.onnx.export_onnx` options for a ``.pt`` checkpoint.
+        export_options: :func:`segkit.exporters.onnx.export_onnx` options for a ``.pt`` checkpoint.
 
     Raises:
         SegkitError: missing tools, unreadable model or data, a failed quantization, or an
@@ -173,7 +173,7 @@ def quantize_onnx(
         raise SegkitError(None, "--calibration-images must be at least 1 and --max-drop in [0, 1]")
     with tempfile.TemporaryDirectory(prefix="segkit-quantize-") as work:
         if model.suffix.lower() != ".onnx":
-            from segkit.export.onnx import export_onnx
+            from segkit.exporters.onnx import export_onnx
 
             exported = export_onnx(model, Path(work) / "fp32.onnx", **(export_options or {}))
             logger.info(

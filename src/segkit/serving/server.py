@@ -3,7 +3,7 @@
 - Request headers must arrive within ``header_timeout_s`` of the connection opening (or of
   the previous answer on a kept-alive connection), and at most ``MAX_HEADER_BYTES`` of them;
   idle kept-alive connections close after ``keep_alive_s``. Bodies have their own deadline
-  (:class:`~segkit.serve.uploads.RequestBodyGuard`). Slow clients cannot hold connections.
+  (:class:`~segkit.serving.uploads.RequestBodyGuard`). Slow clients cannot hold connections.
 - SIGTERM or SIGINT: the server stops accepting connections, finishes the requests in
   flight (at most ``shutdown_timeout_s``), and the process exits 0.
 """
@@ -24,9 +24,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
 from segkit.errors import SegkitError
-from segkit.serve.app import ENV_CHECKPOINT, ENV_OPTIONS, create_app, load_predictor
-from segkit.serve.options import API_KEY_ENV, ConnectionLimits, ServeOptions
-from segkit.serve.security import default_allowed_hosts, is_loopback
+from segkit.serving.app import ENV_CHECKPOINT, ENV_OPTIONS, create_app, load_predictor
+from segkit.serving.options import API_KEY_ENV, ConnectionLimits, ServeOptions
+from segkit.serving.security import default_allowed_hosts, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +144,9 @@ def serve(
     """Serve ``checkpoint`` until SIGTERM/SIGINT; ``workers > 1`` starts that many processes.
 
     Each worker process loads its own copy of the model (through
-    :func:`~segkit.serve.app.app_from_env`). Without ``allowed_hosts`` in ``options``, a
+    :func:`~segkit.serving.app.app_from_env`). Without ``allowed_hosts`` in ``options``, a
     loopback address accepts loopback host names only
-    (:func:`~segkit.serve.security.default_allowed_hosts`).
+    (:func:`~segkit.serving.security.default_allowed_hosts`).
 
     Raises:
         SegkitError: unreadable checkpoint, invalid settings, or a port that cannot be bound.
@@ -167,4 +167,4 @@ def serve(
         return
     load_predictor(Path(checkpoint), replace(options, device="cpu"))  # fail here with a clear message, not in every worker
     os.environ.update({ENV_CHECKPOINT: str(Path(checkpoint).resolve()), ENV_OPTIONS: options.to_json()})
-    run_server(uvicorn_config("segkit.serve.app:app_from_env", host, port, workers, limits))
+    run_server(uvicorn_config("segkit.serving.app:app_from_env", host, port, workers, limits))
