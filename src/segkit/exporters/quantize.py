@@ -27,15 +27,13 @@ import numpy as np
 from segkit.data.io import atomic_write
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
+from segkit.exporters.export import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
 from segkit.prediction.backend import Backend
 from segkit.prediction.onnx_backend import METADATA_KEY, OnnxBackend, first_line
 from segkit.prediction.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("int8",)
-DEFAULT_MAX_DROP = 0.01
-DEFAULT_CALIBRATION_IMAGES = 64
 # Network inputs kept for calibration at most (float32 bytes): large crop-policy images stop it early.
 CALIBRATION_BUDGET_BYTES = 512 * 2**20
 
