@@ -74,8 +74,9 @@ def evaluate(
             ``tta="none"``, ``crf=False``.
 
     Returns:
-        The metrics: ``pixel_accuracy``, ``mIoU``, ``mDice``, per-class ``iou``, ``dice``,
-        ``precision``, ``recall``, the ``confusion_matrix`` ... (the keys of the JSON file).
+        The metrics (the JSON file's keys): ``pixel_accuracy``, ``mIoU``, ``mDice`` ...,
+        ``per_class`` (each class's ``iou``, ``dice``, ``precision``, ``recall`` ...) and the
+        ``confusion_matrix`` (rows: true class, columns: predicted).
 
     Raises:
         OptionError: neither or both forms, or an option of the other form.
@@ -84,7 +85,7 @@ def evaluate(
     Example:
         >>> import segkit
         >>> metrics = segkit.evaluate("runs/exp/best.pt", "data/", tta="flip", report="report.html")
-        >>> metrics["mIoU"], metrics["iou"]
+        >>> metrics["mIoU"], metrics["per_class"]["road"]["iou"]
         >>> segkit.evaluate(pred="predicted/", true="data/masks/", classes="data/class_names.txt")["mIoU"]
     """
     data_options = {"split": split, "val_split": val_split, "masks": masks, "colors": colors}

@@ -301,6 +301,14 @@ class Predictor:
         return scores_from_logits(self.backend.forward(images), self.binary)
 
 
+def load_predictor(checkpoint: str | Path, device: str = "auto", **options: Any) -> Predictor:
+    """:meth:`Predictor.from_checkpoint`, with its errors naming the checkpoint."""
+    try:
+        return Predictor.from_checkpoint(checkpoint, device=device, **options)
+    except SegkitError as error:
+        raise SegkitError(error.path or checkpoint, error.problem) from None
+
+
 def _require_torch(what: str, path: str | Path | None = None) -> None:
     """Raise a one-line SegkitError naming the extra to install when PyTorch is missing."""
     import importlib.util

@@ -33,7 +33,7 @@ from segkit.prediction.labelme_export import (
     write_labelme,
 )
 from segkit.prediction.options import PredictionOptions
-from segkit.prediction.predictor import Predictor
+from segkit.prediction.predictor import Predictor, load_predictor
 from segkit.visualize import colorize, legend, overlay
 
 FORMATS = ("png", "labelme")  # what ``segkit predict --format`` writes per image
@@ -158,14 +158,6 @@ def _labelme_options(format: str, image_data: bool, tolerance: float, min_area: 
     if tolerance < 0 or min_area < 0:
         raise OptionError("--polygon-tolerance and --min-area must be at least 0")
     return LabelmeOptions(tolerance=tolerance, min_area=min_area, image_data=image_data) if format == "labelme" else None
-
-
-def load_predictor(checkpoint: str | Path, device: str = "auto", **options: Any) -> Predictor:
-    """:meth:`Predictor.from_checkpoint`, with its errors naming the checkpoint."""
-    try:
-        return Predictor.from_checkpoint(checkpoint, device=device, **options)
-    except SegkitError as error:
-        raise SegkitError(error.path or checkpoint, error.problem) from None
 
 
 def predict_files(
