@@ -68,6 +68,11 @@ def test_the_onnx_path_imports_no_torch(model: tuple[Path, Path], tmp_path: Path
         f"assert main(['evaluate', {str(model[1])!r}, {str(tmp_path)!r}, '--masks', 'truth', '--tta', 'flip']) == 0\n"
         f"assert main(['inspect', {str(tmp_path)!r}, '--masks', 'truth']) == 0\n"
         "import segkit.serving.app\n"
+        "import segkit\n"  # the Python API takes the same path
+        f"masks = segkit.predict({str(model[1])!r}, {str(images)!r})\n"
+        f"assert len(masks) == {len(SIZES)} and segkit.load({str(model[1])!r}).predict(next(iter(masks))).ndim == 2\n"
+        f"assert segkit.evaluate({str(model[1])!r}, {str(tmp_path)!r}, masks='truth')['num_images'] == {len(SIZES)}\n"
+        f"assert segkit.inspect({str(tmp_path)!r}, masks='truth')['num_pairs'] == {len(SIZES)}\n"
         "heavy = sorted(name for name in ('torch', 'torchvision', 'albumentations', 'timm', 'matplotlib') if name in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
