@@ -41,7 +41,9 @@ _LIBRARY_FUNCTIONS: dict[str, str] = {
     "serve": "segkit.serving.server:serve_model",
 }
 
-__all__ = sorted([*_LIBRARY_FUNCTIONS, "load", "plan", "__version__"])
+__all__ = [
+    "__version__", "convert_labelme", "evaluate", "export", "inspect", "load", "plan", "predict", "serve", "train",
+]
 
 if TYPE_CHECKING:
     from segkit.data.convert import convert_labelme as convert_labelme

@@ -10,7 +10,7 @@ so the command line can read its defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from segkit.errors import OptionError
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from segkit.prediction.tta import TTAConfig
 
 # What ``tile`` may be given as: "auto", 0 or None (never tile), N, "N", "HxW" or (H, W).
-TileSpec = Union[str, int, tuple[int, int], None]
+TileSpec = str | int | tuple[int, int] | None
 # Windows are up to 4x the network input's area: at most 4 per pass keeps a 4096x4096 image under 2 GiB.
 MAX_TILE_BATCH = 4
 
