@@ -31,6 +31,7 @@ def option(
     group: str = "options",
     flag: str | None = None,
     cli: bool = True,
+    planned: bool = False,
 ) -> Any:
     """A dataclass field that is also a command-line option.
 
@@ -43,9 +44,10 @@ def option(
         group: the help section the option is listed in.
         flag: the option's name on the command line (default ``--field-name``).
         cli: ``False`` for fields that only config files and the Python API set.
+        planned: the planner chooses the value when the user does not set it.
     """
     metadata = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "nargs": nargs,
-                "group": group, "flag": flag, "cli": cli}
+                "group": group, "flag": flag, "cli": cli, "planned": planned}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -129,8 +131,18 @@ def _nested_type(cls: type, name: str) -> type:
 
 
 def _help(item: dataclasses.Field) -> str:
+    """The help text, with the choices (when not listed by argparse) and the default."""
     text = item.metadata["help"]
     choices = item.metadata.get("choices")
     if choices is not None and item.metadata.get("parse") is not None:
         text += f" ({'|'.join(str(choice) for choice in choices)})"
+    default = item.default_factory() if item.default_factory is not MISSING else item.default  # type: ignore[misc]
+    shown = "x".join(map(str, default)) if isinstance(default, tuple) else default
+    if hasattr(default, "to_dict"):
+        shown = None
+    meaningful = shown is not None and shown is not False and shown not in ("", {}, [])
+    if item.metadata.get("planned"):
+        text += " [planned" + (f"; without the planner {shown}" if meaningful else "") + "]"
+    elif meaningful:
+        text += f" [default {shown}]"
     return text.replace("%", "%%")

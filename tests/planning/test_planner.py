@@ -71,15 +71,15 @@ def plan_for(data: Path, **options: Any):
     return make_plan(config, open_training_data(config), torch.device("cpu"))
 
 
-def test_fingerprint_measures_shares_and_thickness(tmp_path: Path) -> None:
+def test_fingerprint_measures_shares_and_widths(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data", 3, (120, 100), lines_and_blocks)
     source = open_source(data)
     fingerprint = compute_fingerprint(DecodedSource(source), [0, 1, 2], source.classes)
     assert fingerprint.median_size == (120, 100) and fingerprint.same_size and fingerprint.num_images == 3
     pixels = 120 * 100
     assert fingerprint.pixel_share[1] == pytest.approx(2 * 90 / pixels) and fingerprint.image_share == [1, 1, 1]
-    assert fingerprint.object_thickness_p10[1] == pytest.approx(2, abs=0.6)  # the 2 px line
-    assert fingerprint.object_thickness_p10[2] >= 30  # the block
+    assert fingerprint.width[1] == pytest.approx(2, abs=0.6)  # the 2 px line
+    assert 15 <= fingerprint.width[2] <= 45  # the 40 px block (a square counts about half its side)
     assert fingerprint.object_area_p10[2] == pytest.approx(1600)
 
 

@@ -165,14 +165,15 @@ class PreprocessConfig(_DictMixin):
 
     img_size: tuple[int, int] = option(
         (256, 256), help="network input size N or H W (crop policy: the crop size)", parse=_size_option,
-        nargs="+", metavar="N", group="data",
+        nargs="+", metavar="N", planned=True, group="data",
     )
     resize: str = option(
         "letterbox", help="how images reach the network: letterbox (keep aspect, pad), resize (stretch) or crop "
-        "(random crops at --scale; predict whole or tiled)", choices=RESIZE_POLICIES, group="data",
+        "(random crops at --scale; predict whole or tiled)", choices=RESIZE_POLICIES, planned=True, group="data",
     )
     scale: float = option(
-        1.0, help="crop policy: resize every image by this factor first (1 = native resolution)", group="data",
+        1.0, help="crop policy: resize every image by this factor first (1 = native resolution)", planned=True,
+        group="data",
         parse=float, metavar="F",
     )
     mean: tuple[float, float, float] = option(IMAGENET_MEAN, help="RGB mean (0..1) for normalisation", cli=False)

@@ -3,10 +3,12 @@
 As nnU-Net's ``DatasetFingerprintExtractor`` does for 3-D volumes, this reads the training
 samples once and summarises them: how many images, their sizes and aspect ratios, the
 share of pixels and of images each class has, and for each class how small its objects
-get: the 10th percentile of its connected components' area and of their thickness (the
-diameter of the largest disc that fits inside, from the distance transform), in
-original pixels. Thickness is what resizing must preserve: a crack 2 px wide vanishes
-when an image is halved, a road 40 px wide does not.
+get: the 10th percentile of its connected components' area, and how thin its structures
+are — the *width* of a class, from the median over its pixels of the distance to the
+class's boundary (the pixels of a band ``w`` pixels wide lie at distances ``1 .. w/2``,
+so ``w = 4 x median - 2``; a few annotation specks or one large region do not move it).
+Width is what resizing must preserve: a crack 2 px wide vanishes when an image is
+halved, a road 20 px wide does not.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ MAX_FINGERPRINT_IMAGES = 120
 # Components smaller than this (pixels) are annotation specks, not objects.
 MIN_COMPONENT_AREA = 4
 PERCENTILE = 10
+# Histogram of boundary distances: bins of a quarter pixel up to this many pixels.
+DISTANCE_BINS, DISTANCE_RANGE = 4096, 1024.0
 
 
 @dataclass
@@ -37,7 +41,8 @@ class Fingerprint:
         pixel_share: per class, its share of the labelled pixels.
         image_share: per class, the share of images containing it.
         object_area_p10: per class, 10th percentile of connected-component area (``None``: absent).
-        object_thickness_p10: per class, 10th percentile of component thickness (largest inscribed diameter).
+        width: per class, the width of its structures (``4 x`` the median distance of its pixels to
+            the class's boundary ``- 2``), in original pixels (``None``: absent).
         ignore_share: share of pixels holding the ignore value.
     """
 
@@ -49,7 +54,7 @@ class Fingerprint:
     pixel_share: list[float]
     image_share: list[float]
     object_area_p10: list[float | None]
-    object_thickness_p10: list[float | None]
+    width: list[float | None]
     ignore_share: float
 
     @property
@@ -88,7 +93,7 @@ class Fingerprint:
                                       f"heights {min(self.heights)}-{max(self.heights)}, aspect {low:.2f}-{high:.2f})")
         shares = ", ".join(
             f"{name} {share:.1%}" + (f" (thin {thick:.0f}px)" if thick is not None and thick < 8 else "")
-            for name, share, thick in zip(self.classes, self.pixel_share, self.object_thickness_p10)
+            for name, share, thick in zip(self.classes, self.pixel_share, self.width)
         )
         return f"{sizes}\n  class pixel shares: {shares}"
 
@@ -97,21 +102,19 @@ def _summary(values: list[int]) -> dict[str, int]:
     return {"min": int(min(values)), "median": int(np.median(values)), "max": int(max(values))}
 
 
-def _measure(mask: np.ndarray, num_classes: int, ignore_index: int) -> tuple[np.ndarray, list[list[float]], list[list[float]], int]:
-    """Pixel counts per class, component areas and thicknesses per class, and ignored pixels of one mask."""
+def _measure(mask: np.ndarray, num_classes: int, ignore_index: int) -> tuple[np.ndarray, list[list[float]], np.ndarray, int]:
+    """Pixel counts, component areas and boundary-distance histograms per class, and ignored pixels of one mask."""
     counts = np.bincount(mask.ravel(), minlength=256)
     areas: list[list[float]] = [[] for _ in range(num_classes)]
-    thicknesses: list[list[float]] = [[] for _ in range(num_classes)]
+    distances = np.zeros((num_classes, DISTANCE_BINS), np.int64)
     for label in np.flatnonzero(counts[:num_classes]):
         binary = (mask == label).astype(np.uint8)
-        found, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-        distance = cv2.distanceTransform(binary, cv2.DIST_L2, 3)
-        radius = np.zeros(found, np.float32)
-        np.maximum.at(radius, labels.ravel(), distance.ravel())
-        keep = stats[1:, cv2.CC_STAT_AREA] >= MIN_COMPONENT_AREA
-        areas[label] = stats[1:, cv2.CC_STAT_AREA][keep].astype(float).tolist()
-        thicknesses[label] = (2 * radius[1:][keep]).astype(float).tolist()
-    return counts[:num_classes], areas, thicknesses, int(counts[ignore_index]) if ignore_index < 256 else 0
+        _, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        component_areas = stats[1:, cv2.CC_STAT_AREA]
+        areas[label] = component_areas[component_areas >= MIN_COMPONENT_AREA].astype(float).tolist()
+        distance = cv2.distanceTransform(binary, cv2.DIST_L2, 3)[binary > 0]
+        distances[label] = np.histogram(distance, DISTANCE_BINS, (0.0, DISTANCE_RANGE))[0]
+    return counts[:num_classes], areas, distances, int(counts[ignore_index]) if ignore_index < 256 else 0
 
 
 def compute_fingerprint(
@@ -133,14 +136,14 @@ def compute_fingerprint(
     pixels = np.zeros(num_classes, np.int64)
     images = np.zeros(num_classes, np.int64)
     areas: list[list[float]] = [[] for _ in range(num_classes)]
-    thicknesses: list[list[float]] = [[] for _ in range(num_classes)]
+    distances = np.zeros((num_classes, DISTANCE_BINS), np.int64)
     ignored = total = 0
-    for shape, (counts, image_areas, image_thicknesses, ignore) in results:
+    for shape, (counts, image_areas, image_distances, ignore) in results:
         pixels += counts
         images += counts > 0
         for label in range(num_classes):
             areas[label] += image_areas[label]
-            thicknesses[label] += image_thicknesses[label]
+        distances += image_distances
         ignored += ignore
         total += shape[0] * shape[1]
     labelled = max(int(pixels.sum()), 1)
@@ -148,12 +151,21 @@ def compute_fingerprint(
     def percentile(values: list[float]) -> float | None:
         return float(np.percentile(values, PERCENTILE)) if values else None
 
+    def width(histogram: np.ndarray) -> float | None:
+        """``4 x median - 2`` of the class's boundary distances (the width of a band; at least 1)."""
+        if not histogram.sum():
+            return None
+        cumulative = np.cumsum(histogram)
+        median_bin = int(np.searchsorted(cumulative, cumulative[-1] / 2))
+        median = (median_bin + 0.5) * DISTANCE_RANGE / DISTANCE_BINS
+        return max(1.0, 4 * median - 2)
+
     return Fingerprint(
         num_images=len(indices), measured=len(chosen),
         heights=[shape[0] for shape, _ in results], widths=[shape[1] for shape, _ in results],
         classes=list(classes), pixel_share=(pixels / labelled).tolist(),
         image_share=(images / max(len(chosen), 1)).tolist(),
         object_area_p10=[percentile(values) for values in areas],
-        object_thickness_p10=[percentile(values) for values in thicknesses],
+        width=[width(histogram) for histogram in distances],
         ignore_share=ignored / max(total, 1),
     )

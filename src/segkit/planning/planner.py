@@ -8,9 +8,9 @@ chooses, for every option the user did not set:
 - **model**: an encoder pretrained on ImageNet whenever its weights can be had (found in
   the caches, or downloadable), since that is worth more than anything else on small
   datasets; otherwise segkit's plain U-Net, wider on a GPU;
-- **resolution**: never shrink the thin objects of a class below :data:`MIN_OBJECT_PIXELS`
-  pixels; within that, shrink only as far as needed for :data:`MIN_PASSES` passes over the
-  data in the budget;
+- **resolution**: never shrink the thin structures of a class (its fingerprint *width*)
+  below :data:`MIN_OBJECT_PIXELS` pixels; within that, shrink only as far as needed for
+  :data:`MIN_PASSES` passes over the data in the budget;
 - **resize policy**: whole images (letterbox) when they fit the input limit, else random
   crops at that scale, predicted window by window (tiling);
 - **batch size** from the input size (and the GPU's memory), **precision** by measured
@@ -43,7 +43,7 @@ from segkit.training.config import TrainConfig
 logger = logging.getLogger(__name__)
 
 STRIDE = 32  # input sides are rounded to a multiple of every model's stride
-MIN_OBJECT_PIXELS = 3.0  # thin objects keep at least this thickness after resizing
+MIN_OBJECT_PIXELS = 3.0  # the thinnest class keeps at least this width after resizing
 MIN_CLASS_SHARE = 0.001  # classes rarer than this do not constrain the resolution
 MIN_SCALE = 0.25
 MIN_PASSES = 30  # passes over the training pixels the budget should allow
@@ -181,16 +181,16 @@ class _Planner:
         """The smallest resize factor that keeps every class's thin objects :data:`MIN_OBJECT_PIXELS` thick."""
         fp = self.fingerprint
         limits = [
-            (MIN_OBJECT_PIXELS / max(thickness, 1e-3), name, thickness)
-            for name, share, thickness in zip(fp.classes, fp.pixel_share, fp.object_thickness_p10)
-            if thickness is not None and share >= MIN_CLASS_SHARE
+            (MIN_OBJECT_PIXELS / width, name, width)
+            for name, share, width in zip(fp.classes, fp.pixel_share, fp.width)
+            if width is not None and share >= MIN_CLASS_SHARE
         ]
         if not limits:
             return MIN_SCALE, "no objects measured"
-        scale, name, thickness = max(limits)
+        scale, name, width = max(limits)
         if scale < 1.0:
-            return max(MIN_SCALE, scale), f"{name}'s thinnest objects are {thickness:.0f}px"
-        return 1.0, f"{name} objects are as thin as {thickness:.1f}px"
+            return max(MIN_SCALE, scale), f"{name}, the thinnest class, is {width:.0f}px wide"
+        return 1.0, f"{name} is as thin as {width:.1f}px"
 
     def precision(self, spec: ModelSpec, size: tuple[int, int], batch: int) -> str:
         if self.device.type == "cuda" and not self.config.is_set("precision"):

@@ -129,16 +129,16 @@ class TrainConfig:
                                "in the image (nnU-Net's foreground over-sampling)", parse=float, metavar="F",
                                group="data")
     num_workers: int = option(0, help="DataLoader worker processes (samples are decoded once and cached)",
-                              parse=int, metavar="N", group="data")
+                              parse=int, metavar="N", planned=True, group="data")
 
-    model: str = option("unet", help="architecture, see `segkit models`", group="model", metavar="NAME")
+    model: str = option("unet", help="architecture, see `segkit models`", planned=True, group="model", metavar="NAME")
     model_kwargs: dict[str, Any] = option(default_factory=dict, help="model options, e.g. base_channels=16,depth=4",
-                                          parse=parse_model_kwargs, metavar="K=V,...", group="model")
+                                          parse=parse_model_kwargs, metavar="K=V,...", planned=True, group="model")
     encoder: str | None = option(None, help="encoder of smp-based models, e.g. resnet50, tu-convnext_tiny",
                                  group="model", metavar="NAME")
     pretrained: bool = option(False, help="start the encoder from ImageNet weights (found offline in the torch hub, "
                               "timm or Hugging Face caches or $SEGKIT_WEIGHTS, else downloaded)", parse=bool,
-                              group="model")
+                              planned=True, group="model")
     weights: str | None = option(None, help="start from a local checkpoint, state dict or .safetensors "
                                  "(mismatched heads re-initialised)", metavar="FILE", group="model")
     freeze_encoder: int = option(0, help="keep the encoder frozen for the first N epochs", parse=int, metavar="N",
@@ -153,8 +153,8 @@ class TrainConfig:
     time_budget: float | None = option(None, help="wall time for the whole run, with a unit: 90s, 10m, 1.5h",
                                        parse=parse_duration, metavar="T", group="optimisation")
     batch_size: int = option(8, help="global batch size (split across torchrun processes)", parse=int,
-                             metavar="N", group="optimisation")
-    lr: float = option(1e-3, help="peak learning rate", parse=float, group="optimisation")
+                             metavar="N", planned=True, group="optimisation")
+    lr: float = option(1e-3, help="peak learning rate", parse=float, planned=True, group="optimisation")
     weight_decay: float = option(1e-4, help="weight decay", parse=float, group="optimisation")
     optimizer: str = option("adamw", help="optimiser", choices=OPTIMIZERS, group="optimisation")
     momentum: float = option(0.9, help="SGD momentum", parse=float, group="optimisation")
@@ -163,7 +163,7 @@ class TrainConfig:
     warmup_epochs: float = option(1.0, help="linear warm-up length in epochs (with a time budget: 5 % of the run per epoch)",
                                   parse=float, metavar="E", group="optimisation")
     loss: str = option("ce+dice", help="ce, bce, dice, focal, tversky, lovasz, ohem or sums like 0.5*ce+dice",
-                       group="optimisation", metavar="SPEC")
+                       planned=True, group="optimisation", metavar="SPEC")
     class_weights: str | list[float] | None = option(None, help="auto (inverse median frequency) or w0,w1,...",
                                                      parse=parse_class_weights, metavar="auto|W,...",
                                                      group="optimisation")
@@ -173,7 +173,7 @@ class TrainConfig:
     ema_decay: float = option(0.999, help="EMA decay per step (warmed up as timm's ModelEmaV3)", parse=float,
                               group="optimisation")
     precision: str = option("32", help="float32, bfloat16 autocast, or float16 mixed precision (CUDA)",
-                            choices=PRECISIONS, group="optimisation")
+                            choices=PRECISIONS, planned=True, group="optimisation")
     compile: bool = option(False, help="torch.compile the model for training (slow start, faster steps on GPU)",
                            parse=bool, group="optimisation")
     channels_last: bool = option(True, help="NHWC memory format (faster convolutions on CPU and GPU)", parse=bool,
