@@ -244,10 +244,10 @@ def compare_ort(
     Eager runs as segkit's Predictor runs it (NCHW float32); an eager channels_last copy
     of the model is timed too, for comparison.
     """
-    from segkit.export.onnx import export_onnx
+    from segkit.exporters.onnx import export_onnx
     from segkit.prediction.onnx_backend import OnnxBackend
 
-    log("exporting to ONNX with segkit.export.onnx.export_onnx")
+    log("exporting to ONNX with segkit.exporters.onnx.export_onnx")
     exported = export_onnx(checkpoint, workdir / "model.onnx")
     onnx_model = OnnxBackend(exported.path, device=str(predictor.device))
     arrays = [tensor.numpy() for tensor in inputs]

@@ -4,7 +4,7 @@ For each dataset, the validation images are every 5th image by sorted name; the
 others are the training images. A U-Net is trained on those for
 ``--train-seconds`` (``segkit.train``), or ``--checkpoint-isbi``/``--checkpoint-dubai``
 are used as given. It is exported to ONNX (fp32) and quantized to int8 with
-``segkit.export.quantize.quantize_onnx`` (static, QDQ, per-channel int8 weights),
+``segkit.exporters.quantize.quantize_onnx`` (static, QDQ, per-channel int8 weights),
 calibrated on the training images. Then, on the validation images:
 
 - mIoU of both models at each image's original size (``evaluate_checkpoint``, the
@@ -108,8 +108,8 @@ def trained_checkpoint(train: Path, out: Path, seconds: float, img_size: int) ->
 def measure_dataset(name: str, checkpoint: Path | None, args: argparse.Namespace, work: Path, repeats: int) -> dict[str, Any]:
     from segkit.data.sources import open_source
     from segkit.evaluation.evaluate import evaluate_checkpoint
-    from segkit.export.onnx import export_onnx
-    from segkit.export.quantize import quantize_onnx
+    from segkit.exporters.onnx import export_onnx
+    from segkit.exporters.quantize import quantize_onnx
     from segkit.prediction.onnx_backend import OnnxBackend
     from segkit.prediction.predictor import Predictor
 

@@ -37,7 +37,7 @@ PIP_TIMEOUT_S = 900
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny checkpoint and its ONNX export."""
-    from segkit.export.onnx import export_onnx
+    from segkit.exporters.onnx import export_onnx
 
     folder = tmp_path_factory.mktemp("model")
     save_checkpoint(tiny_checkpoint(zero_head_bias=True), folder / "best.pt")
@@ -67,7 +67,12 @@ def test_the_onnx_path_imports_no_torch(model: tuple[Path, Path], tmp_path: Path
         f"assert main(['evaluate', '--pred', {str(tmp_path / 'out')!r}, '--true', {str(truth)!r}]) == 0\n"
         f"assert main(['evaluate', {str(model[1])!r}, {str(tmp_path)!r}, '--masks', 'truth', '--tta', 'flip']) == 0\n"
         f"assert main(['inspect', {str(tmp_path)!r}, '--masks', 'truth']) == 0\n"
-        "import segkit.serve.app\n"
+        "import segkit.serving.app\n"
+        "import segkit\n"  # the Python API takes the same path
+        f"masks = segkit.predict({str(model[1])!r}, {str(images)!r})\n"
+        f"assert len(masks) == {len(SIZES)} and segkit.load({str(model[1])!r}).predict(next(iter(masks))).ndim == 2\n"
+        f"assert segkit.evaluate({str(model[1])!r}, {str(tmp_path)!r}, masks='truth')['num_images'] == {len(SIZES)}\n"
+        f"assert segkit.inspect({str(tmp_path)!r}, masks='truth')['num_pairs'] == {len(SIZES)}\n"
         "heavy = sorted(name for name in ('torch', 'torchvision', 'albumentations', 'timm', 'matplotlib') if name in sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -1,53 +1,131 @@
 """segkit: semantic segmentation from annotated folders to deployable models.
 
-The Python API mirrors the command line::
+The Python API mirrors the command line: one function per command, taking the command's
+options as keyword arguments (``--tile 512x768`` is ``tile="512x768"``) and raising its
+errors (:class:`~segkit.errors.SegkitError`, and :class:`~segkit.errors.OptionError` for
+options that do not go together)::
 
     import segkit
-    result = segkit.train(data="data/", epochs=20, out="runs/exp")
-    metrics = segkit.evaluate("runs/exp/best.pt", "data/val")
-    model = segkit.load("runs/exp/best.pt")  # or an exported model.onnx, without PyTorch
-    mask = model.predict("photo.jpg")        # numpy index mask at the photo's size
-    probabilities = model.predict_proba("photo.jpg")
+    segkit.convert_labelme("annotations/", "data/")
+    report = segkit.inspect("data/", sheet="sheet.png")
+    plan = segkit.plan(data="data/", time_budget="10m")
+    result = segkit.train(data="data/", time_budget="10m", out="runs/exp")
+    metrics = segkit.evaluate("runs/exp/best.pt", "data/", report="report.html")
+    masks = segkit.predict("runs/exp/best.pt", "photos/")  # {path: mask}; out="masks/" writes them
+    segkit.export("runs/exp/best.pt", "model.onnx")
+    segkit.serve("model.onnx", port=8080)                   # until Ctrl+C
+    model = segkit.load("runs/exp/best.pt")                 # or model.onnx, without PyTorch
+    mask = model.predict("photo.jpg")                       # numpy index mask at the photo's size
+
+Importing segkit is light (no PyTorch): each function imports its part of the library
+when it is first used. docs/python-api.md describes every function.
 """
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["evaluate", "load", "train", "__version__"]
+
+# API name -> the library function that is it ("module:function"), imported on first use.
+# Each command's run() calls the same function (src/segkit/cli/<command>.py).
+_LIBRARY_FUNCTIONS: dict[str, str] = {
+    "convert_labelme": "segkit.data.convert:convert_labelme",
+    "inspect": "segkit.data.inspect:inspect_dataset",
+    "train": "segkit.training.trainer:train",
+    "evaluate": "segkit.evaluation.evaluate:evaluate",
+    "predict": "segkit.prediction.writer:predict",
+    "export": "segkit.exporters.export:export",
+    "serve": "segkit.serving.server:serve_model",
+}
+
+__all__ = [
+    "__version__", "convert_labelme", "evaluate", "export", "inspect", "load", "plan", "predict", "serve", "train",
+]
 
 if TYPE_CHECKING:
+    from segkit.data.convert import convert_labelme as convert_labelme
+    from segkit.data.inspect import inspect_dataset as inspect
+    from segkit.evaluation.evaluate import evaluate as evaluate
+    from segkit.exporters.export import export as export
+    from segkit.planning.planner import Plan
     from segkit.prediction.predictor import Predictor
-    from segkit.training.trainer import TrainResult
+    from segkit.prediction.writer import predict as predict
+    from segkit.serving.server import serve_model as serve
+    from segkit.training.trainer import train as train
 
 
-def train(config: Any = None, **options: Any) -> TrainResult:
-    """Train a model (options as ``segkit train``'s, e.g. ``data=``, ``epochs=``, ``out=``)."""
-    from segkit.training.trainer import train as _train
+def __getattr__(name: str) -> Any:
+    """``segkit.predict`` and the other command functions, imported when first asked for."""
+    target = _LIBRARY_FUNCTIONS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'segkit' has no attribute {name!r}")
+    module_name, _, function_name = target.partition(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    globals()[name] = function
+    return function
 
-    return _train(config, **options)
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LIBRARY_FUNCTIONS})
 
 
-def evaluate(checkpoint: str, data: str, **options: Any) -> dict[str, Any]:
-    """Metrics of a checkpoint (``.pt`` or ``.onnx``) on a dataset, at each image's original size.
+def load(model: str | Path, device: str = "auto", **options: Any) -> Predictor:
+    """A trained model, ready to predict images in memory.
 
-    Options are ``segkit evaluate``'s: data (``split``, ``val_split``, ``masks``, ``colors``,
-    ``classes``, ``ignore_index``) and prediction (``device``, ``tta``, ``tiling``, ``crf``,
-    ``threshold``, ``batch_size``); see :func:`segkit.evaluation.evaluate.evaluate_checkpoint`.
+    Args:
+        model: a ``.pt`` checkpoint, an exported ``.onnx`` model (run by ONNX Runtime, no
+            PyTorch needed) or a folder written by ``segkit export --format hf``.
+        device: ``auto`` (CUDA, MPS, CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+        **options: how it predicts, as :func:`segkit.predict`'s: ``batch_size=8``,
+            ``threshold=None``, ``tile="auto"``, ``overlap=0.25``, ``tta="none"``, ``crf=False``.
+
+    Returns:
+        A :class:`~segkit.prediction.predictor.Predictor`: ``.predict(image)`` gives an
+        ``(H, W)`` uint8 index mask at the image's size, ``.predict_proba(image)`` the
+        ``(C, H, W)`` probabilities, ``.predict_batch(images)`` many masks; images are paths,
+        PIL images or uint8 arrays. ``.classes``, ``.palette`` and ``.card`` describe the model.
+
+    Raises:
+        OptionError: an option out of range.
+        SegkitError: an unreadable model, or a ``.pt`` model without PyTorch installed.
+
+    Example:
+        >>> import segkit
+        >>> model = segkit.load("runs/exp/best.pt", tta="flip")
+        >>> mask = model.predict("photo.jpg")
+        >>> model.classes[mask.max()]
     """
-    from segkit.evaluation.evaluate import evaluate_checkpoint
+    from segkit.prediction.options import PredictionOptions
+    from segkit.prediction.predictor import load_predictor
 
-    return evaluate_checkpoint(checkpoint, data, **options)
+    return load_predictor(model, **PredictionOptions(device=device, **options).predictor_kwargs())
 
 
-def load(checkpoint: str, device: str = "auto", **options: Any) -> Predictor:
-    """A :class:`~segkit.prediction.predictor.Predictor` (``.predict``, ``.predict_proba``, ``.predict_batch``).
+def plan(**options: Any) -> Plan:
+    """The recipe :func:`segkit.train` would follow, with one reason per choice: ``segkit plan``.
 
-    ``checkpoint`` is a ``.pt`` checkpoint or an exported ``.onnx`` model (ONNX Runtime, no
-    PyTorch needed); ``options`` are the predictor's (``tta``, ``tiling``, ``crf``,
-    ``threshold``, ``batch_size``).
+    The training data is fingerprinted and this device measured for a few seconds.
+
+    Args:
+        **options: :func:`segkit.train`'s options (``data=``, ``time_budget=``, ``model=``,
+            ``img_size=`` ... the fields of :class:`~segkit.training.config.TrainConfig`);
+            the ones given are kept as they are, the planner derives the others.
+
+    Returns:
+        The :class:`~segkit.planning.planner.Plan`: ``.choices`` (option, value, reason),
+        ``.epochs`` expected, ``.format()`` the command's printout, ``.to_dict()`` its JSON.
+
+    Raises:
+        SegkitError: no or unreadable training data, or an unknown or invalid option.
+
+    Example:
+        >>> import segkit
+        >>> print(segkit.plan(data="data/", time_budget="10m").format())
     """
-    from segkit.prediction.predictor import Predictor
+    from segkit.planning.planner import plan_training
+    from segkit.training.config import TrainConfig
 
-    return Predictor.from_checkpoint(checkpoint, device=device, **options)
+    return plan_training(TrainConfig.from_options(options))

@@ -19,3 +19,14 @@ class SegkitError(Exception):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}" if self.path else self.problem
+
+
+class OptionError(SegkitError):
+    """An option value, or a combination of options, that a command does not accept.
+
+    Raised by the library functions behind the commands (and so by the Python API); the
+    command line shows it with the command's usage, as it shows an argument it cannot parse.
+    """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(None, problem)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 
 from segkit.cli import main
 from segkit.data.io import write_mask
+from segkit.evaluation import evaluate as evaluate_module
 from segkit.evaluation.metrics import METRIC_KEYS, compute_metrics
 from segkit.prediction.tiling import TileConfig
 
@@ -90,9 +89,7 @@ def test_checkpoint_form_calls_evaluate_checkpoint(
         calls.append((checkpoint, data, options))
         return compute_metrics(np.array([[3, 1], [0, 4]]), ["bg", "fg"], num_images=1)
 
-    module = types.ModuleType("segkit.evaluation.evaluate")
-    module.evaluate_checkpoint = evaluate_checkpoint
-    monkeypatch.setitem(sys.modules, "segkit.evaluation.evaluate", module)
+    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint", evaluate_checkpoint)
     out = tmp_path / "m.json"
     argv = ["evaluate", "model.pt", "data", "--batch-size", "2", "--device", "cpu", "--json", str(out)]
     assert main(argv) == 0

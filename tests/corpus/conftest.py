@@ -54,7 +54,7 @@ def client(checkpoint: Path) -> Iterator[object]:
     """A TestClient of `segkit serve`'s app with a 1 MiB upload limit."""
     from fastapi.testclient import TestClient
 
-    from segkit.serve.app import create_app
+    from segkit.serving.app import create_app
 
     app = create_app(checkpoint, device="cpu", max_upload_bytes=SERVER_MAX_UPLOAD_BYTES)
     with TestClient(app) as test_client:

@@ -67,7 +67,7 @@ def test_embedded_jpeg_is_saved_as_jpeg_of_the_decoded_pixels(src, tmp_path):
 
 
 def test_noviz_and_given_labels(src, tmp_path):
-    result = convert_labelme(src, tmp_path / "out", labels=["b", "a", "extra"], noviz=True)
+    result = convert_labelme(src, tmp_path / "out", classes=["b", "a", "extra"], noviz=True)
     assert result.class_names == ["_background_", "b", "a", "extra"]
     assert not (tmp_path / "out" / "visualization").exists()
     assert np.asarray(Image.open(tmp_path / "out" / "masks" / "café 1.png"))[5, 5] == 2
@@ -138,7 +138,7 @@ def test_failure_midway_leaves_nothing_and_keeps_the_old_folder(src, tmp_path, o
 
 def test_unknown_label_with_given_labels(src, tmp_path):
     with pytest.raises(SegkitError, match=r"café 1\.json: unknown label 'b' \(known: _background_, a\)"):
-        convert_labelme(src, tmp_path / "out", labels=["a"])
+        convert_labelme(src, tmp_path / "out", classes=["a"])
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
@@ -255,7 +255,7 @@ def test_read_only_parent_is_one_error(src, tmp_path, monkeypatch):
 
 def test_semantic_segmentation_matches_labelme_voc_export(shared_datasets, tmp_path):
     root = dataset_path(shared_datasets, "labelme_examples/semantic_segmentation")
-    result = convert_labelme(root / "labelme_json", tmp_path / "out", labels=read_class_list(root / "labels.txt").names)
+    result = convert_labelme(root / "labelme_json", tmp_path / "out", classes=root / "labels.txt")
     golden_names = (root / "voc_export/class_names.txt").read_text().splitlines()
     assert result.class_names == golden_names
     assert (tmp_path / "out/class_names.txt").read_text().splitlines() == golden_names

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 import segkit
-from segkit.errors import SegkitError
+from segkit.errors import OptionError, SegkitError
 
 # Sub-command name -> module in segkit.cli (imported lazily so `segkit --help` stays fast).
 COMMANDS: dict[str, str] = {
@@ -79,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
+    except OptionError as error:  # shown like argparse's own errors: usage, message, exit 2
+        args.commands[args.command].error(error.problem)
     except SegkitError as error:
         print(f"segkit: error: {error}", file=sys.stderr)
         return int(getattr(error, "exit_code", 2))

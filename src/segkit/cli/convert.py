@@ -36,16 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkit.data.classes import read_class_list, with_background_first
     from segkit.data.convert import convert_labelme
 
-    given = None if args.classes is None else with_background_first(read_class_list(args.classes))
-    labels = None if given is None else given.names
-    result = convert_labelme(args.src, args.out, labels=labels, noviz=args.noviz, overwrite=args.overwrite)
-    count = f"{len(result.class_names)} labels"
-    summary = f"using {count} ({given.origin})" if given is not None else f"found {count}"
-    print(f"{summary}: {', '.join(result.class_names)}")
-    print(f"converted {result.num_images} images -> {result.out}")
-    if result.warnings:
-        print(f"{len(result.warnings)} warning(s), see above")
+    result = convert_labelme(args.src, args.out, classes=args.classes, noviz=args.noviz, overwrite=args.overwrite)
+    print(result.format())
     return 0

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from segkit.cli.predict import add_prediction_options, prediction_options
-
-logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--worst", type=int, default=8, metavar="K", help="with --report: worst images shown (default 8)")
     add_prediction_options(parser)
-    parser.set_defaults(func=run, evaluate_parser=parser)
+    parser.set_defaults(func=run)
     return parser
 
 
@@ -66,67 +63,14 @@ def add_data_options(parser: argparse.ArgumentParser, title: str) -> argparse._A
     return group
 
 
-CHECKPOINT_ONLY = ("split", "val_split", "masks", "colors", "tta", "crf", "threshold")
-
-
-def _validate(args: argparse.Namespace) -> None:
-    """Exactly one of the two forms, with the options that belong to it."""
-    parser: argparse.ArgumentParser = args.evaluate_parser
-    checkpoint_form = args.checkpoint is not None
-    folder_form = args.pred is not None or args.true is not None
-    complete = args.data is not None if checkpoint_form else args.pred is not None and args.true is not None
-    if checkpoint_form == folder_form or not complete:
-        parser.error("give either CHECKPOINT DATA or --pred DIR --true DIR")
-    if checkpoint_form and args.num_classes is not None:
-        parser.error("--num-classes only applies with --pred/--true (a checkpoint knows its classes)")
-    given = [name for name in CHECKPOINT_ONLY if getattr(args, name) not in (None, False, "none")]
-    if folder_form and (given or args.tile != "auto"):
-        names = ", ".join(f"--{name.replace('_', '-')}" for name in given + ["tile"] * (args.tile != "auto"))
-        parser.error(f"{names} only apply with CHECKPOINT DATA")
-
-
 def run(args: argparse.Namespace) -> int:
-    _validate(args)
-    from segkit.evaluation.per_image import PerImageScores
-    from segkit.evaluation.report import format_table, write_json
+    from segkit.evaluation.evaluate import evaluate
+    from segkit.evaluation.report import format_table
 
-    scores = PerImageScores(args.worst) if args.report is not None else None
-    if args.pred is not None:
-        from segkit.evaluation.folders import evaluate_folders
-
-        metrics = evaluate_folders(
-            args.pred,
-            args.true,
-            class_names=args.classes,
-            ignore_index=255 if args.ignore_index is None else args.ignore_index,
-            num_classes=args.num_classes,
-            on_image=scores,
-        )
-    else:
-        from segkit.evaluation.evaluate import evaluate_checkpoint
-
-        metrics = evaluate_checkpoint(
-            args.checkpoint,
-            args.data,
-            ignore_index=args.ignore_index,
-            split=args.split,
-            val_split=args.val_split,
-            masks=args.masks,
-            colors=args.colors,
-            classes=args.classes,
-            on_image=scores,
-            **prediction_options(args, args.evaluate_parser),
-        )
+    metrics = evaluate(
+        args.checkpoint, args.data, pred=args.pred, true=args.true, classes=args.classes, num_classes=args.num_classes,
+        ignore_index=args.ignore_index, json=args.json, report=args.report, worst=args.worst, split=args.split,
+        val_split=args.val_split, masks=args.masks, colors=args.colors, **prediction_options(args),
+    )
     print(format_table(metrics))
-    if args.json is not None:
-        write_json(metrics, args.json)
-        logger.info("wrote %s", args.json)
-    if args.report is not None:
-        from segkit.evaluation.html_report import write_evaluation_report
-
-        write_evaluation_report(
-            args.report, metrics, scores, checkpoint=args.checkpoint, data=args.data, pred=args.pred, true=args.true,
-            classes=args.classes, ignore_index=args.ignore_index, val_split=args.val_split,
-        )
-        logger.info("wrote %s", args.report)
     return 0

@@ -6,10 +6,14 @@ import argparse
 from pathlib import Path
 
 from segkit.cli.evaluate import add_data_options
-
-FORMATS = ("onnx", "hf")
-EXPORTERS = ("auto", "dynamo", "torchscript")  # as segkit.export.onnx.EXPORTERS, without importing torch
-QUANTIZE_CHOICES = ("int8",)  # as segkit.export.quantize.QUANTIZE_CHOICES, without importing onnxruntime
+from segkit.exporters.export import (  # light: no torch, no onnx
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_MAX_DROP,
+    DEFAULT_OPSET,
+    EXPORTERS,
+    FORMATS,
+    QUANTIZE_CHOICES,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("checkpoint", type=Path, help="trained checkpoint (.pt), or an fp32 .onnx with --quantize")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="export format: onnx (default) or hf")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE|DIR", help="output file (.onnx) or folder (hf)")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; below 18 uses torchscript)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s; below 18 uses torchscript)")
     parser.add_argument(
         "--dynamic", action=argparse.BooleanOptionalAction, default=True,
         help="free batch, height and width (default); --no-dynamic fixes 1 x 3 x img_size",
@@ -54,59 +58,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     quantize.add_argument("--calibration", type=Path, metavar="DATA", help="labelled dataset folder to calibrate and score on")
     quantize.add_argument("--classes", metavar="FILE|a,b,c", help="the calibration data's class names (as segkit train)")
     quantize.add_argument(
-        "--calibration-images", type=int, default=64, metavar="N", help="images calibrating the ranges (default 64)"
+        "--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
+        help="images calibrating the ranges (default %(default)s)",
     )
     quantize.add_argument(
-        "--max-drop", type=float, default=0.01, metavar="D",
+        "--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="D",
         help="refuse the int8 model when its mIoU is more than D below the fp32 model's (default 0.01)",
     )
     quantize.add_argument("--force", action="store_true", help="keep an int8 model over --max-drop, with a warning")
-    parser.set_defaults(func=run, export_parser=parser)
+    parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    parser: argparse.ArgumentParser = args.export_parser
-    if args.opset < 7:
-        parser.error(f"--opset must be at least 7, not {args.opset}")
-    quantizing = args.quantize is not None
-    if quantizing != (args.calibration is not None):
-        parser.error("--quantize and --calibration DATA go together")
-    given = [name for name in ("split", "masks", "colors", "classes", "force") if getattr(args, name)]
-    if given and not quantizing:
-        parser.error(f"{', '.join('--' + name for name in given)} only apply with --quantize")
-    if args.push_to_hub and args.format != "hf":
-        parser.error("--push-to-hub needs --format hf")
-    if quantizing and args.format != "onnx":
-        parser.error("--quantize writes an ONNX model: use --format onnx")
-    if quantizing:
-        return _quantize(args)
+    from segkit.exporters.export import export
 
-    if args.format == "hf":
-        from segkit.export.hf import export_hf, push_to_hub
-
-        folder = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
-        print(f"wrote {folder} (model.safetensors, config.json, README.md)")
-        if args.push_to_hub:
-            print(f"uploaded to {push_to_hub(folder, args.push_to_hub)}")
-        return 0
-    from segkit.export.onnx import export_onnx
-
-    result = export_onnx(
-        args.checkpoint, args.out, opset=args.opset, dynamic=args.dynamic, exporter=args.exporter,
-        overwrite=args.overwrite,
-    )
-    print(result.format())
-    return 0
-
-
-def _quantize(args: argparse.Namespace) -> int:
-    from segkit.export.quantize import quantize_onnx
-
-    result = quantize_onnx(
-        args.checkpoint, args.out, args.calibration, split=args.split, masks=args.masks, colors=args.colors,
-        classes=args.classes, calibration_images=args.calibration_images, max_drop=args.max_drop, force=args.force,
-        overwrite=args.overwrite, export_options={"opset": args.opset, "dynamic": args.dynamic, "exporter": args.exporter},
+    result = export(
+        args.checkpoint, args.out, format=args.format, opset=args.opset, dynamic=args.dynamic, exporter=args.exporter,
+        overwrite=args.overwrite, push_to_hub=args.push_to_hub, quantize=args.quantize, calibration=args.calibration,
+        split=args.split, masks=args.masks, colors=args.colors, classes=args.classes,
+        calibration_images=args.calibration_images, max_drop=args.max_drop, force=args.force,
     )
     print(result.format())
     return 0

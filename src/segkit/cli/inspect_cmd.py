@@ -39,21 +39,14 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from segkit.data.inspect import format_report, inspect_source
-    from segkit.data.sources import open_source
+    from segkit.data.inspect import format_report, inspect_dataset
 
-    source = open_source(
-        args.data,
-        split=args.split,
-        masks=args.masks,
-        colors=args.colors,
-        classes=args.classes,
-        ignore_index=args.ignore_index,
+    report = inspect_dataset(
+        args.data, split=args.split, masks=args.masks, colors=args.colors, classes=args.classes,
+        ignore_index=args.ignore_index, sheet=args.sheet, sheet_count=args.sheet_count,
+        progress=not args.json and sys.stderr.isatty(),
     )
-    report = inspect_source(source, progress=not args.json and sys.stderr.isatty())
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    if args.sheet:
-        from segkit.data.sheet import write_contact_sheet
-
-        print(f"contact sheet: {write_contact_sheet(source, args.sheet, max(args.sheet_count, 1))}", file=sys.stderr)
+    if "sheet" in report:
+        print(f"contact sheet: {report['sheet']}", file=sys.stderr)
     return 0

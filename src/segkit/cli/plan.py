@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import segkit
 from segkit.options import add_arguments, collect
 
 
@@ -26,10 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from segkit.planning.planner import plan_training
     from segkit.training.config import TrainConfig
 
-    options = collect(args, TrainConfig)
-    plan = plan_training(TrainConfig.from_options({**options, "data": args.data}))
+    plan = segkit.plan(**collect(args, TrainConfig), data=args.data)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.format())
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from segkit.serve.options import API_KEY_ENV, MEBIBYTE, ConnectionLimits, ServeOptions  # light: no web framework
+from segkit.serving.options import MEBIBYTE, ConnectionLimits, ServeOptions  # light: no web framework
 
 DEFAULTS = ServeOptions()
 DEFAULT_LIMITS = ConnectionLimits()
@@ -103,28 +102,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkit.errors import SegkitError
-    from segkit.serve.server import serve
+    from segkit.serving.server import serve_model
 
-    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
-        raise SegkitError(None, "--max-upload-mb and --max-megapixels must be positive")
-    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
-    if api_key == "":
-        raise SegkitError(None, f"{API_KEY_ENV} is set but empty: give it a key or unset it")
-    options = ServeOptions(
-        device=args.device,
-        max_upload_bytes=int(args.max_upload_mb * MEBIBYTE),
-        max_pixels=int(args.max_megapixels * 1_000_000),
-        api_key=api_key,
-        batch_size=args.batch_size,
-        batch_wait_ms=args.batch_wait_ms,
-        max_queue=args.max_queue,
-        body_timeout_s=args.body_timeout,
-        allowed_hosts=tuple(args.allowed_hosts) if args.allowed_hosts else None,
-        cors_origins=tuple(args.cors_origin),
+    serve_model(
+        args.checkpoint, host=args.host, port=args.port, workers=args.workers, device=args.device, api_key=args.api_key,
+        allowed_hosts=args.allowed_hosts, cors_origin=args.cors_origin, max_upload_mb=args.max_upload_mb,
+        max_megapixels=args.max_megapixels, max_queue=args.max_queue, body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout, keep_alive=args.keep_alive, shutdown_timeout=args.shutdown_timeout,
+        batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms,
     )
-    limits = ConnectionLimits(
-        header_timeout_s=args.header_timeout, keep_alive_s=args.keep_alive, shutdown_timeout_s=args.shutdown_timeout
-    )
-    serve(args.checkpoint, options, host=args.host, port=args.port, workers=args.workers, limits=limits)
     return 0

@@ -43,12 +43,24 @@ class ConvertResult:
         class_names: Class names in index order (background first).
         num_images: Number of image/mask pairs written.
         warnings: Warnings raised while converting (points clipped, size mismatches).
+        classes_origin: Where the names came from (``"--classes labels.txt"``), or ``None``
+            when they were collected from the annotations.
     """
 
     out: Path
     class_names: list[str]
     num_images: int
     warnings: list[str] = field(default_factory=list)
+    classes_origin: str | None = None
+
+    def format(self) -> str:
+        """Lines for the command line: the classes, what was written, the warnings."""
+        count = f"{len(self.class_names)} labels"
+        summary = f"using {count} ({self.classes_origin})" if self.classes_origin else f"found {count}"
+        lines = [f"{summary}: {', '.join(self.class_names)}", f"converted {self.num_images} images -> {self.out}"]
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s), see above")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -65,11 +77,12 @@ class _Converted:
 def convert_labelme(
     src: str | Path,
     out: str | Path,
-    labels: Sequence[str] | None = None,
+    *,
+    classes: Sequence[str] | str | Path | None = None,
     noviz: bool = False,
     overwrite: bool = False,
 ) -> ConvertResult:
-    """Convert every labelme JSON of ``src`` into images, index masks and class names.
+    """Convert every labelme JSON of ``src`` into images, index masks and class names: ``segkit convert labelme``.
 
     Images are saved as PNG when the source image is PNG, otherwise as JPEG quality 95
     (the decoded pixels with EXIF orientation applied, so image and mask always agree).
@@ -80,17 +93,23 @@ def convert_labelme(
         src: Folder with labelme ``.json`` files (not searched recursively).
         out: Output folder; must not exist or be empty unless ``overwrite``. It may not
             be, contain or lie inside ``src`` or a folder of the annotations' images.
-        labels: Class names in index order (already read, e.g. by
-            :func:`segkit.data.classes.read_class_list`); ``_background_`` is put first
-            when no background is named. None collects them from all files (background
-            first, then sorted).
+        classes: Class names in index order: a list, ``"a,b,c"`` or a class file (labelme's
+            ``labels.txt``: one per line, ``__ignore__`` skipped; JSON; CSV), read by
+            :func:`segkit.data.classes.read_class_list`; ``_background_`` is put first when
+            no background is named. None collects them from all files (background first,
+            then sorted).
         noviz: Skip the ``visualization/`` overlays.
         overwrite: Replace a non-empty ``out`` (only once the new one is complete).
 
     Raises:
-        SegkitError: No labelme files, output not empty or overlapping the inputs, an
-            unknown or malformed label, or any unreadable annotation or image. Nothing
-            is written in that case.
+        SegkitError: No labelme files, output not empty or overlapping the inputs, a bad
+            class list, an unknown or malformed label, or any unreadable annotation or
+            image. Nothing is written in that case.
+
+    Example:
+        >>> import segkit
+        >>> result = segkit.convert_labelme("annotations/", "data/", classes="annotations/labels.txt")
+        >>> result.class_names, result.num_images
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -99,7 +118,7 @@ def convert_labelme(
     if not files:
         raise SegkitError(src, "no labelme JSON files found")
     _check_output(src, out, overwrite)
-    given = None if labels is None else with_background_first(read_class_list(list(labels)))
+    given = None if classes is None else with_background_first(read_class_list(classes))
     temp = make_staging_dir(out, prefix=STAGING_PREFIX)
     try:
         with _captured_warnings() as messages:
@@ -124,7 +143,7 @@ def convert_labelme(
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return ConvertResult(out, class_names, len(converted), messages)
+    return ConvertResult(out, class_names, len(converted), messages, given.origin if given else None)
 
 
 def _as_output_path(error: SegkitError, temp: Path, out: Path) -> SegkitError:

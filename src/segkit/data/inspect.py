@@ -19,6 +19,7 @@ Masks that cannot be read or hold unexpected values are reported and not counted
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ import numpy as np
 
 from segkit.data.io import peek_image, read_image
 from segkit.data.masks import check_same_size, read_mask, value_counts
-from segkit.data.sources import DataSource, SampleRef, split_roles
-from segkit.errors import SegkitError
+from segkit.data.sources import DataSource, SampleRef, open_source, split_roles
+from segkit.errors import OptionError, SegkitError
 
 _PROBLEMS_SHOWN = 20  # in the text report; the JSON report lists all
 
@@ -69,6 +70,61 @@ def _read_pair(
     except SegkitError as error:
         problems.append(error)
     return mode, shape, mask
+
+
+def inspect_dataset(
+    data: str | Path,
+    *,
+    split: str | None = None,
+    masks: str | None = None,
+    colors: str | Path | None = None,
+    classes: Sequence[str] | str | Path | None = None,
+    ignore_index: int = 255,
+    sheet: str | Path | None = None,
+    sheet_count: int = 16,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Read every image and mask of a dataset once and report what was found: ``segkit inspect``.
+
+    Problems (an image without a mask, an unreadable file, a size mismatch, unexpected mask
+    values) are listed in the report, not raised.
+
+    Args:
+        data: dataset folder (labelme, ``images/`` + ``masks/``, VOC, or with ``train/``, ``val/``).
+        split: split sub-folder or VOC ImageSets list (default: the training split).
+        masks: name of the mask folder beside ``images/`` (default ``masks``).
+        colors: colour table (JSON or CSV) of RGB colour-coded masks.
+        classes: class names in index order: a list, ``"a,b,c"`` or a file (.txt one per line,
+            .json list or colour table, .csv).
+        ignore_index: mask value of unlabelled pixels.
+        sheet: also draw a contact sheet here (PNG/JPEG): images beside their masks drawn over
+            them, with a legend, to see at a glance whether masks line up with images.
+        sheet_count: images on the sheet.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The report of :func:`inspect_source` (``num_pairs``, ``classes``, ``class_pixel_share``,
+        ``problems`` ...), with ``sheet``: the contact sheet's path, when one was drawn.
+
+    Raises:
+        OptionError: ``sheet_count`` below 1.
+        SegkitError: a folder without image/mask pairs, an unknown split, RGB masks without
+            colours, or a bad class list.
+
+    Example:
+        >>> import segkit
+        >>> report = segkit.inspect("data/", sheet="sheet.png")
+        >>> report["num_pairs"], report["class_pixel_share"], report["problems"]
+    """
+    if sheet_count < 1:
+        raise OptionError(f"--sheet-count must be at least 1, not {sheet_count}")
+    source = open_source(data, split=split, masks=masks, colors=colors, classes=classes, ignore_index=ignore_index)
+    report = inspect_source(source, progress=progress)
+    if sheet is not None:
+        from segkit.data.sheet import write_contact_sheet
+
+        report["sheet"] = str(write_contact_sheet(source, sheet, sheet_count))
+    return report
 
 
 def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a dataset folder, at every image's original size.
+"""Evaluate a checkpoint on a dataset folder, at every image's original size (``segkit evaluate``).
 
 Predictions go through :class:`segkit.prediction.predictor.Predictor` with the
 options ``segkit predict`` takes (tiling, TTA, CRF, threshold), so they are made
@@ -16,10 +16,127 @@ from typing import Any
 
 from tqdm import tqdm
 
-from segkit.errors import SegkitError
-from segkit.evaluation.per_image import ImageCallback, ImageResult
+from segkit.errors import OptionError, SegkitError
+from segkit.evaluation.per_image import ImageCallback, ImageResult, PerImageScores
+from segkit.prediction.options import PredictionOptions
 
 logger = logging.getLogger(__name__)
+
+# Prediction options that only a checkpoint uses (the --pred form has its predictions already).
+CHECKPOINT_PREDICTION_OPTIONS = ("tta", "crf", "threshold", "tile")
+
+
+def evaluate(
+    checkpoint: str | Path | None = None,
+    data: str | Path | None = None,
+    *,
+    pred: str | Path | None = None,
+    true: str | Path | None = None,
+    classes: Sequence[str] | str | Path | None = None,
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    json: str | Path | None = None,
+    report: str | Path | None = None,
+    worst: int = 8,
+    split: str | None = None,
+    val_split: float | None = None,
+    masks: str | None = None,
+    colors: str | Path | None = None,
+    **prediction: Any,
+) -> dict[str, Any]:
+    """Pixel accuracy, IoU, Dice ... of a checkpoint on a dataset, or of predicted masks: ``segkit evaluate``.
+
+    Give either ``checkpoint`` and ``data`` (the checkpoint predicts every image as
+    :func:`segkit.predict` does, scored at the original size), or ``pred`` and ``true``
+    (folders of masks paired by file name).
+
+    Args:
+        checkpoint: a ``.pt`` checkpoint, an exported ``.onnx`` model or a ``--format hf`` folder.
+        data: the dataset folder to evaluate it on (any layout ``segkit train`` reads; with
+            splits, the validation split, else the test split).
+        pred: folder of predicted index masks (``<stem>.png``).
+        true: folder of true masks with the same stems.
+        classes: with a checkpoint, the data's class names (as ``segkit train --classes``); with
+            ``pred``, the names in class order (a list, ``"a,b,c"``, a file or a colour table).
+        num_classes: with ``pred``: number of classes (default: the largest value + 1).
+        ignore_index: true mask value left out (default: the checkpoint's; 255 with ``pred``).
+        json: also write every metric to this JSON file (NaN as null).
+        report: also write a self-contained HTML report here (metrics, confusion matrix,
+            curves, per-image scores, the worst images).
+        worst: with ``report``: how many of the worst images it shows.
+        split: with a checkpoint: the split of a dataset with splits.
+        val_split: with a checkpoint: only the images ``segkit train --val-split`` held out.
+        masks: with a checkpoint: the mask folder beside ``images/`` (e.g. ``masks_rgb``).
+        colors: with a checkpoint: the colour table of RGB colour-coded masks.
+        **prediction: with a checkpoint, how it predicts, as
+            :class:`~segkit.prediction.options.PredictionOptions`: ``batch_size=8``,
+            ``device="auto"``, ``threshold=None``, ``tile="auto"``, ``overlap=0.25``,
+            ``tta="none"``, ``crf=False``.
+
+    Returns:
+        The metrics (the JSON file's keys): ``pixel_accuracy``, ``mIoU``, ``mDice`` ...,
+        ``per_class`` (each class's ``iou``, ``dice``, ``precision``, ``recall`` ...) and the
+        ``confusion_matrix`` (rows: true class, columns: predicted).
+
+    Raises:
+        OptionError: neither or both forms, or an option of the other form.
+        SegkitError: unreadable checkpoint, data or masks, or classes that do not match.
+
+    Example:
+        >>> import segkit
+        >>> metrics = segkit.evaluate("runs/exp/best.pt", "data/", tta="flip", report="report.html")
+        >>> metrics["mIoU"], metrics["per_class"]["road"]["iou"]
+        >>> segkit.evaluate(pred="predicted/", true="data/masks/", classes="data/class_names.txt")["mIoU"]
+    """
+    data_options = {"split": split, "val_split": val_split, "masks": masks, "colors": colors}
+    _check_form(checkpoint, data, pred, true, num_classes, data_options, prediction)
+    scores = PerImageScores(worst) if report is not None else None
+    if pred is not None:
+        from segkit.evaluation.folders import evaluate_folders
+
+        metrics = evaluate_folders(
+            pred, true, class_names=classes, ignore_index=255 if ignore_index is None else ignore_index,
+            num_classes=num_classes, on_image=scores,
+        )
+    else:
+        options = PredictionOptions(**prediction).predictor_kwargs()
+        metrics = evaluate_checkpoint(
+            checkpoint, data, ignore_index=ignore_index, classes=classes, on_image=scores, **data_options, **options
+        )
+    if json is not None:
+        from segkit.evaluation.report import write_json
+
+        write_json(metrics, json)
+        logger.info("wrote %s", json)
+    if report is not None:
+        from segkit.evaluation.html_report import write_evaluation_report
+
+        write_evaluation_report(
+            report, metrics, scores, checkpoint=checkpoint, data=data, pred=pred, true=true, classes=classes,
+            ignore_index=ignore_index, val_split=val_split,
+        )
+        logger.info("wrote %s", report)
+    return metrics
+
+
+def _check_form(
+    checkpoint: object, data: object, pred: object, true: object, num_classes: int | None,
+    data_options: dict[str, Any], prediction: dict[str, Any],
+) -> None:
+    """Exactly one of the two forms of :func:`evaluate`, with the options that belong to it."""
+    checkpoint_form = checkpoint is not None
+    folder_form = pred is not None or true is not None
+    complete = data is not None if checkpoint_form else pred is not None and true is not None
+    if checkpoint_form == folder_form or not complete:
+        raise OptionError("give either CHECKPOINT DATA or --pred DIR --true DIR")
+    if checkpoint_form and num_classes is not None:
+        raise OptionError("--num-classes only applies with --pred/--true (a checkpoint knows its classes)")
+    defaults = PredictionOptions()
+    given = [name for name, value in data_options.items() if value is not None]
+    given += [name for name in CHECKPOINT_PREDICTION_OPTIONS
+              if name in prediction and prediction[name] != getattr(defaults, name)]
+    if folder_form and given:
+        raise OptionError(f"{', '.join('--' + name.replace('_', '-') for name in given)} only apply with CHECKPOINT DATA")
 
 
 def open_evaluation_source(

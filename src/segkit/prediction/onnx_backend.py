@@ -5,7 +5,7 @@ Runtime session; the :class:`~segkit.prediction.predictor.Predictor` does
 everything around the network with the same code as for the PyTorch backend
 (:mod:`segkit.prediction.arrays`). The model card and the export details come
 from the JSON the exporter stores in the file's ``metadata_props`` (see
-:mod:`segkit.export.onnx`).
+:mod:`segkit.exporters.onnx`).
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ class Predictor:
 
         A path ending in ``.onnx`` (written by ``segkit export``) runs in ONNX Runtime
         instead, without PyTorch; a folder written by ``segkit export --format hf`` is read by
-        :func:`segkit.export.hf.load_pretrained`. ``options`` are the constructor's (``tiling``,
+        :func:`segkit.exporters.hf.load_pretrained`. ``options`` are the constructor's (``tiling``,
         ``tta``, ``crf``, ``threshold``, ``batch_size``).
 
         Raises:
@@ -182,7 +182,7 @@ class Predictor:
         if path is not None:
             _require_torch(f"loading {path.name}", path)
         if path is not None and path.is_dir():  # a folder written by `segkit export --format hf`
-            from segkit.export.hf import load_pretrained
+            from segkit.exporters.hf import load_pretrained
 
             loaded = load_pretrained(path)
         else:
@@ -299,6 +299,14 @@ class Predictor:
 
     def _model_scores(self, images: Array) -> Array:
         return scores_from_logits(self.backend.forward(images), self.binary)
+
+
+def load_predictor(checkpoint: str | Path, device: str = "auto", **options: Any) -> Predictor:
+    """:meth:`Predictor.from_checkpoint`, with its errors naming the checkpoint."""
+    try:
+        return Predictor.from_checkpoint(checkpoint, device=device, **options)
+    except SegkitError as error:
+        raise SegkitError(error.path or checkpoint, error.problem) from None
 
 
 def _require_torch(what: str, path: str | Path | None = None) -> None:

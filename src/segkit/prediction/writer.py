@@ -1,11 +1,11 @@
 """Predict a list of image files into a folder of masks, all or nothing.
 
-Used by ``segkit predict`` (:func:`predict_files`): inputs are expanded from
-files, folders and globs; under ``torchrun`` each process takes its share of
-them; masks (and optional colour images and overlays) are written into a
-temporary sibling of the output folder and moved into it only when every image
-succeeded, so an error never leaves half the outputs behind or touches what the
-folder held.
+:func:`predict` is ``segkit predict`` and :func:`segkit.predict`: inputs are expanded
+from files, folders and globs; under ``torchrun`` each process takes its share of
+them (:func:`predict_files`); masks (and optional colour images and overlays) are
+written into a temporary sibling of the output folder and moved into it only when
+every image succeeded, so an error never leaves half the outputs behind or touches
+what the folder held. Without an output folder the masks are returned instead.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from segkit.data.io import atomic_write, glob_image_files, is_image_file, make_staging_dir, write_image, write_mask
-from segkit.errors import SegkitError
+from segkit.errors import OptionError, SegkitError
 from segkit.prediction.labelme_export import (
     JSON_SUFFIX,
     LABELS_FILE,
@@ -32,9 +32,11 @@ from segkit.prediction.labelme_export import (
     labelme_document,
     write_labelme,
 )
-from segkit.prediction.predictor import Predictor
+from segkit.prediction.options import PredictionOptions
+from segkit.prediction.predictor import Predictor, load_predictor
 from segkit.visualize import colorize, legend, overlay
 
+FORMATS = ("png", "labelme")  # what ``segkit predict --format`` writes per image
 MASK_SUFFIX = ".png"
 COLOR_SUFFIX = "_color.png"
 OVERLAY_SUFFIX = "_overlay.jpg"
@@ -78,6 +80,86 @@ class Shard:
         return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
 
 
+def predict(
+    model: str | Path,
+    inputs: str | Path | Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    color: bool = False,
+    overlay: bool = False,
+    alpha: float = 0.5,
+    format: str = "png",
+    image_data: bool = False,
+    polygon_tolerance: float = LabelmeOptions.tolerance,
+    min_area: int = LabelmeOptions.min_area,
+    **prediction: Any,
+) -> PredictionSummary | dict[Path, np.ndarray]:
+    """Masks for image files, folders or globs at each image's size: ``segkit predict``.
+
+    Args:
+        model: a ``.pt`` checkpoint, an exported ``.onnx`` model or a ``--format hf`` folder.
+        inputs: an image file, folder (its images, sorted) or glob (``"photos/**/*.jpg"``), or a
+            list of them; an image reached twice is predicted once.
+        out: output folder: ``<stem>.png`` palette PNGs of class indices; created if missing,
+            other files in it are kept, and outputs appear only when every image succeeded.
+            ``None``: nothing is written and the masks are returned.
+        color: also write ``<stem>_color.png`` (class colours) and ``legend.png``.
+        overlay: also write ``<stem>_overlay.jpg`` (class colours over the image).
+        alpha: opacity of the overlay colours, in ``[0, 1]``.
+        format: ``"png"`` masks, or ``"labelme"``: ``<stem>.json`` labelme annotations (one
+            polygon per region and class, mask shapes for regions with holes) and ``labels.txt``
+            (``out`` may be the images' folder).
+        image_data: with ``format="labelme"``: embed the image in the JSON (``imageData``).
+        polygon_tolerance: with ``format="labelme"``: largest distance in pixels of a
+            simplified polygon from the region's outline.
+        min_area: with ``format="labelme"``: regions of fewer pixels are left out.
+        **prediction: how the model predicts, as :class:`~segkit.prediction.options.PredictionOptions`:
+            ``batch_size=8``, ``device="auto"``, ``threshold=None``, ``tile="auto"``,
+            ``overlap=0.25``, ``tta="none"``, ``crf=False``.
+
+    Returns:
+        With ``out``: a :class:`PredictionSummary` (predicted pixels and images per class;
+        under ``torchrun``, of this process's share). Without: ``{image path: (H, W) uint8
+        mask}`` in input order (every input, in every process).
+
+    Raises:
+        OptionError: an option out of range or without its companion (the command line
+            shows these with its usage).
+        SegkitError: a missing input, unreadable model or image, or outputs that would
+            collide or overwrite an input; nothing is written then.
+
+    Example:
+        >>> import segkit
+        >>> masks = segkit.predict("runs/exp/best.pt", "photos/")  # {Path: (H, W) uint8 mask}
+        >>> summary = segkit.predict("runs/exp/best.pt", ["a.jpg", "more/*.png"], out="masks/", overlay=True, tta="flip")
+        >>> print(summary.format())
+    """
+    labelme = _labelme_options(format, image_data, polygon_tolerance, min_area)
+    if not 0.0 <= alpha <= 1.0:
+        raise OptionError(f"--alpha must be between 0 and 1, not {alpha}")
+    options = PredictionOptions(**prediction).predictor_kwargs()
+    patterns = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if out is not None:
+        return predict_files(model, patterns, out, color=color, overlay_images=overlay, alpha=alpha, labelme=labelme,
+                             **options)
+    if color or overlay or labelme is not None:
+        raise OptionError("color, overlay and format='labelme' write files: give out=FOLDER")
+    paths = expand_inputs(patterns)
+    predictor = load_predictor(model, **options)
+    return dict(zip(paths, predictor.predict_batch(paths)))
+
+
+def _labelme_options(format: str, image_data: bool, tolerance: float, min_area: int) -> LabelmeOptions | None:
+    """The labelme export's options with ``format="labelme"``, else ``None`` (refusing labelme-only options)."""
+    if format not in FORMATS:
+        raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+    if format != "labelme" and (image_data or (tolerance, min_area) != (LabelmeOptions.tolerance, LabelmeOptions.min_area)):
+        raise OptionError("--image-data, --polygon-tolerance and --min-area apply with --format labelme")
+    if tolerance < 0 or min_area < 0:
+        raise OptionError("--polygon-tolerance and --min-area must be at least 0")
+    return LabelmeOptions(tolerance=tolerance, min_area=min_area, image_data=image_data) if format == "labelme" else None
+
+
 def predict_files(
     checkpoint: str | Path,
     patterns: Sequence[str | Path],
@@ -90,7 +172,7 @@ def predict_files(
     labelme: LabelmeOptions | None = None,
     **options: Any,
 ) -> PredictionSummary:
-    """``segkit predict``: expand the inputs, take this process's share under ``torchrun``, predict, write.
+    """Expand the inputs, take this process's share under ``torchrun``, predict, write (see :func:`predict`).
 
     Prediction needs no communication between ``torchrun`` processes, so no process
     group is made: each rank takes every ``world_size``-th input and writes its own
@@ -116,10 +198,7 @@ def predict_files(
         inputs = shard.take(inputs)
         device = shard.device(device)
         logger.info("rank %d of %d: %d images", shard.rank, shard.world_size, len(inputs))
-    try:
-        predictor = Predictor.from_checkpoint(checkpoint, device=device, **options)
-    except SegkitError as error:
-        raise SegkitError(error.path or checkpoint, error.problem) from None
+    predictor = load_predictor(checkpoint, device, **options)
     return predict_to_folder(
         predictor, inputs, out_dir, color=color, overlay_images=overlay_images, alpha=alpha, labelme=labelme
     )

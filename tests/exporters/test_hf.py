@@ -16,7 +16,7 @@ from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.evaluation.metrics import compute_metrics
-from segkit.export.hf import load_pretrained, push_to_hub
+from segkit.exporters.hf import load_pretrained, push_to_hub
 
 CLASSES = ("background", "road", "car")
 
@@ -80,7 +80,7 @@ def test_commands_take_the_folder(trained: Path, tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from segkit.serve.app import create_app
+    from segkit.serving.app import create_app
 
     with TestClient(create_app(out, device="cpu")) as client:
         assert client.get("/info").json()["classes"] == list(CLASSES)

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import tiny_checkpoint as shared_tiny_checkpoint
-from segkit.serve.options import ConnectionLimits
+from segkit.serving.options import ConnectionLimits
 
 CLASSES = ("background", "cat", "dog")
 
@@ -62,7 +62,7 @@ def live_server(app: Any, limits: ConnectionLimits = ConnectionLimits()) -> Iter
     loopback port; yields the base URL."""
     from uvicorn import Server
 
-    from segkit.serve.server import uvicorn_config
+    from segkit.serving.server import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

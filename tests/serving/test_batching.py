@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from segkit.serve.batching import MicroBatcher, PixelBudget, release_freed_memory
+from segkit.serving.batching import MicroBatcher, PixelBudget, release_freed_memory
 
 
 class RecordingModel:

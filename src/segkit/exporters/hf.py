@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,24 @@ from segkit.errors import SegkitError
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 README_FILE = "README.md"
+
+
+@dataclass(frozen=True)
+class HubExport:
+    """What ``segkit export --format hf`` wrote.
+
+    Attributes:
+        path: the folder.
+        url: the Hugging Face Hub repository it was uploaded to, if it was.
+    """
+
+    path: Path
+    url: str | None = None
+
+    def format(self) -> str:
+        """Lines for the command line."""
+        lines = [f"wrote {self.path} ({WEIGHTS_FILE}, {CONFIG_FILE}, {README_FILE})"]
+        return "\n".join(lines + [f"uploaded to {self.url}"] * (self.url is not None))
 
 
 def export_hf(checkpoint: str | Path | Checkpoint, out: str | Path, *, overwrite: bool = False) -> Path:

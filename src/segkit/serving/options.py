@@ -1,6 +1,6 @@
 """What a ``segkit serve`` app may accept and how it schedules the model: one validated dataclass.
 
-The command line builds it, :func:`segkit.serve.app.create_app` takes its fields as
+The command line builds it, :func:`segkit.serving.app.create_app` takes its fields as
 keyword arguments, and worker processes receive it as JSON in an environment variable
 (:meth:`ServeOptions.to_json` / :meth:`ServeOptions.from_json`).
 """

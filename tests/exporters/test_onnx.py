@@ -16,8 +16,8 @@ from conftest import tiny_checkpoint
 from prediction.test_predictor import CLASSES, squares
 from segkit.cli import main
 from segkit.errors import SegkitError
-from segkit.export import onnx as onnx_export
-from segkit.export.onnx import export_onnx
+from segkit.exporters import onnx as onnx_export
+from segkit.exporters.onnx import export_onnx
 from segkit.prediction.onnx_backend import METADATA_KEY, OnnxBackend
 from segkit.prediction.predictor import Predictor
 from segkit.prediction.tiling import TileConfig

@@ -10,10 +10,10 @@ Endpoints:
 
 The model is loaded once when the app is built. A request goes through: admission
 (at most ``max_queue`` requests at once, else 503 with ``Retry-After``), the body read
-within its limits (:mod:`segkit.serve.uploads`), the image header checked, a share of
+within its limits (:mod:`segkit.serving.uploads`), the image header checked, a share of
 the decoded-pixel budget, decoding on a small thread pool, the micro-batcher's
-inference thread, and encoding the answer (:mod:`segkit.serve.batching`). With an API
-key, ``/predict`` and ``/info`` need it (:mod:`segkit.serve.security`).
+inference thread, and encoding the answer (:mod:`segkit.serving.batching`). With an API
+key, ``/predict`` and ``/info`` need it (:mod:`segkit.serving.security`).
 
 Importing this module does not import PyTorch: the predictor is loaded when an app is built.
 """
@@ -40,10 +40,10 @@ from PIL import Image
 import segkit
 from segkit.checkpoint import Checkpoint
 from segkit.errors import SegkitError
-from segkit.serve.batching import MicroBatcher, PixelBudget, release_freed_memory
-from segkit.serve.options import ServeOptions
-from segkit.serve.security import add_access_middleware, api_key_dependency
-from segkit.serve.uploads import RequestBodyGuard, UploadRejected, decode_upload, open_upload, read_upload
+from segkit.serving.batching import MicroBatcher, PixelBudget, release_freed_memory
+from segkit.serving.options import ServeOptions
+from segkit.serving.security import add_access_middleware, api_key_dependency
+from segkit.serving.uploads import RequestBodyGuard, UploadRejected, decode_upload, open_upload, read_upload
 from segkit.visualize import overlay
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def create_app(
     Args:
         source: a checkpoint path (``.pt``, or ``.onnx`` from ``segkit export``), a loaded
             :class:`~segkit.checkpoint.Checkpoint`, or a Predictor.
-        options: the server's settings (default: :class:`~segkit.serve.options.ServeOptions` defaults).
+        options: the server's settings (default: :class:`~segkit.serving.options.ServeOptions` defaults).
         **settings: ``ServeOptions`` fields that replace those of ``options`` (``device``,
             ``max_upload_bytes``, ``max_pixels``, ``api_key``, ``batch_size`` ...).
 

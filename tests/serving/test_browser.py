@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from segkit.serve.app import create_app
+from segkit.serving.app import create_app
 
 from . import (
     CLASSES,

@@ -22,10 +22,10 @@ import segkit
 from segkit.cli import build_parser
 from segkit.errors import SegkitError
 from segkit.prediction.predictor import Predictor
-from segkit.serve import app as app_module
-from segkit.serve.app import create_app
+from segkit.serving import app as app_module
+from segkit.serving.app import create_app
 from segkit.checkpoint import save_checkpoint
-from segkit.serve.options import API_KEY_ENV
+from segkit.serving.options import API_KEY_ENV
 from segkit.visualize import PALETTE
 
 from . import (
@@ -270,7 +270,7 @@ def test_bad_checkpoint_fails_at_start(tmp_path: Path) -> None:
 
 
 def test_cli_builds_the_server(monkeypatch: pytest.MonkeyPatch, checkpoint_path: Path) -> None:
-    from segkit.serve import server as server_module
+    from segkit.serving import server as server_module
 
     configs: list = []
     monkeypatch.setattr(server_module, "run_server", configs.append)
@@ -300,7 +300,7 @@ def test_cli_builds_the_server(monkeypatch: pytest.MonkeyPatch, checkpoint_path:
     assert args.func(args) == 0
     config = configs[-1]
     assert (config.app, config.factory, config.workers, config.host) == (
-        "segkit.serve.app:app_from_env", True, 3, "0.0.0.0"
+        "segkit.serving.app:app_from_env", True, 3, "0.0.0.0"
     )
     monkeypatch.setenv(app_module.ENV_OPTIONS, json.dumps({**json.loads(os.environ[app_module.ENV_OPTIONS]), "device": "cpu"}))
     factory_app = app_module.app_from_env()
@@ -323,7 +323,7 @@ def test_cli_refuses_bad_options(tmp_path: Path, checkpoint_path: Path) -> None:
 
 def test_serves_an_exported_onnx_model(checkpoint_path: Path, predictor: Predictor, tmp_path: Path) -> None:
     """`segkit serve model.onnx`: the same masks and /info as the checkpoint, through ONNX Runtime."""
-    from segkit.export.onnx import export_onnx
+    from segkit.exporters.onnx import export_onnx
 
     export_onnx(checkpoint_path, tmp_path / "tiny.onnx", exporter="torchscript", opset=17)
     with TestClient(create_app(tmp_path / "tiny.onnx", device="cpu")) as onnx_client:
@@ -339,7 +339,7 @@ def test_serve_imports_without_pytorch() -> None:
     """`segkit serve model.onnx` must work in an install without PyTorch: nothing in serve/ imports it."""
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
-        "import segkit.serve.app, segkit.serve.server, segkit.serve.batching, segkit.cli.serve\n"
+        "import segkit.serving.app, segkit.serving.server, segkit.serving.batching, segkit.cli.serve\n"
     )
     source = Path(__file__).resolve().parents[2] / "src"
     env = {**os.environ, "PYTHONPATH": str(source)}

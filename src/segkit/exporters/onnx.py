@@ -40,6 +40,7 @@ from torch import nn
 from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint
 from segkit.data.io import atomic_write
 from segkit.errors import SegkitError
+from segkit.exporters.export import DEFAULT_OPSET, EXPORTERS
 from segkit.prediction.onnx_backend import (
     METADATA_KEY,
     ONNX_FORMAT,
@@ -51,8 +52,6 @@ from segkit.prediction.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
-EXPORTERS = ("auto", "dynamo", "torchscript")
-DEFAULT_OPSET = 18
 # The torch.export-based exporter emits opset 18 and cannot convert down (no Pad adapter).
 MIN_DYNAMO_OPSET = 18
 INPUT_NAME = "image"

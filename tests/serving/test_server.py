@@ -17,8 +17,8 @@ from fastapi import FastAPI
 
 from corpus.make_corpus import png_bomb
 from segkit.checkpoint import save_checkpoint
-from segkit.serve.app import create_app
-from segkit.serve.options import ConnectionLimits
+from segkit.serving.app import create_app
+from segkit.serving.options import ConnectionLimits
 
 from . import (
     encode,

@@ -3,7 +3,7 @@
 - Request headers must arrive within ``header_timeout_s`` of the connection opening (or of
   the previous answer on a kept-alive connection), and at most ``MAX_HEADER_BYTES`` of them;
   idle kept-alive connections close after ``keep_alive_s``. Bodies have their own deadline
-  (:class:`~segkit.serve.uploads.RequestBodyGuard`). Slow clients cannot hold connections.
+  (:class:`~segkit.serving.uploads.RequestBodyGuard`). Slow clients cannot hold connections.
 - SIGTERM or SIGINT: the server stops accepting connections, finishes the requests in
   flight (at most ``shutdown_timeout_s``), and the process exits 0.
 """
@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,16 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
 from segkit.errors import SegkitError
-from segkit.serve.app import ENV_CHECKPOINT, ENV_OPTIONS, create_app, load_predictor
-from segkit.serve.options import API_KEY_ENV, ConnectionLimits, ServeOptions
-from segkit.serve.security import default_allowed_hosts, is_loopback
+from segkit.serving.app import ENV_CHECKPOINT, ENV_OPTIONS, create_app, load_predictor
+from segkit.serving.options import (
+    API_KEY_ENV,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    MEBIBYTE,
+    ConnectionLimits,
+    ServeOptions,
+)
+from segkit.serving.security import default_allowed_hosts, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +140,84 @@ def run_server(config: HeaderTimeoutConfig) -> None:
             signal.signal(stop_signal, handler)
 
 
+def serve_model(
+    model: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    device: str = ServeOptions.device,
+    api_key: str | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    cors_origin: Sequence[str] = (),
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_BYTES / MEBIBYTE,
+    max_megapixels: float = DEFAULT_MAX_PIXELS / 1_000_000,
+    max_queue: int = ServeOptions.max_queue,
+    body_timeout: float = ServeOptions.body_timeout_s,
+    header_timeout: float = ConnectionLimits.header_timeout_s,
+    keep_alive: float = ConnectionLimits.keep_alive_s,
+    shutdown_timeout: float = ConnectionLimits.shutdown_timeout_s,
+    batch_size: int = ServeOptions.batch_size,
+    batch_wait_ms: float = ServeOptions.batch_wait_ms,
+) -> None:
+    """Serve a model over HTTP until SIGTERM or Ctrl+C: ``segkit serve`` (blocking).
+
+    ``POST /predict`` answers a mask PNG (``?format=json`` or ``?format=overlay``), ``GET /info``
+    the model card, ``GET /health`` the state; ``/`` is a web page and ``/docs`` the API docs.
+    On SIGTERM or Ctrl+C the server stops accepting connections, finishes the requests in
+    flight and returns.
+
+    Args:
+        model: a ``.pt`` checkpoint, an exported ``.onnx`` model or a ``--format hf`` folder.
+        host: address to listen on (``"0.0.0.0"`` for all).
+        port: TCP port.
+        workers: server processes, each with its own model.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+        api_key: require ``Authorization: Bearer KEY`` on ``/predict`` and ``/info``
+            (default: the ``SEGKIT_API_KEY`` environment variable; none when unset).
+        allowed_hosts: ``Host`` header names accepted, ``*.example.org`` wildcards allowed
+            (default: localhost names on a loopback ``host``, any otherwise).
+        cors_origin: origins (``https://app.example.org``) whose web pages may call the API.
+        max_upload_mb: largest accepted upload in MiB.
+        max_megapixels: largest accepted image, checked before decoding; also the decoded
+            pixels all requests may hold at once, which bounds memory.
+        max_queue: requests held at once; more are answered 503 with ``Retry-After``.
+        body_timeout: seconds a request body may take.
+        header_timeout: seconds request headers may take.
+        keep_alive: seconds an idle connection stays open.
+        shutdown_timeout: seconds requests in flight get after SIGTERM.
+        batch_size: most concurrent requests predicted in one forward pass.
+        batch_wait_ms: how long a request waits for others to share its batch.
+
+    Raises:
+        SegkitError: unreadable model, a limit that is not positive, an empty
+            ``SEGKIT_API_KEY``, or a port that cannot be bound.
+
+    Example:
+        >>> import segkit
+        >>> segkit.serve("runs/exp/best.pt", port=8080, device="cpu")  # until Ctrl+C
+    """
+    if max_upload_mb <= 0 or max_megapixels <= 0:
+        raise SegkitError(None, "--max-upload-mb and --max-megapixels must be positive")
+    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if api_key == "":
+        raise SegkitError(None, f"{API_KEY_ENV} is set but empty: give it a key or unset it")
+    options = ServeOptions(
+        device=device,
+        max_upload_bytes=int(max_upload_mb * MEBIBYTE),
+        max_pixels=int(max_megapixels * 1_000_000),
+        api_key=api_key,
+        batch_size=batch_size,
+        batch_wait_ms=batch_wait_ms,
+        max_queue=max_queue,
+        body_timeout_s=body_timeout,
+        allowed_hosts=tuple(allowed_hosts) if allowed_hosts else None,
+        cors_origins=tuple(cors_origin),
+    )
+    limits = ConnectionLimits(header_timeout_s=header_timeout, keep_alive_s=keep_alive, shutdown_timeout_s=shutdown_timeout)
+    serve(model, options, host=host, port=port, workers=workers, limits=limits)
+
+
 def serve(
     checkpoint: str | Path,
     options: ServeOptions,
@@ -144,9 +230,9 @@ def serve(
     """Serve ``checkpoint`` until SIGTERM/SIGINT; ``workers > 1`` starts that many processes.
 
     Each worker process loads its own copy of the model (through
-    :func:`~segkit.serve.app.app_from_env`). Without ``allowed_hosts`` in ``options``, a
+    :func:`~segkit.serving.app.app_from_env`). Without ``allowed_hosts`` in ``options``, a
     loopback address accepts loopback host names only
-    (:func:`~segkit.serve.security.default_allowed_hosts`).
+    (:func:`~segkit.serving.security.default_allowed_hosts`).
 
     Raises:
         SegkitError: unreadable checkpoint, invalid settings, or a port that cannot be bound.
@@ -167,4 +253,4 @@ def serve(
         return
     load_predictor(Path(checkpoint), replace(options, device="cpu"))  # fail here with a clear message, not in every worker
     os.environ.update({ENV_CHECKPOINT: str(Path(checkpoint).resolve()), ENV_OPTIONS: options.to_json()})
-    run_server(uvicorn_config("segkit.serve.app:app_from_env", host, port, workers, limits))
+    run_server(uvicorn_config("segkit.serving.app:app_from_env", host, port, workers, limits))

@@ -15,9 +15,9 @@ from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.evaluation.evaluate import evaluate_checkpoint
-from segkit.export import quantize as quantize_module
-from segkit.export.onnx import export_onnx
-from segkit.export.quantize import evenly_spaced, quantize_onnx
+from segkit.exporters import quantize as quantize_module
+from segkit.exporters.onnx import export_onnx
+from segkit.exporters.quantize import evenly_spaced, quantize_onnx
 from segkit.prediction.onnx_backend import OnnxBackend
 from segkit.prediction.predictor import Predictor
 

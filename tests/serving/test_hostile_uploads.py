@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageFile
 
 from corpus.make_corpus import huge_gif, png_bomb
-from segkit.serve.app import create_app
-from segkit.serve.uploads import decode_upload, open_upload
+from segkit.serving.app import create_app
+from segkit.serving.uploads import decode_upload, open_upload
 
 from . import (
     encode,

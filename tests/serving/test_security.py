@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 
 from segkit.cli import build_parser
 from segkit.errors import SegkitError
-from segkit.serve import security
-from segkit.serve import server as server_module
-from segkit.serve.app import create_app
-from segkit.serve.options import API_KEY_ENV, ServeOptions
-from segkit.serve.security import LOOPBACK_HOSTS, default_allowed_hosts, is_loopback
+from segkit.serving import security
+from segkit.serving import server as server_module
+from segkit.serving.app import create_app
+from segkit.serving.options import API_KEY_ENV, ServeOptions
+from segkit.serving.security import LOOPBACK_HOSTS, default_allowed_hosts, is_loopback
 
 from . import encode, live_server, sample_image, tiny_checkpoint
 

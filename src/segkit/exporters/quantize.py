@@ -27,15 +27,13 @@ import numpy as np
 from segkit.data.io import atomic_write
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
+from segkit.exporters.export import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
 from segkit.prediction.backend import Backend
 from segkit.prediction.onnx_backend import METADATA_KEY, OnnxBackend, first_line
 from segkit.prediction.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("int8",)
-DEFAULT_MAX_DROP = 0.01
-DEFAULT_CALIBRATION_IMAGES = 64
 # Network inputs kept for calibration at most (float32 bytes): large crop-policy images stop it early.
 CALIBRATION_BUDGET_BYTES = 512 * 2**20
 
@@ -154,7 +152,7 @@ def quantize_onnx(
         max_drop: largest accepted fp32 - int8 mIoU difference.
         force: keep a model whose mIoU dropped more (with a warning).
         overwrite: replace an existing ``out``.
-        export_options: :func:`segkit.export.onnx.export_onnx` options for a ``.pt`` checkpoint.
+        export_options: :func:`segkit.exporters.onnx.export_onnx` options for a ``.pt`` checkpoint.
 
     Raises:
         SegkitError: missing tools, unreadable model or data, a failed quantization, or an
@@ -173,7 +171,7 @@ def quantize_onnx(
         raise SegkitError(None, "--calibration-images must be at least 1 and --max-drop in [0, 1]")
     with tempfile.TemporaryDirectory(prefix="segkit-quantize-") as work:
         if model.suffix.lower() != ".onnx":
-            from segkit.export.onnx import export_onnx
+            from segkit.exporters.onnx import export_onnx
 
             exported = export_onnx(model, Path(work) / "fp32.onnx", **(export_options or {}))
             logger.info(
