@@ -290,3 +290,17 @@ def test_serve(trained: TrainResult, data: Path, monkeypatch: pytest.MonkeyPatch
         assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).size == (48, 40)
     with pytest.raises(SegkitError, match="must be positive"):
         segkit.serve(trained.best_checkpoint, max_queue=0)
+
+
+def test_train_resumes_and_reads_config_files_like_the_command(data: Path, tmp_path: Path) -> None:
+    import yaml
+
+    first = segkit.train(**tiny_options(data, tmp_path / "run", epochs=1), progress=False)
+    resumed = segkit.train(resume=str(first.last_checkpoint), epochs=2, progress=False)
+    assert [row["epoch"] for row in resumed.history] == [1, 2] and resumed.out == first.out
+    (tmp_path / "options.yaml").write_text(yaml.safe_dump(tiny_options(data, tmp_path / "yaml", epochs=1)))
+    assert segkit.train(config_file=tmp_path / "options.yaml", progress=False).out == tmp_path / "yaml"
+    with pytest.raises(SegkitError, match="no training data"):
+        segkit.train()
+    with pytest.raises(SegkitError, match="no training data"):
+        segkit.plan()

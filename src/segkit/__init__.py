@@ -126,6 +126,6 @@ def plan(**options: Any) -> Plan:
         >>> print(segkit.plan(data="data/", time_budget="10m").format())
     """
     from segkit.planning.planner import plan_training
-    from segkit.training.config import TrainConfig
+    from segkit.training.config import resolve_options
 
-    return plan_training(TrainConfig.from_options(options))
+    return plan_training(resolve_options(options))

@@ -20,10 +20,10 @@ from segkit.cli import main
 from segkit.data.sources import split_by_name
 from segkit.errors import SegkitError
 from segkit.training.callbacks import Callback
-from segkit.training.config import TrainConfig, parse_duration
+from segkit.training.config import TrainConfig, parse_duration, resume_config
 from segkit.training.run_folder import LOCK_NAME, RunLock
 from segkit.training.schedule import lr_factor
-from segkit.training.trainer import RunInterrupted, Trainer, resume_config, train
+from segkit.training.trainer import RunInterrupted, Trainer, train
 from training.conftest import tiny_options
 
 

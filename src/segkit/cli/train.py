@@ -29,23 +29,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkit.errors import SegkitError
-    from segkit.training.config import TrainConfig
-    from segkit.training.trainer import resume_config, train
+    from segkit.training.config import TrainConfig, resolve_options
+    from segkit.training.trainer import train
 
     options = collect(args, TrainConfig)
     if args.data is not None:
         options["data"] = args.data
-    if options.get("resume"):
-        if args.config:
-            raise SegkitError(args.config, "--config cannot be combined with --resume (the run's own options are used)")
-        config = resume_config(options)
-    elif args.config:
-        config = TrainConfig.from_yaml(args.config, options)
-    else:
-        config = TrainConfig.from_options(options)
-    if not config.data:
-        raise SegkitError(None, "no training data: give DATA, or a --config with data:")
+    config = resolve_options(options, args.config)
     if args.plan_only:
         from segkit.planning.planner import plan_training
 

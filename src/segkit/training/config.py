@@ -300,3 +300,50 @@ class TrainConfig:
             return cls.from_options({**values, **overrides, "preprocess": preprocess})
         except SegkitError as error:
             raise SegkitError(path, error.problem) from None
+
+
+# Options a resumed run may change; every other option is the run's own.
+RESUME_OVERRIDES = ("data", "val", "out", "device", "num_workers", "epochs", "time_budget", "logger", "save_every",
+                    "patience", "resume", "num_samples")
+
+
+def resume_config(options: dict[str, Any]) -> TrainConfig:
+    """The config of ``--resume LAST_PT``: the run's own options, with only run-level ones overridable.
+
+    Raises:
+        SegkitError: an option that would change what the run trains (``--img-size``, ``--lr`` ...).
+    """
+    from segkit.checkpoint import load_checkpoint
+
+    path = options["resume"]
+    saved = load_checkpoint(path).card.training.config
+    if not saved:
+        raise SegkitError(path, "holds no training options (resume from a run's last.pt)")
+    changed = sorted(name for name in options if name not in RESUME_OVERRIDES and name != "preprocess")
+    changed += [f"preprocess.{name}" for name in options.get("preprocess", {})]
+    if changed:
+        flags = ", ".join("--" + name.split(".")[-1].replace("_", "-") for name in changed)
+        raise SegkitError(path, f"{flags} cannot change when resuming: the run continues with its own options")
+    values = {**saved, **{name: options[name] for name in options if name in RESUME_OVERRIDES}}
+    values["user_options"] = None  # already planned: every option as saved
+    values["out"] = options.get("out") or str(Path(path).parent)
+    return TrainConfig.from_dict(values)
+
+
+def resolve_options(options: dict[str, Any], config_file: str | Path | None = None) -> TrainConfig:
+    """The config ``segkit train``, ``segkit plan`` and :func:`segkit.train` build from what the user gave.
+
+    ``resume`` takes the run's own options (:func:`resume_config`); else ``config_file`` (YAML)
+    with ``options`` on top; else ``options`` alone. The planner derives what is not set.
+
+    Raises:
+        SegkitError: no training data, ``resume`` with a config file, or an invalid option.
+    """
+    if options.get("resume"):
+        if config_file:
+            raise SegkitError(config_file, "--config cannot be combined with --resume (the run's own options are used)")
+        return resume_config(options)
+    config = TrainConfig.from_yaml(config_file, options) if config_file else TrainConfig.from_options(options)
+    if not config.data:
+        raise SegkitError(None, "no training data: give DATA, or a --config with data:")
+    return config

@@ -63,9 +63,6 @@ logger = logging.getLogger(__name__)
 VALIDATION_SHARE = 0.15
 # last.pt is written at least this often (seconds), and at every validation.
 LAST_CHECKPOINT_INTERVAL = 30.0
-# Options a resumed run may change; every other option is the run's own.
-RESUME_OVERRIDES = ("data", "val", "out", "device", "num_workers", "epochs", "time_budget", "logger", "save_every",
-                    "patience", "resume", "num_samples")
 
 
 class RunInterrupted(SegkitError):
@@ -133,27 +130,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def resume_config(options: dict[str, Any]) -> TrainConfig:
-    """The config of ``--resume LAST_PT``: the run's own options, with only run-level ones overridable.
-
-    Raises:
-        SegkitError: an option that would change what the run trains (``--img-size``, ``--lr`` ...).
-    """
-    path = options["resume"]
-    saved = load_checkpoint(path).card.training.config
-    if not saved:
-        raise SegkitError(path, "holds no training options (resume from a run's last.pt)")
-    changed = sorted(name for name in options if name not in RESUME_OVERRIDES and name != "preprocess")
-    changed += [f"preprocess.{name}" for name in options.get("preprocess", {})]
-    if changed:
-        flags = ", ".join("--" + name.split(".")[-1].replace("_", "-") for name in changed)
-        raise SegkitError(path, f"{flags} cannot change when resuming: the run continues with its own options")
-    values = {**saved, **{name: options[name] for name in options if name in RESUME_OVERRIDES}}
-    values["user_options"] = None  # already planned: every option as saved
-    values["out"] = options.get("out") or str(Path(path).parent)
-    return TrainConfig.from_dict(values)
 
 
 class Trainer:
@@ -644,25 +620,29 @@ def train(
     config: TrainConfig | None = None,
     progress: bool | None = None,
     callbacks: list[Callback] | tuple[Callback, ...] | None = None,
+    config_file: str | Path | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train a model; the Python form of ``segkit train``.
 
     Args:
         config: a full :class:`TrainConfig`; or give the options as keyword arguments
-            (``data=``, ``epochs=``, ``time_budget="10m"`` ...) and the planner derives the rest.
+            (``data=``, ``epochs=``, ``time_budget="10m"``, ``resume="runs/x/last.pt"`` ...)
+            and the planner derives the rest.
         progress: show progress bars (``None``: when the output is a terminal).
         callbacks: extra :class:`~segkit.training.callbacks.Callback` hooks.
+        config_file: a YAML file of options (``--config``); keyword options win.
 
     Example:
         >>> result = segkit.train(data="data/", time_budget="10m", out="runs/exp")
         >>> result.best_metrics["mIoU"], result.best_checkpoint
     """
+    from segkit.training.config import resolve_options
     from segkit.training.console import ConsoleReport
     from segkit.training.loggers import create_loggers
 
     if config is None:
-        config = TrainConfig.from_options(options)
+        config = resolve_options(options, config_file)
     elif options:
         config = TrainConfig.from_dict({**config.to_dict(), **options})
     trainer = Trainer(config, progress=progress)
