@@ -58,7 +58,8 @@ def fast_probe(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def measure(spec, size, batch_size, precision, device, steps=2):
         seen.append(precision)
-        rate = 1e6 / (size[0] * size[1]) * (2.0 if precision == "bf16" else 1.0)
+        width = spec.kwargs.get("base_channels", 16)
+        rate = 1e6 / (size[0] * size[1]) * (2.0 if precision == "bf16" else 1.0) * (16 / width) ** 1.5
         return Measurement(tuple(size), batch_size, precision, rate)
 
     monkeypatch.setattr(planner_module, "measure_training", measure)
@@ -106,6 +107,19 @@ def test_large_images_with_thin_objects_get_native_crops(tmp_path: Path, no_weig
     choices = {choice.option: choice.value for choice in plan.choices}
     assert choices["preprocess.resize"] == "crop" and choices["preprocess.scale"] == 1.0
     assert choices["preprocess.img_size"] == (384, 384)
+
+
+def test_a_narrower_network_when_thin_objects_forbid_shrinking(tmp_path: Path, no_weights, fast_probe) -> None:
+    def thin(mask: np.ndarray, index: int) -> None:
+        mask[100:102, :] = 1
+        mask[300:700, 300:700] = 2
+
+    data = write_dataset(tmp_path / "data", 5, (500, 400), thin)
+    roomy = {c.option: c for c in plan_for(data, time_budget="10m").choices}
+    assert roomy["model_kwargs"].value == {"base_channels": 16}
+    tight = {c.option: c for c in plan_for(data, time_budget="3s").choices}
+    assert tight["model_kwargs"].value == {"base_channels": 8} and "passes" in tight["model_kwargs"].reason
+    assert tight["preprocess.img_size"].value == (512, 416)  # the 2 px line keeps native resolution
 
 
 def test_large_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Path, no_weights, fast_probe) -> None:

@@ -55,7 +55,10 @@ MIN_STEPS_PER_EPOCH = 8  # GPU batches are capped so that an epoch still has thi
 BF16_MIN_SPEEDUP = 1.25
 TRAIN_SHARE = 0.8  # of the remaining budget spent in training steps (the rest: validation, saving)
 PRETRAINED_MODELS = {"cpu": ("mobilenetv2-unet", "unet-resnet34"), "gpu": ("unet-resnet34", "mobilenetv2-unet")}
-SCRATCH_MODEL = {"cpu": ("unet", {"base_channels": 16}), "gpu": ("unet", {"base_channels": 32})}
+# segkit's U-Net from scratch: the widths tried, widest first; a narrower one only when the
+# budget would otherwise allow fewer than MIN_PASSES passes at the smallest scale allowed.
+SCRATCH_MODEL = "unet"
+SCRATCH_WIDTHS = {"cpu": (16, 8), "gpu": (32, 16)}
 
 
 @dataclass
@@ -129,6 +132,7 @@ class _Planner:
         self.choices: list[Choice] = []
         self.measurements: list[Measurement] = []
         self.epochs: int | None = None
+        self.widths: list[int] = []
 
     def choose(self, option: str, value: Any, reason: str) -> Any:
         """Record a choice unless the user set the option; return the value in force."""
@@ -157,12 +161,11 @@ class _Planner:
                     self.choose("model_kwargs", {}, "the model's defaults")
                     self.choose("pretrained", True, "pretrained encoders learn far more per minute on small data")
                     return self._spec()
-        name, kwargs = SCRATCH_MODEL[self.kind]
         why = "no ImageNet weights found here (see `segkit weights`); trained from scratch"
-        name = self.choose("model", name, why if not config.is_set("pretrained") else "from scratch, as asked")
-        if name == SCRATCH_MODEL[self.kind][0]:
-            self.choose("model_kwargs", kwargs, f"width {kwargs['base_channels']} fits a {self.kind.upper()} "
-                                                "time budget")
+        name = self.choose("model", SCRATCH_MODEL, why if not config.is_set("pretrained") else "from scratch, as asked")
+        if name == SCRATCH_MODEL and not config.is_set("model_kwargs"):
+            self.widths = list(SCRATCH_WIDTHS[self.kind])  # chosen in recipe(), by measured speed
+            self.choose("model_kwargs", {"base_channels": self.widths[0]}, "")
         else:
             self.choose("model_kwargs", {}, "the model's defaults")
         self.choose("pretrained", False, "no weights to start from")
@@ -247,28 +250,37 @@ class _Planner:
         return "crop", (CROP_SIZE[self.kind],) * 2
 
     def recipe(self) -> None:
-        """Resolution, resize policy, input size, batch, precision and the expected epochs."""
+        """Resolution, resize policy, input size, batch, precision, model width and the expected epochs.
+
+        Resolution first (never below the thinnest class's limit), then, if the budget still
+        allows fewer than :data:`MIN_PASSES` passes over the data, a narrower network.
+        """
         fp, config = self.fingerprint, self.config
         spec = self.model()
         min_scale, object_reason = self.object_scale()
         scale = config.preprocess.scale if config.is_set("preprocess.scale") else 1.0
-        policy, size = self.input_size(scale)
+        _, size = self.input_size(scale)
         if config.is_set("preprocess.img_size"):
             size = tuple(config.preprocess.img_size)
         batch = config.batch_size if config.is_set("batch_size") else self.batch_size(spec, size, record=False)
-        self.precision(spec, size, batch)
-        measured = self.throughput()
-        pixel_rate = measured.images_per_second * size[0] * size[1]
+        precision = self.precision(spec, size, batch)
+        pixel_rate = self._pixel_rate(self.throughput())
         train_pixels = sum(h * w for h, w in zip(fp.heights, fp.widths)) * fp.num_images / max(fp.measured, 1)
+
+        def passes(rate: float, at_scale: float) -> float:
+            return TRAIN_SHARE * (self.seconds_left or 0.0) * rate / max(train_pixels * at_scale**2, 1)
+
         scale_reason = object_reason + ": native resolution"
         if self.seconds_left is not None and not config.is_set("preprocess.scale"):
-            passes = TRAIN_SHARE * self.seconds_left * pixel_rate / max(train_pixels, 1)
-            if passes < MIN_PASSES:
-                wanted = math.sqrt(passes / MIN_PASSES)
+            if passes(pixel_rate, 1.0) < MIN_PASSES:
+                wanted = math.sqrt(passes(pixel_rate, 1.0) / MIN_PASSES)
                 scale = min(1.0, max(wanted, min_scale, MIN_SCALE))
                 scale_reason = (f"resized to {scale:.2f} for more passes over the data in the budget"
                                 if scale > min_scale else f"{object_reason}: resized no further than {scale:.2f}")
         scale = round(scale, 3)
+        if self.widths:
+            pixel_rate = self._choose_width(spec, size, batch, precision, pixel_rate, passes(pixel_rate, scale) /
+                                            max(pixel_rate, 1e-9), scale)
         policy, planned_size = self.input_size(scale)
         policy = self.choose("preprocess.resize", policy, f"whole images fit {WHOLE_IMAGE_LIMIT[self.kind]}px"
                              if policy == "letterbox" else f"images up to {max(fp.max_size)}px: random crops, "
@@ -283,6 +295,29 @@ class _Planner:
         if self.seconds_left is not None:
             per_epoch = fp.num_images * size[0] * size[1]
             self.epochs = max(1, int(TRAIN_SHARE * self.seconds_left * pixel_rate / per_epoch))
+
+    @staticmethod
+    def _pixel_rate(measurement: Measurement) -> float:
+        return measurement.images_per_second * measurement.size[0] * measurement.size[1]
+
+    def _choose_width(self, spec: ModelSpec, size: tuple[int, int], batch: int, precision: str, rate: float,
+                      passes_per_rate: float, scale: float) -> float:
+        """The widest scratch U-Net reaching :data:`MIN_PASSES` (else the narrowest); returns its pixel rate."""
+        tried = [(self.widths[0], rate * passes_per_rate)]
+        for width in self.widths[1:]:
+            if tried[-1][1] >= MIN_PASSES or self.seconds_left is None:
+                break
+            narrower = ModelSpec(spec.name, spec.out_channels, spec.in_channels, {**spec.kwargs, "base_channels": width})
+            rate = self._pixel_rate(self._measure(narrower, size, batch, precision))
+            tried.append((width, rate * passes_per_rate))
+        chosen, found = tried[-1]
+        reason = f"width {chosen}: {found:.0f} passes over the data fit the budget" + (
+            f" at scale {scale:g}" if scale != 1 else "") + ("" if len(tried) == 1 else
+                                                            f" (width {tried[0][0]}: {tried[0][1]:.0f})")
+        for choice in self.choices:
+            if choice.option == "model_kwargs" and not choice.user:
+                choice.value, choice.reason = {"base_channels": chosen}, reason
+        return rate
 
     def workers(self) -> None:
         """DataLoader workers: augmentation in parallel on a GPU machine; none where they compete for the CPU."""

@@ -163,7 +163,7 @@ class TensorBoardLogger(Callback):
     HParams tab with the validation metrics as its metrics, and as text under ``config``.
     """
 
-    METRICS = ("val_mIoU", "val_mDice", "val_pixel_accuracy", "val_loss")
+    METRICS = ("val_mIoU", "val_mDice", "val_pixel_accuracy")
 
     def __init__(self, out: str | Path) -> None:
         self.log_dir = Path(out) / "tensorboard"

@@ -49,7 +49,7 @@ def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = No
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axis, metric_axis = figure.subplots(1, 2)
     for axis, keys, title, ylabel in (
-        (loss_axis, (("train_loss", "train"), ("val_loss", "validation")), "Loss", "loss"),
+        (loss_axis, (("train_loss", "train"),), "Training loss", "loss"),
         (metric_axis, (("val_mIoU", "mIoU"), ("val_mDice", "mDice")), "Validation metrics", "score"),
     ):
         for key, label in keys:
