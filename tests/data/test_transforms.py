@@ -208,3 +208,19 @@ def test_same_seed_same_augmentation() -> None:
     mask = blocky_mask(32, 32)
     first = [build_train_transform(preprocess, seed=11)(image=image, mask=mask)["image"] for _ in range(2)]
     np.testing.assert_array_equal(first[0], first[1])
+
+
+def test_rotate90_turns_square_inputs_and_refuses_others() -> None:
+    preprocess = PreprocessConfig(img_size=(8, 8), augment={"level": "none", "rotate90": True})
+    transform = build_train_transform(preprocess, seed=0)
+    image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    mask = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    turns = set()
+    for _ in range(40):
+        out = transform(image=image, mask=mask)
+        k = next(k for k in range(4) if np.array_equal(out["mask"], np.rot90(mask, k)))
+        np.testing.assert_array_equal(out["image"], np.rot90(image, k))  # image and mask turn together
+        turns.add(k)
+    assert turns == {0, 1, 2, 3}
+    with pytest.raises(SegkitError, match="rotate90 needs a square input"):
+        build_train_transform(PreprocessConfig(img_size=(8, 16), augment={"level": "none", "rotate90": True}))

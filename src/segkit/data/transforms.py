@@ -89,6 +89,8 @@ class AugmentConfig(_DictMixin):
     Attributes:
         hflip: random horizontal flip (p=0.5).
         vflip: random vertical flip (p=0.5).
+        rotate90: random rotation by a multiple of 90 degrees (square inputs only: data without a
+            "this way up", such as aerial, microscopy or road-surface images).
         scale: random zoom range of the affine warp.
         rotate: maximum rotation in degrees (uniform in ``[-rotate, rotate]``).
         translate: maximum shift as a fraction of the image size.
@@ -97,6 +99,7 @@ class AugmentConfig(_DictMixin):
 
     hflip: bool = True
     vflip: bool = False
+    rotate90: bool = False
     scale: tuple[float, float] = (0.75, 1.25)
     rotate: float = 15.0
     translate: float = 0.1
@@ -326,6 +329,10 @@ def build_train_transform(preprocess: PreprocessConfig, seed: int | None = None)
         steps.append(A.HorizontalFlip(p=0.5))
     if augment.vflip:
         steps.append(A.VerticalFlip(p=0.5))
+    if augment.rotate90:
+        if preprocess.img_size[0] != preprocess.img_size[1]:
+            raise SegkitError(None, f"rotate90 needs a square input, not {preprocess.img_size[1]}x{preprocess.img_size[0]}")
+        steps.append(A.RandomRotate90(p=0.75))
     if augment.scale != (1.0, 1.0) or augment.rotate or augment.translate:
         steps.append(
             A.Affine(
