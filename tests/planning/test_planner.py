@@ -118,19 +118,22 @@ def test_a_narrower_network_when_thin_objects_forbid_shrinking(tmp_path: Path, n
     roomy = {c.option: c for c in plan_for(data, time_budget="10m").choices}
     assert roomy["model_kwargs"].value == {"base_channels": 16}
     tight = {c.option: c for c in plan_for(data, time_budget="3s").choices}
-    assert tight["model_kwargs"].value == {"base_channels": 8} and "passes" in tight["model_kwargs"].reason
+    assert tight["model_kwargs"].value == {"base_channels": 8} and "epochs fit the budget" in tight["model_kwargs"].reason
     assert tight["preprocess.img_size"].value == (512, 416)  # the 2 px line keeps native resolution
 
 
-def test_large_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Path, no_weights, fast_probe) -> None:
+def test_whole_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Path, no_weights, fast_probe) -> None:
     def thick(mask: np.ndarray, index: int) -> None:
-        mask[100:400, :] = 1
-        mask[500:850, 300:700] = 2
+        mask[50:250, :] = 1
+        mask[300:480, 100:400] = 2
 
-    plan = plan_for(write_dataset(tmp_path / "data", 2, (900, 1300), thick), time_budget="10s")
-    choices = {choice.option: choice for choice in plan.choices}
-    scale = choices["preprocess.scale"].value
-    assert 0.25 <= scale < 1.0 and "passes" in choices["preprocess.scale"].reason
+    data = write_dataset(tmp_path / "data", 5, (500, 480), thick)
+    roomy = {c.option: c.value for c in plan_for(data, time_budget="10m").choices}
+    assert roomy["preprocess.img_size"] == (512, 480) and roomy["model_kwargs"] == {"base_channels": 16}
+    tight = {c.option: c for c in plan_for(data, time_budget="3s").choices}
+    height, width = tight["preprocess.img_size"].value
+    assert height < 512 and width < 480 and "epochs in the budget" in tight["preprocess.img_size"].reason
+    assert tight["preprocess.resize"].value == "letterbox"
 
 
 def test_options_the_user_set_are_kept(tmp_path: Path, no_weights, fast_probe) -> None:

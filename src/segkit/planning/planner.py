@@ -8,11 +8,12 @@ chooses, for every option the user did not set:
 - **model**: an encoder pretrained on ImageNet whenever its weights can be had (found in
   the caches, or downloadable), since that is worth more than anything else on small
   datasets; otherwise segkit's plain U-Net, wider on a GPU;
-- **resolution**: never shrink the thin structures of a class (its fingerprint *width*)
-  below :data:`MIN_OBJECT_PIXELS` pixels; within that, shrink only as far as needed for
-  :data:`MIN_PASSES` passes over the data in the budget;
-- **resize policy**: whole images (letterbox) when they fit the input limit, else random
-  crops at that scale, predicted window by window (tiling);
+- **resize policy and resolution**: whole images (letterbox) when they fit the input limit,
+  else random crops at native resolution, predicted window by window (tiling). Whole images
+  are shrunk only when the budget would otherwise give fewer than :data:`MIN_EPOCHS` epochs,
+  and never so far that the thin structures of a class (its fingerprint *width*) get
+  thinner than :data:`MIN_OBJECT_PIXELS` pixels; if the budget is still short, a narrower
+  network trains from scratch instead;
 - **batch size** from the input size (and the GPU's memory), **precision** by measured
   speed (bf16 where the CPU or GPU has it), the **learning rate**, the **loss** and the
   expected **number of epochs**.
@@ -46,7 +47,8 @@ STRIDE = 32  # input sides are rounded to a multiple of every model's stride
 MIN_OBJECT_PIXELS = 3.0  # the thinnest class keeps at least this width after resizing
 MIN_CLASS_SHARE = 0.001  # classes rarer than this do not constrain the resolution
 MIN_SCALE = 0.25
-MIN_PASSES = 30  # passes over the training pixels the budget should allow
+MIN_EPOCHS = 25  # epochs (training inputs per training image) the budget should allow
+NARROWER_BELOW = 0.8  # a narrower network only below this share of MIN_EPOCHS
 WHOLE_IMAGE_LIMIT = {"cpu": 512, "gpu": 1024}  # larger images are trained on crops
 CROP_SIZE = {"cpu": 384, "gpu": 768}
 BATCH_PIXELS = 8 * 256 * 256  # CPU: pixels per batch (throughput is flat in the batch size there)
@@ -56,7 +58,7 @@ BF16_MIN_SPEEDUP = 1.25
 TRAIN_SHARE = 0.8  # of the remaining budget spent in training steps (the rest: validation, saving)
 PRETRAINED_MODELS = {"cpu": ("mobilenetv2-unet", "unet-resnet34"), "gpu": ("unet-resnet34", "mobilenetv2-unet")}
 # segkit's U-Net from scratch: the widths tried, widest first; a narrower one only when the
-# budget would otherwise allow fewer than MIN_PASSES passes at the smallest scale allowed.
+# budget would otherwise allow clearly fewer than MIN_EPOCHS epochs at the smallest scale allowed.
 SCRATCH_MODEL = "unet"
 SCRATCH_WIDTHS = {"cpu": (16, 8), "gpu": (32, 16)}
 
@@ -219,7 +221,7 @@ class _Planner:
         return measurement
 
     def throughput(self) -> Measurement:
-        """The measurement of the chosen configuration's precision."""
+        """The latest measurement in the chosen precision."""
         precision = self.value("precision")
         return next(m for m in reversed(self.measurements) if m.precision == precision)
 
@@ -249,75 +251,71 @@ class _Planner:
             return "letterbox", _round_size(height * scale, width * scale)
         return "crop", (CROP_SIZE[self.kind],) * 2
 
-    def recipe(self) -> None:
-        """Resolution, resize policy, input size, batch, precision, model width and the expected epochs.
+    def epochs_at(self, measurement: Measurement, size: tuple[int, int]) -> float:
+        """Epochs the budget allows at ``size`` (images per second scale with the input's pixels)."""
+        rate = measurement.images_per_second * measurement.size[0] * measurement.size[1] / (size[0] * size[1])
+        return TRAIN_SHARE * (self.seconds_left or 0.0) * rate / max(self.fingerprint.num_images, 1)
 
-        Resolution first (never below the thinnest class's limit), then, if the budget still
-        allows fewer than :data:`MIN_PASSES` passes over the data, a narrower network.
+    def recipe(self) -> None:
+        """Resize policy, input size, batch, precision, model width and the expected epochs.
+
+        Whole images are shrunk when the budget gives fewer than :data:`MIN_EPOCHS` epochs (never
+        below the thinnest class's limit); if the budget is still short, a narrower network.
+        Crops stay at native resolution: their epochs do not depend on the image size.
         """
         fp, config = self.fingerprint, self.config
         spec = self.model()
         min_scale, object_reason = self.object_scale()
         scale = config.preprocess.scale if config.is_set("preprocess.scale") else 1.0
-        _, size = self.input_size(scale)
+        policy, size = self.input_size(scale)
+        if config.is_set("preprocess.resize"):
+            policy = config.preprocess.resize
         if config.is_set("preprocess.img_size"):
             size = tuple(config.preprocess.img_size)
         batch = config.batch_size if config.is_set("batch_size") else self.batch_size(spec, size, record=False)
         precision = self.precision(spec, size, batch)
-        pixel_rate = self._pixel_rate(self.throughput())
-        train_pixels = sum(h * w for h, w in zip(fp.heights, fp.widths)) * fp.num_images / max(fp.measured, 1)
-
-        def passes(rate: float, at_scale: float) -> float:
-            return TRAIN_SHARE * (self.seconds_left or 0.0) * rate / max(train_pixels * at_scale**2, 1)
-
-        scale_reason = object_reason + ": native resolution"
-        if self.seconds_left is not None and not config.is_set("preprocess.scale"):
-            if passes(pixel_rate, 1.0) < MIN_PASSES:
-                wanted = math.sqrt(passes(pixel_rate, 1.0) / MIN_PASSES)
-                scale = min(1.0, max(wanted, min_scale, MIN_SCALE))
-                scale_reason = (f"resized to {scale:.2f} for more passes over the data in the budget"
-                                if scale > min_scale else f"{object_reason}: resized no further than {scale:.2f}")
-        scale = round(scale, 3)
+        measured = self.throughput()
+        size_reason = object_reason + ": native resolution"
+        budget = self.seconds_left is not None
+        if budget and policy == "letterbox" and not config.is_set("preprocess.img_size"):
+            epochs = self.epochs_at(measured, size)
+            if epochs < MIN_EPOCHS and min_scale < 1.0:
+                shrink = max(math.sqrt(epochs / MIN_EPOCHS), min_scale, MIN_SCALE)
+                _, size = self.input_size(shrink)
+                size_reason = (f"shrunk to {size[1]}x{size[0]} for {MIN_EPOCHS} epochs in the budget"
+                               if shrink > min_scale else f"{object_reason}: shrunk no further than {shrink:.2f}")
         if self.widths:
-            pixel_rate = self._choose_width(spec, size, batch, precision, pixel_rate, passes(pixel_rate, scale) /
-                                            max(pixel_rate, 1e-9), scale)
-        policy, planned_size = self.input_size(scale)
+            measured = self._choose_width(spec, size, batch, precision, measured)
         policy = self.choose("preprocess.resize", policy, f"whole images fit {WHOLE_IMAGE_LIMIT[self.kind]}px"
-                             if policy == "letterbox" else f"images up to {max(fp.max_size)}px: random crops, "
-                             "tiled prediction")
-        if policy != "crop":
-            scale = 1.0
-        self.choose("preprocess.scale", scale, scale_reason if policy == "crop" else "whole images")
-        size = self.choose("preprocess.img_size", planned_size,
-                           f"crops of {planned_size[1]}x{planned_size[0]} px" if policy == "crop"
-                           else f"{scale_reason if scale == 1 else 'resized'}; sides multiples of {STRIDE}")
+                             if policy == "letterbox" else f"images up to {max(fp.max_size)}px: random crops at "
+                             "native resolution, tiled prediction")
+        self.choose("preprocess.scale", scale, "native resolution" if policy == "crop" else "whole images")
+        self.choose("preprocess.img_size", tuple(size), f"crops of {size[1]}x{size[0]} px" if policy == "crop"
+                    else f"{size_reason}; sides multiples of {STRIDE}")
         self.batch_size(spec, tuple(size))
-        if self.seconds_left is not None:
-            per_epoch = fp.num_images * size[0] * size[1]
-            self.epochs = max(1, int(TRAIN_SHARE * self.seconds_left * pixel_rate / per_epoch))
+        if budget:
+            self.epochs = max(1, int(self.epochs_at(measured, size)))
 
-    @staticmethod
-    def _pixel_rate(measurement: Measurement) -> float:
-        return measurement.images_per_second * measurement.size[0] * measurement.size[1]
-
-    def _choose_width(self, spec: ModelSpec, size: tuple[int, int], batch: int, precision: str, rate: float,
-                      passes_per_rate: float, scale: float) -> float:
-        """The widest scratch U-Net reaching :data:`MIN_PASSES` (else the narrowest); returns its pixel rate."""
-        tried = [(self.widths[0], rate * passes_per_rate)]
+    def _choose_width(self, spec: ModelSpec, size: tuple[int, int], batch: int, precision: str,
+                      measured: Measurement) -> Measurement:
+        """The widest scratch U-Net with about :data:`MIN_EPOCHS` epochs (else the narrowest) and its measurement."""
+        tried = [(self.widths[0], measured, self.epochs_at(measured, size))]
         for width in self.widths[1:]:
-            if tried[-1][1] >= MIN_PASSES or self.seconds_left is None:
+            # narrower only when clearly short: measurements vary by a few per cent
+            if tried[-1][2] >= NARROWER_BELOW * MIN_EPOCHS or self.seconds_left is None:
                 break
             narrower = ModelSpec(spec.name, spec.out_channels, spec.in_channels, {**spec.kwargs, "base_channels": width})
-            rate = self._pixel_rate(self._measure(narrower, size, batch, precision))
-            tried.append((width, rate * passes_per_rate))
-        chosen, found = tried[-1]
-        reason = f"width {chosen}: {found:.0f} passes over the data fit the budget" + (
-            f" at scale {scale:g}" if scale != 1 else "") + ("" if len(tried) == 1 else
-                                                            f" (width {tried[0][0]}: {tried[0][1]:.0f})")
+            measurement = self._measure(narrower, size, batch, precision)
+            tried.append((width, measurement, self.epochs_at(measurement, size)))
+        chosen, measurement, epochs = tried[-1]
+        reason = (f"width {chosen}: {epochs:.0f} epochs fit the budget" if self.seconds_left is not None
+                  else f"width {chosen}")
+        if len(tried) > 1:
+            reason += f" (width {tried[0][0]}: {tried[0][2]:.0f})"
         for choice in self.choices:
             if choice.option == "model_kwargs" and not choice.user:
                 choice.value, choice.reason = {"base_channels": chosen}, reason
-        return rate
+        return measurement
 
     def workers(self) -> None:
         """DataLoader workers: augmentation in parallel on a GPU machine; none where they compete for the CPU."""
