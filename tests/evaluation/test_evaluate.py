@@ -99,3 +99,18 @@ def test_prediction_options_are_the_shipped_ones(tmp_path: Path) -> None:
     assert metrics["confusion_matrix"] == expected_matrix(predictor, tmp_path / "data", truths)
     plain = evaluate_checkpoint(checkpoint, tmp_path / "data", device="cpu", masks="masks_rgb")
     assert plain["confusion_matrix"] != metrics["confusion_matrix"]  # the options really were applied
+
+
+def test_json_and_report_never_overwrite_the_model_or_the_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    colour_dataset(tmp_path / "data", [(40, 52)])
+    checkpoint = tmp_path / "best.pt"
+    save_checkpoint(tiny_checkpoint(CLASSES), checkpoint)
+    before = {path: path.read_bytes() for path in [checkpoint, *sorted((tmp_path / "data").rglob("*.png"))]}
+    argv = ["evaluate", str(checkpoint), str(tmp_path / "data"), "--masks", "masks_rgb", "--device", "cpu"]
+    for target, option in ((checkpoint, "--json"), (tmp_path / "data" / "masks_rgb" / "img0.png", "--json"),
+                           (tmp_path / "data" / "report.html", "--report")):
+        capsys.readouterr()
+        assert main([*argv, option, str(target)]) == 2
+        assert f"{option} is" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in before} == before
+    assert not (tmp_path / "data" / "report.html").exists()

@@ -163,11 +163,11 @@ def test_tiled_and_whole_unet_masks_agree() -> None:
 def test_automatic_tiling_agrees_on_a_real_aerial_image(shared_datasets: Path) -> None:
     image = read_image(dataset_path(shared_datasets, "dubai_aerial", "images", "tile8_image_part_001.jpg"))
     image = image[:400, :560]  # a part of the 2149x1480 photo, to stay fast
-    unet = Predictor.from_checkpoint(tiny_checkpoint(resize="crop", img_size=64), device="cpu", tiling=TileConfig(auto=False))
+    unet = Predictor.from_checkpoint(tiny_checkpoint(resize="crop", img_size=32), device="cpu", tiling=TileConfig(auto=False))
     spread_head(unet, image[:128, :128])
     whole = unet.predict(image)
     assert (np.bincount(whole.ravel(), minlength=3) > 0.05 * whole.size).all()
-    automatic = Predictor(unet.model, unet.card, device="cpu")  # crop checkpoint, image > 2 x 64: 128-pixel windows
+    automatic = Predictor(unet.model, unet.card, device="cpu")  # crop checkpoint, image > 4 x 32: 128-pixel windows
     assert automatic.tiling.window_for(*image.shape[:2], automatic.preprocess) == (128, 128)
     assert (automatic.predict(image) == whole).mean() >= 0.995
 
@@ -211,12 +211,14 @@ def test_memory_is_one_buffer_at_image_size_whatever_the_window_count() -> None:
         np.testing.assert_allclose(np.asarray(result), np.ones((3, 70, 90)), rtol=1e-6)
 
 
-def test_automatic_tiling_only_for_crop_checkpoints_larger_than_twice_the_crop() -> None:
+def test_automatic_tiling_only_for_crop_checkpoints_larger_than_four_crops() -> None:
     crop = PreprocessConfig(img_size=(32, 48), resize="crop")
     letterbox = PreprocessConfig(img_size=(32, 48), resize="letterbox")
     auto = TileConfig()
-    assert auto.window_for(64, 96, crop) is None
-    assert auto.window_for(65, 20, crop) == (64, 96)
+    assert auto.window_for(128, 192, crop) is None
+    assert auto.window_for(129, 20, crop) == (128, 192) and auto.batch_for() == 1
+    assert auto.window_for(129, 20, PreprocessConfig(img_size=(32, 48), resize="crop", scale=0.5)) is None
+    assert TileConfig((40, 40), batch_size=3).batch_for() == 3
     assert auto.window_for(5000, 5000, letterbox) is None
     assert TileConfig((40, 40)).window_for(10, 10, letterbox) == (40, 40)
     assert TileConfig(auto=False).window_for(5000, 5000, crop) is None
@@ -226,7 +228,7 @@ def test_automatic_tiling_only_for_crop_checkpoints_larger_than_twice_the_crop()
         TileConfig((0, 5))
 
     spy = ShapeSpy(PointwiseModel())
-    crop_predictor = predictor(spy, resize="crop", img_size=(16, 16))
+    crop_predictor = predictor(spy, resize="crop", img_size=(8, 8))
     masks = crop_predictor.predict_batch([position_image(100, 70), position_image(30, 20)], batch_size=2)
     assert [mask.shape for mask in masks] == [(100, 70), (30, 20)]
     assert (32, 32) in {shape[-2:] for shape in spy.shapes}  # the large image went window by window

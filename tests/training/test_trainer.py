@@ -402,3 +402,14 @@ def test_trains_on_cuda_with_mixed_precision(shapes_dataset: Path, tmp_path: Pat
     on_gpu = Predictor.from_checkpoint(tmp_path / "run" / "best.pt", device="cuda").predict(image)
     on_cpu = Predictor.from_checkpoint(tmp_path / "run" / "best.pt", device="cpu").predict(image)
     assert (on_gpu == on_cpu).mean() > 0.99
+
+
+def test_the_datasets_own_colours_and_no_background_by_index(tmp_path: Path) -> None:
+    """RGB masks with a classes.json: the card keeps the table's colours, and class 0 ("road") is not background."""
+    from evaluation.test_evaluate import CLASSES, COLOURS, colour_dataset
+
+    colour_dataset(tmp_path / "data", [(40, 52), (33, 30), (44, 40), (30, 36)])
+    options = tiny_options(tmp_path / "data", tmp_path / "run", epochs=1, masks="masks_rgb", val_split=0.25)
+    card = load_checkpoint(train(**options, progress=False).best_checkpoint).card
+    assert card.classes == CLASSES and card.palette == [list(colour) for colour in COLOURS]
+    assert card.background is None

@@ -68,7 +68,7 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--tile", default=DEFAULTS.tile, metavar="N|HxW",
         help="predict in overlapping N x N (or H x W) windows of original pixels, blended with a Gaussian "
-        "weight; 0 never tiles; default auto: crop checkpoints tile images larger than 2 x img_size",
+        "weight; 0 never tiles; default auto: crop checkpoints tile images larger than 4 x img_size",
     )
     group.add_argument(
         "--overlap", type=float, default=DEFAULTS.overlap,

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from segkit.data.io import check_output_path
 from segkit.errors import OptionError, SegkitError
 from segkit.evaluation.per_image import ImageCallback, ImageResult, PerImageScores
 from segkit.prediction.options import PredictionOptions
@@ -90,6 +91,10 @@ def evaluate(
     """
     data_options = {"split": split, "val_split": val_split, "masks": masks, "colors": colors}
     _check_form(checkpoint, data, pred, true, num_classes, data_options, prediction)
+    inputs = [item for item in (checkpoint, data, pred, true) if isinstance(item, (str, Path))]
+    for output, option in ((json, "--json"), (report, "--report")):
+        if output is not None:  # never write over the model, a truth mask or the data being scored
+            check_output_path(output, inputs, option)
     scores = PerImageScores(worst) if report is not None else None
     if pred is not None:
         from segkit.evaluation.folders import evaluate_folders

@@ -61,7 +61,7 @@ class PredictionOptions:
         device: ``auto`` (CUDA, MPS, CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
         threshold: binary checkpoints: foreground probability threshold (default: the checkpoint's).
         tile: predict in overlapping windows of original pixels: ``"auto"`` (crop checkpoints
-            tile images larger than 2 x img_size), ``0``/``None`` (never), ``N``, ``"HxW"`` or
+            tile images larger than 4 x img_size), ``0``/``None`` (never), ``N``, ``"HxW"`` or
             ``(H, W)``; read by :func:`parse_tile_size`.
         overlap: fraction of a window shared with its neighbour, in ``[0, 1)``.
         tta: test-time augmentation: ``none``, ``flip``, ``vflip``, ``scale`` or a combination

@@ -266,7 +266,7 @@ class Predictor:
             if window is None:
                 whole.append(index)
                 continue
-            plan = TilePlan.create(*array.shape[:2], window, self.tiling.overlap, self.tiling.batch_size)
+            plan = TilePlan.create(*array.shape[:2], window, self.tiling.overlap, self.tiling.batch_for())
             results[index] = predict_tiled(array, self._network_probabilities, plan, fill=self.preprocess.pad_value)
         for index, probabilities in zip(whole, self._network_probabilities([arrays[i] for i in whole])):
             results[index] = probabilities
