@@ -42,7 +42,16 @@ _LIBRARY_FUNCTIONS: dict[str, str] = {
 }
 
 __all__ = [
-    "__version__", "convert_labelme", "evaluate", "export", "inspect", "load", "plan", "predict", "serve", "train",
+    "__version__",
+    "convert_labelme",
+    "evaluate",
+    "export",
+    "inspect",
+    "load",
+    "plan",
+    "predict",
+    "serve",
+    "train",
 ]
 
 if TYPE_CHECKING:

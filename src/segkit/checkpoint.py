@@ -69,8 +69,12 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "out_channels": self.out_channels, "in_channels": self.in_channels,
-                "kwargs": dict(self.kwargs)}
+        return {
+            "name": self.name,
+            "out_channels": self.out_channels,
+            "in_channels": self.in_channels,
+            "kwargs": dict(self.kwargs),
+        }
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> ModelSpec:
@@ -115,8 +119,11 @@ class ModelSpec:
         except Exception as error:  # a builder given absurd options may fail anywhere
             raise SegkitError(source, f"cannot build model {self.name!r} from {self.kwargs}: {error}") from None
         if parameters > MAX_PARAMETERS:
-            raise _fail(source, f"model {self.name!r} with {self.kwargs} would have {parameters:,} parameters "
-                                f"(more than {MAX_PARAMETERS:,})")
+            raise _fail(
+                source,
+                f"model {self.name!r} with {self.kwargs} would have {parameters:,} parameters "
+                f"(more than {MAX_PARAMETERS:,})",
+            )
         return make()
 
 
@@ -152,9 +159,18 @@ class TrainingSummary:
         from segkit.evaluation.metrics import to_json_safe
 
         return to_json_safe(
-            {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_metric": self.best_metric,
-             "metrics": self.metrics, "history": self.history, "config": self.config, "plan": self.plan,
-             "seconds": self.seconds, "weights": self.weights, "data": self.data}
+            {
+                "epoch": self.epoch,
+                "best_epoch": self.best_epoch,
+                "best_metric": self.best_metric,
+                "metrics": self.metrics,
+                "history": self.history,
+                "config": self.config,
+                "plan": self.plan,
+                "seconds": self.seconds,
+                "weights": self.weights,
+                "data": self.data,
+            }
         )
 
     @classmethod
@@ -289,8 +305,11 @@ class ModelCard:
             raise _fail(source, f"binary must be true or false, got {binary!r}")
         expected = 1 if binary else len(classes)
         if model.out_channels != expected:
-            raise _fail(source, f"model has {model.out_channels} output channels but {len(classes)} classes in "
-                                f"{'binary' if binary else 'multi-class'} mode need {expected}")
+            raise _fail(
+                source,
+                f"model has {model.out_channels} output channels but {len(classes)} classes in "
+                f"{'binary' if binary else 'multi-class'} mode need {expected}",
+            )
         threshold = data.get("threshold", 0.5)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
             raise _fail(source, f"threshold must be a number in [0, 1], got {threshold!r}")
@@ -308,10 +327,15 @@ class ModelCard:
             from segkit.visualize import default_palette
 
             palette = default_palette(classes).tolist()
-        if not isinstance(palette, list) or len(palette) < len(classes) or not all(
-            isinstance(colour, (list, tuple)) and len(colour) == 3
-            and all(not isinstance(v, bool) and isinstance(v, int) and 0 <= v <= 255 for v in colour)
-            for colour in palette
+        if (
+            not isinstance(palette, list)
+            or len(palette) < len(classes)
+            or not all(
+                isinstance(colour, (list, tuple))
+                and len(colour) == 3
+                and all(not isinstance(v, bool) and isinstance(v, int) and 0 <= v <= 255 for v in colour)
+                for colour in palette
+            )
         ):
             raise _fail(source, f"palette must hold an [r, g, b] colour (0-255) for each of the {len(classes)} classes")
         background = data.get("background", background_index(classes))
@@ -320,9 +344,16 @@ class ModelCard:
         training = TrainingSummary.from_dict(data.get("training", {}), source)
         version = data.get("segkit_version", "")
         return cls(
-            model=model, classes=list(classes), palette=[list(colour) for colour in palette[: len(classes)]],
-            preprocess=preprocess, binary=binary, threshold=float(threshold), ignore_index=ignore_index,
-            background=background, training=training, segkit_version=str(version),
+            model=model,
+            classes=list(classes),
+            palette=[list(colour) for colour in palette[: len(classes)]],
+            preprocess=preprocess,
+            binary=binary,
+            threshold=float(threshold),
+            ignore_index=ignore_index,
+            background=background,
+            training=training,
+            segkit_version=str(version),
         )
 
 
@@ -343,7 +374,9 @@ class Checkpoint:
 
     def to_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "card": self.card.to_dict(),
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "card": self.card.to_dict(),
             "state_dict": self.state_dict,
         }
         if self.resume is not None:
@@ -383,11 +416,16 @@ class Checkpoint:
 
 def _upgrade_v1(state: dict[str, Any]) -> dict[str, Any]:
     """A version 1 checkpoint (card fields at the top level) in the version 2 layout."""
-    card = {key: state[key] for key in ("model", "classes", "palette", "preprocess", "binary", "threshold",
-                                         "ignore_index") if key in state}
+    card: dict[str, Any] = {
+        key: state[key]
+        for key in ("model", "classes", "palette", "preprocess", "binary", "threshold", "ignore_index")
+        if key in state
+    }
     card["training"] = {
-        "epoch": state.get("epoch", 0), "best_metric": state.get("best_metric"),
-        "metrics": state.get("best_metrics", {}), "history": state.get("history", []),
+        "epoch": state.get("epoch", 0),
+        "best_metric": state.get("best_metric"),
+        "metrics": state.get("best_metrics", {}),
+        "history": state.get("history", []),
         "config": state.get("config", {}),
     }
     resume_keys = ("optimizer", "scheduler", "scaler", "rng")
@@ -422,7 +460,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
         raise SegkitError(path, f"refused to load: not a plain-tensor checkpoint ({first_line})") from None
     except Exception as error:  # torch raises many types for truncated files and files that are not checkpoints
-        raise SegkitError(path, f"not a readable checkpoint ({error.__class__.__name__}){_alternatives(path)}") from None
+        raise SegkitError(
+            path, f"not a readable checkpoint ({error.__class__.__name__}){_alternatives(path)}"
+        ) from None
     return Checkpoint.from_dict(state, path)
 
 
@@ -431,4 +471,3 @@ def _alternatives(path: Path) -> str:
     others = [path.parent / "best.pt"] + sorted(path.parent.glob("epoch_*.pt"), reverse=True)[:1]
     usable = [str(other) for other in others if other.is_file() and other != path]
     return f"; use {' or '.join(usable)} instead" if usable else ""
-

@@ -23,7 +23,9 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(out: str | Path = "demo_out", time_budget: float = 120.0, overwrite: bool = False, device: str = "auto") -> DemoResult:
+def run_demo(
+    out: str | Path = "demo_out", time_budget: float = 120.0, overwrite: bool = False, device: str = "auto"
+) -> DemoResult:
     """Run segkit's whole job on data it generates itself, in about ``time_budget`` seconds of training."""
     from segkit.data.convert import convert_labelme
     from segkit.data.synthetic import DemoSpec, generate_demo_dataset
@@ -45,11 +47,9 @@ def run_demo(out: str | Path = "demo_out", time_budget: float = 120.0, overwrite
     logger.info("2/5 converting labelme JSON to index masks")
     convert_labelme(out / "labelme" / "train", out / "dataset" / "train")
     convert_labelme(out / "labelme" / "test", out / "dataset" / "test")
-    logger.info("3/5 training a small U-Net for up to %.0f s", time_budget)
+    logger.info("3/5 planning and training for up to %.0f s", time_budget)
     result = train(
-        data=str(out / "dataset" / "train"), out=str(out / "run"), model="unet",
-        model_kwargs={"base_channels": 16, "depth": 4}, img_size=128, batch_size=8, lr=3e-3,
-        time_budget=time_budget, device=device, seed=0,
+        data=str(out / "dataset" / "train"), out=str(out / "run"), time_budget=time_budget, device=device, seed=0
     )
     logger.info("4/5 evaluating %s on 16 held-out images", result.best_checkpoint)
     metrics = evaluate_checkpoint(result.best_checkpoint, out / "dataset" / "test", device=device)
@@ -58,5 +58,7 @@ def run_demo(out: str | Path = "demo_out", time_budget: float = 120.0, overwrite
     logger.info("5/5 predicting the held-out images at their original size")
     predictor = Predictor.from_checkpoint(result.best_checkpoint, device=device)
     predictions = out / "predictions"
-    predict_to_folder(predictor, sorted((out / "dataset" / "test" / "images").iterdir()), predictions, color=True, overlay_images=True)
+    predict_to_folder(
+        predictor, sorted((out / "dataset" / "test" / "images").iterdir()), predictions, color=True, overlay_images=True
+    )
     return DemoResult(out, result.best_checkpoint, metrics, predictions, time.monotonic() - start)

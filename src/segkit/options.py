@@ -46,8 +46,17 @@ def option(
         cli: ``False`` for fields that only config files and the Python API set.
         planned: the planner chooses the value when the user does not set it.
     """
-    metadata = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "nargs": nargs,
-                "group": group, "flag": flag, "cli": cli, "planned": planned}
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "parse": parse,
+        "metavar": metavar,
+        "nargs": nargs,
+        "group": group,
+        "flag": flag,
+        "cli": cli,
+        "planned": planned,
+    }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -127,7 +136,7 @@ def _collect(given: dict[str, Any], cls: type, prefix: str, values: dict[str, An
 def _nested_type(cls: type, name: str) -> type:
     """The dataclass a nested field holds (from its default factory)."""
     item = next(item for item in dataclasses.fields(cls) if item.name == name)
-    return type(item.default_factory())  # type: ignore[misc]
+    return type(item.default_factory())  # type: ignore[operator]
 
 
 def _help(item: dataclasses.Field) -> str:
@@ -136,7 +145,7 @@ def _help(item: dataclasses.Field) -> str:
     choices = item.metadata.get("choices")
     if choices is not None and item.metadata.get("parse") is not None:
         text += f" ({'|'.join(str(choice) for choice in choices)})"
-    default = item.default_factory() if item.default_factory is not MISSING else item.default  # type: ignore[misc]
+    default = item.default_factory() if item.default_factory is not MISSING else item.default  # type: ignore[operator]
     shown = "x".join(map(str, default)) if isinstance(default, tuple) else default
     if hasattr(default, "to_dict"):
         shown = None

@@ -51,7 +51,7 @@ def colorize(mask: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
     """Map an ``(H, W)`` index mask to an ``(H, W, 3)`` uint8 RGB image."""
     table = PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
     if len(table) < 256:  # pad a class palette so any uint8 value maps to a colour
-        table = np.concatenate([table, PALETTE[len(table):]])
+        table = np.concatenate([table, PALETTE[len(table) :]])
     return table[np.asarray(mask, dtype=np.uint8)]
 
 
@@ -205,8 +205,12 @@ def labelled_grid(
     lefts = [gap + sum(column_widths[:c]) + gap * c for c in range(columns)]
     if column_titles:
         for left, column_width, name in zip(lefts, column_widths, column_titles):
-            draw.text((left + (column_width - text_width(name, title_size)) // 2, y), name, fill=TEXT_COLOR,
-                      font=font(title_size))
+            draw.text(
+                (left + (column_width - text_width(name, title_size)) // 2, y),
+                name,
+                fill=TEXT_COLOR,
+                font=font(title_size),
+            )
         y += header_height
     for number, (row, row_height) in enumerate(zip(cells, row_heights)):
         if row_titles:

@@ -43,6 +43,19 @@ def test_folders_table_and_json(folders: tuple[Path, Path], tmp_path: Path, caps
     assert metrics["per_class"]["boat"]["iou"] is None
 
 
+@pytest.mark.parametrize("spec", ["list.json", "background,road,car", "colours.json"])
+def test_classes_take_every_list_format_like_train(folders: tuple[Path, Path], tmp_path: Path, spec: str) -> None:
+    """A JSON list (once refused here while `train --classes` took it), a comma list, a colour table: same names."""
+    (tmp_path / "list.json").write_text(json.dumps(["background", "road", "car"]))
+    table = [{"name": name, "rgb": [i, i, i]} for i, name in enumerate(["background", "road", "car"])]
+    (tmp_path / "colours.json").write_text(json.dumps({"classes": table}))
+    argument = str(tmp_path / spec) if spec.endswith(".json") else spec
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--pred", str(folders[0]), "--true", str(folders[1]), "--classes", argument,
+                 "--json", str(out)]) == 0
+    assert list(json.loads(out.read_text())["per_class"]) == ["background", "road", "car"]
+
+
 def test_ignore_index_option(folders: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     options = ["--ignore-index", "2", "--num-classes", "256", "--json", str(out)]

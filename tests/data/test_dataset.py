@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 import segkit.data.dataset as dataset_module
 from conftest import dataset_path
-from segkit.data.dataset import SegmentationDataset, class_pixel_counts, pad_collate
+from segkit.data.dataset import SegmentationDataset, class_pixel_counts
 from segkit.data.sources import open_source
 from segkit.data.transforms import AugmentConfig, PreprocessConfig
 from segkit.errors import SegkitError
@@ -140,15 +140,6 @@ def test_crop_policy_trains_on_crops_and_validates_on_whole_images() -> None:
     assert all(train[index][0].shape == (3, 32, 48) for index in range(2))
     val = SegmentationDataset(source, preprocess(resize="crop"), train=False)
     assert val[0][0].shape == (3, 40, 70) and val[1][1].shape == (90, 30)
-    images, masks = val.collate_fn([val[0], val[1]])
-    assert images.shape == (2, 3, 90, 70) and masks.shape == (2, 90, 70)
-    assert (masks[0, 40:] == 255).all() and (masks[1, :, 30:] == 255).all() and (images[0, :, 40:] == 0).all()
-
-
-def test_pad_collate_stacks_equal_sizes_unchanged() -> None:
-    batch = [(torch.full((3, 4, 5), i, dtype=torch.uint8), torch.full((4, 5), i)) for i in range(3)]
-    images, masks = pad_collate(batch)
-    assert torch.equal(images, torch.stack([b[0] for b in batch])) and torch.equal(masks, torch.stack([b[1] for b in batch]))
 
 
 def test_bad_masks_raise_errors_naming_the_sample() -> None:

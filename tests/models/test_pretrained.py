@@ -15,8 +15,6 @@ from segkit.errors import SegkitError
 from segkit.models import create_model
 from segkit.models.pretrained import (
     downloading,
-    freeze_encoder,
-    is_frozen,
     load_weights,
     read_state_dict,
 )
@@ -201,7 +199,7 @@ def test_unusable_files_are_one_line_errors(tmp_path: Path) -> None:
         load_weights(model, tmp_path / "other.pt")
 
 
-# ------------------------------------------------------------------ freeze_encoder
+# ------------------------------------------------------------ SegmentationModel.freeze_encoder
 def batchnorm_stats(module: nn.Module) -> list[torch.Tensor]:
     return [m.running_mean.clone() for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
 
@@ -217,8 +215,8 @@ def batchnorm_stats(module: nn.Module) -> list[torch.Tensor]:
 def test_frozen_encoder_keeps_weights_and_batchnorm_statistics(name: str, kwargs: dict, decoder: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, 2, **kwargs)
-    freeze_encoder(model)
-    assert is_frozen(model)
+    model.freeze_encoder()
+    assert model.encoder_frozen
     model.train()  # the trainer calls this every epoch; frozen BatchNorm must stay in eval mode
     decoder_module = model.get_submodule(decoder)
     encoder_weights = [p.clone() for p in model.encoder.parameters()]
@@ -235,8 +233,8 @@ def test_frozen_encoder_keeps_weights_and_batchnorm_statistics(name: str, kwargs
         torch.testing.assert_close(before, after)
     assert any(not torch.equal(b, a) for b, a in zip(decoder_stats, batchnorm_stats(decoder_module)))
 
-    freeze_encoder(model, frozen=False)
-    assert not is_frozen(model)
+    model.freeze_encoder(frozen=False)
+    assert not model.encoder_frozen
     assert all(p.requires_grad for p in model.encoder.parameters())
     assert all(m.training for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d))
     model(torch.randn(2, 3, 64, 64) * 3 + 1)
@@ -245,9 +243,9 @@ def test_frozen_encoder_keeps_weights_and_batchnorm_statistics(name: str, kwargs
 
 def test_freezing_twice_and_models_without_encoder() -> None:
     model = create_model("unet-encoder", 2, **TINY_SMP)
-    freeze_encoder(freeze_encoder(model))
-    freeze_encoder(model, frozen=False)
-    assert not is_frozen(model)
+    model.freeze_encoder().freeze_encoder()
+    model.freeze_encoder(frozen=False)
+    assert not model.encoder_frozen
     assert not any(m._forward_pre_hooks for m in model.encoder.modules())
     with pytest.raises(SegkitError, match="model UNet has no encoder"):
-        freeze_encoder(create_model("unet", 2, base_channels=4, depth=2))
+        create_model("unet", 2, base_channels=4, depth=2).freeze_encoder()

@@ -200,12 +200,6 @@ def test_mobilenet_unet_skips_at_four_scales() -> None:
         assert isinstance(stage[0], nn.ConvTranspose2d) and isinstance(stage[1], nn.BatchNorm2d)
 
 
-def test_mobilenet_unet_freeze_encoder_option() -> None:
-    model = create_model("mobilenetv2-unet", 2, width_mult=0.35, freeze_encoder=True)
-    assert not any(p.requires_grad for p in model.encoder.parameters())
-    assert all(p.requires_grad for p in model.decoder.parameters())
-
-
 # ------------------------------------------------------------------ smp architectures
 def aspp_dilations(model: nn.Module) -> list[int]:
     from segmentation_models_pytorch.decoders.deeplabv3.decoder import ASPP

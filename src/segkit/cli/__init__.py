@@ -35,7 +35,9 @@ COMMANDS: dict[str, str] = {
 
 # Top-level module of an optional dependency -> the extra that installs it (``pip install "segkit[EXTRA]"``).
 EXTRA_OF_MODULE: dict[str, str] = {
-    **dict.fromkeys(("torch", "torchvision", "albumentations", "segmentation_models_pytorch", "timm", "matplotlib"), "torch"),
+    **dict.fromkeys(
+        ("torch", "torchvision", "albumentations", "segmentation_models_pytorch", "timm", "matplotlib"), "torch"
+    ),
     **dict.fromkeys(("onnx", "onnxscript"), "export"),
     "onnxruntime": "onnx",
     **dict.fromkeys(("fastapi", "uvicorn", "starlette", "multipart", "python_multipart"), "serve"),
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"segkit {segkit.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
+    for module_name in COMMANDS.values():
         module = importlib.import_module(f"segkit.cli.{module_name}")
         module.add_parser(subparsers)
     parser.set_defaults(commands=subparsers.choices)
@@ -66,12 +68,17 @@ def _escape_unencodable_output() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def _command_parser(args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the sub-command ``args`` were parsed by."""
+    return args.commands[args.command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _escape_unencodable_output()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported with the sub-command's usage, not the top-level one
-        args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        _command_parser(args).error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
@@ -80,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except OptionError as error:  # shown like argparse's own errors: usage, message, exit 2
-        args.commands[args.command].error(error.problem)
+        _command_parser(args).error(error.problem)
     except SegkitError as error:
         print(f"segkit: error: {error}", file=sys.stderr)
         return int(getattr(error, "exit_code", 2))
@@ -91,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = EXTRA_OF_MODULE.get((error.name or "").partition(".")[0])
         if extra is None:
             raise
-        print(f"segkit: error: `segkit {args.command}` needs {error.name}, which this install lacks: "
-              f"pip install 'segkit[{extra}]'", file=sys.stderr)
+        print(
+            f"segkit: error: `segkit {args.command}` needs {error.name}, which this install lacks: "
+            f"pip install 'segkit[{extra}]'",
+            file=sys.stderr,
+        )
         return 2

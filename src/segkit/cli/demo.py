@@ -7,8 +7,10 @@ import argparse
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the built-in demo", description="Generate a synthetic labelme dataset, convert it, train a "
-        "small U-Net on it, evaluate on held-out images and predict them.",
+        "demo",
+        help="run the built-in demo",
+        description="Generate a synthetic labelme dataset, convert it, plan and train a "
+        "model on it within --time-budget, evaluate on held-out images and predict them.",
     )
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     parser.add_argument("--time-budget", default="120s", help="training time (default 120s)")

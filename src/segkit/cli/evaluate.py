@@ -24,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--pred", type=Path, metavar="DIR", help="folder of predicted index masks (<stem>.png)")
     parser.add_argument("--true", type=Path, metavar="DIR", help="folder of true masks with the same stems")
     parser.add_argument(
-        "--classes", metavar="FILE|a,b,c",
+        "--classes",
+        metavar="FILE|a,b,c",
         help="class names: with a checkpoint, the data's (as segkit train --classes); with --pred, one name per "
         "line (__ignore__ skipped) or a JSON/CSV colour table",
     )
@@ -32,20 +33,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--num-classes", type=int, metavar="N", help="with --pred: number of classes (default: largest value + 1)"
     )
     parser.add_argument(
-        "--ignore-index", type=int, metavar="V",
+        "--ignore-index",
+        type=int,
+        metavar="V",
         help="true value to ignore (default: the checkpoint's; 255 with --pred)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all metrics as JSON (NaN as null)")
     data = add_data_options(parser, "data (with a checkpoint, as segkit train)")
     data.add_argument(
-        "--val-split", type=float, metavar="F",
+        "--val-split",
+        type=float,
+        metavar="F",
         help="only the images `segkit train --val-split F` held out (same split by name)",
     )
     parser.add_argument(
-        "--report", type=Path, metavar="FILE",
+        "--report",
+        type=Path,
+        metavar="FILE",
         help="also write a self-contained HTML report: metrics, confusion matrix, curves, per-image scores, worst images",
     )
-    parser.add_argument("--worst", type=int, default=8, metavar="K", help="with --report: worst images shown (default 8)")
+    parser.add_argument(
+        "--worst", type=int, default=8, metavar="K", help="with --report: worst images shown (default 8)"
+    )
     add_prediction_options(parser)
     parser.set_defaults(func=run)
     return parser
@@ -57,7 +66,9 @@ def add_data_options(parser: argparse.ArgumentParser, title: str) -> argparse._A
     ``--classes`` is the command's own (its meaning differs with ``--pred``).
     """
     group = parser.add_argument_group(title)
-    group.add_argument("--split", metavar="NAME", help="split of a dataset with splits (default: val, valid, validation, test)")
+    group.add_argument(
+        "--split", metavar="NAME", help="split of a dataset with splits (default: val, valid, validation, test)"
+    )
     group.add_argument("--masks", metavar="DIRNAME", help="mask folder beside images/, e.g. masks_rgb (default masks)")
     group.add_argument("--colors", metavar="FILE", help="colour table (JSON or CSV) of RGB colour-coded masks")
     return group
@@ -68,9 +79,21 @@ def run(args: argparse.Namespace) -> int:
     from segkit.evaluation.report import format_table
 
     metrics = evaluate(
-        args.checkpoint, args.data, pred=args.pred, true=args.true, classes=args.classes, num_classes=args.num_classes,
-        ignore_index=args.ignore_index, json=args.json, report=args.report, worst=args.worst, split=args.split,
-        val_split=args.val_split, masks=args.masks, colors=args.colors, **prediction_options(args),
+        args.checkpoint,
+        args.data,
+        pred=args.pred,
+        true=args.true,
+        classes=args.classes,
+        num_classes=args.num_classes,
+        ignore_index=args.ignore_index,
+        json=args.json,
+        report=args.report,
+        worst=args.worst,
+        split=args.split,
+        val_split=args.val_split,
+        masks=args.masks,
+        colors=args.colors,
+        **prediction_options(args),
     )
     print(format_table(metrics))
     return 0

@@ -28,7 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--split", metavar="NAME", help="split sub-folder or VOC ImageSets list (default: the training split)"
     )
     parser.add_argument(
-        "--sheet", metavar="FILE", help="also draw a contact sheet (PNG/JPEG): images beside their masks over them, "
+        "--sheet",
+        metavar="FILE",
+        help="also draw a contact sheet (PNG/JPEG): images beside their masks over them, "
         "with a legend, to see at a glance whether masks line up with images",
     )
     parser.add_argument("--sheet-count", type=int, default=16, metavar="N", help="images on the sheet (default 16)")
@@ -42,8 +44,14 @@ def run(args: argparse.Namespace) -> int:
     from segkit.data.inspect import format_report, inspect_dataset
 
     report = inspect_dataset(
-        args.data, split=args.split, masks=args.masks, colors=args.colors, classes=args.classes,
-        ignore_index=args.ignore_index, sheet=args.sheet, sheet_count=args.sheet_count,
+        args.data,
+        split=args.split,
+        masks=args.masks,
+        colors=args.colors,
+        classes=args.classes,
+        ignore_index=args.ignore_index,
+        sheet=args.sheet,
+        sheet_count=args.sheet_count,
         progress=not args.json and sys.stderr.isatty(),
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))

@@ -12,7 +12,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     from segkit.training.config import TrainConfig
 
     parser = subparsers.add_parser(
-        "plan", help="show the training plan for a dataset, this machine and a time budget",
+        "plan",
+        help="show the training plan for a dataset, this machine and a time budget",
         description="Fingerprint the training data, measure this device for a few seconds, and print the model, "
         "resolution, crops, batch size, precision, learning rate, loss and expected epochs `segkit train` would "
         "use, with a reason for each. Takes every option of `segkit train`; the ones given are kept as they are.",

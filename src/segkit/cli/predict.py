@@ -30,10 +30,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--color", action="store_true", help="also write DIR/<stem>_color.png (class colours)")
-    parser.add_argument("--overlay", action="store_true", help="also write DIR/<stem>_overlay.jpg (colours on the image)")
+    parser.add_argument(
+        "--overlay", action="store_true", help="also write DIR/<stem>_overlay.jpg (colours on the image)"
+    )
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay colours (default 0.5)")
     parser.add_argument(
-        "--format", choices=("png", "labelme"), default="png",  # segkit.prediction.writer.FORMATS, not imported here
+        "--format",
+        choices=("png", "labelme"),
+        default="png",  # segkit.prediction.writer.FORMATS, not imported here
         help="png: DIR/<stem>.png index masks (default); labelme: DIR/<stem>.json labelme annotations (one polygon "
         "per region and class, mask shapes for regions with holes) and DIR/labels.txt, to correct in labelme; "
         "--out DIR may be the images' folder",
@@ -42,11 +46,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--image-data", action="store_true", help="with --format labelme: embed the image in the JSON (imageData)"
     )
     parser.add_argument(
-        "--polygon-tolerance", type=float, default=1.0, metavar="PX",
+        "--polygon-tolerance",
+        type=float,
+        default=1.0,
+        metavar="PX",
         help="with --format labelme: largest distance of a simplified polygon from the region's outline (default 1)",
     )
     parser.add_argument(
-        "--min-area", type=int, default=16, metavar="PX",
+        "--min-area",
+        type=int,
+        default=16,
+        metavar="PX",
         help="with --format labelme: regions of fewer pixels are left out (default 16)",
     )
     add_prediction_options(parser)
@@ -58,7 +68,9 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     """How images are predicted: shared by ``segkit predict`` and ``segkit evaluate``, so what is scored is what is shipped."""
     group = parser.add_argument_group("prediction (as segkit predict)")
     group.add_argument(
-        "--batch-size", type=int, default=DEFAULTS.batch_size,
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
         help=f"images per forward pass (default %(default)s; tile windows: at most {MAX_TILE_BATCH})",
     )
     group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
@@ -66,20 +78,27 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
         "--threshold", type=float, metavar="T", help="binary checkpoints: foreground probability threshold"
     )
     group.add_argument(
-        "--tile", default=DEFAULTS.tile, metavar="N|HxW",
+        "--tile",
+        default=DEFAULTS.tile,
+        metavar="N|HxW",
         help="predict in overlapping N x N (or H x W) windows of original pixels, blended with a Gaussian "
         "weight; 0 never tiles; default auto: crop checkpoints tile images larger than 4 x img_size",
     )
     group.add_argument(
-        "--overlap", type=float, default=DEFAULTS.overlap,
+        "--overlap",
+        type=float,
+        default=DEFAULTS.overlap,
         help="fraction of a window shared with its neighbour (default %(default)s)",
     )
     group.add_argument(
-        "--tta", default=DEFAULTS.tta, metavar="AUG",
+        "--tta",
+        default=DEFAULTS.tta,
+        metavar="AUG",
         help="test-time augmentation: none (default), flip, vflip, scale or a combination such as flip+scale",
     )
     group.add_argument(
-        "--crf", action="store_true",
+        "--crf",
+        action="store_true",
         help="refine the probabilities with a dense CRF on the image colours (DeepLab v1/v2 post-processing; "
         "needs PyTorch)",
     )
@@ -91,13 +110,22 @@ def prediction_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkit.prediction.writer import predict
+    from segkit.prediction.writer import PredictionSummary, predict
 
     summary = predict(
-        args.checkpoint, args.inputs, args.out, color=args.color, overlay=args.overlay, alpha=args.alpha,
-        format=args.format, image_data=args.image_data, polygon_tolerance=args.polygon_tolerance,
-        min_area=args.min_area, **prediction_options(args),
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        color=args.color,
+        overlay=args.overlay,
+        alpha=args.alpha,
+        format=args.format,
+        image_data=args.image_data,
+        polygon_tolerance=args.polygon_tolerance,
+        min_area=args.min_area,
+        **prediction_options(args),
     )
+    assert isinstance(summary, PredictionSummary)  # masks are written to a folder, not returned
     print(summary.format())
     logger.info("wrote %d masks to %s", summary.num_images, args.out)
     return 0

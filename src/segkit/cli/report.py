@@ -24,7 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", type=Path, metavar="FILE", help="HTML file to write (default RUN_DIR/report.html)")
     parser.add_argument("--data", type=Path, metavar="DATA", help="evaluate on this dataset instead of the run's")
     parser.add_argument(
-        "--val-split", type=float, metavar="F", help="with --data: only the images `segkit train --val-split F` held out"
+        "--val-split",
+        type=float,
+        metavar="F",
+        help="with --data: only the images `segkit train --val-split F` held out",
     )
     parser.add_argument("--worst", type=int, default=8, metavar="K", help="worst images shown (default 8)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default 8)")
@@ -42,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from segkit.evaluation.html_report import report_run
 
     out = report_run(
-        args.run_dir, args.out, data=args.data, val_split=args.val_split, worst=args.worst, device=args.device,
+        args.run_dir,
+        args.out,
+        data=args.data,
+        val_split=args.val_split,
+        worst=args.worst,
+        device=args.device,
         batch_size=args.batch_size,
     )
     print(f"wrote {out}")

@@ -105,10 +105,22 @@ def run(args: argparse.Namespace) -> int:
     from segkit.serving.server import serve_model
 
     serve_model(
-        args.checkpoint, host=args.host, port=args.port, workers=args.workers, device=args.device, api_key=args.api_key,
-        allowed_hosts=args.allowed_hosts, cors_origin=args.cors_origin, max_upload_mb=args.max_upload_mb,
-        max_megapixels=args.max_megapixels, max_queue=args.max_queue, body_timeout=args.body_timeout,
-        header_timeout=args.header_timeout, keep_alive=args.keep_alive, shutdown_timeout=args.shutdown_timeout,
-        batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms,
+        args.checkpoint,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        device=args.device,
+        api_key=args.api_key,
+        allowed_hosts=args.allowed_hosts,
+        cors_origin=args.cors_origin,
+        max_upload_mb=args.max_upload_mb,
+        max_megapixels=args.max_megapixels,
+        max_queue=args.max_queue,
+        body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout,
+        keep_alive=args.keep_alive,
+        shutdown_timeout=args.shutdown_timeout,
+        batch_size=args.batch_size,
+        batch_wait_ms=args.batch_wait_ms,
     )
     return 0

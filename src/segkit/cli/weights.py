@@ -7,7 +7,8 @@ import argparse
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "weights", help="list the ImageNet encoder weights available here",
+        "weights",
+        help="list the ImageNet encoder weights available here",
         description="For every known encoder: the local file of its ImageNet weights (in $SEGKIT_WEIGHTS, the "
         "torch hub cache or the Hugging Face cache), or whether it can be downloaded, and the models using it.",
     )
@@ -23,9 +24,20 @@ def run(args: argparse.Namespace) -> int:
 
     rows = weights_report()
     if args.json:
-        print(json.dumps([{"encoder": status.encoder, "path": str(status.path) if status.path else None,
-                           "downloadable": status.downloadable, "models": encoder_users(status.encoder)}
-                          for status in rows], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "encoder": status.encoder,
+                        "path": str(status.path) if status.path else None,
+                        "downloadable": status.downloadable,
+                        "models": encoder_users(status.encoder),
+                    }
+                    for status in rows
+                ],
+                indent=2,
+            )
+        )
         return 0
     print(f"{'encoder':<16} {'models':<40} weights")
     for status in rows:

@@ -133,7 +133,7 @@ def read_class_list(
     Raises:
         SegkitError: missing or unreadable file, or a bad list (see :func:`clean_class_names`).
     """
-    if isinstance(spec, (list, tuple)):
+    if not isinstance(spec, (str, Path)):
         return ClassList(clean_class_names(spec, option), option)
     path = Path(spec)
     if path.is_file():

@@ -125,11 +125,15 @@ def convert_labelme(
             converted = [item for item in (_write_image(path, temp) for path in files) if item is not None]
             if not converted:
                 raise SegkitError(src, "no labelme JSON files found")
-            class_names = given.names if given else labelme.labels_in_class_order(
-                shape["label"] for item in converted for shape in item.shapes
+            class_names = (
+                given.names
+                if given
+                else labelme.labels_in_class_order(shape["label"] for item in converted for shape in item.shapes)
             )
             if len(class_names) > IGNORE_INDEX:
-                raise SegkitError(src, f"{len(class_names)} classes do not fit in a uint8 mask (at most {IGNORE_INDEX})")
+                raise SegkitError(
+                    src, f"{len(class_names)} classes do not fit in a uint8 mask (at most {IGNORE_INDEX})"
+                )
             label_to_index = {name: index for index, name in enumerate(class_names)}
             for item in converted:
                 _write_mask(item, temp, label_to_index, class_names, noviz)

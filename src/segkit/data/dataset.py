@@ -12,11 +12,9 @@ normalisation happens on the device (:func:`segkit.data.transforms.normalize`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,17 +34,32 @@ class SampleSource(Protocol):
     """What the dataset needs from a data source (``segkit.data.sources.DataSource`` fits)."""
 
     classes: Sequence[str]
+    samples: Sequence[Any]  # each with a ``name``
 
     def __len__(self) -> int: ...
 
     def load(self, index: int) -> Any: ...
 
 
-def _bar_disabled(progress: bool | None, work: Sequence[int]) -> bool | None:
-    """tqdm's ``disable``: off without work, ``None`` (only on a terminal) when ``progress`` is ``None``."""
-    if not work:
-        return True
-    return None if progress is None else not progress
+def decode_in_threads(
+    decode: Callable[[int], Any], indices: Sequence[int], threads: int, progress: bool | None, description: str
+) -> None:
+    """Run ``decode`` on every index in a thread pool (decoders release the GIL), with a progress bar.
+
+    The bar shows only on a terminal when ``progress`` is ``None``, and never without work.
+    """
+    disable = True if not indices else (None if progress is None else not progress)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(
+            tqdm(
+                pool.map(decode, indices),
+                total=len(indices),
+                desc=description,
+                unit="image",
+                leave=False,
+                disable=disable,
+            )
+        )
 
 
 class DecodedSource:
@@ -87,9 +100,7 @@ class DecodedSource:
 
     def preload(self, indices: Sequence[int], threads: int = 2, progress: bool | None = None) -> None:
         """Decode ``indices`` now (in threads, with a progress bar), so bad files are found before training."""
-        with ThreadPoolExecutor(max(1, threads)) as pool:
-            list(tqdm(pool.map(self.load, indices), total=len(indices), desc="decoding validation images",
-                      unit="image", leave=False, disable=_bar_disabled(progress, indices)))
+        decode_in_threads(self.load, indices, threads, progress, "decoding validation images")
 
     def release(self, indices: Sequence[int]) -> None:
         """Forget decoded samples no longer needed at their original size."""
@@ -168,7 +179,9 @@ class SegmentationDataset(Dataset):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise SegkitError(sample.name, f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         if mask.dtype != np.uint8 or mask.shape != image.shape[:2]:
-            raise SegkitError(sample.name, f"mask {mask.shape} {mask.dtype} is not a uint8 mask of size {image.shape[:2]}")
+            raise SegkitError(
+                sample.name, f"mask {mask.shape} {mask.dtype} is not a uint8 mask of size {image.shape[:2]}"
+            )
         self._check_mask_values(sample.name, mask)
         return resize_sample(image, mask, self.preprocess)
 
@@ -210,16 +223,17 @@ class SegmentationDataset(Dataset):
         if not self.cached:
             return
         missing = [index for index, item in enumerate(self._cache) if item is None]
-        with ThreadPoolExecutor(max(1, num_workers)) as pool:
-            list(tqdm(pool.map(self.sample, missing), total=len(missing), desc="decoding images", unit="image",
-                      leave=False, disable=_bar_disabled(progress, missing)))
+        decode_in_threads(self.sample, missing, num_workers, progress, "decoding images")
 
     def use_class_shares(self, pixel_share: Sequence[float]) -> None:
         """Let forced crops seek classes by rarity (``1/sqrt(share)``, :func:`~segkit.data.sampling.rarity_weights`)."""
         if self.crops:
             self.sampler = CropSampler(
-                self.preprocess.img_size, self.oversample, rarity_weights(pixel_share),
-                self.preprocess.pad_value, self.ignore_index,
+                self.preprocess.img_size,
+                self.oversample,
+                rarity_weights(pixel_share),
+                self.preprocess.pad_value,
+                self.ignore_index,
             )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,7 +242,10 @@ class SegmentationDataset(Dataset):
             self._seed_for_process()
             if self.crops:
                 sampler = self.sampler or CropSampler(
-                    self.preprocess.img_size, 0.0, np.zeros(self.num_classes), self.preprocess.pad_value,
+                    self.preprocess.img_size,
+                    0.0,
+                    np.zeros(self.num_classes),
+                    self.preprocess.pad_value,
                     self.ignore_index,
                 )
                 locations = self._locations[index]
@@ -251,29 +268,6 @@ class SegmentationDataset(Dataset):
             seed_transform(self.transform, seed % 2**32)
             self._rng = np.random.default_rng(seed % 2**32)
             self._transform_seed = seed
-
-    @property
-    def collate_fn(self) -> functools.partial:
-        """A DataLoader ``collate_fn`` that pads different-size samples (``crop`` validation)."""
-        return functools.partial(pad_collate, ignore_index=self.ignore_index, pad_value=self.preprocess.pad_value)
-
-
-def pad_collate(
-    batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = 255, pad_value: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``(image, mask)`` pairs, padding bottom/right to the largest size in the batch.
-
-    Image padding gets ``pad_value`` and mask padding ``ignore_index``, so padded
-    pixels never count in the loss or the metrics.
-    """
-    height = max(image.shape[1] for image, _ in batch)
-    width = max(image.shape[2] for image, _ in batch)
-    images = torch.full((len(batch), batch[0][0].shape[0], height, width), pad_value, dtype=batch[0][0].dtype)
-    masks = torch.full((len(batch), height, width), ignore_index, dtype=batch[0][1].dtype)
-    for slot, (image, mask) in enumerate(batch):
-        images[slot, :, : image.shape[1], : image.shape[2]] = image
-        masks[slot, : mask.shape[0], : mask.shape[1]] = mask
-    return images, masks
 
 
 @dataclass(frozen=True)

@@ -46,22 +46,24 @@ def _read_pair(
         from segkit.data.labelme import rasterize, read_labelme
 
         try:
-            annotation = read_labelme(ref.annotation)
-            mask = rasterize(annotation, source.label_to_index(), ignore_index=source.ignore_index)
+            annotation = read_labelme(ref.label_file)
+            labels = rasterize(annotation, source.label_to_index(), ignore_index=source.ignore_index)
         except SegkitError as error:
             problems.append(error)
             return None, None, None
-        mode = _image_mode(annotation.image_path) if annotation.image_path else "embedded"
-        return mode, annotation.image.shape, mask
-    mode = shape = mask = None
+        embedded_or_file = _image_mode(annotation.image_path) if annotation.image_path else "embedded"
+        return embedded_or_file, annotation.image.shape, labels
+    mode: str | None = None
+    shape: tuple[int, ...] | None = None
+    mask: np.ndarray | None = None
     try:
-        shape = read_image(ref.image).shape
-        mode = _image_mode(ref.image)
+        shape = read_image(ref.image_file).shape
+        mode = _image_mode(ref.image_file)
     except SegkitError as error:
         problems.append(error)
     try:
         mask = read_mask(
-            ref.mask,
+            ref.label_file,
             source.encoding,
             color_table=source.color_table,
             num_classes=source.num_classes,
@@ -150,7 +152,7 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
     errors: list[SegkitError] = []
     for ref in tqdm(source.samples, desc="inspect", unit="pair", disable=not progress):
         mode, shape, mask = _read_pair(source, ref, errors)
-        if shape is not None:
+        if shape is not None and mode is not None:
             sizes.append((shape[1], shape[0]))
             modes[mode] += 1
         if mask is None:

@@ -112,7 +112,9 @@ def find_labelme_files(folder: str | Path, problems: list[SegkitError] | None = 
     for path in filter(_may_be_labelme, _json_files(folder)):
         other = files.setdefault(path.stem.casefold(), path)
         if other is not path:
-            clash = SegkitError(path, f"same name as {other.name} but for letter case (outputs would collide); left out")
+            clash = SegkitError(
+                path, f"same name as {other.name} but for letter case (outputs would collide); left out"
+            )
             if problems is None:
                 raise clash
             problems.append(clash)
@@ -236,7 +238,10 @@ def rasterize_shapes(
     if outside:
         logger.warning(
             "%s: %d point(s) outside the %dx%d image; shapes were clipped to it",
-            path, outside, width, height,
+            path,
+            outside,
+            width,
+            height,
         )
     return np.asarray(canvas, dtype=np.uint8).copy()
 
@@ -387,5 +392,9 @@ def _check_declared_size(path: Path, data: dict[str, Any], image: np.ndarray) ->
     if any(value is not None and value != actual for value, actual in zip(declared, (height, width))):
         logger.warning(
             "%s: imageHeight x imageWidth is %s x %s but the image is %d x %d; using the image's size",
-            path, declared[0], declared[1], height, width,
+            path,
+            declared[0],
+            declared[1],
+            height,
+            width,
         )

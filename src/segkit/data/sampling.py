@@ -117,5 +117,7 @@ class CropSampler:
         out = np.full((crop_h, crop_w, *array.shape[2:]), fill, dtype=array.dtype)
         src_top, src_left = max(top, 0), max(left, 0)
         src_bottom, src_right = min(top + crop_h, array.shape[0]), min(left + crop_w, array.shape[1])
-        out[src_top - top : src_bottom - top, src_left - left : src_right - left] = array[src_top:src_bottom, src_left:src_right]
+        out[src_top - top : src_bottom - top, src_left - left : src_right - left] = array[
+            src_top:src_bottom, src_left:src_right
+        ]
         return out

@@ -72,8 +72,9 @@ def contact_sheet(source: DataSource, count: int = 16, *, columns: int = 4, tile
         raise SegkitError(source.root, f"none of the {skipped} samples chosen for the contact sheet could be read")
     rows = [tiles[start : start + columns] for start in range(0, len(tiles), columns)]
     width = sum(max(row[c].shape[1] for row in rows if c < len(row)) for c in range(len(rows[0]))) + 8 * (columns - 1)
-    title = (f"{source.root.name}: {len(tiles)} of {len(source)} images, each beside its mask drawn over it"
-             + (f" ({skipped} unreadable)" if skipped else ""))
+    title = f"{source.root.name}: {len(tiles)} of {len(source)} images, each beside its mask drawn over it" + (
+        f" ({skipped} unreadable)" if skipped else ""
+    )
     footer = legend(source.classes, colours, width=max(width, 240), ignore=has_ignore)
     return labelled_grid(rows, title=title, footer=footer, center=False)
 

@@ -94,6 +94,20 @@ class SampleRef:
     mask: Path | None
     annotation: Path | None = None
 
+    @property
+    def label_file(self) -> Path:
+        """The file holding the labels: the labelme JSON, else the mask."""
+        path = self.annotation or self.mask
+        assert path is not None, "a sample has a mask or an annotation"
+        return path
+
+    @property
+    def image_file(self) -> Path:
+        """The image file (labelme samples may embed theirs: then the JSON)."""
+        path = self.image or self.annotation
+        assert path is not None, "a sample has an image or an annotation"
+        return path
+
 
 @dataclass
 class Problem:
@@ -181,20 +195,20 @@ class DataSource:
         if self.layout == "labelme":
             from segkit.data.labelme import rasterize, read_labelme
 
-            annotation = read_labelme(ref.annotation)
+            annotation = read_labelme(ref.label_file)
             image = np.asarray(annotation.image)
             mask = rasterize(annotation, self.label_to_index(), ignore_index=self.ignore_index)
-            check_same_size(ref.annotation, mask.shape, image.shape)
+            check_same_size(ref.label_file, mask.shape, image.shape)
             return Sample(image, mask, ref.name)
-        image = read_image(ref.image)
+        image = read_image(ref.image_file)
         mask = read_mask(
-            ref.mask,
+            ref.label_file,
             self.encoding,
             color_table=self.color_table,
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
         )
-        check_same_size(ref.mask, mask.shape, image.shape)
+        check_same_size(ref.label_file, mask.shape, image.shape)
         return Sample(image, mask, ref.name)
 
     def label_to_index(self) -> dict[str, int]:
@@ -253,14 +267,15 @@ def open_source(
     if not refs:
         unpaired = f"; {len(errors)} files without a partner" if errors else ""
         raise SegkitError(folder, NO_PAIRS + unpaired)
-    scan = scan_masks([ref.mask for ref in refs], table, None if declared is None else len(declared.names))
+    scan = scan_masks([ref.label_file for ref in refs], table, None if declared is None else len(declared.names))
     errors += scan.errors
     if scan.encoding == "binary-0-255":
         logger.info(BINARY_MESSAGE)
     elif declared is not None and scan.encoding == "index" and is_binary_0_255(scan.values):
         logger.info(
             "masks hold only 0 and 255, but %d classes are named (%s): read as values, not as 0/255 binary",
-            len(declared.names), declared.origin,
+            len(declared.names),
+            declared.origin,
         )
     class_list = declared or default_class_list(
         scan.encoding, scan.values, ignore_index, scan.palette if layout == "voc" else None
@@ -347,8 +362,11 @@ def _listing(names: list[str]) -> str:
 
 def _folder_pairs(folder: Path, masks: str | None) -> tuple[list[SampleRef], list[SegkitError]]:
     problems: list[SegkitError] = []
-    images = index_image_files(_image_dir(folder), problems=problems)
+    image_dir = _image_dir(folder)
     mask_dir = folder / masks if masks is not None else _first_dir(folder, MASK_DIRS)
+    if image_dir is None or mask_dir is None:
+        raise SegkitError(folder, f"no image folder ({'/'.join(IMAGE_DIRS)}) or no mask folder")
+    images = index_image_files(image_dir, problems=problems)
     mask_files = index_image_files(mask_dir, problems=problems)
     problems += [SegkitError(images[name], "image without mask") for name in images if name not in mask_files]
     problems += [SegkitError(mask_files[name], "mask without image") for name in mask_files if name not in images]

@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -51,12 +52,22 @@ def _shape(rng: np.random.Generator, label: str, width: int, height: int) -> dic
         corners = 3 if label == "triangle" else 4
         start = rng.uniform(0, 2 * math.pi)
         points = [
-            [cx + radius * math.cos(start + 2 * math.pi * k / corners), cy + radius * math.sin(start + 2 * math.pi * k / corners)]
+            [
+                cx + radius * math.cos(start + 2 * math.pi * k / corners),
+                cy + radius * math.sin(start + 2 * math.pi * k / corners),
+            ]
             for k in range(corners)
         ]
         shape_type = "polygon"
-    return {"label": label, "points": [[round(x, 2), round(y, 2)] for x, y in points], "group_id": None,
-            "description": "", "shape_type": shape_type, "flags": {}, "mask": None}
+    return {
+        "label": label,
+        "points": [[round(x, 2), round(y, 2)] for x, y in points],
+        "group_id": None,
+        "description": "",
+        "shape_type": shape_type,
+        "flags": {},
+        "mask": None,
+    }
 
 
 def _paint(image: np.ndarray, shape: dict, colour: np.ndarray) -> None:
@@ -96,9 +107,14 @@ def generate_demo_dataset(out: str | Path, spec: DemoSpec = DemoSpec()) -> list[
             shapes.append(shape)
         name = f"demo_{index:03d}"
         Image.fromarray(image.astype(np.uint8)).save(out / f"{name}.png")
-        annotation = {
-            "version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": f"{name}.png", "imageData": None,
-            "imageHeight": spec.height, "imageWidth": spec.width,
+        annotation: dict[str, Any] = {
+            "version": "5.5.0",
+            "flags": {},
+            "shapes": shapes,
+            "imagePath": f"{name}.png",
+            "imageData": None,
+            "imageHeight": spec.height,
+            "imageWidth": spec.width,
         }
         path = out / f"{name}.json"
         path.write_text(json.dumps(annotation, indent=1), encoding="utf-8")

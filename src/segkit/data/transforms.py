@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import numpy as np
@@ -51,7 +51,8 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
-def _floats(value: Any, length: int, name: str) -> tuple[float, ...]:
+def _floats(value: Any, length: int, name: str) -> Any:
+    """``length`` floats as a tuple (typed ``Any``: the field it is assigned to fixes the length)."""
     values = tuple(float(v) for v in value)
     if len(values) != length:
         raise SegkitError(None, f"{name} needs {length} numbers, got {list(value)!r}")
@@ -61,7 +62,7 @@ def _floats(value: Any, length: int, name: str) -> tuple[float, ...]:
 def _plain(value: Any) -> Any:
     """Dataclasses/tuples -> dicts/lists of built-in types (JSON, YAML and ``weights_only`` safe)."""
     if isinstance(value, _DictMixin):
-        return {field.name: _plain(getattr(value, field.name)) for field in fields(value)}
+        return {field.name: _plain(getattr(value, field.name)) for field in fields(cast(Any, value))}
     if isinstance(value, (tuple, list)):
         return [_plain(item) for item in value]
     return value
@@ -76,7 +77,7 @@ class _DictMixin:
 
     @classmethod
     def _check_keys(cls, data: dict[str, Any]) -> None:
-        known = {field.name for field in fields(cls)}
+        known = {field.name for field in fields(cast(Any, cls))}
         unknown = sorted(set(data) - known)
         if unknown:
             raise SegkitError(None, f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
@@ -167,26 +168,45 @@ class PreprocessConfig(_DictMixin):
     """
 
     img_size: tuple[int, int] = option(
-        (256, 256), help="network input size N or H W (crop policy: the crop size)", parse=_size_option,
-        nargs="+", metavar="N", planned=True, group="data",
+        (256, 256),
+        help="network input size N or H W (crop policy: the crop size)",
+        parse=_size_option,
+        nargs="+",
+        metavar="N",
+        planned=True,
+        group="data",
     )
     resize: str = option(
-        "letterbox", help="how images reach the network: letterbox (keep aspect, pad), resize (stretch) or crop "
-        "(random crops at --scale; predict whole or tiled)", choices=RESIZE_POLICIES, planned=True, group="data",
+        "letterbox",
+        help="how images reach the network: letterbox (keep aspect, pad), resize (stretch) or crop "
+        "(random crops at --scale; predict whole or tiled)",
+        choices=RESIZE_POLICIES,
+        planned=True,
+        group="data",
     )
     scale: float = option(
-        1.0, help="crop policy: resize every image by this factor first (1 = native resolution)", planned=True,
+        1.0,
+        help="crop policy: resize every image by this factor first (1 = native resolution)",
+        planned=True,
         group="data",
-        parse=float, metavar="F",
+        parse=float,
+        metavar="F",
     )
     mean: tuple[float, float, float] = option(IMAGENET_MEAN, help="RGB mean (0..1) for normalisation", cli=False)
     std: tuple[float, float, float] = option(IMAGENET_STD, help="RGB standard deviation (0..1)", cli=False)
     pad_value: int = option(0, help="image value of padding", cli=False)
     ignore_index: int = option(
-        255, help="mask value ignored by loss and metrics", parse=int, metavar="V", group="data",
+        255,
+        help="mask value ignored by loss and metrics",
+        parse=int,
+        metavar="V",
+        group="data",
     )
     augment: AugmentConfig = option(
-        default_factory=AugmentConfig, help="training augmentation strength", choices=AUGMENT_LEVELS, group="data",
+        default_factory=AugmentConfig,
+        help="training augmentation strength",
+        choices=AUGMENT_LEVELS,
+        group="data",
     )
 
     def __post_init__(self) -> None:
@@ -280,7 +300,9 @@ def apply_geometry(array: np.ndarray, geometry: LetterboxGeometry, *, fill: int,
 
 def resize_image(image: np.ndarray, preprocess: PreprocessConfig) -> tuple[np.ndarray, LetterboxGeometry]:
     """Bring an RGB image to the network input for prediction, with the geometry to undo it."""
-    geometry = compute_geometry(image.shape[0], image.shape[1], preprocess.img_size, preprocess.resize, preprocess.scale)
+    geometry = compute_geometry(
+        image.shape[0], image.shape[1], preprocess.img_size, preprocess.resize, preprocess.scale
+    )
     return apply_geometry(image, geometry, fill=preprocess.pad_value, nearest=False), geometry
 
 
@@ -289,7 +311,9 @@ def resize_sample(image: np.ndarray, mask: np.ndarray, preprocess: PreprocessCon
 
     ``crop`` keeps the full sample (resized by ``scale``); its random crop happens in training.
     """
-    geometry = compute_geometry(image.shape[0], image.shape[1], preprocess.img_size, preprocess.resize, preprocess.scale)
+    geometry = compute_geometry(
+        image.shape[0], image.shape[1], preprocess.img_size, preprocess.resize, preprocess.scale
+    )
     return (
         apply_geometry(image, geometry, fill=preprocess.pad_value, nearest=False),
         apply_geometry(mask, geometry, fill=preprocess.ignore_index, nearest=True),
@@ -331,7 +355,9 @@ def build_train_transform(preprocess: PreprocessConfig, seed: int | None = None)
         steps.append(A.VerticalFlip(p=0.5))
     if augment.rotate90:
         if preprocess.img_size[0] != preprocess.img_size[1]:
-            raise SegkitError(None, f"rotate90 needs a square input, not {preprocess.img_size[1]}x{preprocess.img_size[0]}")
+            raise SegkitError(
+                None, f"rotate90 needs a square input, not {preprocess.img_size[1]}x{preprocess.img_size[0]}"
+            )
         steps.append(A.RandomRotate90(p=0.75))
     if augment.scale != (1.0, 1.0) or augment.rotate or augment.translate:
         steps.append(
@@ -351,8 +377,11 @@ def build_train_transform(preprocess: PreprocessConfig, seed: int | None = None)
         strength = augment.color_jitter
         steps.append(
             A.ColorJitter(
-                brightness=strength, contrast=strength, saturation=strength,
-                hue=min(0.5, strength / 4), p=COLOR_PROBABILITY,
+                brightness=strength,
+                contrast=strength,
+                saturation=strength,
+                hue=min(0.5, strength / 4),
+                p=COLOR_PROBABILITY,
             )
         )
     transform = A.Compose(steps)

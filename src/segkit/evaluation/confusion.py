@@ -42,7 +42,9 @@ def _check_integers(values: ArrayLike, name: str) -> None:
 
 
 def _range_error(name: str, bad: Sequence[int], num_classes: int, ignore_index: int | None) -> ValueError:
-    return ValueError(f"{name} holds values {list(bad)[:10]} outside 0..{num_classes - 1} (ignore value {ignore_index})")
+    return ValueError(
+        f"{name} holds values {list(bad)[:10]} outside 0..{num_classes - 1} (ignore value {ignore_index})"
+    )
 
 
 def joint_histogram(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

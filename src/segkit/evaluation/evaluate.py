@@ -89,7 +89,7 @@ def evaluate(
         >>> metrics["mIoU"], metrics["per_class"]["road"]["iou"]
         >>> segkit.evaluate(pred="predicted/", true="data/masks/", classes="data/class_names.txt")["mIoU"]
     """
-    data_options = {"split": split, "val_split": val_split, "masks": masks, "colors": colors}
+    data_options: dict[str, Any] = {"split": split, "val_split": val_split, "masks": masks, "colors": colors}
     _check_form(checkpoint, data, pred, true, num_classes, data_options, prediction)
     inputs = [item for item in (checkpoint, data, pred, true) if isinstance(item, (str, Path))]
     for output, option in ((json, "--json"), (report, "--report")):
@@ -99,9 +99,14 @@ def evaluate(
     if pred is not None:
         from segkit.evaluation.folders import evaluate_folders
 
+        assert true is not None  # _check_form: --pred comes with --true
         metrics = evaluate_folders(
-            pred, true, class_names=classes, ignore_index=255 if ignore_index is None else ignore_index,
-            num_classes=num_classes, on_image=scores,
+            pred,
+            true,
+            class_names=classes,
+            ignore_index=255 if ignore_index is None else ignore_index,
+            num_classes=num_classes,
+            on_image=scores,
         )
     else:
         options = PredictionOptions(**prediction).predictor_kwargs()
@@ -117,16 +122,29 @@ def evaluate(
         from segkit.evaluation.html_report import write_evaluation_report
 
         write_evaluation_report(
-            report, metrics, scores, checkpoint=checkpoint, data=data, pred=pred, true=true, classes=classes,
-            ignore_index=ignore_index, val_split=val_split,
+            report,
+            metrics,
+            scores,
+            checkpoint=checkpoint,
+            data=data,
+            pred=pred,
+            true=true,
+            classes=classes,
+            ignore_index=ignore_index,
+            val_split=val_split,
         )
         logger.info("wrote %s", report)
     return metrics
 
 
 def _check_form(
-    checkpoint: object, data: object, pred: object, true: object, num_classes: int | None,
-    data_options: dict[str, Any], prediction: dict[str, Any],
+    checkpoint: object,
+    data: object,
+    pred: object,
+    true: object,
+    num_classes: int | None,
+    data_options: dict[str, Any],
+    prediction: dict[str, Any],
 ) -> None:
     """Exactly one of the two forms of :func:`evaluate`, with the options that belong to it."""
     checkpoint_form = checkpoint is not None
@@ -138,10 +156,15 @@ def _check_form(
         raise OptionError("--num-classes only applies with --pred/--true (a checkpoint knows its classes)")
     defaults = PredictionOptions()
     given = [name for name, value in data_options.items() if value is not None]
-    given += [name for name in CHECKPOINT_PREDICTION_OPTIONS
-              if name in prediction and prediction[name] != getattr(defaults, name)]
+    given += [
+        name
+        for name in CHECKPOINT_PREDICTION_OPTIONS
+        if name in prediction and prediction[name] != getattr(defaults, name)
+    ]
     if folder_form and given:
-        raise OptionError(f"{', '.join('--' + name.replace('_', '-') for name in given)} only apply with CHECKPOINT DATA")
+        raise OptionError(
+            f"{', '.join('--' + name.replace('_', '-') for name in given)} only apply with CHECKPOINT DATA"
+        )
 
 
 def open_evaluation_source(
@@ -219,8 +242,11 @@ def evaluate_predictor(
         for sample, prediction in zip(samples, predictor.predict_batch([sample.image for sample in samples])):
             matrix.update(prediction, sample.mask)
             if on_image is not None:
-                on_image(ImageResult.from_masks(sample.name, prediction, sample.mask, predictor.num_classes, ignore,
-                                                image=sample.image))
+                on_image(
+                    ImageResult.from_masks(
+                        sample.name, prediction, sample.mask, predictor.num_classes, ignore, image=sample.image
+                    )
+                )
     return matrix.compute()
 
 

@@ -32,20 +32,30 @@ from segkit.evaluation.per_image import ImagePixels, ImageScore, PerImageScores
 from segkit.visualize import PALETTE, colorize, default_palette, overlay
 
 SUMMARY = (
-    ("mIoU", "mIoU"), ("pixel accuracy", "pixel_accuracy"), ("mDice", "mDice"), ("fwIoU", "fwIoU"),
-    ("mean precision", "mean_precision"), ("mean recall", "mean_recall"),
+    ("mIoU", "mIoU"),
+    ("pixel accuracy", "pixel_accuracy"),
+    ("mDice", "mDice"),
+    ("fwIoU", "fwIoU"),
+    ("mean precision", "mean_precision"),
+    ("mean recall", "mean_recall"),
 )
 DEFINITIONS = (
-    ("TP, FP, FN, TN", "For class c of the confusion matrix cm (rows truth, columns prediction, ignored pixels left "
-                       "out): TP = cm[c, c], FP = column sum − TP, FN = row sum − TP, TN = all − TP − FP − FN."),
+    (
+        "TP, FP, FN, TN",
+        "For class c of the confusion matrix cm (rows truth, columns prediction, ignored pixels left "
+        "out): TP = cm[c, c], FP = column sum − TP, FN = row sum − TP, TN = all − TP − FP − FN.",
+    ),
     ("IoU (Jaccard)", "TP / (TP + FP + FN)"),
     ("Dice (F1)", "2·TP / (2·TP + FP + FN)"),
     ("precision", "TP / (TP + FP)"),
     ("recall", "TP / (TP + FN) (class accuracy)"),
     ("specificity", "TN / (TN + FP)"),
     ("pixel accuracy", "Σ TP / all labelled pixels"),
-    ("mIoU, mDice, mean …", "the mean over the classes where the value is defined; a ratio whose denominator is 0 is "
-                           "undefined (–) and left out"),
+    (
+        "mIoU, mDice, mean …",
+        "the mean over the classes where the value is defined; a ratio whose denominator is 0 is "
+        "undefined (–) and left out",
+    ),
     ("fwIoU", "Σ_c (TP_c + FN_c) / all · IoU_c (IoU weighted by the class's share of the true pixels)"),
 )
 MAX_CLASS_COLUMNS = 12  # per-class IoU columns in the per-image table up to this many classes
@@ -93,10 +103,13 @@ def render_report(
         colours = default_palette(names) if palette is None else np.asarray(palette, dtype=np.uint8)[: len(names)]
         background = background_index(names)
     history = card.training.history if card is not None else []
-    best_epoch = (card.training.best_epoch or best_epoch_of(history)) if history else None
+    best_epoch = ((card is not None and card.training.best_epoch) or best_epoch_of(history)) if history else None
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("segkit.evaluation", "templates"), autoescape=True, trim_blocks=True,
-        lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+        loader=jinja2.PackageLoader("segkit.evaluation", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
     )
     environment.filters["num"] = _number
     environment.filters["sortkey"] = lambda value: "" if _undefined(value) else f"{value:.6f}"
@@ -117,7 +130,9 @@ def render_report(
         "best_epoch": best_epoch,
         "images": [] if scores is None else sorted(scores.scores, key=_ascending_miou),
         "image_classes": names if len(names) <= MAX_CLASS_COLUMNS else [],
-        "worst": [] if scores is None else [
+        "worst": []
+        if scores is None
+        else [
             _worst_item(score, pixels, names, colours, background, ignore_index)
             for score, pixels in scores.worst_images()
         ],
@@ -159,11 +174,17 @@ def _class_rows(metrics: Mapping[str, Any], colours: np.ndarray) -> list[dict[st
     for index, (name, values) in enumerate(metrics["per_class"].items()):
         iou = values["iou"]
         state = "absent" if name in metrics.get("classes_absent", []) else "zero" if iou == 0 else ""
-        rows.append({
-            **values, "name": name, "colour": _hex(colours[index]), "state": state,
-            "bar": 0 if _undefined(iou) else round(80 * iou), "share": f"{values['support'] / total:.2%}",
-            "predicted": int(predicted[index]),
-        })
+        rows.append(
+            {
+                **values,
+                "name": name,
+                "colour": _hex(colours[index]),
+                "state": state,
+                "bar": 0 if _undefined(iou) else round(80 * iou),
+                "share": f"{values['support'] / total:.2%}",
+                "predicted": int(predicted[index]),
+            }
+        )
     return rows
 
 
@@ -179,13 +200,17 @@ def _confusion_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             count = int(matrix[truth, predicted])
             share = count / total if total else 0.0
             lightness = 97 - 62 * share  # white-ish (0 %) to deep blue (100 %)
-            cells.append({
-                "count": count, "diagonal": truth == predicted,
-                "text": "" if not total else f"{share:.0%}" if share >= 0.005 or not count else "<1%",
-                "background": f"hsl(222, 70%, {lightness:.1f}%)", "color": "#ffffff" if share > 0.45 else "#1c1f26",
-                "title": f"truth {name} → predicted {other}: {count:,} pixels"
-                         + (f" ({share:.2%} of {name})" if total else ""),
-            })
+            cells.append(
+                {
+                    "count": count,
+                    "diagonal": truth == predicted,
+                    "text": "" if not total else f"{share:.0%}" if share >= 0.005 or not count else "<1%",
+                    "background": f"hsl(222, 70%, {lightness:.1f}%)",
+                    "color": "#ffffff" if share > 0.45 else "#1c1f26",
+                    "title": f"truth {name} → predicted {other}: {count:,} pixels"
+                    + (f" ({share:.2%} of {name})" if total else ""),
+                }
+            )
         rows.append({"name": name, "cells": cells, "total": total})
     return rows
 
@@ -232,8 +257,13 @@ def _worst_item(
     panels.append(("errors (red)", _image_uri(error_map(pixels.truth, pixels.prediction, ignore_index), photo=False)))
     defined = [(iou, name) for iou, name in zip(score.iou, names) if not math.isnan(iou)]
     weakest = min(defined)[1] if defined else ""
-    return {"name": score.name, "miou": score.miou, "pixel_accuracy": score.pixel_accuracy, "weakest": weakest,
-            "panels": panels}
+    return {
+        "name": score.name,
+        "miou": score.miou,
+        "pixel_accuracy": score.pixel_accuracy,
+        "weakest": weakest,
+        "panels": panels,
+    }
 
 
 def _duration(seconds: float) -> str:
@@ -249,10 +279,16 @@ def _card_facts(card: ModelCard) -> list[tuple[str, str]]:
     facts = [
         ("model", f"{spec.name}" + (f" ({options})" if options else "")),
         ("classes", ", ".join(card.classes)),
-        ("mode", f"binary (one sigmoid channel, threshold {card.threshold:g})" if card.binary
-         else f"multi-class (softmax over {card.num_classes} classes)"),
-        ("input", f"{preprocess.img_size[1]}×{preprocess.img_size[0]} ({preprocess.resize}), "
-                  f"{spec.in_channels} channels"),
+        (
+            "mode",
+            f"binary (one sigmoid channel, threshold {card.threshold:g})"
+            if card.binary
+            else f"multi-class (softmax over {card.num_classes} classes)",
+        ),
+        (
+            "input",
+            f"{preprocess.img_size[1]}×{preprocess.img_size[0]} ({preprocess.resize}), {spec.in_channels} channels",
+        ),
         ("ignore value", str(card.ignore_index)),
         ("background class", "none" if card.background is None else card.classes[card.background]),
     ]
@@ -264,12 +300,17 @@ def _card_facts(card: ModelCard) -> list[tuple[str, str]]:
         if training.best_metric is not None:
             best += f", validation mIoU {training.best_metric:.4f}"
         seconds = training.seconds or sum(float(row.get("seconds") or 0) for row in training.history)
-        facts += [("trained", f"{training.epoch} epochs" + (f" in {_duration(seconds)}" if seconds else "")),
-                  ("best", best)]
+        facts += [
+            ("trained", f"{training.epoch} epochs" + (f" in {_duration(seconds)}" if seconds else "")),
+            ("best", best),
+        ]
     config = training.config
     if config:
-        recipe = ", ".join(f"{key} {config[key]}" for key in ("optimizer", "lr", "batch_size", "loss", "scheduler")
-                           if config.get(key) is not None)
+        recipe = ", ".join(
+            f"{key} {config[key]}"
+            for key in ("optimizer", "lr", "batch_size", "loss", "scheduler")
+            if config.get(key) is not None
+        )
         facts.append(("recipe", recipe))
     data = training.data or ({"folder": config["data"]} if config.get("data") else {})
     if data:
@@ -301,7 +342,7 @@ def write_evaluation_report(
     data: str | Path | None = None,
     pred: str | Path | None = None,
     true: str | Path | None = None,
-    classes: str | Path | None = None,
+    classes: Sequence[str] | str | Path | None = None,
     ignore_index: int | None = None,
     val_split: float | None = None,
 ) -> None:
@@ -312,18 +353,29 @@ def write_evaluation_report(
     if checkpoint is not None:
         where = str(data) + (f" (held out {val_split:g})" if val_split else "")
         card = model_card(checkpoint)
-        write_report(path, metrics, scores=scores, card=card,
-                     ignore_index=card.ignore_index if ignore_index is None else ignore_index,
-                     sources=[("model", str(checkpoint)), ("data", where)])
+        write_report(
+            path,
+            metrics,
+            scores=scores,
+            card=card,
+            ignore_index=card.ignore_index if ignore_index is None else ignore_index,
+            sources=[("model", str(checkpoint)), ("data", where)],
+        )
         return
     ignore_index = 255 if ignore_index is None else ignore_index
     palette = None
-    if classes is not None and Path(classes).suffix.lower() in (".json", ".csv"):
+    if isinstance(classes, (str, Path)) and Path(classes).suffix.lower() in (".json", ".csv"):
         from segkit.data.colors import load_color_table
 
         palette = load_color_table(classes).class_colors(metrics["num_classes"])
-    write_report(path, metrics, scores=scores, palette=palette, ignore_index=ignore_index,
-                 sources=[("predicted masks", str(pred)), ("true masks", str(true))])
+    write_report(
+        path,
+        metrics,
+        scores=scores,
+        palette=palette,
+        ignore_index=ignore_index,
+        sources=[("predicted masks", str(pred)), ("true masks", str(true))],
+    )
 
 
 def report_run(
@@ -375,20 +427,38 @@ def report_run(
     if source is None:
         metrics = card.training.metrics
         if not metrics:
-            raise SegkitError(best, f"no stored validation metrics, and the training data {where} was not found; "
-                                    "pass --data DATA")
-        note = (f"The training data ({where}) was not found, so these are the validation metrics of the best epoch as "
-                "stored in the checkpoint, measured at the network's input size. Pass --data DATA to evaluate at each "
-                "image's original size with per-image scores.")
-        write_report(out, metrics, card=card, ignore_index=card.ignore_index, sources=sources, note=note,
-                     title="segkit training report")
+            raise SegkitError(
+                best, f"no stored validation metrics, and the training data {where} was not found; pass --data DATA"
+            )
+        note = (
+            f"The training data ({where}) was not found, so these are the validation metrics of the best epoch as "
+            "stored in the checkpoint, measured at the network's input size. Pass --data DATA to evaluate at each "
+            "image's original size with per-image scores."
+        )
+        write_report(
+            out,
+            metrics,
+            card=card,
+            ignore_index=card.ignore_index,
+            sources=sources,
+            note=note,
+            title="segkit training report",
+        )
         return out
     scores = PerImageScores(worst)
-    metrics = evaluate_checkpoint(checkpoint, source, batch_size=batch_size, device=device, val_split=held_out,
-                                  on_image=scores)
+    metrics = evaluate_checkpoint(
+        checkpoint, source, batch_size=batch_size, device=device, val_split=held_out, on_image=scores
+    )
     sources.append(("data", where))
-    write_report(out, metrics, scores=scores, card=card, ignore_index=card.ignore_index, sources=sources,
-                 title="segkit training report")
+    write_report(
+        out,
+        metrics,
+        scores=scores,
+        card=card,
+        ignore_index=card.ignore_index,
+        sources=sources,
+        title="segkit training report",
+    )
     return out
 
 
@@ -400,8 +470,12 @@ def _validation_source(
     from segkit.data.sources import list_splits, open_source
 
     config = card.training.config
-    options = {"masks": config.get("masks"), "colors": config.get("colors"), "classes": config.get("classes"),
-               "ignore_index": card.ignore_index}
+    options: dict[str, Any] = {
+        "masks": config.get("masks"),
+        "colors": config.get("colors"),
+        "classes": config.get("classes"),
+        "ignore_index": card.ignore_index,
+    }
     if data is not None:  # read as `segkit evaluate MODEL DATA` reads it
         return Path(data), val_split, str(data) + (f" (held out {val_split:g})" if val_split else "")
     if config.get("val"):

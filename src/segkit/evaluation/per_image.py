@@ -106,8 +106,11 @@ class PerImageScores:
     def __call__(self, result: ImageResult) -> None:
         metrics = compute_metrics(result.matrix)
         score = ImageScore(
-            result.name, metrics["mIoU"], metrics["pixel_accuracy"],
-            [row["iou"] for row in metrics["per_class"].values()], metrics["num_pixels"],
+            result.name,
+            metrics["mIoU"],
+            metrics["pixel_accuracy"],
+            [row["iou"] for row in metrics["per_class"].values()],
+            metrics["num_pixels"],
         )
         self.scores.append(score)
         if self.worst <= 0 or math.isnan(score.miou):
@@ -128,6 +131,7 @@ class PerImageScores:
         side = self.display_side
         image = None if pixels.image is None else fit_within(pixels.image, side)
         return ImagePixels(
-            image, fit_within(np.asarray(pixels.truth, np.uint8), side, nearest=True),
+            image,
+            fit_within(np.asarray(pixels.truth, np.uint8), side, nearest=True),
             fit_within(np.asarray(pixels.prediction, np.uint8), side, nearest=True),
         )

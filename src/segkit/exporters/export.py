@@ -96,15 +96,28 @@ def export(
         >>> segkit.export("runs/exp/best.pt", "model-int8.onnx", quantize="int8", calibration="data/")
         >>> segkit.export("runs/exp/best.pt", "my-model/", format="hf")
     """
-    quantize_options = {"split": split, "masks": masks, "colors": colors, "classes": classes, "force": force}
+    quantize_options: dict[str, Any] = {
+        "split": split,
+        "masks": masks,
+        "colors": colors,
+        "classes": classes,
+        "force": force,
+    }
     _check_options(format, opset, exporter, push_to_hub, quantize, calibration, quantize_options)
-    export_options = {"opset": opset, "dynamic": dynamic, "exporter": exporter}
+    export_options: dict[str, Any] = {"opset": opset, "dynamic": dynamic, "exporter": exporter}
     if quantize is not None:
         from segkit.exporters.quantize import quantize_onnx
 
+        assert calibration is not None  # _check_options: --quantize comes with --calibration
         return quantize_onnx(
-            checkpoint, out, calibration, calibration_images=calibration_images, max_drop=max_drop,
-            overwrite=overwrite, export_options=export_options, **quantize_options,
+            checkpoint,
+            out,
+            calibration,
+            calibration_images=calibration_images,
+            max_drop=max_drop,
+            overwrite=overwrite,
+            export_options=export_options,
+            **quantize_options,
         )
     if format == "hf":
         from segkit.exporters.hf import HubExport, export_hf
@@ -118,12 +131,20 @@ def export(
 
 
 def _check_options(
-    format: str, opset: int, exporter: str, push_to_hub: str | None, quantize: str | None,
-    calibration: Any, quantize_options: dict[str, Any],
+    format: str,
+    opset: int,
+    exporter: str,
+    push_to_hub: str | None,
+    quantize: str | None,
+    calibration: Any,
+    quantize_options: dict[str, Any],
 ) -> None:
     """The options of :func:`export` that do not go together (one line each, as the command says them)."""
-    for name, value, choices in (("--format", format, FORMATS), ("--exporter", exporter, EXPORTERS),
-                                 ("--quantize", quantize, (None, *QUANTIZE_CHOICES))):
+    for name, value, choices in (
+        ("--format", format, FORMATS),
+        ("--exporter", exporter, EXPORTERS),
+        ("--quantize", quantize, (None, *QUANTIZE_CHOICES)),
+    ):
         if value not in choices:
             raise OptionError(f"{name} must be one of {', '.join(map(str, filter(None, choices)))}, not {value!r}")
     if opset < MIN_OPSET:

@@ -73,7 +73,9 @@ def export_hf(checkpoint: str | Path | Checkpoint, out: str | Path, *, overwrite
     staging = make_staging_dir(out, prefix=f".{out.name}.partial.")
     try:
         save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "library": "segkit"})
-        (staging / CONFIG_FILE).write_text(json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        (staging / CONFIG_FILE).write_text(
+            json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
         (staging / README_FILE).write_text(model_card_markdown(card), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -103,8 +105,9 @@ def load_pretrained(folder: str | Path) -> Checkpoint:
     config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for path in (config, weights):
         if not path.is_file():
-            raise SegkitError(path, f"not found: a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE} "
-                                    "(segkit export --format hf)")
+            raise SegkitError(
+                path, f"not found: a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE} (segkit export --format hf)"
+            )
     try:
         card_data = json.loads(config.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -142,8 +145,9 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, toke
     api = huggingface_hub.HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                          commit_message="Upload segkit model")
+        api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="Upload segkit model"
+        )
     except Exception as error:  # network, authentication and Hub errors come as many types
         raise SegkitError(repo_id, f"upload to the Hugging Face Hub failed: {error}") from None
     return str(url)
@@ -170,8 +174,11 @@ def model_card_markdown(card: ModelCard) -> str:
         "",
         f"A semantic segmentation model trained with segkit {card.segkit_version}: "
         f"`{spec.name}` with options `{json.dumps(spec.kwargs)}`, {card.num_classes} classes, "
-        + ("binary mode (one sigmoid channel, threshold "
-           f"{card.threshold:g})" if card.binary else "softmax over the classes")
+        + (
+            f"binary mode (one sigmoid channel, threshold {card.threshold:g})"
+            if card.binary
+            else "softmax over the classes"
+        )
         + f". Input images are resized by `{card.preprocess.resize}` to {width}×{height}; masks come back at each "
         "image's original size.",
         "",
@@ -179,12 +186,17 @@ def model_card_markdown(card: ModelCard) -> str:
         "",
         "| index | class | colour |",
         "|---|---|---|",
-        *(f"| {index} | {name} | `#{colour[0]:02x}{colour[1]:02x}{colour[2]:02x}` |"
-          for index, (name, colour) in enumerate(zip(card.classes, card.palette))),
+        *(
+            f"| {index} | {name} | `#{colour[0]:02x}{colour[1]:02x}{colour[2]:02x}` |"
+            for index, (name, colour) in enumerate(zip(card.classes, card.palette))
+        ),
         "",
         f"Mask value {card.ignore_index} marks unlabelled pixels (left out of training and metrics)."
-        + ("" if card.background is None else f" Class {card.background} (`{card.classes[card.background]}`) is "
-                                               "the background."),
+        + (
+            ""
+            if card.background is None
+            else f" Class {card.background} (`{card.classes[card.background]}`) is the background."
+        ),
         "",
     ]
     metrics = training.metrics
@@ -200,8 +212,11 @@ def model_card_markdown(card: ModelCard) -> str:
             "",
             "| class | IoU | Dice | precision | recall |",
             "|---|---|---|---|---|",
-            *(f"| {name} | {_number(row.get('iou'))} | {_number(row.get('dice'))} | {_number(row.get('precision'))} "
-              f"| {_number(row.get('recall'))} |" for name, row in metrics["per_class"].items()),
+            *(
+                f"| {name} | {_number(row.get('iou'))} | {_number(row.get('dice'))} | {_number(row.get('precision'))} "
+                f"| {_number(row.get('recall'))} |"
+                for name, row in metrics["per_class"].items()
+            ),
             "",
         ]
     config = training.config
@@ -214,11 +229,16 @@ def model_card_markdown(card: ModelCard) -> str:
             lines.append(f"Validation: the folder {config['val']}.")
         elif config:
             lines.append(f"Validation: {config.get('val_split', 0.2):g} of the images held out by name.")
-        recipe = ", ".join(f"{key} {config[key]}" for key in ("optimizer", "lr", "batch_size", "loss", "scheduler",
-                                                               "augment") if config.get(key) is not None)
+        recipe = ", ".join(
+            f"{key} {config[key]}"
+            for key in ("optimizer", "lr", "batch_size", "loss", "scheduler", "augment")
+            if config.get(key) is not None
+        )
         lines += [
-            f"Trained {training.epoch} epochs" + (f" in {training.seconds / 60:.1f} min" if training.seconds else "")
-            + (f" ({recipe})" if recipe else "") + ".",
+            f"Trained {training.epoch} epochs"
+            + (f" in {training.seconds / 60:.1f} min" if training.seconds else "")
+            + (f" ({recipe})" if recipe else "")
+            + ".",
             "",
         ]
     lines += [
@@ -239,8 +259,8 @@ def model_card_markdown(card: ModelCard) -> str:
         "```python",
         "import segkit",
         "",
-        "model = segkit.load(\"THIS_FOLDER\")",
-        "mask = model.predict(\"photo.jpg\")  # (H, W) uint8 class indices at the photo's size",
+        'model = segkit.load("THIS_FOLDER")',
+        'mask = model.predict("photo.jpg")  # (H, W) uint8 class indices at the photo\'s size',
         "```",
         "",
         f"Files: `{WEIGHTS_FILE}` (weights), `{CONFIG_FILE}` (the segkit model card: architecture, classes, colours, "

@@ -177,7 +177,13 @@ class _ExportJob:
     """One checkpoint's export: the example input, the parity inputs, and one attempt per exporter."""
 
     def __init__(
-        self, predictor: Predictor, source: Path | None, out: Path, opset: int, dynamic: bool, tolerance: float,
+        self,
+        predictor: Predictor,
+        source: Path | None,
+        out: Path,
+        opset: int,
+        dynamic: bool,
+        tolerance: float,
     ) -> None:
         self.predictor, self.source, self.out = predictor, source, out
         self.model: nn.Module = predictor.model
@@ -201,8 +207,11 @@ class _ExportJob:
                 if attempt < len(exporters) - 1:
                     logger.warning("%s exporter: %s; trying %s", exporter, error.problem, exporters[attempt + 1])
                 elif self.dynamic:
-                    raise SegkitError(error.path, f"{error.problem} (layers tied to the input size, such as "
-                                                  "adaptive pooling, may export only with --no-dynamic)") from None
+                    raise SegkitError(
+                        error.path,
+                        f"{error.problem} (layers tied to the input size, such as "
+                        "adaptive pooling, may export only with --no-dynamic)",
+                    ) from None
                 else:
                     raise
         raise ValueError("no exporter to run")
@@ -233,12 +242,16 @@ class _ExportJob:
                 expected = self.model(images).float()
             got = torch.from_numpy(runtime.forward(images.numpy()))
             if got.shape != expected.shape:
-                raise SegkitError(self.out, f"ONNX Runtime gives logits {list(got.shape)} for input {list(shape)}, "
-                                            f"PyTorch {list(expected.shape)}")
+                raise SegkitError(
+                    self.out,
+                    f"ONNX Runtime gives logits {list(got.shape)} for input {list(shape)}, "
+                    f"PyTorch {list(expected.shape)}",
+                )
             difference = float((got - expected).abs().max())
             if difference > self.tolerance * max(1.0, float(expected.abs().max())):
-                raise SegkitError(self.out, f"ONNX Runtime logits differ from PyTorch by {difference:.3g} on input "
-                                            f"{list(shape)}")
+                raise SegkitError(
+                    self.out, f"ONNX Runtime logits differ from PyTorch by {difference:.3g} on input {list(shape)}"
+                )
             worst = max(worst, difference)
         return worst, runtime.input_shape
 
@@ -248,8 +261,16 @@ def _export_dynamo(model: nn.Module, path: Path, sample: torch.Tensor, opset: in
     # become Dim.DYNAMIC and are written into the graph as the dimension names.
     dynamic_shapes = (DYNAMIC_AXES,) if dynamic else None
     torch.onnx.export(
-        model, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
-        dynamo=True, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
+        model,
+        (sample,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=opset,
+        dynamo=True,
+        dynamic_shapes=dynamic_shapes,
+        external_data=False,
+        verbose=False,
     )
 
 
@@ -261,8 +282,15 @@ def _export_torchscript(model: nn.Module, path: Path, sample: torch.Tensor, opse
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            model, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
+            model,
+            (sample,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes=axes,
+            do_constant_folding=True,
         )
 
 

@@ -67,10 +67,16 @@ class QuantizationResult:
     def to_dict(self) -> dict[str, Any]:
         """The ``export.quantization`` metadata entry."""
         return {
-            "type": "int8", "format": "QDQ", "weights": "int8 per channel", "activations": "uint8 MinMax",
-            "calibration_images": self.calibration_images, "evaluation_images": self.images,
-            "fp32_mIoU": round(self.fp32_miou, 6), "int8_mIoU": round(self.int8_miou, 6),
-            "mIoU_drop": round(self.drop, 6), "max_drop": self.max_drop,
+            "type": "int8",
+            "format": "QDQ",
+            "weights": "int8 per channel",
+            "activations": "uint8 MinMax",
+            "calibration_images": self.calibration_images,
+            "evaluation_images": self.images,
+            "fp32_mIoU": round(self.fp32_miou, 6),
+            "int8_mIoU": round(self.int8_miou, 6),
+            "mIoU_drop": round(self.drop, 6),
+            "max_drop": self.max_drop,
         }
 
     def format(self) -> str:
@@ -176,17 +182,40 @@ def quantize_onnx(
             exported = export_onnx(model, Path(work) / "fp32.onnx", **(export_options or {}))
             logger.info(
                 "exported the fp32 model (%s exporter, opset %d; max |logit difference| vs PyTorch %.3g)",
-                exported.exporter, exported.opset, exported.max_abs_diff,
+                exported.exporter,
+                exported.opset,
+                exported.max_abs_diff,
             )
             model = exported.path
-        result = _quantize(model, out, data, Path(work), split=split, masks=masks, colors=colors,
-                           classes=classes, calibration_images=calibration_images, max_drop=max_drop, force=force)
+        result = _quantize(
+            model,
+            out,
+            data,
+            Path(work),
+            split=split,
+            masks=masks,
+            colors=colors,
+            classes=classes,
+            calibration_images=calibration_images,
+            max_drop=max_drop,
+            force=force,
+        )
     return replace(result, size_bytes=out.stat().st_size)
 
 
 def _quantize(
-    model: Path, out: Path, data: str | Path, work: Path, *, split: str | None, masks: str | None,
-    colors: str | Path | None, classes: Any, calibration_images: int, max_drop: float, force: bool,
+    model: Path,
+    out: Path,
+    data: str | Path,
+    work: Path,
+    *,
+    split: str | None,
+    masks: str | None,
+    colors: str | Path | None,
+    classes: Any,
+    calibration_images: int,
+    max_drop: float,
+    force: bool,
 ) -> QuantizationResult:
     """Calibrate, quantize, score both models and write ``out`` (see :func:`quantize_onnx`)."""
     import onnxruntime.quantization as quant
@@ -197,9 +226,7 @@ def _quantize(
     fp32 = OnnxBackend(model, "cpu")
     if "quantization" in fp32.metadata.get("export", {}):
         raise SegkitError(model, "is already quantized; quantize the fp32 export")
-    source = open_evaluation_source(
-        data, split, fp32.card.ignore_index, masks=masks, colors=colors, classes=classes
-    )
+    source = open_evaluation_source(data, split, fp32.card.ignore_index, masks=masks, colors=colors, classes=classes)
     recorder = RecordingBackend(fp32)
     chosen = evenly_spaced(len(source), calibration_images)
     Predictor(recorder, fp32.card).predict_batch([source.load(index).image for index in chosen])
@@ -209,9 +236,14 @@ def _quantize(
     try:
         quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
         quant.quantize_static(
-            str(prepared), str(quantized), _calibration_reader(recorder.inputs, fp32.input_name),
-            quant_format=quant.QuantFormat.QDQ, per_channel=True, weight_type=quant.QuantType.QInt8,
-            activation_type=quant.QuantType.QUInt8, calibrate_method=quant.CalibrationMethod.MinMax,
+            str(prepared),
+            str(quantized),
+            _calibration_reader(recorder.inputs, fp32.input_name),
+            quant_format=quant.QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=quant.QuantType.QInt8,
+            activation_type=quant.QuantType.QUInt8,
+            calibrate_method=quant.CalibrationMethod.MinMax,
         )
     except Exception as error:  # the quantization tools raise many unrelated types
         raise SegkitError(model, f"int8 quantization failed: {first_line(error)}") from None
@@ -219,8 +251,10 @@ def _quantize(
     int8_metrics = evaluate_predictor(Predictor.from_checkpoint(quantized, device="cpu"), source, source_name=data)
     result = QuantizationResult(out, _miou(fp32_metrics), _miou(int8_metrics), len(source), len(chosen), max_drop)
     if not result.drop <= max_drop:  # NaN counts as over
-        message = (f"int8 mIoU {result.int8_miou:.4f} is {result.drop:.4f} below fp32 {result.fp32_miou:.4f} "
-                   f"(more than --max-drop {max_drop})")
+        message = (
+            f"int8 mIoU {result.int8_miou:.4f} is {result.drop:.4f} below fp32 {result.fp32_miou:.4f} "
+            f"(more than --max-drop {max_drop})"
+        )
         if not force:
             raise SegkitError(out, f"{message}; nothing written (pass --force to keep it anyway)")
         logger.warning("%s; kept because of --force", message)

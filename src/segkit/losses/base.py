@@ -26,6 +26,8 @@ class SegmentationLoss(nn.Module, ABC):
         ignore_index: target value excluded from the loss.
     """
 
+    class_weights: torch.Tensor | None  # the buffer of the subclasses that weight classes
+
     def __init__(self, *, binary: bool, ignore_index: int) -> None:
         super().__init__()
         self.binary = binary

@@ -65,7 +65,10 @@ def _focal(ctx: LossContext, gamma: float = 2.0, alpha: float | None = None) -> 
 
 def _ohem(ctx: LossContext, threshold: float = 0.7, min_kept: float = 0.1) -> nn.Module:
     return OhemCrossEntropyLoss(
-        binary=ctx.binary, ignore_index=ctx.ignore_index, threshold=threshold, min_kept=min_kept,
+        binary=ctx.binary,
+        ignore_index=ctx.ignore_index,
+        threshold=threshold,
+        min_kept=min_kept,
         class_weights=ctx.class_weights,
     )
 
@@ -109,9 +112,9 @@ class CombinedLoss(nn.Module):
         self.losses = nn.ModuleList(loss for _, loss in terms)
 
     def forward(self, logits: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        if isinstance(logits, (list, tuple)):
-            return torch.stack([self._single(output, target) for output in logits]).sum()
-        return self._single(logits, target)
+        if isinstance(logits, torch.Tensor):
+            return self._single(logits, target)
+        return torch.stack([self._single(output, target) for output in logits]).sum()
 
     def _single(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.stack([weight * loss(logits, target) for weight, loss in zip(self.weights, self.losses)]).sum()

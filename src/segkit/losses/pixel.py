@@ -62,6 +62,8 @@ class BinaryCrossEntropyLoss(SegmentationLoss):
         pos_weight: factor on the positive term, as in ``torch.nn.BCEWithLogitsLoss``.
     """
 
+    pos_weight: torch.Tensor | None
+
     def __init__(
         self,
         *,
@@ -78,11 +80,16 @@ class BinaryCrossEntropyLoss(SegmentationLoss):
     def compute(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         labels = target.where(valid, 0)
         soft = labels * (1.0 - self.label_smoothing) + self.label_smoothing / 2
-        per_pixel = F.binary_cross_entropy_with_logits(
-            logits[:, 0], soft, pos_weight=self.pos_weight, reduction="none"
-        )
+        per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], soft, pos_weight=self.pos_weight, reduction="none")
         weights = pixel_weights(labels, valid, self.class_weights)
         return normalize((per_pixel * weights).sum(), weights)
+
+
+def per_pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, binary: bool) -> torch.Tensor:
+    """``-log p_true`` per pixel: sigmoid on one channel (binary) or softmax over the classes."""
+    if binary:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
+    return F.cross_entropy(logits, labels, reduction="none")
 
 
 class OhemCrossEntropyLoss(SegmentationLoss):
@@ -120,10 +127,7 @@ class OhemCrossEntropyLoss(SegmentationLoss):
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         labels = target.where(valid, 0)
-        if self.binary:
-            per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
-        else:
-            per_pixel = F.cross_entropy(logits, labels, reduction="none")
+        per_pixel = per_pixel_cross_entropy(logits, labels, self.binary)
         with torch.no_grad():
             true_probability = torch.exp(-per_pixel).masked_fill(~valid, 2.0)  # ignored pixels never count
             count = int(valid.sum())
@@ -175,10 +179,7 @@ class FocalLoss(SegmentationLoss):
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         labels = target.where(valid, 0)
-        if self.binary:
-            per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
-        else:
-            per_pixel = F.cross_entropy(logits, labels, reduction="none")
+        per_pixel = per_pixel_cross_entropy(logits, labels, self.binary)
         loss = focal_term(per_pixel, self.gamma)
         if self.alpha is not None:
             loss = loss * torch.where(labels == 1, self.alpha, 1.0 - self.alpha)

@@ -45,8 +45,16 @@ def _to_input_size(logits: torch.Tensor, padded: torch.Tensor, height: int, widt
     return crop(logits, height, width)
 
 
+def _keep_in_eval(module: nn.Module, _inputs: object) -> None:
+    """Forward pre-hook of a frozen BatchNorm layer: never update the running statistics."""
+    module.eval()
+
+
 class SegmentationModel(nn.Module, ABC):
     """Base class: pads to ``stride``, runs :meth:`forward_padded`, returns logits at the input size.
+
+    Models with a pretrainable encoder expose it as ``encoder``; :meth:`freeze_encoder`
+    stops (and resumes) training it.
 
     ``forward_padded`` may return one tensor or, for deep supervision, a list
     ``[main, side1, ...]`` (at any resolution; coarser outputs are upsampled
@@ -68,6 +76,51 @@ class SegmentationModel(nn.Module, ABC):
     @abstractmethod
     def forward_padded(self, x: torch.Tensor) -> Output:
         """Run the network on an input whose sides are multiples of ``stride``."""
+
+    def freeze_encoder(self, frozen: bool = True) -> SegmentationModel:
+        """Freeze (or unfreeze) the encoder for training; returns the model.
+
+        A frozen encoder's parameters get ``requires_grad=False`` and its BatchNorm layers run
+        in eval mode at every forward pass, also after ``model.train()``, so their running
+        statistics keep the pretrained values. Unfreezing undoes both. Optimisers should be
+        built over all parameters (those without gradients are skipped), so unfreezing later
+        trains the encoder.
+
+        Raises:
+            SegkitError: the model has no encoder.
+        """
+        encoder = self._encoder()
+        for parameter in encoder.parameters():
+            parameter.requires_grad_(not frozen)
+        for handle in self._freeze_hooks:
+            handle.remove()
+        batchnorms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._freeze_hooks = [bn.register_forward_pre_hook(_keep_in_eval) for bn in batchnorms] if frozen else []
+        for bn in batchnorms:
+            bn.train(self.training and not frozen)
+        self._encoder_frozen = frozen
+        return self
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """Whether :meth:`freeze_encoder` froze the encoder."""
+        return getattr(self, "_encoder_frozen", False)
+
+    def _encoder(self) -> nn.Module:
+        encoder = getattr(self, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            from segkit.errors import SegkitError
+
+            raise SegkitError(None, f"model {type(self).__name__} has no encoder to freeze")
+        return encoder
+
+    @property
+    def _freeze_hooks(self) -> list:
+        return self.__dict__.get("_segkit_freeze_hooks", [])
+
+    @_freeze_hooks.setter
+    def _freeze_hooks(self, hooks: list) -> None:
+        self.__dict__["_segkit_freeze_hooks"] = hooks
 
     def forward(self, x: torch.Tensor) -> Output:
         height, width = x.shape[-2:]

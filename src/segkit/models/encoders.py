@@ -9,7 +9,7 @@ input channel counts, and turns failed downloads into a clear error.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -53,12 +53,19 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     if in_channels == conv.in_channels:
         return conv
     new = nn.Conv2d(
-        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, conv.bias is not None, device=conv.weight.device,
+        in_channels,
+        conv.out_channels,
+        cast(Any, conv.kernel_size),
+        cast(Any, conv.stride),
+        cast(Any, conv.padding),
+        cast(Any, conv.dilation),
+        conv.groups,
+        conv.bias is not None,
+        device=conv.weight.device,
     )
     with torch.no_grad():
         new.weight.copy_(adapt_input_conv(in_channels, conv.weight.detach()))
-        if conv.bias is not None:
+        if conv.bias is not None and new.bias is not None:
             new.bias.copy_(conv.bias)
     return new
 
@@ -71,7 +78,7 @@ def _vgg16(batch_norm: bool, width_mult: float, pretrained: bool) -> tuple[nn.Se
     check_width(width_mult, pretrained)
     if pretrained:
         net = pretrained_torchvision(vgg16_bn if batch_norm else vgg16, True)
-        return net.features, net.classifier
+        return cast(nn.Sequential, net.features), cast(nn.Sequential, net.classifier)
     config: list[str | int] = []
     for block in VGG16_BLOCKS:
         config += [scaled(channels, width_mult) for channels in block] + ["M"]
@@ -84,7 +91,7 @@ def vgg16_features(*, batch_norm: bool, width_mult: float, pretrained: bool, in_
     Keys match torchvision's ``features`` so its weights (or a file of them) load directly.
     """
     features, _ = _vgg16(batch_norm, width_mult, pretrained)
-    features[0] = adapt_first_conv(features[0], in_channels)
+    features[0] = adapt_first_conv(cast(nn.Conv2d, features[0]), in_channels)
     return features
 
 
@@ -97,14 +104,13 @@ def vgg16_fully_convolutional(
     the convolutions (the paper's "convolutionalization").
     """
     features, classifier = _vgg16(False, width_mult, pretrained)
-    features[0] = adapt_first_conv(features[0], in_channels)
+    features[0] = adapt_first_conv(cast(nn.Conv2d, features[0]), in_channels)
     fc_in, fc_channels = scaled(512, width_mult), scaled(4096, width_mult)
     fc6 = nn.Conv2d(fc_in, fc_channels, kernel_size=7, padding=3)
     fc7 = nn.Conv2d(fc_channels, fc_channels, kernel_size=1)
     if classifier is not None:
         with torch.no_grad():
-            fc6.weight.copy_(classifier[0].weight.view(fc6.weight.shape))
-            fc6.bias.copy_(classifier[0].bias)
-            fc7.weight.copy_(classifier[3].weight.view(fc7.weight.shape))
-            fc7.bias.copy_(classifier[3].bias)
+            for conv, linear in ((fc6, cast(nn.Linear, classifier[0])), (fc7, cast(nn.Linear, classifier[3]))):
+                conv.weight.copy_(linear.weight.view(conv.weight.shape))
+                cast(torch.Tensor, conv.bias).copy_(linear.bias)
     return features, fc6, fc7

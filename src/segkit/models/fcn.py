@@ -18,6 +18,8 @@ classes; load them with ``--weights`` to fine-tune, the head is re-initialised).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -50,7 +52,7 @@ def zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     """A 1x1 scoring convolution starting at zero (the paper's initialisation)."""
     conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
     nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # a bias was asked for
     return conv
 
 
@@ -119,7 +121,7 @@ class TorchvisionFCN(SegmentationModel):
     @property
     def encoder(self) -> nn.Module:
         """The dilated ResNet backbone."""
-        return self.net.backbone
+        return cast(nn.Module, self.net.backbone)
 
     def forward_padded(self, x: torch.Tensor) -> Output:
         outputs = self.net(x)
@@ -164,5 +166,5 @@ def fcn_resnet50(
     if output_stride not in dilations:
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
     backbone = pretrained_torchvision(resnet50, pretrained, replace_stride_with_dilation=dilations[output_stride])
-    backbone.conv1 = adapt_first_conv(backbone.conv1, in_channels)
+    backbone.conv1 = adapt_first_conv(cast(nn.Conv2d, backbone.conv1), in_channels)
     return TorchvisionFCN(_fcn_resnet(backbone, num_classes, aux_loss), stride=output_stride)

@@ -14,17 +14,22 @@ at full resolution.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from segkit.models.base import SegmentationModel
 from segkit.models.encoders import adapt_first_conv, check_width, pretrained_torchvision
-from segkit.models.pretrained import freeze_encoder as freeze
 from segkit.models.registry import register_model
 
 SKIP_BLOCKS = (1, 3, 6, 13)  # last MobileNetV2 block at 1/2, 1/4, 1/8, 1/16 of the input
 LAST_BLOCK = 17  # the 320-channel block at 1/32; block 18 (1x1 conv to 1280) is the classifier's
+
+
+def block_channels(block: nn.Module) -> int:
+    """Output channels of a torchvision MobileNetV2 feature block."""
+    return int(cast(Any, block).out_channels)
 
 
 def up_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -51,8 +56,6 @@ class MobileNetV2UNet(SegmentationModel):
         num_classes: output channels (1 for binary mode).
         in_channels: input image channels.
         pretrained: start the encoder from torchvision's ImageNet MobileNetV2.
-        freeze_encoder: keep the encoder fixed while training (see
-            :func:`segkit.models.pretrained.freeze_encoder`).
         width_mult: MobileNetV2 width multiplier (pretrained weights need 1).
         decoder_channels: output widths of the four up-sampling stages, from
             1/32 -> 1/16 to 1/4 -> 1/2 (default 512, 256, 128, 64 as in the tutorial).
@@ -63,7 +66,6 @@ class MobileNetV2UNet(SegmentationModel):
         num_classes: int,
         in_channels: int = 3,
         pretrained: bool = False,
-        freeze_encoder: bool = False,
         width_mult: float = 1.0,
         decoder_channels: Sequence[int] = (512, 256, 128, 64),
     ) -> None:
@@ -75,17 +77,16 @@ class MobileNetV2UNet(SegmentationModel):
         ):
             raise ValueError(f"decoder_channels must be {len(SKIP_BLOCKS)} positive integers, got {decoder_channels!r}")
         super().__init__(stride=32)
-        features = pretrained_torchvision(mobilenet_v2, pretrained, width_mult=width_mult).features
-        features[0][0] = adapt_first_conv(features[0][0], in_channels)
+        features = cast(nn.Sequential, pretrained_torchvision(mobilenet_v2, pretrained, width_mult=width_mult).features)
+        stem = cast(nn.Sequential, features[0])
+        stem[0] = adapt_first_conv(cast(nn.Conv2d, stem[0]), in_channels)
         self.encoder = features[: LAST_BLOCK + 1]
-        channels = self.encoder[LAST_BLOCK].out_channels
+        channels = block_channels(self.encoder[LAST_BLOCK])
         self.decoder = nn.ModuleList()
         for out_channels, block in zip(decoder_channels, reversed(SKIP_BLOCKS)):
             self.decoder.append(up_block(channels, out_channels))
-            channels = out_channels + self.encoder[block].out_channels
+            channels = out_channels + block_channels(self.encoder[block])
         self.head = nn.ConvTranspose2d(channels, num_classes, 3, stride=2, padding=1, output_padding=1)
-        if freeze_encoder:
-            freeze(self, True)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

@@ -12,9 +12,6 @@ Three jobs:
   not fit (e.g. a head for another number of classes) are skipped and keep
   their fresh initialisation, and an encoder-only file (a timm/torchvision
   backbone) is placed into the model's encoder automatically.
-* :func:`freeze_encoder` stops training the encoder: no gradients and its
-  BatchNorm layers stay in eval mode (running statistics untouched) even while
-  the model is in training mode.
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 STATE_DICT_KEYS = ("state_dict", "model")  # segkit/Lightning checkpoints, torchvision/timm training scripts
-_FREEZE_HOOKS = "_segkit_freeze_hooks"
 
 
 @contextlib.contextmanager
@@ -150,7 +146,7 @@ def _strip_wrappers(key: str) -> str:
         stripped = False
         for prefix in WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
+                key, stripped = key[len(prefix) :], True
     return key
 
 
@@ -178,9 +174,7 @@ def _find_placement(source: Mapping[str, torch.Tensor], target: Mapping[str, tor
     return max(votes, key=lambda pair: (votes[pair], -len(pair[0]) - len(pair[1])))
 
 
-def load_weights(
-    model: nn.Module, path: str | Path, *, strict: bool = False, prefix: str | None = None
-) -> LoadReport:
+def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False, prefix: str | None = None) -> LoadReport:
     """Load a weights file into ``model`` for fine-tuning or inference.
 
     Tensors are matched by name; those whose shape differs from the model's
@@ -207,7 +201,7 @@ def load_weights(
     source = read_state_dict(path)
     target = model.state_dict()
     drop, add = ("", prefix) if prefix is not None else _find_placement(source, target)
-    placed = {add + key[len(drop):]: tensor for key, tensor in source.items() if key.startswith(drop)}
+    placed = {add + key[len(drop) :]: tensor for key, tensor in source.items() if key.startswith(drop)}
     unexpected = sorted(key for key in source if not key.startswith(drop))
     unexpected += sorted(key for key in placed if key not in target)
     mismatched = {key for key in placed if key in target and placed[key].shape != target[key].shape}
@@ -226,58 +220,3 @@ def load_weights(
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise SegkitError(path, f"does not match the model exactly: {report.summary()}")
     return report
-
-
-def encoder_of(model: nn.Module) -> nn.Module:
-    """The model's pretrainable encoder (its ``encoder`` attribute, looking through wrappers).
-
-    Raises:
-        SegkitError: the model has no encoder.
-    """
-    for candidate in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
-        encoder = getattr(candidate, "encoder", None)
-        if isinstance(encoder, nn.Module):
-            return encoder
-    raise SegkitError(None, f"model {type(model).__name__} has no encoder to freeze")
-
-
-def _keep_in_eval(module: nn.Module, _inputs: object) -> None:
-    """Forward pre-hook of a frozen BatchNorm layer: never update the running statistics."""
-    module.eval()
-
-
-def freeze_encoder(model: nn.Module, frozen: bool = True) -> nn.Module:
-    """Freeze (or unfreeze) the model's encoder for training.
-
-    A frozen encoder's parameters get ``requires_grad=False`` and its BatchNorm
-    layers run in eval mode at every forward pass, also after ``model.train()``,
-    so their running statistics keep the pretrained values. Unfreezing undoes
-    both. Optimisers should be built over all parameters (those without
-    gradients are skipped) so unfreezing later trains the encoder.
-
-    Args:
-        model: a model with an ``encoder`` (see :func:`encoder_of`).
-        frozen: ``True`` to freeze, ``False`` to train the encoder again.
-
-    Returns:
-        The model.
-    """
-    encoder = encoder_of(model)
-    for parameter in encoder.parameters():
-        parameter.requires_grad_(not frozen)
-    for handle in encoder.__dict__.pop(_FREEZE_HOOKS, []):
-        handle.remove()
-    batchnorms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if frozen:
-        encoder.__dict__[_FREEZE_HOOKS] = [bn.register_forward_pre_hook(_keep_in_eval) for bn in batchnorms]
-        for bn in batchnorms:
-            bn.eval()
-    else:
-        for bn in batchnorms:
-            bn.train(model.training)
-    return model
-
-
-def is_frozen(model: nn.Module) -> bool:
-    """Whether :func:`freeze_encoder` froze the model's encoder."""
-    return _FREEZE_HOOKS in encoder_of(model).__dict__

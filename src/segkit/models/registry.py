@@ -153,8 +153,7 @@ def _check_options(name: str, builder: Builder, kwargs: Mapping[str, Any]) -> No
     if unknown and not _accepts_any_keyword(builder):
         raise SegkitError(
             None,
-            f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
-            f"options: {', '.join(options) or 'none'}",
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; options: {', '.join(options) or 'none'}",
         )
     for key, value in kwargs.items():
         if not _is_plain(value):

@@ -37,10 +37,12 @@ def decoder_block(widths: list[int], out_channels: int | None, num_classes: int)
     layers: list[nn.Module] = []
     for index, width in enumerate(widths):
         last = index == len(widths) - 1
-        if last and out_channels is None:
+        if not last:
+            layers += conv_bn_relu(width, width)
+        elif out_channels is None:
             layers.append(nn.Conv2d(width, num_classes, 3, padding=1))
         else:
-            layers += conv_bn_relu(width, out_channels if last else width)
+            layers += conv_bn_relu(width, out_channels)
     return nn.Sequential(*layers)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -51,12 +51,12 @@ class SmpModel(PaddedModel):
     """An smp network padded to its encoder's output stride, exposing ``encoder``."""
 
     def __init__(self, net: nn.Module) -> None:
-        super().__init__(net, stride=net.encoder.output_stride)
+        super().__init__(net, stride=int(cast(Any, net).encoder.output_stride))
 
     @property
     def encoder(self) -> nn.Module:
-        """The smp encoder (for :func:`segkit.models.pretrained.freeze_encoder`)."""
-        return self.net.encoder
+        """The smp encoder (see :meth:`SegmentationModel.freeze_encoder`)."""
+        return cast(nn.Module, self.net.encoder)
 
 
 def check_encoder(encoder: str) -> None:
@@ -125,22 +125,43 @@ def construct(factory: Callable[[], nn.Module]) -> nn.Module:
 
 
 def unet(
-    encoder: str, num_classes: int, in_channels: int, pretrained: bool,
-    encoder_depth: int, decoder_channels: Sequence[int], decoder_attention: str | None,
+    encoder: str,
+    num_classes: int,
+    in_channels: int,
+    pretrained: bool,
+    encoder_depth: int,
+    decoder_channels: Sequence[int],
+    decoder_attention: str | None,
+    architecture: str = "Unet",
 ) -> SmpModel:
+    """smp's ``Unet`` (or another U-Net-shaped ``architecture`` with the same options, ``UnetPlusPlus``)."""
     return build(
-        "Unet", encoder, pretrained, num_classes, in_channels, encoder_depth=encoder_depth,
-        decoder_channels=decoder_channels, decoder_attention_type=decoder_attention,
+        architecture,
+        encoder,
+        pretrained,
+        num_classes,
+        in_channels,
+        encoder_depth=encoder_depth,
+        decoder_channels=decoder_channels,
+        decoder_attention_type=decoder_attention,
     )
 
 
 @register_model(
-    "unet-resnet34", family="unet", paper=UNET + " + ResNet-34 (He et al., CVPR 2016)",
-    pretrained_encoder=True, output_stride=32, test_kwargs=TINY_UNET,
+    "unet-resnet34",
+    family="unet",
+    paper=UNET + " + ResNet-34 (He et al., CVPR 2016)",
+    pretrained_encoder=True,
+    output_stride=32,
+    test_kwargs=TINY_UNET,
 )
 def unet_resnet34(
-    num_classes: int, in_channels: int = 3, pretrained: bool = False, encoder_depth: int = 5,
-    decoder_channels: Sequence[int] = UNET_DECODER, decoder_attention: str | None = None,
+    num_classes: int,
+    in_channels: int = 3,
+    pretrained: bool = False,
+    encoder_depth: int = 5,
+    decoder_channels: Sequence[int] = UNET_DECODER,
+    decoder_attention: str | None = None,
 ) -> SmpModel:
     """smp U-Net with a ResNet-34 encoder (He et al., CVPR 2016).
 
@@ -156,12 +177,20 @@ def unet_resnet34(
 
 
 @register_model(
-    "unet-efficientnet-b0", family="unet", paper=UNET + " + EfficientNet-B0 (Tan & Le, ICML 2019)",
-    pretrained_encoder=True, output_stride=32, test_kwargs=TINY_UNET,
+    "unet-efficientnet-b0",
+    family="unet",
+    paper=UNET + " + EfficientNet-B0 (Tan & Le, ICML 2019)",
+    pretrained_encoder=True,
+    output_stride=32,
+    test_kwargs=TINY_UNET,
 )
 def unet_efficientnet_b0(
-    num_classes: int, in_channels: int = 3, pretrained: bool = False, encoder_depth: int = 5,
-    decoder_channels: Sequence[int] = UNET_DECODER, decoder_attention: str | None = None,
+    num_classes: int,
+    in_channels: int = 3,
+    pretrained: bool = False,
+    encoder_depth: int = 5,
+    decoder_channels: Sequence[int] = UNET_DECODER,
+    decoder_attention: str | None = None,
 ) -> SmpModel:
     """smp U-Net with timm's EfficientNet-B0 encoder (Tan & Le, ICML 2019); options as ``unet-resnet34``."""
     return unet(
@@ -170,43 +199,76 @@ def unet_efficientnet_b0(
 
 
 @register_model(
-    "unet-encoder", family="unet", paper=UNET + " + any smp/timm encoder",
-    pretrained_encoder=True, output_stride=32, test_kwargs={"encoder": TINY_ENCODER, **TINY_UNET},
+    "unet-encoder",
+    family="unet",
+    paper=UNET + " + any smp/timm encoder",
+    pretrained_encoder=True,
+    output_stride=32,
+    test_kwargs={"encoder": TINY_ENCODER, **TINY_UNET},
 )
 def unet_encoder(
-    num_classes: int, in_channels: int = 3, encoder: str = "resnet34", pretrained: bool = False,
-    encoder_depth: int = 5, decoder_channels: Sequence[int] = UNET_DECODER, decoder_attention: str | None = None,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    pretrained: bool = False,
+    encoder_depth: int = 5,
+    decoder_channels: Sequence[int] = UNET_DECODER,
+    decoder_attention: str | None = None,
 ) -> SmpModel:
     """smp U-Net with any smp encoder or ``tu-<timm model>``; options as ``unet-resnet34``."""
     return unet(encoder, num_classes, in_channels, pretrained, encoder_depth, decoder_channels, decoder_attention)
 
 
 @register_model(
-    "unetplusplus", family="unetplusplus", paper=UNETPP,
-    pretrained_encoder=True, output_stride=32, test_kwargs={"encoder": TINY_ENCODER, **TINY_UNET},
+    "unetplusplus",
+    family="unetplusplus",
+    paper=UNETPP,
+    pretrained_encoder=True,
+    output_stride=32,
+    test_kwargs={"encoder": TINY_ENCODER, **TINY_UNET},
 )
 def unetplusplus(
-    num_classes: int, in_channels: int = 3, encoder: str = "resnet34", pretrained: bool = False,
-    encoder_depth: int = 5, decoder_channels: Sequence[int] = UNET_DECODER, decoder_attention: str | None = None,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    pretrained: bool = False,
+    encoder_depth: int = 5,
+    decoder_channels: Sequence[int] = UNET_DECODER,
+    decoder_attention: str | None = None,
 ) -> SmpModel:
     """UNet++: nested, densely connected skip pathways between encoder and decoder (smp).
 
     Options as ``unet-encoder``. Deep supervision of the nested outputs
     (optional in the paper) is not used.
     """
-    return build(
-        "UnetPlusPlus", encoder, pretrained, num_classes, in_channels, encoder_depth=encoder_depth,
-        decoder_channels=decoder_channels, decoder_attention_type=decoder_attention,
+    return unet(
+        encoder,
+        num_classes,
+        in_channels,
+        pretrained,
+        encoder_depth,
+        decoder_channels,
+        decoder_attention,
+        architecture="UnetPlusPlus",
     )
 
 
 @register_model(
-    "fpn", family="fpn", paper=FPN, pretrained_encoder=True, output_stride=32,
+    "fpn",
+    family="fpn",
+    paper=FPN,
+    pretrained_encoder=True,
+    output_stride=32,
     test_kwargs={"encoder": TINY_ENCODER, "pyramid_channels": 16, "segmentation_channels": 32},
 )
 def fpn(
-    num_classes: int, in_channels: int = 3, encoder: str = "resnet34", pretrained: bool = False,
-    pyramid_channels: int = 256, segmentation_channels: int = 128, dropout: float = 0.2,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    pretrained: bool = False,
+    pyramid_channels: int = 256,
+    segmentation_channels: int = 128,
+    dropout: float = 0.2,
 ) -> SmpModel:
     """Semantic FPN: a top-down feature pyramid (P2-P5), each level up-sampled to 1/4 and summed (smp).
 
@@ -221,8 +283,14 @@ def fpn(
         dropout: dropout before the classifier.
     """
     return build(
-        "FPN", encoder, pretrained, num_classes, in_channels, decoder_pyramid_channels=pyramid_channels,
-        decoder_segmentation_channels=segmentation_channels, decoder_dropout=dropout,
+        "FPN",
+        encoder,
+        pretrained,
+        num_classes,
+        in_channels,
+        decoder_pyramid_channels=pyramid_channels,
+        decoder_segmentation_channels=segmentation_channels,
+        decoder_dropout=dropout,
     )
 
 
@@ -239,8 +307,15 @@ def group_norm_in_image_pooling(model: SmpModel) -> SmpModel:
 
 
 def deeplab(
-    architecture: str, encoder: str, num_classes: int, in_channels: int, pretrained: bool,
-    output_stride: int, atrous_rates: Sequence[int] | None, decoder_channels: int, **options: Any,
+    architecture: str,
+    encoder: str,
+    num_classes: int,
+    in_channels: int,
+    pretrained: bool,
+    output_stride: int,
+    atrous_rates: Sequence[int] | None,
+    decoder_channels: int,
+    **options: Any,
 ) -> SmpModel:
     if output_stride not in PAPER_ATROUS_RATES:
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
@@ -248,8 +323,15 @@ def deeplab(
     if len(rates) != 3 or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rates):
         raise ValueError(f"atrous_rates must be three positive integers, got {atrous_rates!r}")
     model = build(
-        architecture, encoder, pretrained, num_classes, in_channels, encoder_output_stride=output_stride,
-        decoder_atrous_rates=tuple(rates), decoder_channels=decoder_channels, **options,
+        architecture,
+        encoder,
+        pretrained,
+        num_classes,
+        in_channels,
+        encoder_output_stride=output_stride,
+        decoder_atrous_rates=tuple(rates),
+        decoder_channels=decoder_channels,
+        **options,
     )
     return group_norm_in_image_pooling(model)
 
@@ -258,11 +340,21 @@ DEEPLAB_TEST = {"encoder": TINY_ENCODER, "decoder_channels": 16}
 
 
 @register_model(
-    "deeplabv3", family="deeplab", paper=DEEPLABV3, pretrained_encoder=True, output_stride=16, test_kwargs=DEEPLAB_TEST,
+    "deeplabv3",
+    family="deeplab",
+    paper=DEEPLABV3,
+    pretrained_encoder=True,
+    output_stride=16,
+    test_kwargs=DEEPLAB_TEST,
 )
 def deeplabv3(
-    num_classes: int, in_channels: int = 3, encoder: str = "resnet50", pretrained: bool = False,
-    output_stride: int = 16, atrous_rates: Sequence[int] | None = None, decoder_channels: int = 256,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet50",
+    pretrained: bool = False,
+    output_stride: int = 16,
+    atrous_rates: Sequence[int] | None = None,
+    decoder_channels: int = 256,
 ) -> SmpModel:
     """DeepLabV3: dilated encoder and ASPP (1x1 conv, three atrous 3x3 convs, image pooling) (smp).
 
@@ -281,12 +373,21 @@ def deeplabv3(
 
 
 @register_model(
-    "deeplabv3plus", family="deeplab", paper=DEEPLABV3PLUS, pretrained_encoder=True, output_stride=16,
+    "deeplabv3plus",
+    family="deeplab",
+    paper=DEEPLABV3PLUS,
+    pretrained_encoder=True,
+    output_stride=16,
     test_kwargs=DEEPLAB_TEST,
 )
 def deeplabv3plus(
-    num_classes: int, in_channels: int = 3, encoder: str = "resnet50", pretrained: bool = False,
-    output_stride: int = 16, atrous_rates: Sequence[int] | None = None, decoder_channels: int = 256,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet50",
+    pretrained: bool = False,
+    output_stride: int = 16,
+    atrous_rates: Sequence[int] | None = None,
+    decoder_channels: int = 256,
     separable: bool = True,
 ) -> SmpModel:
     """DeepLabV3+: DeepLabV3's ASPP plus a decoder that fuses stride-4 low-level features (smp).
@@ -295,18 +396,34 @@ def deeplabv3plus(
     convolutions in the ASPP as in the paper.
     """
     return deeplab(
-        "DeepLabV3Plus", encoder, num_classes, in_channels, pretrained, output_stride, atrous_rates,
-        decoder_channels, decoder_aspp_separable=separable,
+        "DeepLabV3Plus",
+        encoder,
+        num_classes,
+        in_channels,
+        pretrained,
+        output_stride,
+        atrous_rates,
+        decoder_channels,
+        decoder_aspp_separable=separable,
     )
 
 
 @register_model(
-    "pspnet", family="pspnet", paper=PSPNET, pretrained_encoder=True, output_stride=8,
+    "pspnet",
+    family="pspnet",
+    paper=PSPNET,
+    pretrained_encoder=True,
+    output_stride=8,
     test_kwargs={"encoder": TINY_ENCODER, "psp_channels": 16},
 )
 def pspnet(
-    num_classes: int, in_channels: int = 3, encoder: str = "resnet50", pretrained: bool = False,
-    output_stride: int = 8, psp_channels: int = 512, dropout: float = 0.1,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet50",
+    pretrained: bool = False,
+    output_stride: int = 8,
+    psp_channels: int = 512,
+    dropout: float = 0.1,
 ) -> SmpModel:
     """PSPNet: dilated encoder and pyramid pooling at 1x1, 2x2, 3x3 and 6x6 bins (smp).
 
@@ -322,17 +439,32 @@ def pspnet(
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
     return build(
-        "PSPNet", encoder, pretrained, num_classes, in_channels, encoder_depth=5, output_stride=output_stride,
-        upsampling=output_stride, psp_out_channels=psp_channels, psp_dropout=dropout,
+        "PSPNet",
+        encoder,
+        pretrained,
+        num_classes,
+        in_channels,
+        encoder_depth=5,
+        output_stride=output_stride,
+        upsampling=output_stride,
+        psp_out_channels=psp_channels,
+        psp_dropout=dropout,
     )
 
 
 @register_model(
-    "segformer", family="segformer", paper=SEGFORMER, pretrained_encoder=True, output_stride=32,
+    "segformer",
+    family="segformer",
+    paper=SEGFORMER,
+    pretrained_encoder=True,
+    output_stride=32,
     test_kwargs={"decoder_channels": 16},
 )
 def segformer(
-    num_classes: int, in_channels: int = 3, encoder: str = "mit_b0", pretrained: bool = False,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "mit_b0",
+    pretrained: bool = False,
     decoder_channels: int = 256,
 ) -> SmpModel:
     """SegFormer: Mix Transformer encoder (MiT-B0..B5) and the all-MLP decoder (smp).

@@ -15,6 +15,8 @@ sigmoid inside the network).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,7 +105,7 @@ class RSU(nn.Module):
         return x + residual
 
 
-def rsu(spec: tuple[int | str, int, int], in_channels: int, width_mult: float) -> RSU:
+def rsu(spec: tuple[Any, int, int], in_channels: int, width_mult: float) -> RSU:
     height, mid, out = spec
     dilated = height == "4F"
     return RSU(4 if dilated else int(height), in_channels, scaled(mid, width_mult), scaled(out, width_mult), dilated)

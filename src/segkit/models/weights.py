@@ -19,9 +19,9 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from segkit.errors import SegkitError
 
@@ -56,21 +56,30 @@ class KnownWeights:
 KNOWN_WEIGHTS: dict[str, KnownWeights] = {
     item.encoder: item
     for item in (
-        KnownWeights("mobilenet_v2", ("mobilenet_v2-7ebf99e0.pth", "mobilenet_v2-b0353104.pth"),
-                     ("smp-hub/mobilenet_v2.imagenet",), "download.pytorch.org"),
+        KnownWeights(
+            "mobilenet_v2",
+            ("mobilenet_v2-7ebf99e0.pth", "mobilenet_v2-b0353104.pth"),
+            ("smp-hub/mobilenet_v2.imagenet",),
+            "download.pytorch.org",
+        ),
         KnownWeights("resnet18", ("resnet18-f37072fd.pth", "resnet18-5c106cde.pth"), ("smp-hub/resnet18.imagenet",)),
         KnownWeights("resnet34", ("resnet34-b627a593.pth", "resnet34-333f7ec4.pth"), ("smp-hub/resnet34.imagenet",)),
-        KnownWeights("resnet50", ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth", "resnet50-19c8e357.pth"),
-                     ("smp-hub/resnet50.imagenet",)),
-        KnownWeights("efficientnet_b0", ("efficientnet_b0_ra-3dd342df.pth",),
-                     ("timm/efficientnet_b0.ra_in1k",)),
+        KnownWeights(
+            "resnet50",
+            ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth", "resnet50-19c8e357.pth"),
+            ("smp-hub/resnet50.imagenet",),
+        ),
+        KnownWeights("efficientnet_b0", ("efficientnet_b0_ra-3dd342df.pth",), ("timm/efficientnet_b0.ra_in1k",)),
         KnownWeights("mit_b0", (), ("smp-hub/mit_b0.imagenet",)),
     )
 }
 
 # The encoder of models whose encoder is not an option.
-MODEL_ENCODERS = {"mobilenetv2-unet": "mobilenet_v2", "unet-resnet34": "resnet34",
-                  "unet-efficientnet-b0": "efficientnet_b0"}
+MODEL_ENCODERS = {
+    "mobilenetv2-unet": "mobilenet_v2",
+    "unet-resnet34": "resnet34",
+    "unet-efficientnet-b0": "efficientnet_b0",
+}
 
 
 def encoder_name(spec: ModelSpec) -> str | None:
@@ -119,7 +128,7 @@ def find_weights(encoder: str) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def network_reachable(host: str, timeout: float = NETWORK_TIMEOUT) -> bool:
     """Whether a TCP connection to ``host:443`` opens within ``timeout`` seconds (name lookup included)."""
     if host == "huggingface.co" and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
@@ -175,8 +184,11 @@ def encoder_users(encoder: str) -> list[str]:
     from segkit.checkpoint import ModelSpec
     from segkit.models.registry import list_models, model_info
 
-    return [name for name in list_models() if model_info(name).pretrained_encoder
-            and encoder_name(ModelSpec(name, 1)) == encoder]
+    return [
+        name
+        for name in list_models()
+        if model_info(name).pretrained_encoder and encoder_name(ModelSpec(name, 1)) == encoder
+    ]
 
 
 def pretrained_model(spec: ModelSpec) -> nn.Module:
@@ -185,7 +197,7 @@ def pretrained_model(spec: ModelSpec) -> nn.Module:
     Raises:
         SegkitError: the model has no pretrainable encoder, or no weights can be had here.
     """
-    from segkit.models.pretrained import downloading, encoder_of, load_weights
+    from segkit.models.pretrained import downloading, load_weights
 
     encoder = encoder_name(spec)
     if encoder is None:
@@ -193,20 +205,26 @@ def pretrained_model(spec: ModelSpec) -> nn.Module:
     status = weights_status(encoder)
     if status.path is not None:
         model = spec.build()
-        prefix = _encoder_prefix(model, encoder_of(model))
+        prefix = _encoder_prefix(model, cast("nn.Module", model.encoder))
         report = load_weights(model, status.path)
         missing = [key for key in report.missing if key.startswith(prefix)]
         if missing:
-            raise SegkitError(status.path, f"does not fit encoder {encoder}: {len(missing)} encoder tensors missing "
-                                           f"({', '.join(missing[:3])} ...)")
+            raise SegkitError(
+                status.path,
+                f"does not fit encoder {encoder}: {len(missing)} encoder tensors missing "
+                f"({', '.join(missing[:3])} ...)",
+            )
         logger.info("encoder %s: ImageNet weights from %s", encoder, status.path)
         return model
     if status.downloadable:
         with downloading(f"encoder {encoder}"):
             return spec.build(pretrained=True)
     names = ", ".join(KNOWN_WEIGHTS[encoder].files) if encoder in KNOWN_WEIGHTS else "its weight file"
-    raise SegkitError(None, f"no ImageNet weights for encoder {encoder} here and no network; put {names} into "
-                            "$SEGKIT_WEIGHTS (or the torch hub cache), pass --weights FILE, or train without --pretrained")
+    raise SegkitError(
+        None,
+        f"no ImageNet weights for encoder {encoder} here and no network; put {names} into "
+        "$SEGKIT_WEIGHTS (or the torch hub cache), pass --weights FILE, or train without --pretrained",
+    )
 
 
 def _encoder_prefix(model: nn.Module, encoder: nn.Module) -> str:

@@ -89,8 +89,11 @@ class Fingerprint:
         """Two or three lines for the plan's printout."""
         (low, high), (height, width) = self.aspect_ratios(), self.median_size
         sizes = f"{self.num_images} images, median {width}x{height}" + (
-            "" if self.same_size else f" (widths {min(self.widths)}-{max(self.widths)}, "
-                                      f"heights {min(self.heights)}-{max(self.heights)}, aspect {low:.2f}-{high:.2f})")
+            ""
+            if self.same_size
+            else f" (widths {min(self.widths)}-{max(self.widths)}, "
+            f"heights {min(self.heights)}-{max(self.heights)}, aspect {low:.2f}-{high:.2f})"
+        )
         shares = ", ".join(
             f"{name} {share:.1%}" + (f" (thin {thick:.0f}px)" if thick is not None and thick < 8 else "")
             for name, share, thick in zip(self.classes, self.pixel_share, self.width)
@@ -102,7 +105,9 @@ def _summary(values: list[int]) -> dict[str, int]:
     return {"min": int(min(values)), "median": int(np.median(values)), "max": int(max(values))}
 
 
-def _measure(mask: np.ndarray, num_classes: int, ignore_index: int) -> tuple[np.ndarray, list[list[float]], np.ndarray, int]:
+def _measure(
+    mask: np.ndarray, num_classes: int, ignore_index: int
+) -> tuple[np.ndarray, list[list[float]], np.ndarray, int]:
     """Pixel counts, component areas and boundary-distance histograms per class, and ignored pixels of one mask."""
     counts = np.bincount(mask.ravel(), minlength=256)
     areas: list[list[float]] = [[] for _ in range(num_classes)]
@@ -161,9 +166,12 @@ def compute_fingerprint(
         return max(1.0, 4 * median - 2)
 
     return Fingerprint(
-        num_images=len(indices), measured=len(chosen),
-        heights=[shape[0] for shape, _ in results], widths=[shape[1] for shape, _ in results],
-        classes=list(classes), pixel_share=(pixels / labelled).tolist(),
+        num_images=len(indices),
+        measured=len(chosen),
+        heights=[shape[0] for shape, _ in results],
+        widths=[shape[1] for shape, _ in results],
+        classes=list(classes),
+        pixel_share=(pixels / labelled).tolist(),
         image_share=(images / max(len(chosen), 1)).tolist(),
         object_area_p10=[percentile(values) for values in areas],
         width=[width(histogram) for histogram in distances],

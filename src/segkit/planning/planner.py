@@ -36,7 +36,6 @@ import torch
 
 from segkit.checkpoint import ModelSpec
 from segkit.data.io import atomic_write
-from segkit.data.transforms import PreprocessConfig
 from segkit.planning.fingerprint import Fingerprint, compute_fingerprint
 from segkit.planning.probe import Measurement, bf16_supported, measure_training
 from segkit.training.config import TrainConfig
@@ -96,8 +95,14 @@ class Plan:
         lines = [f"plan ({self.device}, {self.seconds:.1f}s): {self.fingerprint.describe()}"]
         for choice in self.choices:
             value = choice.value
-            shown = "x".join(map(str, value)) if isinstance(value, (tuple, list)) and value and isinstance(value[0], int) else value
-            lines.append(f"  {choice.option.split('.')[-1]:<14} {shown!s:<22} {'(yours) ' if choice.user else ''}{choice.reason}")
+            shown = (
+                "x".join(map(str, value))
+                if isinstance(value, (tuple, list)) and value and isinstance(value[0], int)
+                else value
+            )
+            lines.append(
+                f"  {choice.option.split('.')[-1]:<14} {shown!s:<22} {'(yours) ' if choice.user else ''}{choice.reason}"
+            )
         if self.epochs:
             lines.append(f"  {'epochs':<14} ~{self.epochs:<21} expected in the time budget")
         return "\n".join(lines)
@@ -105,17 +110,33 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         from segkit.evaluation.metrics import to_json_safe
 
-        return to_json_safe({
-            "device": self.device,
-            "choices": [{"option": c.option, "value": list(c.value) if isinstance(c.value, tuple) else c.value,
-                         "reason": c.reason, "user": c.user} for c in self.choices],
-            "expected_epochs": self.epochs,
-            "fingerprint": self.fingerprint.to_dict(),
-            "measurements": [{"size": list(m.size), "batch_size": m.batch_size, "precision": m.precision,
-                              "images_per_second": round(m.images_per_second, 3),
-                              "peak_memory_bytes": m.peak_memory_bytes} for m in self.measurements],
-            "seconds": round(self.seconds, 2),
-        })
+        return to_json_safe(
+            {
+                "device": self.device,
+                "choices": [
+                    {
+                        "option": c.option,
+                        "value": list(c.value) if isinstance(c.value, tuple) else c.value,
+                        "reason": c.reason,
+                        "user": c.user,
+                    }
+                    for c in self.choices
+                ],
+                "expected_epochs": self.epochs,
+                "fingerprint": self.fingerprint.to_dict(),
+                "measurements": [
+                    {
+                        "size": list(m.size),
+                        "batch_size": m.batch_size,
+                        "precision": m.precision,
+                        "images_per_second": round(m.images_per_second, 3),
+                        "peak_memory_bytes": m.peak_memory_bytes,
+                    }
+                    for m in self.measurements
+                ],
+                "seconds": round(self.seconds, 2),
+            }
+        )
 
     def save(self, path: Path) -> None:
         text = json.dumps(self.to_dict(), indent=2)
@@ -232,15 +253,17 @@ class _Planner:
             batch = int(min(16, max(2, round(BATCH_PIXELS / pixels))))
             reason = f"{batch} x {size[1]}x{size[0]}: the batch barely changes CPU speed, so more steps"
         else:
-            probe = measure_training(spec, size, 4, "bf16" if bf16_supported(self.device) else "16-mixed",
-                                     self.device)
+            probe = measure_training(spec, size, 4, "bf16" if bf16_supported(self.device) else "16-mixed", self.device)
             total = torch.cuda.get_device_properties(self.device).total_memory
             per_image = max(probe.peak_memory_bytes / 4, 1)
             fits = GPU_MEMORY_SHARE * total / per_image
             steps_bound = max(2, self.fingerprint.num_images // MIN_STEPS_PER_EPOCH)  # a batch is not the whole set
             batch = int(2 ** math.floor(math.log2(max(2, min(32, fits, steps_bound)))))
-            reason = (f"fits {GPU_MEMORY_SHARE:.0%} of the GPU's memory" if batch * MIN_STEPS_PER_EPOCH <= self.fingerprint.num_images
-                      else f"{MIN_STEPS_PER_EPOCH} steps per epoch over {self.fingerprint.num_images} images")
+            reason = (
+                f"fits {GPU_MEMORY_SHARE:.0%} of the GPU's memory"
+                if batch * MIN_STEPS_PER_EPOCH <= self.fingerprint.num_images
+                else f"{MIN_STEPS_PER_EPOCH} steps per epoch over {self.fingerprint.num_images} images"
+            )
         return self.choose("batch_size", batch, reason) if record else batch
 
     def input_size(self, scale: float) -> tuple[str, tuple[int, int]]:
@@ -271,7 +294,7 @@ class _Planner:
         if config.is_set("preprocess.resize"):
             policy = config.preprocess.resize
         if config.is_set("preprocess.img_size"):
-            size = tuple(config.preprocess.img_size)
+            size = config.preprocess.img_size
         batch = config.batch_size if config.is_set("batch_size") else self.batch_size(spec, size, record=False)
         precision = self.precision(spec, size, batch)
         measured = self.throughput()
@@ -282,34 +305,50 @@ class _Planner:
             if epochs < MIN_EPOCHS and min_scale < 1.0:
                 shrink = max(math.sqrt(epochs / MIN_EPOCHS), min_scale, MIN_SCALE)
                 _, size = self.input_size(shrink)
-                size_reason = (f"shrunk to {size[1]}x{size[0]} for {MIN_EPOCHS} epochs in the budget"
-                               if shrink > min_scale else f"{object_reason}: shrunk no further than {shrink:.2f}")
+                size_reason = (
+                    f"shrunk to {size[1]}x{size[0]} for {MIN_EPOCHS} epochs in the budget"
+                    if shrink > min_scale
+                    else f"{object_reason}: shrunk no further than {shrink:.2f}"
+                )
         if self.widths:
             measured = self._choose_width(spec, size, batch, precision, measured)
-        policy = self.choose("preprocess.resize", policy, f"whole images fit {WHOLE_IMAGE_LIMIT[self.kind]}px"
-                             if policy == "letterbox" else f"images up to {max(fp.max_size)}px: random crops at "
-                             "native resolution, tiled prediction")
+        policy = self.choose(
+            "preprocess.resize",
+            policy,
+            f"whole images fit {WHOLE_IMAGE_LIMIT[self.kind]}px"
+            if policy == "letterbox"
+            else f"images up to {max(fp.max_size)}px: random crops at native resolution, tiled prediction",
+        )
         self.choose("preprocess.scale", scale, "native resolution" if policy == "crop" else "whole images")
-        self.choose("preprocess.img_size", tuple(size), f"crops of {size[1]}x{size[0]} px" if policy == "crop"
-                    else f"{size_reason}; sides multiples of {STRIDE}")
-        self.batch_size(spec, tuple(size))
+        self.choose(
+            "preprocess.img_size",
+            tuple(size),
+            f"crops of {size[1]}x{size[0]} px" if policy == "crop" else f"{size_reason}; sides multiples of {STRIDE}",
+        )
+        self.batch_size(spec, size)
         if budget:
             self.epochs = max(1, int(self.epochs_at(measured, size)))
 
-    def _choose_width(self, spec: ModelSpec, size: tuple[int, int], batch: int, precision: str,
-                      measured: Measurement) -> Measurement:
+    def _choose_width(
+        self, spec: ModelSpec, size: tuple[int, int], batch: int, precision: str, measured: Measurement
+    ) -> Measurement:
         """The widest scratch U-Net with about :data:`MIN_EPOCHS` epochs (else the narrowest) and its measurement."""
         tried = [(self.widths[0], measured, self.epochs_at(measured, size))]
         for width in self.widths[1:]:
             # narrower only when clearly short: measurements vary by a few per cent
             if tried[-1][2] >= NARROWER_BELOW * MIN_EPOCHS or self.seconds_left is None:
                 break
-            narrower = ModelSpec(spec.name, spec.out_channels, spec.in_channels, {**spec.kwargs, "base_channels": width})
+            narrower = ModelSpec(
+                spec.name, spec.out_channels, spec.in_channels, {**spec.kwargs, "base_channels": width}
+            )
             measurement = self._measure(narrower, size, batch, precision)
             tried.append((width, measurement, self.epochs_at(measurement, size)))
         chosen, measurement, epochs = tried[-1]
-        reason = (f"width {chosen}: {epochs:.0f} epochs fit the budget" if self.seconds_left is not None
-                  else f"width {chosen}")
+        reason = (
+            f"width {chosen}: {epochs:.0f} epochs fit the budget"
+            if self.seconds_left is not None
+            else f"width {chosen}"
+        )
         if len(tried) > 1:
             reason += f" (width {tried[0][0]}: {tried[0][2]:.0f})"
         for choice in self.choices:
@@ -329,8 +368,12 @@ class _Planner:
         if self.value("pretrained"):
             self.choose("lr", 1e-3, "AdamW 1e-3 with cosine decay: fine-tuning a pretrained encoder")
         else:
-            self.choose("lr", 3e-3, "AdamW 3e-3 with cosine decay: a network trained from scratch in a short "
-                                    "budget learns faster at a higher peak (benchmarks: CrackForest)")
+            self.choose(
+                "lr",
+                3e-3,
+                "AdamW 3e-3 with cosine decay: a network trained from scratch in a short "
+                "budget learns faster at a higher peak (benchmarks: CrackForest)",
+            )
         rare = self.fingerprint.rare_classes()
         if rare:
             self.choose("loss", "ce+dice", f"rare classes ({', '.join(rare)}): Dice weighs every class equally")
@@ -366,8 +409,9 @@ def make_plan(config: TrainConfig, data: Any, device: torch.device, elapsed: flo
         elapsed: seconds of the budget already spent (opening the data).
     """
     start = time.monotonic()
-    fingerprint = compute_fingerprint(data.train_source, data.train_indices, data.classes,
-                                      config.preprocess.ignore_index)
+    fingerprint = compute_fingerprint(
+        data.train_source, data.train_indices, data.classes, config.preprocess.ignore_index
+    )
     seconds_left = None
     if config.time_budget:
         seconds_left = max(config.time_budget - elapsed - (time.monotonic() - start), 1.0)
@@ -375,8 +419,9 @@ def make_plan(config: TrainConfig, data: Any, device: torch.device, elapsed: flo
     planner.recipe()
     planner.workers()
     planner.optimisation()
-    return Plan(planner.choices, fingerprint, str(device), planner.measurements, planner.epochs,
-                time.monotonic() - start)
+    return Plan(
+        planner.choices, fingerprint, str(device), planner.measurements, planner.epochs, time.monotonic() - start
+    )
 
 
 def plan_training(config: TrainConfig) -> Plan:

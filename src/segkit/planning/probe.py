@@ -44,7 +44,11 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def measure_training(
-    spec: ModelSpec, size: tuple[int, int], batch_size: int, precision: str, device: torch.device,
+    spec: ModelSpec,
+    size: tuple[int, int],
+    batch_size: int,
+    precision: str,
+    device: torch.device,
     steps: int = PROBE_STEPS,
 ) -> Measurement:
     """Images per second of training steps of ``spec`` on random ``batch_size x 3 x size`` inputs.
@@ -56,7 +60,8 @@ def measure_training(
     model = spec.build().to(device).to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.randn(batch_size, spec.in_channels, *size, device=device).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     if device.type == "cuda":

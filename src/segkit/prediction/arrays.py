@@ -75,10 +75,17 @@ class NumpyOps:
     def resize(images: np.ndarray, size: tuple[int, int], antialias: bool = False) -> np.ndarray:
         height, width = size
         if antialias and (height < images.shape[-2] or width < images.shape[-1]):
-            return np.stack([
-                np.stack([np.asarray(Image.fromarray(plane).resize((width, height), Image.BILINEAR)) for plane in image])
-                for image in images
-            ])
+            return np.stack(
+                [
+                    np.stack(
+                        [
+                            np.asarray(Image.fromarray(plane).resize((width, height), Image.Resampling.BILINEAR))
+                            for plane in image
+                        ]
+                    )
+                    for image in images
+                ]
+            )
         out = np.empty((*images.shape[:2], height, width), np.float32)
         for index, image in enumerate(images):
             for start in range(0, image.shape[0], CV2_MAX_CHANNELS):

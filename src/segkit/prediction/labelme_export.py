@@ -90,8 +90,7 @@ def _region_shape(crop: np.ndarray, left: int, top: int, label: str, options: La
         for epsilon in (options.tolerance, options.tolerance / 2, 0.0):
             points = cv2.approxPolyDP(outer, epsilon, True)[:, 0] if epsilon else outer[:, 0]
             if len(points) >= 3 and _polygon_error(points, crop) <= options.max_error:
-                return _shape(label, [[float(x + left - 1), float(y + top - 1)] for x, y in points.tolist()],
-                              "polygon")
+                return _shape(label, [[float(x + left - 1), float(y + top - 1)] for x, y in points.tolist()], "polygon")
     height, width = crop.shape
     shape = _shape(label, [[float(left), float(top)], [float(left + width - 1), float(top + height - 1)]], "mask")
     shape["mask"] = _png_base64(crop.astype(bool))
@@ -109,8 +108,15 @@ def _polygon_error(points: np.ndarray, crop: np.ndarray) -> float:
 
 
 def _shape(label: str, points: list[list[float]], shape_type: str) -> dict[str, Any]:
-    return {"label": label, "points": points, "group_id": None, "description": "", "shape_type": shape_type,
-            "flags": {}, "mask": None}
+    return {
+        "label": label,
+        "points": points,
+        "group_id": None,
+        "description": "",
+        "shape_type": shape_type,
+        "flags": {},
+        "mask": None,
+    }
 
 
 def _png_base64(array: np.ndarray) -> str:

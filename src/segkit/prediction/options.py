@@ -103,11 +103,15 @@ class PredictionOptions:
         """Keyword arguments of :meth:`Predictor.from_checkpoint <segkit.prediction.predictor.Predictor.from_checkpoint>` (``device`` included)."""
         from segkit.prediction.tiling import TileConfig
 
-        size = None if self.tile == "auto" else self.tile
+        size = self.tile if isinstance(self.tile, tuple) else None  # parsed: "auto", None or (height, width)
         tiling = TileConfig(
             size, auto=self.tile == "auto", overlap=self.overlap, batch_size=min(self.batch_size, MAX_TILE_BATCH)
         )
         return {
-            "device": self.device, "batch_size": self.batch_size, "tiling": tiling, "tta": self.tta_config(),
-            "crf": self.crf, "threshold": self.threshold,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "tiling": tiling,
+            "tta": self.tta_config(),
+            "crf": self.crf,
+            "threshold": self.threshold,
         }

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 TORCH_INSTALL_HINT = "pip install 'segkit[torch]'"
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+ImageInput = str | Path | Image.Image | np.ndarray
 
 
 def as_rgb(image: ImageInput) -> np.ndarray:
@@ -173,20 +173,21 @@ class Predictor:
             SegkitError: unreadable checkpoint, malformed card, weights that do not fit the
                 model, or a ``.pt`` checkpoint without PyTorch installed.
         """
-        path = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
-        if path is not None and path.suffix.lower() == ".onnx":
+        if isinstance(checkpoint, Checkpoint):
+            return cls(checkpoint.build_model(None), checkpoint.card, device=device, **options)
+        path = Path(checkpoint)
+        if path.suffix.lower() == ".onnx":
             from segkit.prediction.onnx_backend import OnnxBackend
 
             backend = OnnxBackend(path, str(device))
             return cls(backend, backend.card, **options)
-        if path is not None:
-            _require_torch(f"loading {path.name}", path)
-        if path is not None and path.is_dir():  # a folder written by `segkit export --format hf`
+        _require_torch(f"loading {path.name}", path)
+        if path.is_dir():  # a folder written by `segkit export --format hf`
             from segkit.exporters.hf import load_pretrained
 
             loaded = load_pretrained(path)
         else:
-            loaded = load_checkpoint(path) if path is not None else checkpoint
+            loaded = load_checkpoint(path)
         return cls(loaded.build_model(path), loaded.card, device=device, **options)
 
     @property
@@ -262,11 +263,12 @@ class Predictor:
         results: list[Array] = [None] * len(arrays)
         whole: list[int] = []
         for index, array in enumerate(arrays):
-            window = self.tiling.window_for(*array.shape[:2], self.preprocess)
+            height, width = array.shape[:2]
+            window = self.tiling.window_for(height, width, self.preprocess)
             if window is None:
                 whole.append(index)
                 continue
-            plan = TilePlan.create(*array.shape[:2], window, self.tiling.overlap, self.tiling.batch_for())
+            plan = TilePlan.create(height, width, window, self.tiling.overlap, self.tiling.batch_for())
             results[index] = predict_tiled(array, self._network_probabilities, plan, fill=self.preprocess.pad_value)
         for index, probabilities in zip(whole, self._network_probabilities([arrays[i] for i in whole])):
             results[index] = probabilities

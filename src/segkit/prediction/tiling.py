@@ -89,8 +89,8 @@ class TileConfig:
         if not self.auto or preprocess.resize != "crop":
             return None
         # AUTO_TILE_FACTOR crops per side at the network's scale, in original pixels
-        window = tuple(math.ceil(side * AUTO_TILE_FACTOR / preprocess.scale) for side in preprocess.img_size)
-        return window if height > window[0] or width > window[1] else None
+        window_h, window_w = (math.ceil(side * AUTO_TILE_FACTOR / preprocess.scale) for side in preprocess.img_size)
+        return (window_h, window_w) if height > window_h or width > window_w else None
 
     def batch_for(self) -> int:
         """Windows per pass: ``batch_size``, fewer for automatic windows (bounded memory)."""
@@ -146,7 +146,7 @@ class TilePlan:
         padded_h, padded_w = max(height, window[0]), max(width, window[1])
         tops = window_starts(padded_h, window[0], strides[0])
         lefts = window_starts(padded_w, window[1], strides[1])
-        return cls(height, width, tuple(window), tops, lefts, batch_size)
+        return cls(height, width, (window[0], window[1]), tops, lefts, batch_size)
 
     @property
     def padded_size(self) -> tuple[int, int]:

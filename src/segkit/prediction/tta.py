@@ -63,7 +63,7 @@ class TTAConfig:
 
     def passes(self) -> list[tuple[float, tuple[int, ...]]]:
         """``(scale, flip_axes)`` of every pass; flip axes index ``(N, C, H, W)`` arrays."""
-        flips = [()] + [(3,)] * self.hflip
+        flips: list[tuple[int, ...]] = [()] + [(3,)] * self.hflip
         if self.vflip:
             flips += [dims + (2,) for dims in flips]
         return list(itertools.product(self.scales, flips))

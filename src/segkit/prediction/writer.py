@@ -140,8 +140,9 @@ def predict(
     options = PredictionOptions(**prediction).predictor_kwargs()
     patterns = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if out is not None:
-        return predict_files(model, patterns, out, color=color, overlay_images=overlay, alpha=alpha, labelme=labelme,
-                             **options)
+        return predict_files(
+            model, patterns, out, color=color, overlay_images=overlay, alpha=alpha, labelme=labelme, **options
+        )
     if color or overlay or labelme is not None:
         raise OptionError("color, overlay and format='labelme' write files: give out=FOLDER")
     paths = expand_inputs(patterns)
@@ -153,11 +154,15 @@ def _labelme_options(format: str, image_data: bool, tolerance: float, min_area: 
     """The labelme export's options with ``format="labelme"``, else ``None`` (refusing labelme-only options)."""
     if format not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
-    if format != "labelme" and (image_data or (tolerance, min_area) != (LabelmeOptions.tolerance, LabelmeOptions.min_area)):
+    if format != "labelme" and (
+        image_data or (tolerance, min_area) != (LabelmeOptions.tolerance, LabelmeOptions.min_area)
+    ):
         raise OptionError("--image-data, --polygon-tolerance and --min-area apply with --format labelme")
     if tolerance < 0 or min_area < 0:
         raise OptionError("--polygon-tolerance and --min-area must be at least 0")
-    return LabelmeOptions(tolerance=tolerance, min_area=min_area, image_data=image_data) if format == "labelme" else None
+    return (
+        LabelmeOptions(tolerance=tolerance, min_area=min_area, image_data=image_data) if format == "labelme" else None
+    )
 
 
 def predict_files(
@@ -337,13 +342,23 @@ def predict_to_folder(
             if labelme is None:
                 write_mask(staging / (stem + MASK_SUFFIX), mask, palette=predictor.palette)
             else:
-                document = labelme_document(mask, predictor.classes, path, out_dir, image=image,
-                                            background=predictor.background, options=labelme)
+                document = labelme_document(
+                    mask,
+                    predictor.classes,
+                    path,
+                    out_dir,
+                    image=image,
+                    background=predictor.background,
+                    options=labelme,
+                )
                 write_labelme(staging / (stem + JSON_SUFFIX), document)
             if color:
                 write_image(staging / (stem + COLOR_SUFFIX), colorize(mask, predictor.palette))
             if overlay_images:
-                write_image(staging / (stem + OVERLAY_SUFFIX), overlay(image, mask, alpha, predictor.palette, predictor.background))
+                write_image(
+                    staging / (stem + OVERLAY_SUFFIX),
+                    overlay(image, mask, alpha, predictor.palette, predictor.background),
+                )
             summary.add(mask)
         if color:
             write_image(staging / LEGEND_FILE, legend(predictor.classes, predictor.palette[: len(predictor.classes)]))

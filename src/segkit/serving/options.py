@@ -78,7 +78,8 @@ class ServeOptions:
             raise SegkitError(None, "the batch wait and the discard size cannot be negative")
         if self.api_key is not None and not is_valid_api_key(self.api_key):
             raise SegkitError(
-                None, "the API key must be 1 to 256 printable ASCII characters without spaces (e.g. `openssl rand -hex 32`)"
+                None,
+                "the API key must be 1 to 256 printable ASCII characters without spaces (e.g. `openssl rand -hex 32`)",
             )
         # Lists from JSON or the command line become tuples, so the options stay hashable and frozen.
         if self.allowed_hosts is not None:

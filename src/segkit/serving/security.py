@@ -34,7 +34,7 @@ def api_key_dependency(api_key: str) -> Callable[..., None]:
     """
     expected = _digest(api_key)
 
-    def require_api_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def require_api_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008 (FastAPI's dependency idiom)
         if credentials is None or not hmac.compare_digest(_digest(credentials.credentials), expected):
             problem = "wrong API key" if credentials is not None else "this server needs an API key"
             raise HTTPException(

@@ -214,7 +214,9 @@ def serve_model(
         allowed_hosts=tuple(allowed_hosts) if allowed_hosts else None,
         cors_origins=tuple(cors_origin),
     )
-    limits = ConnectionLimits(header_timeout_s=header_timeout, keep_alive_s=keep_alive, shutdown_timeout_s=shutdown_timeout)
+    limits = ConnectionLimits(
+        header_timeout_s=header_timeout, keep_alive_s=keep_alive, shutdown_timeout_s=shutdown_timeout
+    )
     serve(model, options, host=host, port=port, workers=workers, limits=limits)
 
 
@@ -225,9 +227,11 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
-    limits: ConnectionLimits = ConnectionLimits(),
+    limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve ``checkpoint`` until SIGTERM/SIGINT; ``workers > 1`` starts that many processes.
+
+    ``limits`` default to :class:`~segkit.serving.options.ConnectionLimits`'s defaults.
 
     Each worker process loads its own copy of the model (through
     :func:`~segkit.serving.app.app_from_env`). Without ``allowed_hosts`` in ``options``, a
@@ -237,6 +241,7 @@ def serve(
     Raises:
         SegkitError: unreadable checkpoint, invalid settings, or a port that cannot be bound.
     """
+    limits = limits or ConnectionLimits()
     if workers < 1:
         raise SegkitError(None, f"--workers must be >= 1, got {workers}")
     if options.allowed_hosts is None:
@@ -251,6 +256,8 @@ def serve(
     if workers == 1:
         run_server(uvicorn_config(create_app(checkpoint, options), host, port, 1, limits))
         return
-    load_predictor(Path(checkpoint), replace(options, device="cpu"))  # fail here with a clear message, not in every worker
+    load_predictor(
+        Path(checkpoint), replace(options, device="cpu")
+    )  # fail here with a clear message, not in every worker
     os.environ.update({ENV_CHECKPOINT: str(Path(checkpoint).resolve()), ENV_OPTIONS: options.to_json()})
     run_server(uvicorn_config("segkit.serving.app:app_from_env", host, port, workers, limits))

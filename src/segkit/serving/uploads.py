@@ -22,7 +22,7 @@ reset" instead of the answer when the server closes a socket holding unread data
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import anyio
 import numpy as np
@@ -89,7 +89,7 @@ def declared_length(headers: Headers) -> int | None:
         raise UploadRejected(400, f"invalid Content-Length header {value[:40]!r}") from None
 
 
-async def limited_stream(chunks: AsyncIterator[bytes], limit: int, max_bytes: int) -> AsyncIterator[bytes]:
+async def limited_stream(chunks: AsyncIterator[bytes], limit: int, max_bytes: int) -> AsyncGenerator[bytes, None]:
     """Pass ``chunks`` through, refusing (413) as soon as more than ``limit`` bytes have arrived."""
     received = 0
     async for chunk in chunks:
@@ -99,7 +99,7 @@ async def limited_stream(chunks: AsyncIterator[bytes], limit: int, max_bytes: in
         yield chunk
 
 
-async def _file_from_multipart(headers: Headers, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+async def _file_from_multipart(headers: Headers, chunks: AsyncGenerator[bytes, None], limit: int) -> bytes:
     """The bytes of the ``file`` part of a multipart body, parsed by Starlette in memory."""
     parser = MultiPartParser(headers, chunks, max_files=1, max_fields=MAX_FORM_FIELDS)
     parser.spool_max_size = limit  # the body is bounded by ``limit``, so parts never roll over to disk
@@ -286,4 +286,3 @@ class _BodyProgress:
             if await self.receive(receive) is None:
                 return False
         return self.complete and self.received <= limit
-

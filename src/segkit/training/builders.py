@@ -53,7 +53,11 @@ def open_training_data(config: TrainConfig) -> TrainingData:
 
     def open_folder(path: str, split: str | None, classes: Any) -> Any:
         return open_source(
-            path, split=split, masks=config.masks, colors=config.colors, classes=classes,
+            path,
+            split=split,
+            masks=config.masks,
+            colors=config.colors,
+            classes=classes,
             ignore_index=config.preprocess.ignore_index,
         )
 
@@ -74,11 +78,19 @@ def open_training_data(config: TrainConfig) -> TrainingData:
     if not val_indices:
         raise SegkitError(config.data, "no validation images: use --val DATA or --val-split > 0")
     if len(val_source.classes) != len(classes):
-        raise SegkitError(config.val or config.data, f"validation classes {list(val_source.classes)} differ from "
-                                                     f"training classes {classes}")
+        raise SegkitError(
+            config.val or config.data,
+            f"validation classes {list(val_source.classes)} differ from training classes {classes}",
+        )
     return TrainingData(
-        train, train_indices, val_source, val_indices, classes, train_source.color_table,
-        train_source.classes_origin, train_source.problem_summary(),
+        train,
+        train_indices,
+        val_source,
+        val_indices,
+        classes,
+        train_source.color_table,
+        train_source.classes_origin,
+        train_source.problem_summary(),
     )
 
 
@@ -130,8 +142,11 @@ def build_loss(
         if len(weights) != len(classes):
             raise SegkitError(None, f"--class-weights has {len(weights)} values for {len(classes)} classes")
     return create_loss(
-        config.loss, num_classes=len(classes), ignore_index=config.preprocess.ignore_index,
-        class_weights=None if weights is None else weights.to(device), binary=binary,
+        config.loss,
+        num_classes=len(classes),
+        ignore_index=config.preprocess.ignore_index,
+        class_weights=None if weights is None else weights.to(device),
+        binary=binary,
         label_smoothing=config.label_smoothing,
     ).to(device)
 
@@ -140,8 +155,9 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     """``--optimizer`` over all parameters (those of a frozen encoder too: they train once unfrozen)."""
     parameters = list(model.parameters())
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay, nesterov=True)
+        return torch.optim.SGD(
+            parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+        )
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)

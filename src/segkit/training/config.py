@@ -72,7 +72,9 @@ def parse_model_kwargs(text: str | dict[str, Any]) -> dict[str, Any]:
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside brackets: ``"a=1,b=[2,3]"`` -> ``["a=1", "b=[2,3]"]``."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         depth += (char in "[(") - (char in "])")
         if char == "," and depth == 0:
@@ -112,94 +114,197 @@ class TrainConfig:
     Every field is an option of ``segkit train`` (``--field-name``) and a key of config files.
     """
 
-    data: str = option("", help="training data folder (labelme, images/+masks/, VOC, or with train/ val/)",
-                       cli=False)
-    val: str | None = option(None, help="validation data folder (default: a val/ or valid/ split, else --val-split)",
-                             group="data", metavar="DATA")
-    val_split: float = option(0.2, help="fraction of the data held out for validation, deterministic by name",
-                              parse=float, metavar="F", group="data")
-    masks: str | None = option(None, help="name of the mask folder beside images/ (e.g. masks_rgb)", group="data",
-                               metavar="DIRNAME")
-    colors: str | None = option(None, help="colour table (JSON or CSV) of RGB colour-coded masks", group="data",
-                                metavar="FILE")
-    classes: str | None = option(None, help="class names: a file (txt, json, csv) or a,b,c", group="data",
-                                 metavar="FILE|a,b")
+    data: str = option("", help="training data folder (labelme, images/+masks/, VOC, or with train/ val/)", cli=False)
+    val: str | None = option(
+        None,
+        help="validation data folder (default: a val/ or valid/ split, else --val-split)",
+        group="data",
+        metavar="DATA",
+    )
+    val_split: float = option(
+        0.2,
+        help="fraction of the data held out for validation, deterministic by name",
+        parse=float,
+        metavar="F",
+        group="data",
+    )
+    masks: str | None = option(
+        None, help="name of the mask folder beside images/ (e.g. masks_rgb)", group="data", metavar="DIRNAME"
+    )
+    colors: str | None = option(
+        None, help="colour table (JSON or CSV) of RGB colour-coded masks", group="data", metavar="FILE"
+    )
+    classes: str | None = option(
+        None, help="class names: a file (txt, json, csv) or a,b,c", group="data", metavar="FILE|a,b"
+    )
     preprocess: PreprocessConfig = nested(PreprocessConfig)
-    oversample: float = option(0.33, help="crop policy: share of crops centred on a pixel of a rare class present "
-                               "in the image (nnU-Net's foreground over-sampling)", parse=float, metavar="F",
-                               group="data")
-    num_workers: int = option(0, help="DataLoader worker processes (samples are decoded once and cached)",
-                              parse=int, metavar="N", planned=True, group="data")
+    oversample: float = option(
+        0.33,
+        help="crop policy: share of crops centred on a pixel of a rare class present "
+        "in the image (nnU-Net's foreground over-sampling)",
+        parse=float,
+        metavar="F",
+        group="data",
+    )
+    num_workers: int = option(
+        0,
+        help="DataLoader worker processes (samples are decoded once and cached)",
+        parse=int,
+        metavar="N",
+        planned=True,
+        group="data",
+    )
 
     model: str = option("unet", help="architecture, see `segkit models`", planned=True, group="model", metavar="NAME")
-    model_kwargs: dict[str, Any] = option(default_factory=dict, help="model options, e.g. base_channels=16,depth=4",
-                                          parse=parse_model_kwargs, metavar="K=V,...", planned=True, group="model")
-    encoder: str | None = option(None, help="encoder of smp-based models, e.g. resnet50, tu-convnext_tiny",
-                                 group="model", metavar="NAME")
-    pretrained: bool = option(False, help="start the encoder from ImageNet weights (found offline in the torch hub, "
-                              "timm or Hugging Face caches or $SEGKIT_WEIGHTS, else downloaded)", parse=bool,
-                              planned=True, group="model")
-    weights: str | None = option(None, help="start from a local checkpoint, state dict or .safetensors "
-                                 "(mismatched heads re-initialised)", metavar="FILE", group="model")
-    freeze_encoder: int = option(0, help="keep the encoder frozen for the first N epochs", parse=int, metavar="N",
-                                 group="model")
-    mode: str = option("auto", help="binary = one sigmoid channel; auto: binary for 2 classes", choices=MODES,
-                       group="model")
-    threshold: float = option(0.5, help="binary-mode probability threshold", parse=float, metavar="T",
-                              group="model")
+    model_kwargs: dict[str, Any] = option(
+        default_factory=dict,
+        help="model options, e.g. base_channels=16,depth=4",
+        parse=parse_model_kwargs,
+        metavar="K=V,...",
+        planned=True,
+        group="model",
+    )
+    encoder: str | None = option(
+        None, help="encoder of smp-based models, e.g. resnet50, tu-convnext_tiny", group="model", metavar="NAME"
+    )
+    pretrained: bool = option(
+        False,
+        help="start the encoder from ImageNet weights (found offline in the torch hub, "
+        "timm or Hugging Face caches or $SEGKIT_WEIGHTS, else downloaded)",
+        parse=bool,
+        planned=True,
+        group="model",
+    )
+    weights: str | None = option(
+        None,
+        help="start from a local checkpoint, state dict or .safetensors (mismatched heads re-initialised)",
+        metavar="FILE",
+        group="model",
+    )
+    freeze_encoder: int = option(
+        0, help="keep the encoder frozen for the first N epochs", parse=int, metavar="N", group="model"
+    )
+    mode: str = option(
+        "auto", help="binary = one sigmoid channel; auto: binary for 2 classes", choices=MODES, group="model"
+    )
+    threshold: float = option(0.5, help="binary-mode probability threshold", parse=float, metavar="T", group="model")
 
-    epochs: int | None = option(None, help="number of epochs (default: as many as fit --time-budget, else 50)",
-                                parse=int, metavar="N", group="optimisation")
-    time_budget: float | None = option(None, help="wall time for the whole run, with a unit: 90s, 10m, 1.5h",
-                                       parse=parse_duration, metavar="T", group="optimisation")
-    batch_size: int = option(8, help="global batch size (split across torchrun processes)", parse=int,
-                             metavar="N", planned=True, group="optimisation")
+    epochs: int | None = option(
+        None,
+        help="number of epochs (default: as many as fit --time-budget, else 50)",
+        parse=int,
+        metavar="N",
+        group="optimisation",
+    )
+    time_budget: float | None = option(
+        None,
+        help="wall time for the whole run, with a unit: 90s, 10m, 1.5h",
+        parse=parse_duration,
+        metavar="T",
+        group="optimisation",
+    )
+    batch_size: int = option(
+        8,
+        help="global batch size (split across torchrun processes)",
+        parse=int,
+        metavar="N",
+        planned=True,
+        group="optimisation",
+    )
     lr: float = option(1e-3, help="peak learning rate", parse=float, planned=True, group="optimisation")
     weight_decay: float = option(1e-4, help="weight decay", parse=float, group="optimisation")
     optimizer: str = option("adamw", help="optimiser", choices=OPTIMIZERS, group="optimisation")
     momentum: float = option(0.9, help="SGD momentum", parse=float, group="optimisation")
-    scheduler: str = option("cosine", help="learning-rate schedule after the warm-up", choices=SCHEDULERS,
-                            group="optimisation")
-    warmup_epochs: float = option(1.0, help="linear warm-up length in epochs (with a time budget: 5 % of the run per epoch)",
-                                  parse=float, metavar="E", group="optimisation")
-    loss: str = option("ce+dice", help="ce, bce, dice, focal, tversky, lovasz, ohem or sums like 0.5*ce+dice",
-                       planned=True, group="optimisation", metavar="SPEC")
-    class_weights: str | list[float] | None = option(None, help="auto (inverse median frequency) or w0,w1,...",
-                                                     parse=parse_class_weights, metavar="auto|W,...",
-                                                     group="optimisation")
+    scheduler: str = option(
+        "cosine", help="learning-rate schedule after the warm-up", choices=SCHEDULERS, group="optimisation"
+    )
+    warmup_epochs: float = option(
+        1.0,
+        help="linear warm-up length in epochs (with a time budget: 5 % of the run per epoch)",
+        parse=float,
+        metavar="E",
+        group="optimisation",
+    )
+    loss: str = option(
+        "ce+dice",
+        help="ce, bce, dice, focal, tversky, lovasz, ohem or sums like 0.5*ce+dice",
+        planned=True,
+        group="optimisation",
+        metavar="SPEC",
+    )
+    class_weights: str | list[float] | None = option(
+        None,
+        help="auto (inverse median frequency) or w0,w1,...",
+        parse=parse_class_weights,
+        metavar="auto|W,...",
+        group="optimisation",
+    )
     label_smoothing: float = option(0.0, help="cross-entropy label smoothing", parse=float, group="optimisation")
-    ema: bool = option(True, help="keep an exponential moving average of the weights; validate it too and keep "
-                       "the better", parse=bool, group="optimisation")
-    ema_decay: float = option(0.999, help="EMA decay per step (warmed up as timm's ModelEmaV3)", parse=float,
-                              group="optimisation")
-    precision: str = option("32", help="float32, bfloat16 autocast, or float16 mixed precision (CUDA)",
-                            choices=PRECISIONS, planned=True, group="optimisation")
-    compile: bool = option(False, help="torch.compile the model for training (slow start, faster steps on GPU)",
-                           parse=bool, group="optimisation")
-    channels_last: bool = option(True, help="NHWC memory format (faster convolutions on CPU and GPU)", parse=bool,
-                                 group="optimisation")
+    ema: bool = option(
+        True,
+        help="keep an exponential moving average of the weights; validate it too and keep the better",
+        parse=bool,
+        group="optimisation",
+    )
+    ema_decay: float = option(
+        0.999, help="EMA decay per step (warmed up as timm's ModelEmaV3)", parse=float, group="optimisation"
+    )
+    precision: str = option(
+        "32",
+        help="float32, bfloat16 autocast, or float16 mixed precision (CUDA)",
+        choices=PRECISIONS,
+        planned=True,
+        group="optimisation",
+    )
+    compile: bool = option(
+        False,
+        help="torch.compile the model for training (slow start, faster steps on GPU)",
+        parse=bool,
+        group="optimisation",
+    )
+    channels_last: bool = option(
+        True, help="NHWC memory format (faster convolutions on CPU and GPU)", parse=bool, group="optimisation"
+    )
 
     device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps", group="run")
     seed: int = option(0, help="random seed (same seed: identical CPU runs)", parse=int, group="run")
-    out: str | None = option(None, help="run folder (default runs/train, runs/train2, ...)", metavar="DIR",
-                             group="run")
-    resume: str | None = option(None, help="continue a run from its last.pt (its saved options are used)",
-                                metavar="LAST_PT", group="run")
+    out: str | None = option(None, help="run folder (default runs/train, runs/train2, ...)", metavar="DIR", group="run")
+    resume: str | None = option(
+        None, help="continue a run from its last.pt (its saved options are used)", metavar="LAST_PT", group="run"
+    )
     overwrite: bool = option(False, help="replace the run already in --out", parse=bool, group="run")
     save_every: int = option(0, help="also keep epoch_NNN.pt every N epochs", parse=int, metavar="N", group="run")
-    val_every: int = option(0, help="validate every N epochs (0: spaced so validation takes at most 15 % of the "
-                            "time); always after the last", parse=int, metavar="N", group="run")
-    patience: int = option(0, help="stop after N validations without a mIoU gain (0 = off)", parse=int,
-                           metavar="N", group="run")
-    num_samples: int = option(4, help="validation images drawn in samples/epoch_NNN.png", parse=int, metavar="N",
-                              group="run")
-    logger: list[str] = option(default_factory=lambda: ["csv"], help="experiment logs besides history.csv: "
-                               "tensorboard, mlflow (comma-separated)", parse=parse_loggers, metavar="NAMES",
-                               group="run")
-    plan: bool = option(True, help="derive the options you did not set from the data, the machine and the "
-                        "time budget (see `segkit plan`)", parse=bool, group="run")
-    user_options: list[str] | None = option(None, help="the options the user set (dotted names); the planner "
-                                            "derives the others. None: every field as given", cli=False)
+    val_every: int = option(
+        0,
+        help="validate every N epochs (0: spaced so validation takes at most 15 % of the time); always after the last",
+        parse=int,
+        metavar="N",
+        group="run",
+    )
+    patience: int = option(
+        0, help="stop after N validations without a mIoU gain (0 = off)", parse=int, metavar="N", group="run"
+    )
+    num_samples: int = option(
+        4, help="validation images drawn in samples/epoch_NNN.png", parse=int, metavar="N", group="run"
+    )
+    logger: list[str] = option(
+        default_factory=lambda: ["csv"],
+        help="experiment logs besides history.csv: tensorboard, mlflow (comma-separated)",
+        parse=parse_loggers,
+        metavar="NAMES",
+        group="run",
+    )
+    plan: bool = option(
+        True,
+        help="derive the options you did not set from the data, the machine and the time budget (see `segkit plan`)",
+        parse=bool,
+        group="run",
+    )
+    user_options: list[str] | None = option(
+        None,
+        help="the options the user set (dotted names); the planner derives the others. None: every field as given",
+        cli=False,
+    )
 
     DEFAULT_EPOCHS = 50
 
@@ -303,8 +408,20 @@ class TrainConfig:
 
 
 # Options a resumed run may change; every other option is the run's own.
-RESUME_OVERRIDES = ("data", "val", "out", "device", "num_workers", "epochs", "time_budget", "logger", "save_every",
-                    "patience", "resume", "num_samples")
+RESUME_OVERRIDES = (
+    "data",
+    "val",
+    "out",
+    "device",
+    "num_workers",
+    "epochs",
+    "time_budget",
+    "logger",
+    "save_every",
+    "patience",
+    "resume",
+    "num_samples",
+)
 
 
 def resume_config(options: dict[str, Any]) -> TrainConfig:

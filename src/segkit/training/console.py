@@ -52,13 +52,18 @@ class ConsoleReport(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
         total = trainer.max_epochs_estimate
-        parts = [f"epoch {epoch} of {'~' if trainer.config.time_budget else ''}{total}" if total else f"epoch {epoch}",
-                 f"loss {row['train_loss']:.4f}"]
+        parts = [
+            f"epoch {epoch} of {'~' if trainer.config.time_budget else ''}{total}" if total else f"epoch {epoch}",
+            f"loss {row['train_loss']:.4f}",
+        ]
         if row.get("val_mIoU") is not None:
             tag = " (best)" if row.get("best") else ""
             parts.append(f"val mIoU {row['val_mIoU']:.4f}{tag}")
-            ious = {key[len("val_iou_"):]: value for key, value in row.items()
-                    if key.startswith("val_iou_") and value is not None}
+            ious = {
+                key[len("val_iou_") :]: value
+                for key, value in row.items()
+                if key.startswith("val_iou_") and value is not None
+            }
             worst = sorted(ious.items(), key=lambda item: item[1])[:WORST_SHOWN]
             if len(ious) > WORST_SHOWN:
                 parts.append("worst: " + ", ".join(f"{name} {value:.2f}" for name, value in worst))
@@ -79,5 +84,6 @@ class ConsoleReport(Callback):
         if result.never_predicted:
             logger.warning(
                 "the best model never predicts %s although the validation masks contain it; more data of "
-                "it, a longer --time-budget or --class-weights auto may help", ", ".join(result.never_predicted),
+                "it, a longer --time-budget or --class-weights auto may help",
+                ", ".join(result.never_predicted),
             )

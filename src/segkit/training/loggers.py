@@ -103,8 +103,14 @@ def samples_image(trainer: Trainer, epoch: int, samples: ValidationSamples) -> n
 
     card = trainer.card
     return sample_grid(
-        samples.images, samples.truths, samples.predictions, card.palette_array(), classes=card.classes,
-        names=samples.names, epoch=epoch, ignore_index=card.ignore_index,
+        samples.images,
+        samples.truths,
+        samples.predictions,
+        card.palette_array(),
+        classes=card.classes,
+        names=samples.names,
+        epoch=epoch,
+        ignore_index=card.ignore_index,
     )
 
 
@@ -226,14 +232,24 @@ class MLflowLogger(Callback):
         with _quiet("mlflow", "alembic"):  # the store logs its table creation at INFO
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             experiment = self.client.get_experiment_by_name(self.EXPERIMENT)
-            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-                self.EXPERIMENT, artifact_location=(self.out / "mlartifacts").resolve().as_uri()
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else self.client.create_experiment(
+                    self.EXPERIMENT, artifact_location=(self.out / "mlartifacts").resolve().as_uri()
+                )
             )
         run_dir = str(self.out.resolve())
-        previous = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{self.RUN_TAG}` = '{_quote(run_dir)}'",
-            order_by=["attributes.start_time DESC"], max_results=1,
-        ) if trainer.history else []
+        previous = (
+            self.client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{self.RUN_TAG}` = '{_quote(run_dir)}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if trainer.history
+            else []
+        )
         if previous:
             self.run_id = previous[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")

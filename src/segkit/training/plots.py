@@ -68,8 +68,12 @@ def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = No
     if best_row is not None and _defined(best_row.get("val_mIoU")):
         metric_axis.plot([best], [best_row["val_mIoU"]], marker="*", markersize=12, color="tab:red", zorder=3)
         metric_axis.annotate(
-            f"{best_row['val_mIoU']:.3f}", (best, best_row["val_mIoU"]), textcoords="offset points", xytext=(4, 6),
-            color="tab:red", fontsize="small",
+            f"{best_row['val_mIoU']:.3f}",
+            (best, best_row["val_mIoU"]),
+            textcoords="offset points",
+            xytext=(4, 6),
+            color="tab:red",
+            fontsize="small",
         )
     return figure
 
@@ -121,8 +125,10 @@ def sample_grid(
         colours[: len(given)] = given
     colours[ignore_index] = PALETTE[255]
     rows = [
-        [fit_within(image, max_side), *(colorize(fit_within(mask, max_side, nearest=True), colours)
-                                         for mask in (truth, prediction))]
+        [
+            fit_within(image, max_side),
+            *(colorize(fit_within(mask, max_side, nearest=True), colours) for mask in (truth, prediction)),
+        ]
         for image, truth, prediction in zip(images, truths, predictions)
     ]
     footer = None
@@ -131,6 +137,9 @@ def sample_grid(
         width = sum(max(row[c].shape[1] for row in rows) for c in range(3)) + 4 * 8 - 16
         footer = legend(classes, colours[: len(classes)], width=max(width, 200), ignore=has_ignore)
     return labelled_grid(
-        rows, column_titles=SAMPLE_COLUMNS, row_titles=list(names) if names else (),
-        title="" if epoch is None else f"epoch {epoch}", footer=footer,
+        rows,
+        column_titles=SAMPLE_COLUMNS,
+        row_titles=list(names) if names else (),
+        title="" if epoch is None else f"epoch {epoch}",
+        footer=footer,
     )

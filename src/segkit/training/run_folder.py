@@ -35,8 +35,9 @@ def choose_run_folder(out: str | None, resume: str | None, overwrite: bool, is_m
     if out:
         folder = Path(out)
         if is_main and (folder / "last.pt").exists() and not overwrite:
-            raise SegkitError(folder, f"already holds a run; resume it with --resume {folder / 'last.pt'}, "
-                                      "or pass --overwrite")
+            raise SegkitError(
+                folder, f"already holds a run; resume it with --resume {folder / 'last.pt'}, or pass --overwrite"
+            )
         if folder.exists() and not folder.is_dir():
             raise SegkitError(folder, "exists and is not a folder")
         return folder
@@ -96,8 +97,11 @@ class RunLock:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             return
-        raise SegkitError(self.path.parent, f"another segkit train (process {pid} on {host}) is writing to this "
-                                            f"folder; wait for it, or use another --out")
+        raise SegkitError(
+            self.path.parent,
+            f"another segkit train (process {pid} on {host}) is writing to this "
+            f"folder; wait for it, or use another --out",
+        )
 
     def release(self) -> None:
         """Remove the lock (and the run folder, if the lock created it and nothing else was written)."""

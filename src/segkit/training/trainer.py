@@ -21,7 +21,7 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from segkit.data.io import atomic_write
 from segkit.device import resolve_device
 from segkit.errors import SegkitError
 from segkit.evaluation.metrics import to_json_safe
+from segkit.models.base import SegmentationModel
 from segkit.training.builders import (
     TrainingData,
     build_loss,
@@ -44,7 +45,7 @@ from segkit.training.builders import (
     model_kwargs,
     open_training_data,
 )
-from segkit.training.callbacks import Callback, ValidationSamples
+from segkit.training.callbacks import Callback
 from segkit.training.config import TrainConfig
 from segkit.training.distributed import (
     DistributedInfo,
@@ -56,6 +57,9 @@ from segkit.training.distributed import (
 from segkit.training.run_folder import RunLock, StopSignals, choose_run_folder
 from segkit.training.schedule import lr_factor
 from segkit.training.validation import ValidationResult, never_predicted, validate_model
+
+if TYPE_CHECKING:
+    from timm.utils import ModelEmaV3
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +75,10 @@ class RunInterrupted(SegkitError):
     def __init__(self, out: Path, signal_name: str) -> None:
         import signal
 
-        super().__init__(out, f"stopped by {signal_name} after writing last.pt; continue with "
-                              f"segkit train --resume {out / 'last.pt'}")
+        super().__init__(
+            out,
+            f"stopped by {signal_name} after writing last.pt; continue with segkit train --resume {out / 'last.pt'}",
+        )
         self.exit_code = 128 + int(signal.Signals[signal_name])
 
 
@@ -112,7 +118,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
+    numpy_state = cast(tuple[Any, ...], np.random.get_state())
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2])},
@@ -146,8 +152,9 @@ class Trainer:
     ``None``), ``device``, ``data`` (:class:`~segkit.training.builders.TrainingData`).
     """
 
-    def __init__(self, config: TrainConfig, callbacks: list[Callback] | tuple[Callback, ...] = (),
-                 progress: bool | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, callbacks: list[Callback] | tuple[Callback, ...] = (), progress: bool | None = None
+    ) -> None:
         self.clock_start = time.monotonic()
         self.elapsed_before = 0.0
         self.progress = progress
@@ -186,24 +193,41 @@ class Trainer:
         self.binary = is_binary(config, self.classes)
         palette = None if self.data.color_table is None else self.data.color_table.class_colors(len(self.classes))
         self.card = ModelCard.create(
-            config.model, self.classes, config.preprocess, binary=self.binary, model_kwargs=model_kwargs(config),
-            palette=palette, threshold=config.threshold, ignore_index=config.preprocess.ignore_index,
+            config.model,
+            self.classes,
+            config.preprocess,
+            binary=self.binary,
+            model_kwargs=model_kwargs(config),
+            palette=palette,
+            threshold=config.threshold,
+            ignore_index=config.preprocess.ignore_index,
         )
         self.train_set = SegmentationDataset(
-            self.data.train_source, config.preprocess, train=True, indices=self.data.train_indices,
+            self.data.train_source,
+            config.preprocess,
+            train=True,
+            indices=self.data.train_indices,
             oversample=config.oversample,
         )
         self.train_set.preload(max(config.num_workers, 2), progress=self._show_progress())
-        self.data.val_source.preload(self.data.val_indices[self.dist.rank :: self.dist.world_size],
-                                     progress=self._show_progress())
-        if self.train_set.cached and config.preprocess.resize != "crop" and self.data.train_source is not self.data.val_source:
+        self.data.val_source.preload(
+            self.data.val_indices[self.dist.rank :: self.dist.world_size], progress=self._show_progress()
+        )
+        if (
+            self.train_set.cached
+            and config.preprocess.resize != "crop"
+            and self.data.train_source is not self.data.val_source
+        ):
             self.data.train_source.release(self.data.train_indices)  # kept resized in the dataset now
         counts = class_pixel_counts(self.train_set)
         shares = counts.pixels / max(int(counts.pixels.sum()), 1)
-        self.train_set.use_class_shares(shares)
+        self.train_set.use_class_shares(shares.tolist())
         logger.info(
-            "data: %d training, %d validation images; %d classes (%s%s); %s", len(self.train_set),
-            len(self.data.val_indices), len(self.classes), ", ".join(self.classes),
+            "data: %d training, %d validation images; %d classes (%s%s); %s",
+            len(self.train_set),
+            len(self.data.val_indices),
+            len(self.classes),
+            ", ".join(self.classes),
             f", from {self.data.classes_origin}" if self.data.classes_origin else "",
             "binary mode (one sigmoid channel)" if self.binary else "multi-class mode (softmax)",
         )
@@ -212,8 +236,9 @@ class Trainer:
         self.criterion = build_loss(config, self.classes, self.binary, counts.per_image, self.device)
         self.optimizer = build_optimizer(config, self.model)
         self.autocast_dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(config.precision)
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=config.precision == "16-mixed" and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=config.precision == "16-mixed" and self.device.type == "cuda"
+        )
         self.ema = self._new_ema() if config.ema else None
         self.train_model: nn.Module = self._wrap_distributed()
         self.history: list[dict[str, Any]] = []
@@ -237,21 +262,29 @@ class Trainer:
         batch_size = config.batch_size
         if self.dist.enabled:
             if batch_size % self.dist.world_size:
-                raise SegkitError(None, f"--batch-size {batch_size} is not divisible by {self.dist.world_size} processes")
+                raise SegkitError(
+                    None, f"--batch-size {batch_size} is not divisible by {self.dist.world_size} processes"
+                )
             batch_size //= self.dist.world_size
-        self.train_sampler = (
+        self.train_sampler: DistributedSampler | None = (
             DistributedSampler(self.train_set, shuffle=True, seed=config.seed, drop_last=True)
-            if self.dist.enabled else None
+            if self.dist.enabled
+            else None
         )
         self.shuffle_generator = torch.Generator()
         return DataLoader(
-            self.train_set, batch_size=batch_size, shuffle=self.train_sampler is None, sampler=self.train_sampler,
-            drop_last=len(self.train_set) >= 2 * batch_size, generator=self.shuffle_generator,
-            num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
+            self.train_set,
+            batch_size=batch_size,
+            shuffle=self.train_sampler is None,
+            sampler=self.train_sampler,
+            drop_last=len(self.train_set) >= 2 * batch_size,
+            generator=self.shuffle_generator,
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
             persistent_workers=config.num_workers > 0,
         )
 
-    def _new_ema(self) -> nn.Module:
+    def _new_ema(self) -> ModelEmaV3:
         from timm.utils import ModelEmaV3
 
         # Warm-up (power 3/4) reaches the decay cap only after ~10k steps: short CPU runs
@@ -265,17 +298,18 @@ class Trainer:
             module = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        return torch.compile(module) if self.config.compile else module
+        return cast(nn.Module, torch.compile(module)) if self.config.compile else module
 
     def _set_encoder_frozen(self, epoch: int) -> None:
         """Freeze the encoder for the first ``--freeze-encoder`` epochs, then train it."""
-        from segkit.models.pretrained import freeze_encoder, is_frozen
-
         if not self.config.freeze_encoder:
             return
         frozen = epoch <= self.config.freeze_encoder
-        if is_frozen(self.model) != frozen:
-            freeze_encoder(self.model, frozen)
+        model = self.model
+        if not isinstance(model, SegmentationModel):
+            raise SegkitError(None, f"--freeze-encoder: {type(model).__name__} is not a segkit model with an encoder")
+        if model.encoder_frozen != frozen:
+            model.freeze_encoder(frozen)
             logger.info("epoch %d: encoder %s", epoch, "frozen" if frozen else "unfrozen")
             self.train_model = self._wrap_distributed()  # DDP registers only parameters that need gradients
 
@@ -315,7 +349,7 @@ class Trainer:
         """When training must stop so that the final validations and checkpoints fit the budget."""
         final_validations = 2 if self.ema is not None else 1  # the last one scores raw and EMA weights
         reserve = 1.5 * final_validations * self.last_validation_seconds + 3.0
-        return float(self.config.time_budget) - reserve
+        return float(self.config.time_budget or math.inf) - reserve
 
     def _progress(self) -> float:
         """Fraction of training done: elapsed time of the budget, or steps of all epochs."""
@@ -392,8 +426,15 @@ class Trainer:
         if skip:
             restore_rng_state(self._resume_rng)
         show = self._show_progress()
-        bar = tqdm(batches, desc=f"epoch {epoch}", total=len(self.train_loader), initial=skip, leave=False,
-                   disable=None if show is None else not show, unit="batch")
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch}",
+            total=len(self.train_loader),
+            initial=skip,
+            leave=False,
+            disable=None if show is None else not show,
+            unit="batch",
+        )
         for images, masks in bar:
             lr = self._set_lr(self._progress())
             images, masks = self._to_device(images, masks)
@@ -401,8 +442,11 @@ class Trainer:
                 outputs = self.train_model(images)
                 loss = self.criterion(outputs, masks)
             if not torch.isfinite(loss):
-                raise SegkitError(None, f"training stopped at epoch {epoch}: the loss became {loss.item()} "
-                                        f"(try a lower --lr); the last good checkpoint is {self.out / 'last.pt'}")
+                raise SegkitError(
+                    None,
+                    f"training stopped at epoch {epoch}: the loss became {loss.item()} "
+                    f"(try a lower --lr); the last good checkpoint is {self.out / 'last.pt'}",
+                )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -420,7 +464,7 @@ class Trainer:
                     self.partial_epoch = {"step": steps, "loss_sum": loss_sum, "seen": seen}
                 break
         totals = all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64, device=self.device))
-        return EpochResult(float(totals[0] / max(totals[1], 1)), int(totals[1]), time.monotonic() - start, stopped)
+        return EpochResult(float(totals[0] / totals[1].clamp(min=1)), int(totals[1]), time.monotonic() - start, stopped)
 
     def _stop_reason(self) -> str | None:
         """Why training must stop now (a signal, or the time budget), agreed by all ranks."""
@@ -437,8 +481,13 @@ class Trainer:
         """Score the ``raw`` or ``ema`` weights on the validation images at their original size."""
         model = self.ema.module if weights == "ema" and self.ema is not None else unwrap(self.model)
         return validate_model(
-            model, self.card, self.data.val_source, self.data.val_indices, device=self.device,
-            rank=self.dist.rank, world_size=self.dist.world_size,
+            model,
+            self.card,
+            self.data.val_source,
+            self.data.val_indices,
+            device=self.device,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
             num_samples=self.config.num_samples if self.dist.is_main else 0,
         )
 
@@ -458,12 +507,21 @@ class Trainer:
         """A checkpoint of the ``raw`` or ``ema`` weights; ``full`` adds what resuming needs."""
         card = replace(self.card)
         card.training = TrainingSummary(
-            epoch=epoch, best_epoch=self.best_epoch,
-            best_metric=self.best_metric if self.best_metrics else None, metrics=self.best_metrics,
-            history=self.history, config=self.config.to_dict(),
-            plan=self.plan.to_dict() if self.plan is not None else {}, seconds=self.elapsed, weights=weights,
-            data={"path": self.config.data, "train_images": len(self.data.train_indices),
-                  "val_images": len(self.data.val_indices), "classes_from": self.data.classes_origin},
+            epoch=epoch,
+            best_epoch=self.best_epoch,
+            best_metric=self.best_metric if self.best_metrics else None,
+            metrics=self.best_metrics,
+            history=self.history,
+            config=self.config.to_dict(),
+            plan=self.plan.to_dict() if self.plan is not None else {},
+            seconds=self.elapsed,
+            weights=weights,
+            data={
+                "path": self.config.data,
+                "train_images": len(self.data.train_indices),
+                "val_images": len(self.data.val_indices),
+                "classes_from": self.data.classes_origin,
+            },
         )
         model = self.ema.module if weights == "ema" and self.ema is not None else unwrap(self.model)
         return Checkpoint(card, model.state_dict(), self._resume_state(epoch) if full else None)
@@ -475,11 +533,15 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "progress": {
-                "epoch": epoch if partial else epoch + 1, "step": int(partial.get("step", 0)),
+                "epoch": epoch if partial else epoch + 1,
+                "step": int(partial.get("step", 0)),
                 "partial": {key: float(value) for key, value in partial.items() if key != "step"},
-                "steps_done": self.steps_done, "elapsed": self.elapsed,
-                "validations_without_gain": self.validations_without_gain, "best_weights": self.best_weights,
-                "last_validation_seconds": self.last_validation_seconds, "val_every": self.val_every,
+                "steps_done": self.steps_done,
+                "elapsed": self.elapsed,
+                "validations_without_gain": self.validations_without_gain,
+                "best_weights": self.best_weights,
+                "last_validation_seconds": self.last_validation_seconds,
+                "val_every": self.val_every,
             },
         }
         if self.ema is not None:
@@ -524,13 +586,20 @@ class Trainer:
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, config.max_epochs + 1):
             result = self.train_epoch(epoch)
-            signalled = result.stopped is not None and result.stopped.startswith("SIG")
-            if signalled and self.partial_epoch:
-                self._interrupted(epoch, result.stopped)
-            final = result.stopped == "time budget" or epoch == config.max_epochs
+            signal = result.stopped if result.stopped is not None and result.stopped.startswith("SIG") else None
+            if signal is not None and self.partial_epoch:
+                self._interrupted(epoch, signal)
+            # the last epoch is the one after which another would not fit the budget: it gets the final validation
+            out_of_time = result.stopped == "time budget" or (
+                bool(config.time_budget) and self.elapsed + result.seconds > self._time_limit()
+            )
+            final = out_of_time or epoch == config.max_epochs
             row: dict[str, Any] = {
-                "epoch": epoch, "train_loss": result.loss, "lr": self.optimizer.param_groups[0]["lr"],
-                "seconds": result.seconds, "images_per_second": result.images / max(result.seconds, 1e-9),
+                "epoch": epoch,
+                "train_loss": result.loss,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": result.seconds,
+                "images_per_second": result.images / max(result.seconds, 1e-9),
             }
             self.history.append(row)
             validated = self._due_for_validation(epoch, final)
@@ -545,14 +614,9 @@ class Trainer:
                     self._save(f"epoch_{epoch:03d}.pt", self.checkpoint(epoch))
                 for callback in self.callbacks:
                     callback.on_epoch_end(self, epoch, row)
-            if signalled:
-                self._interrupted(epoch, result.stopped)
-            if result.stopped is not None:
-                stopped_because = f"time budget of {config.time_budget:.0f}s used"
-                break
-            if config.time_budget and self.elapsed >= self._time_limit():
-                if not validated:  # the budget ran out between epochs: the last epoch still gets validated
-                    self._validate_and_keep_best(epoch, True, row)
+            if signal is not None:
+                self._interrupted(epoch, signal)
+            if out_of_time:
                 stopped_because = f"time budget of {config.time_budget:.0f}s used"
                 break
             if config.patience and self.validations_without_gain >= config.patience:
@@ -581,9 +645,15 @@ class Trainer:
             share = VALIDATION_SHARE / (1 - VALIDATION_SHARE)
             self.val_every = max(1, math.ceil(self.last_validation_seconds * len(kinds) / (share * epoch_seconds)))
         metrics = chosen.metrics
-        row.update({"val_mIoU": metrics["mIoU"], "val_mDice": metrics["mDice"],
-                    "val_pixel_accuracy": metrics["pixel_accuracy"], "val_weights": kind,
-                    "val_seconds": time.monotonic() - start})
+        row.update(
+            {
+                "val_mIoU": metrics["mIoU"],
+                "val_mDice": metrics["mDice"],
+                "val_pixel_accuracy": metrics["pixel_accuracy"],
+                "val_weights": kind,
+                "val_seconds": time.monotonic() - start,
+            }
+        )
         row.update({f"val_iou_{name}": values["iou"] for name, values in metrics["per_class"].items()})
         improved = metrics["mIoU"] is not None and metrics["mIoU"] > self.best_metric
         if improved:
@@ -602,8 +672,12 @@ class Trainer:
     def _finish(self, stopped_because: str) -> TrainResult:
         missing = never_predicted(self.best_metrics)
         result = TrainResult(
-            out=self.out, best_checkpoint=self.out / "best.pt", last_checkpoint=self.out / "last.pt",
-            best_metrics=self.best_metrics, history=self.history, stopped_because=stopped_because,
+            out=self.out,
+            best_checkpoint=self.out / "best.pt",
+            last_checkpoint=self.out / "last.pt",
+            best_metrics=self.best_metrics,
+            history=self.history,
+            stopped_because=stopped_because,
             never_predicted=missing,
         )
         if self.dist.is_main:
@@ -646,6 +720,5 @@ def train(
     elif options:
         config = TrainConfig.from_dict({**config.to_dict(), **options})
     trainer = Trainer(config, progress=progress)
-    trainer.callbacks = [*create_loggers(trainer.config.logger, trainer.out), ConsoleReport(),
-                         *(callbacks or ())]
+    trainer.callbacks = [*create_loggers(trainer.config.logger, trainer.out), ConsoleReport(), *(callbacks or ())]
     return trainer.fit()
