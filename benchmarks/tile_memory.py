@@ -3,8 +3,9 @@
 The checkpoint is the default U-Net (random weights with BatchNorm statistics
 measured on real images, see :func:`common.calibrated_checkpoint`, unless
 ``--checkpoint``) with the ``crop`` resize policy, whose predictor tiles images
-larger than twice the training crop automatically (windows of 512 x 512 for 256
-crops, overlap 0.25, Gaussian blending; see :mod:`segkit.prediction.tiling`).
+larger than its automatic window (4 training crops per side: 1024 x 1024 for 256
+crops, one window per pass, overlap 0.25, Gaussian blending; see
+:mod:`segkit.prediction.tiling`).
 
 - Memory: a fresh subprocess loads the checkpoint and a ``--side`` x ``--side`` RGB
   image (an upscaled Dubai aerial tile) and predicts it; its peak resident set size
@@ -61,50 +62,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--side", type=int, default=None, help="side of the large image (default 4096, quick 1024)")
     parser.add_argument(
-        "--whole-side", type=int, default=None, help="side of the agreement image (default 1024, quick 512)"
+        "--whole-side", type=int, default=None, help="side of the agreement image (default 2048, quick 1024)"
     )
     parser.add_argument(
         "--crop", type=int, default=None, help="crop size of the random checkpoint (default 256, quick 128)"
     )
-    parser.add_argument(
-        "--tile-batches",
-        default="8,4",
-        metavar="N,N",
-        help="windows per forward pass to measure (default 8,4: segkit predict's --batch-size, the Python API's)",
-    )
     parser.add_argument("--device", default="cpu", help="device (default cpu)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: the image (.npy) to predict
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)  # internal: stop before predicting
-    parser.add_argument("--child-batch", type=int, default=4, help=argparse.SUPPRESS)  # internal: windows per pass
     args = parser.parse_args(argv)
-    try:
-        args.tile_batches = [int(value) for value in args.tile_batches.split(",")]
-    except ValueError:
-        parser.error(f"--tile-batches takes comma-separated integers, got {args.tile_batches!r}")
-    if not args.tile_batches or min(args.tile_batches) < 1:
-        parser.error("--tile-batches needs positive integers")
     if args.side is None:
         args.side = 1024 if args.quick else 4096
     if args.whole_side is None:
-        args.whole_side = 512 if args.quick else 1024
+        args.whole_side = 1024 if args.quick else 2048
     if args.crop is None:
         args.crop = 128 if args.quick else 256
     return args
 
 
-def tiled_predictor(checkpoint: Path, device: str, tile_batch: int) -> Any:
+def tiled_predictor(checkpoint: Path, device: str) -> Any:
     """A Predictor tiling as ``segkit predict`` does by default (automatic windows, overlap 0.25)."""
     from segkit.prediction.predictor import Predictor
-    from segkit.prediction.tiling import TileConfig
 
-    predictor = Predictor.from_checkpoint(checkpoint, device=device)
-    predictor.tiling = TileConfig(batch_size=tile_batch)
-    return predictor
+    return Predictor.from_checkpoint(checkpoint, device=device)
 
 
 def child(args: argparse.Namespace) -> int:
     """Run inside the subprocess: predict (unless ``--baseline``) and print the peak RSS as JSON."""
-    predictor = tiled_predictor(args.checkpoint, args.device, args.child_batch)
+    predictor = tiled_predictor(args.checkpoint, args.device)
     image = np.load(args.child)
     start = time.perf_counter()
     shape = None if args.baseline else predictor.predict(image).shape
@@ -116,10 +101,10 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_child(image_file: Path, checkpoint: Path, device: str, batch: int, baseline: bool) -> dict[str, Any]:
+def run_child(image_file: Path, checkpoint: Path, device: str, baseline: bool) -> dict[str, Any]:
     """Peak RSS and seconds of a fresh interpreter predicting ``image_file`` (or stopping before it)."""
     command = [sys.executable, __file__, "--child", str(image_file), "--checkpoint", str(checkpoint)]
-    command += ["--device", device, "--child-batch", str(batch)]
+    command += ["--device", device]
     done = subprocess.run(command + ["--baseline"] * baseline, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"child process failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -140,7 +125,7 @@ def agreement(checkpoint: Path, image: np.ndarray, args: argparse.Namespace) -> 
     """Share of pixels where the tiled prediction (automatic windows) equals the whole-image prediction."""
     from segkit.prediction.tiling import TileConfig
 
-    predictor = tiled_predictor(checkpoint, args.device, args.tile_batches[0])
+    predictor = tiled_predictor(checkpoint, args.device)
     plan = tile_plan(predictor, *image.shape[:2])
     tiled = predictor.predict(image)
     predictor.tiling = TileConfig(auto=False)
@@ -151,12 +136,10 @@ def agreement(checkpoint: Path, image: np.ndarray, args: argparse.Namespace) -> 
 
 def tile_plan(predictor: Any, height: int, width: int) -> Any:
     """The windows the predictor uses for an image of this size (an error when it would not tile it)."""
-    from segkit.prediction.tiling import TilePlan
-
-    window = predictor.tiling.window_for(height, width, predictor.preprocess)
-    if window is None:
+    plan = predictor.tile_plan(height, width)
+    if plan is None:
         raise SystemExit(f"this checkpoint does not tile a {width}x{height} image; use a larger --side/--whole-side")
-    return TilePlan.create(height, width, window, predictor.tiling.overlap, predictor.tiling.batch_size)
+    return plan
 
 
 def class_shares(mask: np.ndarray) -> list[float]:
@@ -177,27 +160,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         big = np.asarray(source.resize((args.side, args.side), Image.BILINEAR))
         np.save(work / "big.npy", big)
-        runs = {}
-        for batch in args.tile_batches:
-            log(f"predicting a {args.side}x{args.side} image in a subprocess, {batch} windows per pass")
-            runs[batch] = run_child(work / "big.npy", checkpoint, args.device, batch, baseline=False)
-        base = run_child(work / "big.npy", checkpoint, args.device, 1, baseline=True)
+        log(f"predicting a {args.side}x{args.side} image in a subprocess")
+        run = run_child(work / "big.npy", checkpoint, args.device, baseline=False)
+        base = run_child(work / "big.npy", checkpoint, args.device, baseline=True)
         whole_image = np.ascontiguousarray(np.asarray(source)[: args.whole_side, : args.whole_side])
         log(f"agreement of tiled and whole predictions on a {args.whole_side}x{args.whole_side} crop")
         agree, agree_plan = agreement(checkpoint, whole_image, args)
-        predictor = tiled_predictor(checkpoint, args.device, args.tile_batches[0])
+        predictor = tiled_predictor(checkpoint, args.device)
     plan = tile_plan(predictor, args.side, args.side)
     targets = [
         Target(
-            f"peak memory, {args.side}x{args.side} tiled, {batch} windows per pass",
+            f"peak memory, {args.side}x{args.side} tiled, {plan.batch_size} window(s) per pass",
             run["peak_rss_bytes"] / GIB,
             TARGET_PEAK_GIB,
             at_least=False,
             unit="GiB",
-        )
-        for batch, run in runs.items()
-    ]
-    targets += [
+        ),
         Target("tiled vs whole mask agreement", 100 * agree, TARGET_AGREEMENT, unit="%"),
         Target("memory before predicting (interpreter, torch, model, image)", base["peak_rss_bytes"] / GIB, unit="GiB"),
     ]
@@ -211,10 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         "side": args.side,
         "windows": len(plan.positions),
         "window": list(plan.window),
-        "by_windows_per_pass": {
-            str(batch): {"peak_rss_gib": round(run["peak_rss_bytes"] / GIB, 3), "seconds": round(run["seconds"], 2)}
-            for batch, run in runs.items()
-        },
+        "windows_per_pass": plan.batch_size,
+        "peak_rss_gib": round(run["peak_rss_bytes"] / GIB, 3),
+        "seconds": round(run["seconds"], 2),
         "baseline_rss_gib": round(base["peak_rss_bytes"] / GIB, 3),
         "blend_buffer_gib": round(plan.buffer_bytes(predictor.num_classes) / GIB, 3),
         "agreement": agree,

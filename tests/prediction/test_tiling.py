@@ -109,6 +109,32 @@ def test_plan_windows_tile_the_padded_image(size: tuple[int, int], window: tuple
     assert len(plan.positions) == len(plan.tops) * len(plan.lefts)
 
 
+def test_aligned_windows_keep_to_the_grid_and_cover_the_padded_image() -> None:
+    plan = TilePlan.create(2048, 1817, (1024, 1024), overlap=0.25, batch_size=1, align=32)
+    assert plan.lefts == [0, 384, 800] and plan.tops == [0, 512, 1024]
+    assert plan.padded_size == (2048, 1824)  # the width padded to the grid, as the network pads a whole image
+    assert TilePlan.create(100, 100, (48, 48), 0.25, 1, align=32).padded_size == (100, 100)  # 48 % 32: not aligned
+    for length, window, stride in [(1824, 1024, 768), (160, 64, 64), (2080, 96, 72)]:
+        starts = window_starts(length, window, stride, align=32)
+        assert all(start % 32 == 0 for start in starts) and starts[-1] + window == length
+        assert (np.diff(starts) <= window).all()  # no gap between neighbours
+
+
+def test_tiled_crop_predictions_match_the_whole_image_off_the_grid() -> None:
+    """Windows at offsets that are not multiples of the network's stride see another pooling grid than
+    the whole image; near-ties then flip (benchmarks/tile_memory.py measures it on a stride-32 U-Net)."""
+    unet = Predictor.from_checkpoint(tiny_checkpoint(resize="crop", img_size=32), device="cpu", tiling=TileConfig(auto=False))
+    image, _ = squares(200, 237)  # sides that are not multiples of 32
+    image = (image + np.random.default_rng(1).integers(-30, 30, image.shape)).clip(0, 255).astype(np.uint8)
+    spread_head(unet, image)
+    whole = unet.predict(image)
+    assert (np.bincount(whole.ravel(), minlength=3) > 0.1 * whole.size).all()
+    automatic = Predictor(unet.model, unet.card, device="cpu")
+    plan = automatic.tile_plan(*image.shape[:2])
+    assert plan is not None and all(left % 32 == 0 for left in plan.lefts) and all(top % 32 == 0 for top in plan.tops)
+    assert (automatic.predict(image) == whole).mean() >= 0.995
+
+
 def test_gaussian_window_peaks_in_the_middle_and_stays_positive() -> None:
     for length in (1, 2, 31, 64):
         weights = gaussian_weights(length)

@@ -30,7 +30,7 @@ from segkit.data.transforms import LetterboxGeometry, PreprocessConfig, resize_i
 from segkit.errors import SegkitError
 from segkit.prediction.arrays import Array, array_ops, probabilities_to_mask, scores_from_logits
 from segkit.prediction.backend import Backend
-from segkit.prediction.tiling import TileConfig, TilePlan, predict_tiled
+from segkit.prediction.tiling import GRID, TileConfig, TilePlan, predict_tiled
 from segkit.prediction.tta import TTAConfig, augmented_probabilities
 
 if TYPE_CHECKING:
@@ -255,6 +255,22 @@ class Predictor:
         mask = probabilities_to_mask(probabilities, self.binary, self.threshold)
         return self.backend.ops.to_numpy(mask)
 
+    def tile_plan(self, height: int, width: int) -> TilePlan | None:
+        """The windows an ``height x width`` image is predicted in (see :attr:`tiling`); None: predicted whole."""
+        window = self.tiling.window_for(height, width, self.preprocess)
+        if window is None:
+            return None
+        return TilePlan.create(
+            height, width, window, self.tiling.overlap, self.tiling.batch_for(), align=self._grid_in_pixels()
+        )
+
+    def _grid_in_pixels(self) -> int:
+        """The network's pooling grid in image pixels, for windows that keep to it (1: windows are resized)."""
+        if self.preprocess.resize != "crop":
+            return 1
+        grid = GRID / self.preprocess.scale
+        return int(grid) if grid.is_integer() else 1
+
     def _probabilities(self, arrays: list[np.ndarray]) -> list[Array]:
         """``(C, H, W)`` probabilities on the backend's device at each image's original size.
 
@@ -263,13 +279,13 @@ class Predictor:
         results: list[Array] = [None] * len(arrays)
         whole: list[int] = []
         for index, array in enumerate(arrays):
-            height, width = array.shape[:2]
-            window = self.tiling.window_for(height, width, self.preprocess)
-            if window is None:
+            plan = self.tile_plan(*array.shape[:2])
+            if plan is None:
                 whole.append(index)
                 continue
-            plan = TilePlan.create(height, width, window, self.tiling.overlap, self.tiling.batch_for())
-            results[index] = predict_tiled(array, self._network_probabilities, plan, fill=self.preprocess.pad_value)
+            # padded with the mean colour: what the network's own padding (0 after normalisation) shows it
+            mean_colour = [round(255 * value) for value in self.preprocess.mean]
+            results[index] = predict_tiled(array, self._network_probabilities, plan, fill=mean_colour)
         for index, probabilities in zip(whole, self._network_probabilities([arrays[i] for i in whole])):
             results[index] = probabilities
         if self.crf:

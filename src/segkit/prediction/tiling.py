@@ -45,6 +45,9 @@ SIGMA_SCALE = 0.125
 AUTO_TILE_FACTOR = 4
 # ... and at most this many training crops' pixels per forward pass (the memory bound of tiling).
 AUTO_TILE_CROPS_PER_PASS = 16
+# Window offsets are multiples of this many network pixels (every model's stride divides it), so each
+# window sees the pooling grid the whole image would: a U-Net is shift-equivariant only in its steps.
+GRID = 32
 BYTES_PER_FLOAT = 4
 
 # Windows (uint8 RGB, all of one size) -> ``(C, h, w)`` probabilities at each window's size.
@@ -99,18 +102,20 @@ class TileConfig:
         return max(1, min(self.batch_size, AUTO_TILE_CROPS_PER_PASS // AUTO_TILE_FACTOR**2))
 
 
-def window_starts(length: int, window: int, stride: int) -> list[int]:
+def window_starts(length: int, window: int, stride: int, align: int = 1) -> list[int]:
     """Offsets of windows covering ``[0, length)``: the first at 0, the last flush with the end.
 
     ``ceil((length - window) / stride) + 1`` windows, spread evenly (as nnU-Net
     does), so the step between neighbours is at most ``stride`` and every
     overlap is at least ``window - stride``. A length up to one window gets one.
+    Offsets are multiples of ``align``, which must divide ``length - window``; steps
+    are then at most ``stride`` rounded down to ``align`` (but at least ``align``).
     """
     if length <= window:
         return [0]
-    count = math.ceil((length - window) / stride) + 1
-    step = (length - window) / (count - 1)
-    return [round(index * step) for index in range(count)]
+    units, step_units = (length - window) // align, max(1, stride // align)
+    count = math.ceil(units / step_units) + 1
+    return [align * round(index * units / (count - 1)) for index in range(count)]
 
 
 def gaussian_weights(length: int) -> np.ndarray:
@@ -141,17 +146,24 @@ class TilePlan:
     batch_size: int
 
     @classmethod
-    def create(cls, height: int, width: int, window: tuple[int, int], overlap: float, batch_size: int) -> TilePlan:
+    def create(
+        cls, height: int, width: int, window: tuple[int, int], overlap: float, batch_size: int, align: int = 1
+    ) -> TilePlan:
+        """Windows over an ``height x width`` image; offsets are multiples of ``align`` when it divides the window
+        (the image is then padded at the bottom/right to a multiple of ``align``)."""
+        if window[0] % align or window[1] % align:
+            align = 1
         strides = [max(1, math.floor(side * (1.0 - overlap))) for side in window]
-        padded_h, padded_w = max(height, window[0]), max(width, window[1])
-        tops = window_starts(padded_h, window[0], strides[0])
-        lefts = window_starts(padded_w, window[1], strides[1])
+        padded_h = max(-(-height // align) * align, window[0])
+        padded_w = max(-(-width // align) * align, window[1])
+        tops = window_starts(padded_h, window[0], strides[0], align)
+        lefts = window_starts(padded_w, window[1], strides[1], align)
         return cls(height, width, (window[0], window[1]), tops, lefts, batch_size)
 
     @property
     def padded_size(self) -> tuple[int, int]:
-        """The image size after padding it to at least one window."""
-        return max(self.height, self.window[0]), max(self.width, self.window[1])
+        """The image size after padding it to where the last windows end."""
+        return self.tops[-1] + self.window[0], self.lefts[-1] + self.window[1]
 
     @property
     def positions(self) -> list[tuple[int, int]]:
@@ -209,15 +221,16 @@ class BlendBuffer:
         return self.sums[:, : self.plan.height, : self.plan.width]
 
 
-def pad_to_window(image: np.ndarray, window: tuple[int, int], fill: int) -> np.ndarray:
-    """Pad an ``(H, W, 3)`` image at the bottom/right with ``fill`` to at least one window."""
-    bottom, right = max(0, window[0] - image.shape[0]), max(0, window[1] - image.shape[1])
+def pad_to_size(image: np.ndarray, size: tuple[int, int], fill: int | Sequence[int]) -> np.ndarray:
+    """Pad an ``(H, W, 3)`` image at the bottom/right with ``fill`` to at least ``size``."""
+    bottom, right = max(0, size[0] - image.shape[0]), max(0, size[1] - image.shape[1])
     if not bottom and not right:
         return image
-    return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_CONSTANT, value=(fill,) * image.shape[2])
+    value = (fill,) * image.shape[2] if isinstance(fill, int) else tuple(fill)
+    return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_CONSTANT, value=value)
 
 
-def predict_tiled(image: np.ndarray, predict: WindowPredictor, plan: TilePlan, fill: int = 0) -> Array:
+def predict_tiled(image: np.ndarray, predict: WindowPredictor, plan: TilePlan, fill: int | Sequence[int] = 0) -> Array:
     """Blend window predictions into ``(C, H, W)`` float32 probabilities at the image's size.
 
     Args:
@@ -225,11 +238,11 @@ def predict_tiled(image: np.ndarray, predict: WindowPredictor, plan: TilePlan, f
         predict: windows -> ``(C, h, w)`` probabilities at window size (numpy arrays, or
             tensors on any device: the result is made where they are).
         plan: window positions, from :meth:`TilePlan.create`.
-        fill: pixel value of the padding of images smaller than a window.
+        fill: pixel value (or RGB) of the padding (images smaller than a window, or than the aligned windows).
     """
     if image.shape[:2] != (plan.height, plan.width):
         raise ValueError(f"image is {image.shape[:2]}, the plan is for {(plan.height, plan.width)}")
-    padded = pad_to_window(image, plan.window, fill)
+    padded = pad_to_size(image, plan.padded_size, fill)
     height, width = plan.window
     positions = plan.positions
     buffer: BlendBuffer | None = None
