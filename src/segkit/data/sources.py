@@ -103,10 +103,9 @@ class SampleRef:
 
     @property
     def image_file(self) -> Path:
-        """The image file (labelme samples may embed theirs: then the JSON)."""
-        path = self.image or self.annotation
-        assert path is not None, "a sample has an image or an annotation"
-        return path
+        """The image file of a mask-layout sample (labelme samples read theirs through the JSON)."""
+        assert self.image is not None, "a mask-layout sample has an image file"
+        return self.image
 
 
 @dataclass

@@ -38,11 +38,11 @@ from segkit.checkpoint import ModelSpec
 from segkit.data.io import atomic_write
 from segkit.planning.fingerprint import Fingerprint, compute_fingerprint
 from segkit.planning.probe import Measurement, bf16_supported, measure_training
+from segkit.prediction.tiling import GRID
 from segkit.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-STRIDE = 32  # input sides are rounded to a multiple of every model's stride
 MIN_OBJECT_PIXELS = 3.0  # the thinnest class keeps at least this width after resizing
 MIN_CLASS_SHARE = 0.001  # classes rarer than this do not constrain the resolution
 MIN_SCALE = 0.25
@@ -323,7 +323,7 @@ class _Planner:
         self.choose(
             "preprocess.img_size",
             tuple(size),
-            f"crops of {size[1]}x{size[0]} px" if policy == "crop" else f"{size_reason}; sides multiples of {STRIDE}",
+            f"crops of {size[1]}x{size[0]} px" if policy == "crop" else f"{size_reason}; sides multiples of {GRID}",
         )
         self.batch_size(spec, size)
         if budget:
@@ -395,8 +395,8 @@ def _current(config: TrainConfig, option: str) -> Any:
 
 
 def _round_size(height: float, width: float) -> tuple[int, int]:
-    """Sides rounded up to a multiple of :data:`STRIDE` (at least one stride)."""
-    return (max(STRIDE, int(math.ceil(height / STRIDE) * STRIDE)), max(STRIDE, int(math.ceil(width / STRIDE) * STRIDE)))
+    """Sides rounded up to a multiple of :data:`~segkit.prediction.tiling.GRID` (at least one)."""
+    return (max(GRID, int(math.ceil(height / GRID) * GRID)), max(GRID, int(math.ceil(width / GRID) * GRID)))
 
 
 def make_plan(config: TrainConfig, data: Any, device: torch.device, elapsed: float = 0.0) -> Plan:

@@ -278,13 +278,13 @@ class Predictor:
         """
         results: list[Array] = [None] * len(arrays)
         whole: list[int] = []
+        # windows are padded with the mean colour: what the network's own padding (0 after normalisation) shows it
+        mean_colour = [round(255 * value) for value in self.preprocess.mean]
         for index, array in enumerate(arrays):
             plan = self.tile_plan(*array.shape[:2])
             if plan is None:
                 whole.append(index)
                 continue
-            # padded with the mean colour: what the network's own padding (0 after normalisation) shows it
-            mean_colour = [round(255 * value) for value in self.preprocess.mean]
             results[index] = predict_tiled(array, self._network_probabilities, plan, fill=mean_colour)
         for index, probabilities in zip(whole, self._network_probabilities([arrays[i] for i in whole])):
             results[index] = probabilities

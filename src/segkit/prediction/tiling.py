@@ -45,8 +45,9 @@ SIGMA_SCALE = 0.125
 AUTO_TILE_FACTOR = 4
 # ... and at most this many training crops' pixels per forward pass (the memory bound of tiling).
 AUTO_TILE_CROPS_PER_PASS = 16
-# Window offsets are multiples of this many network pixels (every model's stride divides it), so each
-# window sees the pooling grid the whole image would: a U-Net is shift-equivariant only in its steps.
+# Every model's stride divides this many pixels: planned input sides are multiples of it, and window
+# offsets too, so each window sees the pooling grid the whole image would (a U-Net is shift-equivariant
+# only in steps of its stride).
 GRID = 32
 BYTES_PER_FLOAT = 4
 
