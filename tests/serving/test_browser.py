@@ -34,6 +34,8 @@ VISIBLE_PIXELS_JS = """() => {
 
 
 def test_page_segments_an_uploaded_image(browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect  # importable: the browser fixture skips without playwright
+
     image_path = tmp_path / "street.png"
     image_path.write_bytes(encode(sample_image(180, 260)))
     app = create_app(tiny_checkpoint(), device="cpu")
@@ -106,13 +108,15 @@ def test_page_segments_an_uploaded_image(browser, tmp_path: Path) -> None:
         huge.write_bytes(bytes(20 * 1024 * 1024 + 1))
         uploads = len(predict_requests)
         page.set_input_files("#file-input", str(huge))
-        page.wait_for_function("document.getElementById('status').textContent.includes('accepts up to 20 MB')")
+        expect(page.locator("#status")).to_contain_text("accepts up to 20 MB")
         assert len(predict_requests) == uploads
         page.close()
     assert (tmp_path / "serve.png").stat().st_size > 10_000
 
 
 def test_page_asks_for_the_api_key_once(browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect  # importable: the browser fixture skips without playwright
+
     image_path = tmp_path / "photo.png"
     image_path.write_bytes(encode(sample_image(60, 80)))
     key = "page-key-0123456789"
@@ -132,7 +136,8 @@ def test_page_asks_for_the_api_key_once(browser, tmp_path: Path) -> None:
 
         page.fill("#api-key", "not-the-key")
         page.click("#key-submit")
-        page.wait_for_function("document.getElementById('key-message').textContent.includes('refused')")
+        # expect() polls from Playwright's side: a string predicate would need 'unsafe-eval', which the page's CSP refuses.
+        expect(page.locator("#key-message")).to_contain_text("refused")
         assert page.is_visible("#key-form")
 
         page.fill("#api-key", key)
