@@ -44,14 +44,22 @@ EXTRA_OF_MODULE: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``segkit`` parser: every sub-command, or only ``command`` when it names one.
+
+    Building one sub-command keeps start-up short: the training options are generated from
+    :class:`~segkit.training.config.TrainConfig`, whose imports (OpenCV, YAML) ``segkit evaluate
+    --pred --true`` or ``segkit predict`` never need.
+    """
     parser = argparse.ArgumentParser(
         prog="segkit", description="Semantic segmentation: convert, inspect, train, evaluate, predict."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"segkit {segkit.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMANDS.values():
+    for name, module_name in COMMANDS.items():
+        if command in COMMANDS and name != command:
+            continue
         module = importlib.import_module(f"segkit.cli.{module_name}")
         module.add_parser(subparsers)
     parser.set_defaults(commands=subparsers.choices)
@@ -73,9 +81,16 @@ def _command_parser(args: argparse.Namespace) -> argparse.ArgumentParser:
     return args.commands[args.command]
 
 
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names: its first word that is not an option (top-level options take no value)."""
+    first_word = next((word for word in argv if not word.startswith("-")), None)
+    return first_word if first_word in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _escape_unencodable_output()
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_named_command(argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported with the sub-command's usage, not the top-level one
         _command_parser(args).error(f"unrecognized arguments: {' '.join(unknown)}")
