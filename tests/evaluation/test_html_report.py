@@ -113,6 +113,35 @@ def test_evaluate_folders_report(tmp_path: Path) -> None:
     assert sources_are_embedded(html)
 
 
+@pytest.mark.parametrize(
+    ("file_name", "text", "colour"),
+    [
+        ("names.json", '["background", "road", "car"]', None),
+        ("names.csv", "name\nbackground\nroad\ncar\n", None),
+        (
+            "classes.json",
+            '{"classes": [{"name": "background", "rgb": [0, 0, 0]}, {"name": "road", "rgb": [110, 193, 228]}, '
+            '{"name": "car", "rgb": [254, 221, 58]}]}',
+            "#6ec1e4",
+        ),
+    ],
+)
+def test_folders_report_reads_every_class_list_form(
+    tmp_path: Path, file_name: str, text: str, colour: str | None
+) -> None:
+    truth = np.array([[0, 0, 1, 1], [2, 2, 255, 1]], np.uint8)
+    write_mask(tmp_path / "true" / "m.png", truth)
+    write_mask(tmp_path / "pred" / "m.png", truth)
+    (tmp_path / file_name).write_text(text)
+    report = tmp_path / "report.html"
+    argv = ["evaluate", "--pred", str(tmp_path / "pred"), "--true", str(tmp_path / "true")]
+    assert main([*argv, "--classes", str(tmp_path / file_name), "--report", str(report)]) == 0
+    html = report.read_text(encoding="utf-8")
+    assert re.findall(r'<tr class="[a-z]*" data-class="([^"]+)"', html) == ["background", "road", "car"]
+    if colour is not None:  # a colour table's colours are the report's
+        assert colour in html.lower()
+
+
 def test_evaluate_checkpoint_report(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data")
     report = tmp_path / "report.html"

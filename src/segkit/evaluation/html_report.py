@@ -25,7 +25,7 @@ from PIL import Image
 
 import segkit
 from segkit.checkpoint import ModelCard
-from segkit.data.classes import background_index
+from segkit.data.classes import background_index, read_class_list
 from segkit.data.io import atomic_write
 from segkit.errors import SegkitError
 from segkit.evaluation.per_image import ImagePixels, ImageScore, PerImageScores
@@ -364,10 +364,9 @@ def write_evaluation_report(
         return
     ignore_index = 255 if ignore_index is None else ignore_index
     palette = None
-    if isinstance(classes, (str, Path)) and Path(classes).suffix.lower() in (".json", ".csv"):
-        from segkit.data.colors import load_color_table
-
-        palette = load_color_table(classes).class_colors(metrics["num_classes"])
+    if classes is not None:  # the dataset's colours when the class list is a colour table
+        table = read_class_list(classes, ignore_index=ignore_index).color_table
+        palette = None if table is None else table.class_colors(metrics["num_classes"])
     write_report(
         path,
         metrics,

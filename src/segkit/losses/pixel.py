@@ -40,6 +40,7 @@ class CrossEntropyLoss(SegmentationLoss):
         self.label_smoothing = label_smoothing
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # already multiplied by the class weight, 0 at ignored pixels
         per_pixel = F.cross_entropy(
             logits,
             target,
@@ -47,7 +48,7 @@ class CrossEntropyLoss(SegmentationLoss):
             ignore_index=self.ignore_index,
             reduction="none",
             label_smoothing=self.label_smoothing,
-        )  # already multiplied by the class weight, 0 at ignored pixels
+        )
         return normalize(per_pixel.sum(), pixel_weights(target, valid, self.class_weights))
 
 

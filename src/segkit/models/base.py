@@ -16,6 +16,9 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from segkit.errors import SegkitError
 
 Output = torch.Tensor | list[torch.Tensor]
 
@@ -72,6 +75,8 @@ class SegmentationModel(nn.Module, ABC):
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
         self.stride = stride
+        self._encoder_frozen = False
+        self._freeze_hooks: list[RemovableHandle] = []
 
     @abstractmethod
     def forward_padded(self, x: torch.Tensor) -> Output:
@@ -104,23 +109,13 @@ class SegmentationModel(nn.Module, ABC):
     @property
     def encoder_frozen(self) -> bool:
         """Whether :meth:`freeze_encoder` froze the encoder."""
-        return getattr(self, "_encoder_frozen", False)
+        return self._encoder_frozen
 
     def _encoder(self) -> nn.Module:
         encoder = getattr(self, "encoder", None)
         if not isinstance(encoder, nn.Module):
-            from segkit.errors import SegkitError
-
             raise SegkitError(None, f"model {type(self).__name__} has no encoder to freeze")
         return encoder
-
-    @property
-    def _freeze_hooks(self) -> list:
-        return self.__dict__.get("_segkit_freeze_hooks", [])
-
-    @_freeze_hooks.setter
-    def _freeze_hooks(self, hooks: list) -> None:
-        self.__dict__["_segkit_freeze_hooks"] = hooks
 
     def forward(self, x: torch.Tensor) -> Output:
         height, width = x.shape[-2:]

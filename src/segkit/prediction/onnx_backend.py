@@ -84,9 +84,8 @@ class OnnxBackend(Backend):
         if requested not in ("auto", "cpu") and not on_gpu:
             logger.warning("onnxruntime has no provider for %s; running %s on the CPU", requested, self.path.name)
         self.metadata = read_metadata(self.model, self.path)
-        self.card = ModelCard.from_dict(
-            self.metadata.get("card", self.metadata), self.path
-        )  # version 1: card at the top
+        # version 1 files hold the card's fields at the top level of the metadata
+        self.card = ModelCard.from_dict(self.metadata.get("card", self.metadata), self.path)
         model_input = self.model.get_inputs()[0]
         self.input_name = model_input.name
         self.input_shape: list[int | str] = list(model_input.shape)

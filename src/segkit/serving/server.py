@@ -256,8 +256,7 @@ def serve(
     if workers == 1:
         run_server(uvicorn_config(create_app(checkpoint, options), host, port, 1, limits))
         return
-    load_predictor(
-        Path(checkpoint), replace(options, device="cpu")
-    )  # fail here with a clear message, not in every worker
+    # fail here with a clear message, not in every worker
+    load_predictor(Path(checkpoint), replace(options, device="cpu"))
     os.environ.update({ENV_CHECKPOINT: str(Path(checkpoint).resolve()), ENV_OPTIONS: options.to_json()})
     run_server(uvicorn_config("segkit.serving.app:app_from_env", host, port, workers, limits))

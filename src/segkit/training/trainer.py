@@ -586,9 +586,9 @@ class Trainer:
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, config.max_epochs + 1):
             result = self.train_epoch(epoch)
-            signal = result.stopped if result.stopped is not None and result.stopped.startswith("SIG") else None
-            if signal is not None and self.partial_epoch:
-                self._interrupted(epoch, signal)
+            stop_signal = result.stopped if result.stopped is not None and result.stopped.startswith("SIG") else None
+            if stop_signal is not None and self.partial_epoch:
+                self._interrupted(epoch, stop_signal)
             # the last epoch is the one after which another would not fit the budget: it gets the final validation
             out_of_time = result.stopped == "time budget" or (
                 bool(config.time_budget) and self.elapsed + result.seconds > self._time_limit()
@@ -614,8 +614,8 @@ class Trainer:
                     self._save(f"epoch_{epoch:03d}.pt", self.checkpoint(epoch))
                 for callback in self.callbacks:
                     callback.on_epoch_end(self, epoch, row)
-            if signal is not None:
-                self._interrupted(epoch, signal)
+            if stop_signal is not None:
+                self._interrupted(epoch, stop_signal)
             if out_of_time:
                 stopped_because = f"time budget of {config.time_budget:.0f}s used"
                 break
