@@ -78,7 +78,7 @@ class Called(Exception):
     [
         ("convert_labelme", "segkit.data.convert:convert_labelme", ["convert", "labelme", "src", "out"]),
         ("inspect", "segkit.data.inspect:inspect_dataset", ["inspect", "data"]),
-        ("plan", "segkit.planning.planner:plan_training", ["plan", "data"]),
+        ("plan", "segkit.training.race:plan_training", ["plan", "data"]),
         ("train", "segkit.training.trainer:train", ["train", "data"]),
         ("evaluate", "segkit.evaluation.evaluate:evaluate", ["evaluate", "model.pt", "data"]),
         ("predict", "segkit.prediction.writer:predict", ["predict", "model.pt", "a.png", "--out", "o"]),

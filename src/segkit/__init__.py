@@ -134,7 +134,7 @@ def plan(**options: Any) -> Plan:
         >>> import segkit
         >>> print(segkit.plan(data="data/", time_budget="10m").format())
     """
-    from segkit.planning.planner import plan_training
     from segkit.training.config import resolve_options
+    from segkit.training.race import plan_training
 
     return plan_training(resolve_options(options))

@@ -96,6 +96,12 @@ def test_small_images_are_trained_whole_at_native_resolution(tmp_path: Path, no_
     assert all(choice.reason for choice in plan.choices)  # one reason per choice
     text = plan.format()
     assert "letterbox" in text and "line" in text and "(thin 2px)" in text
+    # the race: the leader, smaller whole images on the ladder, the narrower U-Net
+    labels = [candidate.label for candidate in plan.candidates]
+    assert labels[0] == "unet-16, whole images 128x128" and plan.candidates[0].choices == {}
+    assert "unet-16, whole images 96x96" in labels and "unet-16, whole images 64x64" in labels
+    assert any(candidate.choices.get("model_kwargs") == {"base_channels": 8} for candidate in plan.candidates)
+    assert "race candidates" in text
 
 
 def test_large_images_with_thin_objects_get_native_crops(tmp_path: Path, no_weights, fast_probe) -> None:
@@ -105,21 +111,28 @@ def test_large_images_with_thin_objects_get_native_crops(tmp_path: Path, no_weig
 
     plan = plan_for(write_dataset(tmp_path / "data", 2, (900, 1300), thin), time_budget="10s")
     choices = {choice.option: choice.value for choice in plan.choices}
+    # whole images would shrink the 2 px line below 1.5 px; native crops keep it and train enough epochs
     assert choices["preprocess.resize"] == "crop" and choices["preprocess.scale"] == 1.0
-    assert choices["preprocess.img_size"] == (384, 384)
+    assert choices["preprocess.img_size"] == (256, 256)
+    labels = [candidate.label for candidate in plan.candidates]
+    assert "unet-16, whole images 512x384" in labels and "unet-16, 256px crops at 0.5x scale" in labels
 
 
-def test_a_narrower_network_when_thin_objects_forbid_shrinking(tmp_path: Path, no_weights, fast_probe) -> None:
+def test_thin_objects_and_a_short_budget_race_native_crops_first(tmp_path: Path, no_weights, fast_probe) -> None:
     def thin(mask: np.ndarray, index: int) -> None:
         mask[100:102, :] = 1
         mask[300:700, 300:700] = 2
 
     data = write_dataset(tmp_path / "data", 5, (500, 400), thin)
     roomy = {c.option: c for c in plan_for(data, time_budget="10m").choices}
+    assert roomy["preprocess.img_size"].value == (512, 416)  # enough epochs at native size: the line kept 2 px
     assert roomy["model_kwargs"].value == {"base_channels": 16}
-    tight = {c.option: c for c in plan_for(data, time_budget="3s").choices}
-    assert tight["model_kwargs"].value == {"base_channels": 8} and "epochs fit the budget" in tight["model_kwargs"].reason
-    assert tight["preprocess.img_size"].value == (512, 416)  # the 2 px line keeps native resolution
+    tight = plan_for(data, time_budget="3s")
+    choices = {c.option: c for c in tight.choices}
+    assert (
+        choices["preprocess.img_size"].value == (256, 224) and "short budget" in choices["preprocess.img_size"].reason
+    )
+    assert tight.candidates[1].label == "unet-16, 256px crops at native scale"  # the line at 1 px: crops race next
 
 
 def test_whole_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Path, no_weights, fast_probe) -> None:
@@ -132,8 +145,7 @@ def test_whole_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Pat
     assert roomy["preprocess.img_size"] == (512, 480) and roomy["model_kwargs"] == {"base_channels": 16}
     tight = {c.option: c for c in plan_for(data, time_budget="3s").choices}
     height, width = tight["preprocess.img_size"].value
-    assert height < 512 and width < 480 and "epochs in the budget" in tight["preprocess.img_size"].reason
-    assert tight["preprocess.resize"].value == "letterbox"
+    assert height < 512 and width < 480 and tight["preprocess.resize"].value == "letterbox"
 
 
 def test_options_the_user_set_are_kept(tmp_path: Path, no_weights, fast_probe) -> None:
@@ -142,8 +154,9 @@ def test_options_the_user_set_are_kept(tmp_path: Path, no_weights, fast_probe) -
     choices = {choice.option: choice for choice in plan.choices}
     for option, value in (("preprocess.img_size", (64, 64)), ("precision", "32"), ("batch_size", 3)):
         assert choices[option].user and choices[option].value == value
-    config = plan.apply(TrainConfig.from_options({"data": str(data), "img_size": 64, "precision": "32",
-                                                  "batch_size": 3}))
+    config = plan.apply(
+        TrainConfig.from_options({"data": str(data), "img_size": 64, "precision": "32", "batch_size": 3})
+    )
     assert config.preprocess.img_size == (64, 64) and config.precision == "32" and config.model == "unet"
 
 
@@ -157,6 +170,8 @@ def test_pretrained_encoder_is_preferred_when_its_weights_are_here(
     choices = {choice.option: choice for choice in plan.choices}
     assert choices["model"].value == "mobilenetv2-unet" and str(file) in choices["model"].reason
     assert choices["pretrained"].value is True
+    scratch = [c for c in plan.candidates if c.choices.get("pretrained") is False]
+    assert scratch and scratch[0].choices["model"] == "unet" and scratch[0].choices["lr"] == 3e-3
     refused = plan_for(tmp_path / "data", time_budget="60s", pretrained=False)
     assert {c.option: c.value for c in refused.choices}["model"] == "unet"
 

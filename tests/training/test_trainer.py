@@ -125,7 +125,7 @@ def test_crash_then_resume_matches_the_uninterrupted_run(shapes_dataset: Path, t
     saved = load_checkpoint(tmp_path / "run" / "last.pt")
     assert saved.card.training.epoch == 2 and saved.resume["progress"]["epoch"] == 3
     resumed = Trainer(resume_config({"resume": str(tmp_path / "run" / "last.pt")}), progress=False)
-    assert resumed.start_epoch == 3 and resumed.steps_done == saved.resume["progress"]["steps_done"]
+    assert resumed.start_epoch == 3 and resumed.learner.steps_done == saved.resume["progress"]["steps_done"]
     result = resumed.fit()
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert result.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-5)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         options["data"] = args.data
     config = resolve_options(options, args.config)
     if args.plan_only:
-        from segkit.planning.planner import plan_training
+        from segkit.training.race import plan_training
 
         print(plan_training(config).format())
         return 0

@@ -43,23 +43,62 @@ from segkit.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-MIN_OBJECT_PIXELS = 3.0  # the thinnest class keeps at least this width after resizing
+MIN_OBJECT_PIXELS = 1.5  # the rule-based plan keeps the thinnest class at least this wide after resizing
 MIN_CLASS_SHARE = 0.001  # classes rarer than this do not constrain the resolution
-MIN_SCALE = 0.25
-MIN_EPOCHS = 25  # epochs (training inputs per training image) the budget should allow
-NARROWER_BELOW = 0.8  # a narrower network only below this share of MIN_EPOCHS
-WHOLE_IMAGE_LIMIT = {"cpu": 512, "gpu": 1024}  # larger images are trained on crops
-CROP_SIZE = {"cpu": 384, "gpu": 768}
+MIN_EPOCHS = 25  # epochs (training inputs per training image) the rule-based plan wants the budget to allow
+WHOLE_IMAGE_LIMIT = {"cpu": 512, "gpu": 1024}  # the largest whole-image input side
+CROP_SIZE = {"cpu": 256, "gpu": 512}  # random crops (at native or half scale)
+LADDER = (1.0, 0.7, 0.5)  # whole-image inputs: the largest, then these factors of its sides
+MIN_INPUT_SIDE = 64  # no whole-image input shorter than this
 BATCH_PIXELS = 8 * 256 * 256  # CPU: pixels per batch (throughput is flat in the batch size there)
 GPU_MEMORY_SHARE = 0.6
 MIN_STEPS_PER_EPOCH = 8  # GPU batches are capped so that an epoch still has this many optimiser steps
 BF16_MIN_SPEEDUP = 1.25
 TRAIN_SHARE = 0.8  # of the remaining budget spent in training steps (the rest: validation, saving)
 PRETRAINED_MODELS = {"cpu": ("mobilenetv2-unet", "unet-resnet34"), "gpu": ("unet-resnet34", "mobilenetv2-unet")}
-# segkit's U-Net from scratch: the widths tried, widest first; a narrower one only when the
-# budget would otherwise allow clearly fewer than MIN_EPOCHS epochs at the smallest scale allowed.
+# segkit's U-Net from scratch: its width, and the other width the race tries.
 SCRATCH_MODEL = "unet"
 SCRATCH_WIDTHS = {"cpu": (16, 8), "gpu": (32, 16)}
+PRETRAINED_LR, SCRATCH_LR = 1e-3, 3e-3
+
+
+@dataclass(frozen=True)
+class InputOption:
+    """One way images reach the network: whole images letterboxed to ``size``, or random crops at ``scale``.
+
+    ``scale`` is how much the median image shrinks (1: native resolution).
+    """
+
+    resize: str
+    size: tuple[int, int]
+    scale: float
+
+    @property
+    def label(self) -> str:
+        if self.resize == "crop":
+            where = "native scale" if self.scale == 1.0 else f"{self.scale:g}x scale"
+            return f"{self.size[1]}px crops at {where}"
+        return f"whole images {self.size[1]}x{self.size[0]}"
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+    def choices(self) -> dict[str, Any]:
+        return {
+            "preprocess.resize": self.resize,
+            "preprocess.img_size": self.size,
+            "preprocess.scale": (self.scale if self.resize == "crop" else 1.0),
+        }
+
+
+@dataclass
+class Candidate:
+    """A recipe for the race: a label and the options that differ from the plan's leading recipe."""
+
+    label: str
+    choices: dict[str, Any]
+    reason: str = ""
 
 
 @dataclass
@@ -74,7 +113,12 @@ class Choice:
 
 @dataclass
 class Plan:
-    """The planner's output: the choices with their reasons, the fingerprint and the measurements."""
+    """The planner's output: the choices with their reasons, the race's candidates, the fingerprint, the measurements.
+
+    ``choices`` describe the leading recipe (the rule-based plan); ``candidates`` are the recipes
+    that race at the start of training, the leader first. After the race, :meth:`adopt` makes the
+    winner's options the choices and keeps the race's record in ``race``.
+    """
 
     choices: list[Choice]
     fingerprint: Fingerprint
@@ -82,16 +126,29 @@ class Plan:
     measurements: list[Measurement] = field(default_factory=list)
     epochs: int | None = None
     seconds: float = 0.0
+    candidates: list[Candidate] = field(default_factory=list)
+    race: dict[str, Any] = field(default_factory=dict)
 
-    def apply(self, config: TrainConfig) -> TrainConfig:
-        """``config`` with every planned (not user-set) choice filled in."""
+    def apply(self, config: TrainConfig, candidate: Candidate | None = None) -> TrainConfig:
+        """``config`` with every planned (not user-set) choice filled in, or those of ``candidate``."""
         values = {choice.option: choice.value for choice in self.choices if not choice.user}
+        if candidate is not None:
+            values.update(candidate.choices)
         preprocess = {name.split(".", 1)[1]: value for name, value in values.items() if name.startswith("preprocess.")}
         top = {name: value for name, value in values.items() if "." not in name}
         return replace(config, **top, preprocess=replace(config.preprocess, **preprocess))
 
+    def adopt(self, choices: dict[str, Any], race: dict[str, Any]) -> None:
+        """Make the race winner's ``choices`` the plan's and keep the race's record."""
+        self.race = race
+        winner = race.get("entries", [{}])[race.get("winner", 0)] if race.get("raced") else {}
+        for choice in self.choices:
+            if choice.option in choices and not choice.user and choices[choice.option] != choice.value:
+                choice.value = choices[choice.option]
+                choice.reason = f"won the race ({winner.get('label', '')})"
+
     def format(self) -> str:
-        """The printout: the data, then one line per choice with its reason."""
+        """The printout: the data, then one line per choice with its reason, then the race's candidates."""
         lines = [f"plan ({self.device}, {self.seconds:.1f}s): {self.fingerprint.describe()}"]
         for choice in self.choices:
             value = choice.value
@@ -104,7 +161,12 @@ class Plan:
                 f"  {choice.option.split('.')[-1]:<14} {shown!s:<22} {'(yours) ' if choice.user else ''}{choice.reason}"
             )
         if self.epochs:
-            lines.append(f"  {'epochs':<14} ~{self.epochs:<21} expected in the time budget")
+            lines.append(f"  {'epochs':<14} ~{self.epochs:<21} expected in the time budget (measured on this data)")
+        if len(self.candidates) > 1:
+            lines.append("  race candidates (the budget decides how many race; the leader first):")
+            lines += [
+                f"    {k}. {candidate.label}: {candidate.reason}" for k, candidate in enumerate(self.candidates, 1)
+            ]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +185,10 @@ class Plan:
                     for c in self.choices
                 ],
                 "expected_epochs": self.epochs,
+                "candidates": [
+                    {"label": c.label, "choices": _plain(c.choices), "reason": c.reason} for c in self.candidates
+                ],
+                "race": self.race,
                 "fingerprint": self.fingerprint.to_dict(),
                 "measurements": [
                     {
@@ -143,6 +209,10 @@ class Plan:
         atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
+
 class _Planner:
     """Builds a :class:`Plan` step by step; each step reads the choices made before it."""
 
@@ -155,7 +225,8 @@ class _Planner:
         self.choices: list[Choice] = []
         self.measurements: list[Measurement] = []
         self.epochs: int | None = None
-        self.widths: list[int] = []
+        self.candidates: list[Candidate] = []
+        self.alternative: dict[str, Any] = {}  # the other network the race tries: its options
 
     def choose(self, option: str, value: Any, reason: str) -> Any:
         """Record a choice unless the user set the option; return the value in force."""
@@ -166,11 +237,17 @@ class _Planner:
         self.choices.append(Choice(option, value, reason))
         return value
 
-    # -------------------------------------------------------------- steps
+    def value(self, option: str) -> Any:
+        return next(choice.value for choice in self.choices if choice.option == option)
+
+    # -------------------------------------------------------------- network
     def model(self) -> ModelSpec:
+        """An ImageNet-pretrained encoder when its weights can be had, else segkit's U-Net; the other one races."""
         from segkit.models.weights import encoder_name, weights_status
 
         config = self.config
+        width = SCRATCH_WIDTHS[self.kind][0]
+        scratch = {"model": SCRATCH_MODEL, "model_kwargs": {"base_channels": width}, "pretrained": False}
         if not config.is_set("pretrained") or config.pretrained:
             candidates = [config.model] if config.is_set("model") else list(PRETRAINED_MODELS[self.kind])
             for name in candidates:
@@ -183,12 +260,16 @@ class _Planner:
                     self.choose("model", name, f"ImageNet-pretrained encoder {encoder} ({status.describe()})")
                     self.choose("model_kwargs", {}, "the model's defaults")
                     self.choose("pretrained", True, "pretrained encoders learn far more per minute on small data")
+                    self.alternative = {**scratch, "lr": SCRATCH_LR, "label": f"unet-{width} from scratch"}
                     return self._spec()
         why = "no ImageNet weights found here (see `segkit weights`); trained from scratch"
         name = self.choose("model", SCRATCH_MODEL, why if not config.is_set("pretrained") else "from scratch, as asked")
         if name == SCRATCH_MODEL and not config.is_set("model_kwargs"):
-            self.widths = list(SCRATCH_WIDTHS[self.kind])  # chosen in recipe(), by measured speed
-            self.choose("model_kwargs", {"base_channels": self.widths[0]}, "")
+            self.choose(
+                "model_kwargs", {"base_channels": width}, f"width {width}; width {SCRATCH_WIDTHS[self.kind][1]} races"
+            )
+            narrow = SCRATCH_WIDTHS[self.kind][1]
+            self.alternative = {"model_kwargs": {"base_channels": narrow}, "label": f"unet-{narrow}"}
         else:
             self.choose("model_kwargs", {}, "the model's defaults")
         self.choose("pretrained", False, "no weights to start from")
@@ -200,24 +281,99 @@ class _Planner:
             kwargs["encoder"] = self.config.encoder
         return ModelSpec(self.value("model"), 1, 3, kwargs)
 
-    def value(self, option: str) -> Any:
-        return next(choice.value for choice in self.choices if choice.option == option)
+    def network_label(self) -> str:
+        kwargs = self.value("model_kwargs")
+        width = kwargs.get("base_channels") if isinstance(kwargs, dict) else None
+        return f"{self.value('model')}-{width}" if width else str(self.value("model"))
 
-    def object_scale(self) -> tuple[float, str]:
-        """The smallest resize factor that keeps every class's thin objects :data:`MIN_OBJECT_PIXELS` thick."""
+    # -------------------------------------------------------------- inputs
+    def inputs(self) -> list[InputOption]:
+        """The ways images may reach the network: whole images on a ladder of sizes, random crops at native scale.
+
+        Options the user set (``--img-size``, ``--resize``, ``--scale``) leave one way.
+        """
+        fp, config = self.fingerprint, self.config
+        if any(config.is_set(f"preprocess.{name}") for name in ("img_size", "resize", "scale")):
+            resize = config.preprocess.resize if config.is_set("preprocess.resize") else None
+            if resize is None:
+                resize = "crop" if config.is_set("preprocess.scale") else "letterbox"
+            if config.is_set("preprocess.img_size"):
+                size = config.preprocess.img_size
+            else:
+                size = (CROP_SIZE[self.kind], CROP_SIZE[self.kind]) if resize == "crop" else self._whole_size(1.0)
+            scale = (
+                config.preprocess.scale
+                if resize == "crop"
+                else min(size[0] / fp.median_size[0], size[1] / fp.median_size[1])
+            )
+            return [InputOption(resize, size, float(scale))]
+        height, width = fp.median_size
+        options: list[InputOption] = []
+        for factor in LADDER:
+            size = self._whole_size(factor)
+            if min(size) >= MIN_INPUT_SIDE or factor == 1.0:
+                option = InputOption("letterbox", size, min(size[0] / height, size[1] / width, 1.0))
+                if option not in options:
+                    options.append(option)
+        crop = min(CROP_SIZE[self.kind], max(GRID, (min(height, width) // GRID) * GRID))
+        for scale in (1.0, 0.5):
+            if height * width * scale * scale >= 2 * crop * crop:
+                options.append(InputOption("crop", (crop, crop), scale))
+        return options
+
+    def _whole_size(self, factor: float) -> tuple[int, int]:
+        height, width = self.fingerprint.median_size
+        fit = min(1.0, WHOLE_IMAGE_LIMIT[self.kind] / max(height, width)) * factor
+        return _round_size(height * fit, width * fit)
+
+    def thinnest(self, option: InputOption) -> tuple[float | None, str]:
+        """The width of the thinnest class (of at least :data:`MIN_CLASS_SHARE` of the pixels) at ``option``'s scale."""
         fp = self.fingerprint
-        limits = [
-            (MIN_OBJECT_PIXELS / width, name, width)
+        widths = [
+            (width * option.scale, name)
             for name, share, width in zip(fp.classes, fp.pixel_share, fp.width)
             if width is not None and share >= MIN_CLASS_SHARE
         ]
-        if not limits:
-            return MIN_SCALE, "no objects measured"
-        scale, name, width = max(limits)
-        if scale < 1.0:
-            return max(MIN_SCALE, scale), f"{name}, the thinnest class, is {width:.0f}px wide"
-        return 1.0, f"{name} is as thin as {width:.1f}px"
+        if not widths:
+            return None, ""
+        return min(widths)
 
+    def epochs_at(self, measurement: Measurement, option: InputOption) -> float:
+        """Epochs the budget allows at ``option`` (images per second scale with the input's pixels)."""
+        rate = measurement.images_per_second * measurement.size[0] * measurement.size[1] / option.pixels
+        return TRAIN_SHARE * (self.seconds_left or 0.0) * rate / max(self.fingerprint.num_images, 1)
+
+    def leading_input(self, options: list[InputOption], measured: Measurement) -> tuple[InputOption, str]:
+        """The rule-based choice: the most pixels that still give :data:`MIN_EPOCHS` epochs and keep thin classes.
+
+        Without a budget: the largest whole image, or native crops when images exceed the whole-image limit.
+        """
+        if len(options) == 1:
+            return options[0], "as you set"
+        if self.seconds_left is None:
+            crops = [o for o in options if o.resize == "crop" and o.scale == 1.0]
+            if crops and max(self.fingerprint.max_size) > WHOLE_IMAGE_LIMIT[self.kind]:
+                return crops[0], f"images up to {max(self.fingerprint.max_size)}px: native crops, tiled prediction"
+            return options[0], "whole images, the largest input"
+
+        def keeps_thin(option: InputOption) -> bool:
+            width, _ = self.thinnest(option)
+            return width is None or width >= MIN_OBJECT_PIXELS
+
+        epochs = {option: self.epochs_at(measured, option) for option in options}
+        enough = [o for o in options if epochs[o] >= MIN_EPOCHS]
+        good = [o for o in enough if keeps_thin(o)]
+        if good:
+            leader = max(good, key=lambda o: o.pixels)
+            return leader, f"the most pixels with ~{epochs[leader]:.0f} epochs in the budget, thin classes kept"
+        if enough:
+            leader = max(enough, key=lambda o: ((self.thinnest(o)[0] or 0.0), o.pixels))
+            width, name = self.thinnest(leader)
+            return leader, f"~{epochs[leader]:.0f} epochs in the budget; {name} {width:.1f}px wide there"
+        leader = max(options, key=lambda o: epochs[o])
+        return leader, f"a short budget: the most epochs (~{epochs[leader]:.1f})"
+
+    # ------------------------------------------------------- speed, batch
     def precision(self, spec: ModelSpec, size: tuple[int, int], batch: int) -> str:
         if self.device.type == "cuda" and not self.config.is_set("precision"):
             value = "bf16" if bf16_supported(self.device) else "16-mixed"
@@ -246,115 +402,87 @@ class _Planner:
         precision = self.value("precision")
         return next(m for m in reversed(self.measurements) if m.precision == precision)
 
-    def batch_size(self, spec: ModelSpec, size: tuple[int, int], record: bool = True) -> int:
-        """Images per step: a fixed pixel count on a CPU, what fits the memory on a GPU."""
+    def batch_for(self, spec: ModelSpec, size: tuple[int, int]) -> tuple[int, str]:
+        """Images per step: a fixed pixel count on a CPU, what fits the memory on a GPU; and why."""
+        if self.config.is_set("batch_size"):
+            return self.config.batch_size, ""
         pixels = size[0] * size[1]
         if self.device.type != "cuda":
             batch = int(min(16, max(2, round(BATCH_PIXELS / pixels))))
-            reason = f"{batch} x {size[1]}x{size[0]}: the batch barely changes CPU speed, so more steps"
-        else:
-            probe = measure_training(spec, size, 4, "bf16" if bf16_supported(self.device) else "16-mixed", self.device)
-            total = torch.cuda.get_device_properties(self.device).total_memory
-            per_image = max(probe.peak_memory_bytes / 4, 1)
-            fits = GPU_MEMORY_SHARE * total / per_image
-            steps_bound = max(2, self.fingerprint.num_images // MIN_STEPS_PER_EPOCH)  # a batch is not the whole set
-            batch = int(2 ** math.floor(math.log2(max(2, min(32, fits, steps_bound)))))
-            reason = (
-                f"fits {GPU_MEMORY_SHARE:.0%} of the GPU's memory"
-                if batch * MIN_STEPS_PER_EPOCH <= self.fingerprint.num_images
-                else f"{MIN_STEPS_PER_EPOCH} steps per epoch over {self.fingerprint.num_images} images"
-            )
-        return self.choose("batch_size", batch, reason) if record else batch
-
-    def input_size(self, scale: float) -> tuple[str, tuple[int, int]]:
-        """Resize policy and input size at ``scale``: whole images when they fit, else crops."""
-        fp = self.fingerprint
-        if max(fp.max_size) * scale <= WHOLE_IMAGE_LIMIT[self.kind]:
-            height, width = fp.median_size
-            return "letterbox", _round_size(height * scale, width * scale)
-        return "crop", (CROP_SIZE[self.kind],) * 2
-
-    def epochs_at(self, measurement: Measurement, size: tuple[int, int]) -> float:
-        """Epochs the budget allows at ``size`` (images per second scale with the input's pixels)."""
-        rate = measurement.images_per_second * measurement.size[0] * measurement.size[1] / (size[0] * size[1])
-        return TRAIN_SHARE * (self.seconds_left or 0.0) * rate / max(self.fingerprint.num_images, 1)
-
-    def recipe(self) -> None:
-        """Resize policy, input size, batch, precision, model width and the expected epochs.
-
-        Whole images are shrunk when the budget gives fewer than :data:`MIN_EPOCHS` epochs (never
-        below the thinnest class's limit); if the budget is still short, a narrower network.
-        Crops stay at native resolution: their epochs do not depend on the image size.
-        """
-        fp, config = self.fingerprint, self.config
-        spec = self.model()
-        min_scale, object_reason = self.object_scale()
-        scale = config.preprocess.scale if config.is_set("preprocess.scale") else 1.0
-        policy, size = self.input_size(scale)
-        if config.is_set("preprocess.resize"):
-            policy = config.preprocess.resize
-        if config.is_set("preprocess.img_size"):
-            size = config.preprocess.img_size
-        batch = config.batch_size if config.is_set("batch_size") else self.batch_size(spec, size, record=False)
-        precision = self.precision(spec, size, batch)
-        measured = self.throughput()
-        size_reason = object_reason + ": native resolution"
-        budget = self.seconds_left is not None
-        if budget and policy == "letterbox" and not config.is_set("preprocess.img_size"):
-            epochs = self.epochs_at(measured, size)
-            if epochs < MIN_EPOCHS and min_scale < 1.0:
-                shrink = max(math.sqrt(epochs / MIN_EPOCHS), min_scale, MIN_SCALE)
-                _, size = self.input_size(shrink)
-                size_reason = (
-                    f"shrunk to {size[1]}x{size[0]} for {MIN_EPOCHS} epochs in the budget"
-                    if shrink > min_scale
-                    else f"{object_reason}: shrunk no further than {shrink:.2f}"
-                )
-        if self.widths:
-            measured = self._choose_width(spec, size, batch, precision, measured)
-        policy = self.choose(
-            "preprocess.resize",
-            policy,
-            f"whole images fit {WHOLE_IMAGE_LIMIT[self.kind]}px"
-            if policy == "letterbox"
-            else f"images up to {max(fp.max_size)}px: random crops at native resolution, tiled prediction",
-        )
-        self.choose("preprocess.scale", scale, "native resolution" if policy == "crop" else "whole images")
-        self.choose(
-            "preprocess.img_size",
-            tuple(size),
-            f"crops of {size[1]}x{size[0]} px" if policy == "crop" else f"{size_reason}; sides multiples of {GRID}",
-        )
-        self.batch_size(spec, size)
-        if budget:
-            self.epochs = max(1, int(self.epochs_at(measured, size)))
-
-    def _choose_width(
-        self, spec: ModelSpec, size: tuple[int, int], batch: int, precision: str, measured: Measurement
-    ) -> Measurement:
-        """The widest scratch U-Net with about :data:`MIN_EPOCHS` epochs (else the narrowest) and its measurement."""
-        tried = [(self.widths[0], measured, self.epochs_at(measured, size))]
-        for width in self.widths[1:]:
-            # narrower only when clearly short: measurements vary by a few per cent
-            if tried[-1][2] >= NARROWER_BELOW * MIN_EPOCHS or self.seconds_left is None:
-                break
-            narrower = ModelSpec(
-                spec.name, spec.out_channels, spec.in_channels, {**spec.kwargs, "base_channels": width}
-            )
-            measurement = self._measure(narrower, size, batch, precision)
-            tried.append((width, measurement, self.epochs_at(measurement, size)))
-        chosen, measurement, epochs = tried[-1]
+            return batch, f"{batch} x {size[1]}x{size[0]}: the batch barely changes CPU speed, so more steps"
+        probe = measure_training(spec, size, 4, "bf16" if bf16_supported(self.device) else "16-mixed", self.device)
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        per_image = max(probe.peak_memory_bytes / 4, 1)
+        fits = GPU_MEMORY_SHARE * total / per_image
+        steps_bound = max(2, self.fingerprint.num_images // MIN_STEPS_PER_EPOCH)  # a batch is not the whole set
+        batch = int(2 ** math.floor(math.log2(max(2, min(32, fits, steps_bound)))))
         reason = (
-            f"width {chosen}: {epochs:.0f} epochs fit the budget"
-            if self.seconds_left is not None
-            else f"width {chosen}"
+            f"fits {GPU_MEMORY_SHARE:.0%} of the GPU's memory"
+            if batch * MIN_STEPS_PER_EPOCH <= self.fingerprint.num_images
+            else f"{MIN_STEPS_PER_EPOCH} steps per epoch over {self.fingerprint.num_images} images"
         )
-        if len(tried) > 1:
-            reason += f" (width {tried[0][0]}: {tried[0][2]:.0f})"
-        for choice in self.choices:
-            if choice.option == "model_kwargs" and not choice.user:
-                choice.value, choice.reason = {"base_channels": chosen}, reason
-        return measurement
+        return batch, reason
+
+    # ------------------------------------------------------------ the recipe
+    def recipe(self) -> None:
+        """Input policy and size, batch, precision and expected epochs of the leader; the race's candidates."""
+        spec = self.model()
+        options = self.inputs()
+        reference = options[0]
+        batch, _ = self.batch_for(spec, reference.size)
+        self.precision(spec, reference.size, batch)
+        measured = self.throughput()
+        leader, reason = self.leading_input(options, measured)
+        fp = self.fingerprint
+        self.choose(
+            "preprocess.resize",
+            leader.resize,
+            "whole images, letterboxed" if leader.resize == "letterbox" else f"images up to {max(fp.max_size)}px",
+        )
+        self.choose(
+            "preprocess.scale",
+            leader.choices()["preprocess.scale"],
+            "the scale of the crops" if leader.resize == "crop" else "whole images: no crop scale",
+        )
+        self.choose("preprocess.img_size", leader.size, f"{reason}; sides multiples of {GRID}")
+        batch, batch_reason = self.batch_for(spec, leader.size)
+        self.choose("batch_size", batch, batch_reason)
+        if self.seconds_left is not None:
+            self.epochs = max(1, int(self.epochs_at(measured, leader)))
+        self.race_candidates(options, leader, measured, spec)
+
+    def race_candidates(
+        self, options: list[InputOption], leader: InputOption, measured: Measurement, spec: ModelSpec
+    ) -> None:
+        """The leader, then the other inputs (nearest in pixels first; native crops first when the leader
+        thins a class below :data:`MIN_OBJECT_PIXELS`), the other network fourth."""
+        network = self.network_label()
+        thin_leader, thin_name = self.thinnest(leader)
+        crops_first = thin_leader is not None and thin_leader < MIN_OBJECT_PIXELS
+
+        def order(option: InputOption) -> tuple[bool, float]:
+            native_crop = option.resize == "crop" and option.scale == 1.0
+            return (not (crops_first and native_crop), abs(math.log(option.pixels / leader.pixels)))
+
+        def epochs_text(option: InputOption) -> str:
+            return f"~{self.epochs_at(measured, option):.0f} epochs expected" if self.seconds_left else ""
+
+        self.candidates = [Candidate(f"{network}, {leader.label}", {}, f"the rule-based plan; {epochs_text(leader)}")]
+        for option in sorted((o for o in options if o != leader), key=order):
+            choices = option.choices()
+            batch, _ = self.batch_for(spec, option.size)
+            if not self.config.is_set("batch_size"):
+                choices["batch_size"] = batch
+            width, name = self.thinnest(option)
+            thin = f"; {name} {width:.1f}px wide" if width is not None and width < 4 else ""
+            self.candidates.append(Candidate(f"{network}, {option.label}", choices, f"{epochs_text(option)}{thin}"))
+        alternative = {k: v for k, v in self.alternative.items() if k != "label" and not self.config.is_set(k)}
+        network_set = any(self.config.is_set(name) for name in ("model", "model_kwargs", "pretrained", "encoder"))
+        if alternative and not network_set:
+            label = f"{self.alternative['label']}, {leader.label}"
+            self.candidates.insert(
+                min(3, len(self.candidates)), Candidate(label, alternative, "the other network at the leader's input")
+            )
 
     def workers(self) -> None:
         """DataLoader workers: augmentation in parallel on a GPU machine; none where they compete for the CPU."""
@@ -366,11 +494,11 @@ class _Planner:
 
     def optimisation(self) -> None:
         if self.value("pretrained"):
-            self.choose("lr", 1e-3, "AdamW 1e-3 with cosine decay: fine-tuning a pretrained encoder")
+            self.choose("lr", PRETRAINED_LR, "AdamW 1e-3 with cosine decay: fine-tuning a pretrained encoder")
         else:
             self.choose(
                 "lr",
-                3e-3,
+                SCRATCH_LR,
                 "AdamW 3e-3 with cosine decay: a network trained from scratch in a short "
                 "budget learns faster at a higher peak (benchmarks: CrackForest)",
             )
@@ -420,13 +548,11 @@ def make_plan(config: TrainConfig, data: Any, device: torch.device, elapsed: flo
     planner.workers()
     planner.optimisation()
     return Plan(
-        planner.choices, fingerprint, str(device), planner.measurements, planner.epochs, time.monotonic() - start
+        planner.choices,
+        fingerprint,
+        str(device),
+        planner.measurements,
+        planner.epochs,
+        time.monotonic() - start,
+        planner.candidates,
     )
-
-
-def plan_training(config: TrainConfig) -> Plan:
-    """The plan ``segkit train`` would follow for ``config`` (``segkit plan``, ``--plan-only``)."""
-    from segkit.device import resolve_device
-    from segkit.training.builders import open_training_data
-
-    return make_plan(config, open_training_data(config), resolve_device(config.device))

@@ -9,6 +9,7 @@ second.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ import torch
 
 from segkit.checkpoint import ModelSpec
 
+# SEGKIT_CPU_BF16=0: treat the CPU as one without native bfloat16.
+CPU_BF16_VARIABLE = "SEGKIT_CPU_BF16"
 # Timed steps after one warm-up step; the median is kept.
 PROBE_STEPS = 2
 
@@ -32,10 +35,17 @@ class Measurement:
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether bfloat16 autocast runs natively: AVX-512 BF16/AMX CPUs, CUDA GPUs from Ampere on."""
+    """Whether bfloat16 autocast runs natively: AVX-512 BF16/AMX CPUs, CUDA GPUs from Ampere on.
+
+    ``SEGKIT_CPU_BF16=0`` in the environment makes segkit treat the CPU as one without native
+    bfloat16 (as most laptops and older servers are); benchmarks use it, together with oneDNN's
+    ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI``, to run the profile of such a CPU.
+    """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
+        if os.environ.get(CPU_BF16_VARIABLE, "").strip() == "0":
+            return False
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except (AttributeError, RuntimeError):

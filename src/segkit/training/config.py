@@ -300,6 +300,13 @@ class TrainConfig:
         parse=bool,
         group="run",
     )
+    race: bool = option(
+        True,
+        help="with --time-budget, race the planner's candidate recipes on the data for a share of the budget "
+        "and go on with the best (--no-race: the rule-based plan)",
+        parse=bool,
+        group="run",
+    )
     user_options: list[str] | None = option(
         None,
         help="the options the user set (dotted names); the planner derives the others. None: every field as given",

@@ -14,7 +14,6 @@ the previous checkpoints stay intact.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
@@ -26,8 +25,6 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from segkit.checkpoint import Checkpoint, ModelCard, TrainingSummary, load_checkpoint, save_checkpoint
@@ -35,16 +32,7 @@ from segkit.data.io import atomic_write
 from segkit.device import resolve_device
 from segkit.errors import SegkitError
 from segkit.evaluation.metrics import to_json_safe
-from segkit.models.base import SegmentationModel
-from segkit.training.builders import (
-    TrainingData,
-    build_loss,
-    build_model,
-    build_optimizer,
-    is_binary,
-    model_kwargs,
-    open_training_data,
-)
+from segkit.training.builders import TrainingData, open_training_data
 from segkit.training.callbacks import Callback
 from segkit.training.config import TrainConfig
 from segkit.training.distributed import (
@@ -54,17 +42,31 @@ from segkit.training.distributed import (
     cleanup_distributed,
     init_distributed,
 )
+from segkit.training.learner import Learner, LossNotFinite
+from segkit.training.race import (
+    FINAL_RESERVE,
+    VALIDATION_CAP,
+    VALIDATION_SHARE,
+    Race,
+    RaceCandidate,
+    expected_epochs,
+    subset_within,
+    validation_pixels,
+)
 from segkit.training.run_folder import RunLock, StopSignals, choose_run_folder
-from segkit.training.schedule import lr_factor
 from segkit.training.validation import ValidationResult, never_predicted, validate_model
 
 if TYPE_CHECKING:
     from timm.utils import ModelEmaV3
+    from torch.utils.data import DataLoader
+
+    from segkit.data.dataset import SegmentationDataset
+    from segkit.planning.planner import Plan
 
 logger = logging.getLogger(__name__)
 
-# Validation may take up to this share of the run (it is spaced out accordingly).
-VALIDATION_SHARE = 0.15
+# No epoch starts with less time left than this share of the one before.
+LAST_EPOCH_SHARE = 0.25
 # last.pt is written at least this often (seconds), and at every validation.
 LAST_CHECKPOINT_INTERVAL = 30.0
 
@@ -105,18 +107,6 @@ class EpochResult:
     stopped: str | None = None
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DistributedDataParallel and/or torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
-
-
 def rng_state() -> dict[str, Any]:
     numpy_state = cast(tuple[Any, ...], np.random.get_state())
     state: dict[str, Any] = {
@@ -147,9 +137,17 @@ class Trainer:
         callbacks: hooks called on the main process (loggers, benchmarks, tests).
         progress: show progress bars (``None``: when the output is a terminal).
 
-    Public attributes: ``config`` (resolved), ``plan`` (the planner's choices, or ``None``),
-    ``out``, ``classes``, ``card``, ``history``, ``model``, ``ema`` (the averaged model or
-    ``None``), ``device``, ``data`` (:class:`~segkit.training.builders.TrainingData`).
+    With a time budget, :meth:`fit` starts with the planning race
+    (:mod:`segkit.training.race`): the planner's candidate recipes train side by side and
+    the best goes on; with one candidate, or a budget too short to race, the planned recipe
+    trains a short measured slice instead. Either way the epoch estimate and the size of
+    validation come from measurements of the real training path.
+
+    Public attributes: ``config`` (resolved; after the race, the winner's), ``plan`` (the
+    planner's choices, or ``None``), ``out``, ``learner`` (the
+    :class:`~segkit.training.learner.Learner` being trained) and its ``classes``, ``card``,
+    ``model``, ``ema``, ``optimizer`` ..., ``history``, ``device``, ``data``
+    (:class:`~segkit.training.builders.TrainingData`).
     """
 
     def __init__(
@@ -177,10 +175,8 @@ class Trainer:
             raise
 
     def _set_up(self, config: TrainConfig, resumed: Checkpoint | None) -> None:
-        from segkit.data.dataset import SegmentationDataset, class_pixel_counts
-
         self.data: TrainingData = open_training_data(config)
-        self.plan = None
+        self.plan: Plan | None = None
         if config.plan and config.user_options is not None and resumed is None:
             from segkit.planning.planner import make_plan
 
@@ -188,59 +184,19 @@ class Trainer:
             self.plan = broadcast_object(plan)
             config = self.plan.apply(config)
         self.config = config
-        seed_everything(config.seed)
-        self.classes = list(self.data.classes)
-        self.binary = is_binary(config, self.classes)
-        palette = None if self.data.color_table is None else self.data.color_table.class_colors(len(self.classes))
-        self.card = ModelCard.create(
-            config.model,
-            self.classes,
-            config.preprocess,
-            binary=self.binary,
-            model_kwargs=model_kwargs(config),
-            palette=palette,
-            threshold=config.threshold,
-            ignore_index=config.preprocess.ignore_index,
-        )
-        self.train_set = SegmentationDataset(
-            self.data.train_source,
-            config.preprocess,
-            train=True,
-            indices=self.data.train_indices,
-            oversample=config.oversample,
-        )
-        self.train_set.preload(max(config.num_workers, 2), progress=self._show_progress())
         self.data.val_source.preload(
             self.data.val_indices[self.dist.rank :: self.dist.world_size], progress=self._show_progress()
         )
-        if (
-            self.train_set.cached
-            and config.preprocess.resize != "crop"
-            and self.data.train_source is not self.data.val_source
-        ):
-            self.data.train_source.release(self.data.train_indices)  # kept resized in the dataset now
-        counts = class_pixel_counts(self.train_set)
-        shares = counts.pixels / max(int(counts.pixels.sum()), 1)
-        self.train_set.use_class_shares(shares.tolist())
+        self.learner = Learner(config, self.data, self.device, self.dist, progress=self._show_progress())
         logger.info(
             "data: %d training, %d validation images; %d classes (%s%s); %s",
-            len(self.train_set),
+            len(self.learner.train_set),
             len(self.data.val_indices),
             len(self.classes),
             ", ".join(self.classes),
             f", from {self.data.classes_origin}" if self.data.classes_origin else "",
-            "binary mode (one sigmoid channel)" if self.binary else "multi-class mode (softmax)",
+            "binary mode (one sigmoid channel)" if self.learner.binary else "multi-class mode (softmax)",
         )
-        self.train_loader = self._train_loader()
-        self.model: nn.Module = build_model(config, self.card, self.device)
-        self.criterion = build_loss(config, self.classes, self.binary, counts.per_image, self.device)
-        self.optimizer = build_optimizer(config, self.model)
-        self.autocast_dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(config.precision)
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=config.precision == "16-mixed" and self.device.type == "cuda"
-        )
-        self.ema = self._new_ema() if config.ema else None
-        self.train_model: nn.Module = self._wrap_distributed()
         self.history: list[dict[str, Any]] = []
         self.best_metric = -math.inf
         self.best_metrics: dict[str, Any] = {}
@@ -248,96 +204,155 @@ class Trainer:
         self.best_weights = "raw"
         self.validations_without_gain = 0
         self.start_epoch, self.resume_step = 1, 0
-        self.steps_done = 0
         self.last_validation_seconds = 0.0
+        self.loser_seconds = 0.0  # of this run, spent on recipes that lost the race
+        self.val_indices = list(
+            self.data.val_indices
+        )  # the validation images scored (a subset when they would not fit)
         self.val_every = config.val_every
         self.partial_epoch: dict[str, float] = {}
         self.stop_signals = StopSignals()
+        self.measured = resumed is not None or not config.time_budget or self.dist.enabled
         if resumed is not None:
             self._restore(resumed)
 
+    # ------------------------------------------------ the Learner being trained
+    @property
+    def classes(self) -> list[str]:
+        return self.learner.classes
+
+    @property
+    def card(self) -> ModelCard:
+        return self.learner.card
+
+    @property
+    def model(self) -> nn.Module:
+        return self.learner.model
+
+    @property
+    def ema(self) -> ModelEmaV3 | None:
+        return self.learner.ema
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.learner.optimizer
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler:
+        return self.learner.scaler
+
+    @property
+    def criterion(self) -> nn.Module:
+        return self.learner.criterion
+
+    @property
+    def train_set(self) -> SegmentationDataset:
+        return self.learner.train_set
+
+    @property
+    def train_loader(self) -> DataLoader:
+        return self.learner.train_loader
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return self.learner.autocast_dtype
+
     # ------------------------------------------------------------------ set-up
-    def _train_loader(self) -> DataLoader:
-        config = self.config
-        batch_size = config.batch_size
-        if self.dist.enabled:
-            if batch_size % self.dist.world_size:
-                raise SegkitError(
-                    None, f"--batch-size {batch_size} is not divisible by {self.dist.world_size} processes"
-                )
-            batch_size //= self.dist.world_size
-        self.train_sampler: DistributedSampler | None = (
-            DistributedSampler(self.train_set, shuffle=True, seed=config.seed, drop_last=True)
-            if self.dist.enabled
-            else None
-        )
-        self.shuffle_generator = torch.Generator()
-        return DataLoader(
-            self.train_set,
-            batch_size=batch_size,
-            shuffle=self.train_sampler is None,
-            sampler=self.train_sampler,
-            drop_last=len(self.train_set) >= 2 * batch_size,
-            generator=self.shuffle_generator,
-            num_workers=config.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=config.num_workers > 0,
-        )
-
-    def _new_ema(self) -> ModelEmaV3:
-        from timm.utils import ModelEmaV3
-
-        # Warm-up (power 3/4) reaches the decay cap only after ~10k steps: short CPU runs
-        # average over their last few hundred steps, long ones over --ema-decay's horizon.
-        return ModelEmaV3(self.model, decay=self.config.ema_decay, use_warmup=True, warmup_power=0.75)
-
-    def _wrap_distributed(self) -> nn.Module:
-        """The module the training step calls: DDP around the model under ``torchrun``, compiled with ``--compile``."""
-        module: nn.Module = self.model
-        if self.dist.enabled:
-            module = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        return cast(nn.Module, torch.compile(module)) if self.config.compile else module
-
-    def _set_encoder_frozen(self, epoch: int) -> None:
-        """Freeze the encoder for the first ``--freeze-encoder`` epochs, then train it."""
-        if not self.config.freeze_encoder:
-            return
-        frozen = epoch <= self.config.freeze_encoder
-        model = self.model
-        if not isinstance(model, SegmentationModel):
-            raise SegkitError(None, f"--freeze-encoder: {type(model).__name__} is not a segkit model with an encoder")
-        if model.encoder_frozen != frozen:
-            model.freeze_encoder(frozen)
-            logger.info("epoch %d: encoder %s", epoch, "frozen" if frozen else "unfrozen")
-            self.train_model = self._wrap_distributed()  # DDP registers only parameters that need gradients
-
     def _restore(self, checkpoint: Checkpoint) -> None:
         state = checkpoint.resume
         if state is None:
             raise SegkitError(self.config.resume, "has no optimiser state (resume from last.pt, not best.pt)")
-        self.model.load_state_dict(checkpoint.state_dict)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and "ema" in state:
-            self.ema.module.load_state_dict(state["ema"])
+        self.learner.load_state_dict(checkpoint.state_dict, state)
         training = checkpoint.card.training
         self.history = list(training.history)
         self.best_metric = -math.inf if training.best_metric is None else float(training.best_metric)
         self.best_metrics, self.best_epoch = dict(training.metrics), training.best_epoch
         progress = state["progress"]
         self.best_weights = str(progress["best_weights"])
-        self.steps_done, self.elapsed_before = int(progress["steps_done"]), float(progress["elapsed"])
+        self.learner.steps_done, self.elapsed_before = int(progress["steps_done"]), float(progress["elapsed"])
         self.start_epoch, self.resume_step = int(progress["epoch"]), int(progress["step"])
         self.partial_epoch = dict(progress.get("partial", {}))
         self.validations_without_gain = int(progress["validations_without_gain"])
         self.last_validation_seconds = float(progress["last_validation_seconds"])
         self.val_every = int(progress["val_every"])
+        self.loser_seconds = float(progress.get("loser_seconds", 0.0))
+        if "val_indices" in progress:
+            self.val_indices = [int(index) for index in progress["val_indices"]]
         self._resume_rng = state["rng"]
         restore_rng_state(state["rng"])
         where = f"epoch {self.start_epoch}" + (f", step {self.resume_step}" if self.resume_step else "")
         logger.info("resumed from %s at %s", self.config.resume, where)
+
+    def _build_learner(self, config: TrainConfig) -> Learner:
+        return Learner(config, self.data, self.device, self.dist, progress=False)
+
+    def _race(self) -> None:
+        """Race the plan's candidates (or measure the one recipe); go on with the winner, sized to the budget."""
+        budget = float(self.config.time_budget or 0.0)
+        candidates = [RaceCandidate("as configured", self.config)]
+        if self.plan is not None and self.config.race:
+            candidates = [
+                RaceCandidate(candidate.label, self.plan.apply(self.config, candidate), candidate.choices)
+                for candidate in self.plan.candidates
+            ] or candidates
+        race = Race(
+            candidates,
+            build=self._build_learner,
+            progress=self._progress_at,
+            stop=lambda: self.stop_signals.received,
+            val_source=self.data.val_source,
+            val_indices=self.data.val_indices,
+            device=self.device,
+            budget=budget,
+            first=self.learner,
+        )
+        if race.record.raced:
+            self.loser_seconds = (race.count - 1) * race.slice  # until the race is over: what it plans to spend
+        winner, self.learner, measured = race.run()
+        self.config = self.learner.config
+        self.loser_seconds = race.record.loser_seconds
+        if measured.validation_seconds_per_pixel is not None:
+            self._size_validation(measured.validation_seconds_per_pixel)
+        if self.plan is not None:
+            self.plan.adopt(candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
+        epochs = self._expected_epochs(measured.images_per_second)
+        if self.plan is not None:
+            self.plan.epochs = epochs
+        logger.info(
+            "expected: ~%d epochs in the budget (measured on this data: %.1f training images/s%s)",
+            epochs,
+            measured.images_per_second,
+            f", validation {self.last_validation_seconds:.1f}s on {len(self.val_indices)} images"
+            if self.last_validation_seconds
+            else "",
+        )
+        self.measured = True
+
+    def _size_validation(self, seconds_per_pixel: float) -> None:
+        """Score as many validation images (evenly spread) as fit :data:`VALIDATION_CAP` of the budget per validation."""
+        pixels = validation_pixels(self.data.val_source, self.data.val_indices)
+        cap = VALIDATION_CAP * float(self.config.time_budget or math.inf)
+        self.val_indices = subset_within(self.data.val_indices, pixels, seconds_per_pixel, cap)
+        self.last_validation_seconds = seconds_per_pixel * sum(pixels[index] for index in self.val_indices)
+        if len(self.val_indices) < len(self.data.val_indices):
+            logger.info(
+                "validation scores %d of the %d validation images (evenly spread, each at its original size): "
+                "all of them would take %.0fs, more than %.0f%% of the budget",
+                len(self.val_indices),
+                len(self.data.val_indices),
+                seconds_per_pixel * sum(pixels.values()),
+                100 * VALIDATION_CAP,
+            )
+
+    def _expected_epochs(self, images_per_second: float) -> int:
+        """Epochs the rest of the budget allows at the measured speed, validations included."""
+        return expected_epochs(
+            len(self.learner.train_set),
+            images_per_second,
+            self.last_validation_seconds,
+            self._time_limit() - self.elapsed,
+            self.val_every,
+        )
 
     # ---------------------------------------------------------------- progress
     @property
@@ -348,26 +363,19 @@ class Trainer:
     def _time_limit(self) -> float:
         """When training must stop so that the final validations and checkpoints fit the budget."""
         final_validations = 2 if self.ema is not None else 1  # the last one scores raw and EMA weights
-        reserve = 1.5 * final_validations * self.last_validation_seconds + 3.0
+        reserve = FINAL_RESERVE * final_validations * self.last_validation_seconds + 3.0
         return float(self.config.time_budget or math.inf) - reserve
+
+    def _progress_at(self, own_seconds: float) -> float:
+        """Schedule position of a recipe that has had ``own_seconds`` of this run (the race's losers excluded)."""
+        return own_seconds / max(self._time_limit() - self.loser_seconds, 1e-9)
 
     def _progress(self) -> float:
         """Fraction of training done: elapsed time of the budget, or steps of all epochs."""
         if self.config.time_budget:
-            return self.elapsed / max(self._time_limit(), 1e-9)
+            return self._progress_at(self.elapsed - self.loser_seconds)
         total = self.config.max_epochs * max(len(self.train_loader), 1)
-        return self.steps_done / total
-
-    def _set_lr(self, progress: float) -> float:
-        config = self.config
-        if config.time_budget:
-            warmup = min(0.05, config.warmup_epochs * 0.05)
-        else:
-            warmup = config.warmup_epochs / config.max_epochs
-        lr = config.lr * lr_factor(config.scheduler, progress, warmup)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+        return self.learner.steps_done / total
 
     @property
     def max_epochs_estimate(self) -> int:
@@ -380,21 +388,6 @@ class Trainer:
         first = self.history[0]
         per_epoch = (self.elapsed - first.get("elapsed", self.elapsed) + first["seconds"]) / done
         return done + max(0, int((self._time_limit() - self.elapsed) / max(per_epoch, 1e-9)))
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def _to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from segkit.data.transforms import normalize
-
-        images = images.to(self.device, non_blocking=True)
-        masks = masks.to(self.device, non_blocking=True)
-        images = normalize(images, self.config.preprocess.mean, self.config.preprocess.std)
-        if self.config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, masks
 
     def _show_progress(self) -> bool | None:
         if not self.dist.is_main:
@@ -410,17 +403,11 @@ class Trainer:
         resumed run repeats exactly what the uninterrupted run would have done.
         """
         start = time.monotonic()
-        self._set_encoder_frozen(epoch)
-        self.train_model.train()
-        if self.train_sampler is not None:
-            self.train_sampler.set_epoch(epoch)
-        seed_everything(self.config.seed * 1000 + epoch)
-        self.shuffle_generator.manual_seed(self.config.seed * 1000 + epoch)
+        batches = self.learner.start_epoch(epoch)
         skip, self.resume_step = self.resume_step, 0
         loss_sum, seen = self.partial_epoch.get("loss_sum", 0.0), int(self.partial_epoch.get("seen", 0))
         self.partial_epoch = {}
         stopped, steps = None, skip
-        batches = iter(self.train_loader)
         for _ in range(skip):  # replay the data order and augmentation of the steps already done
             next(batches)
         if skip:
@@ -436,28 +423,19 @@ class Trainer:
             unit="batch",
         )
         for images, masks in bar:
-            lr = self._set_lr(self._progress())
-            images, masks = self._to_device(images, masks)
-            with self._autocast():
-                outputs = self.train_model(images)
-                loss = self.criterion(outputs, masks)
-            if not torch.isfinite(loss):
+            lr = self.learner.lr_at(self._progress())
+            try:
+                loss = self.learner.train_step(images, masks, lr)
+            except LossNotFinite as error:
                 raise SegkitError(
                     None,
-                    f"training stopped at epoch {epoch}: the loss became {loss.item()} "
+                    f"training stopped at epoch {epoch}: the loss became {error.value} "
                     f"(try a lower --lr); the last good checkpoint is {self.out / 'last.pt'}",
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.steps_done += 1
-            if self.ema is not None:
-                self.ema.update(self.model, step=self.steps_done)
-            loss_sum += loss.item() * len(images)
+                ) from None
+            loss_sum += loss * len(images)
             seen += len(images)
             steps += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             stopped = self._stop_reason()
             if stopped is not None:
                 if stopped.startswith("SIG") and steps < len(self.train_loader):
@@ -479,12 +457,11 @@ class Trainer:
 
     def validate(self, weights: str = "raw") -> ValidationResult:
         """Score the ``raw`` or ``ema`` weights on the validation images at their original size."""
-        model = self.ema.module if weights == "ema" and self.ema is not None else unwrap(self.model)
         return validate_model(
-            model,
+            self.learner.weights(weights),
             self.card,
             self.data.val_source,
-            self.data.val_indices,
+            self.val_indices,
             device=self.device,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
@@ -520,32 +497,32 @@ class Trainer:
                 "path": self.config.data,
                 "train_images": len(self.data.train_indices),
                 "val_images": len(self.data.val_indices),
+                "val_images_scored": len(self.val_indices),
                 "classes_from": self.data.classes_origin,
             },
         )
-        model = self.ema.module if weights == "ema" and self.ema is not None else unwrap(self.model)
-        return Checkpoint(card, model.state_dict(), self._resume_state(epoch) if full else None)
+        state_dict = self.learner.weights(weights).state_dict()
+        return Checkpoint(card, state_dict, self._resume_state(epoch) if full else None)
 
     def _resume_state(self, epoch: int) -> dict[str, Any]:
         partial = self.partial_epoch
         state: dict[str, Any] = {
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            **self.learner.state_dict(),
             "rng": rng_state(),
             "progress": {
                 "epoch": epoch if partial else epoch + 1,
                 "step": int(partial.get("step", 0)),
                 "partial": {key: float(value) for key, value in partial.items() if key != "step"},
-                "steps_done": self.steps_done,
+                "steps_done": self.learner.steps_done,
                 "elapsed": self.elapsed,
                 "validations_without_gain": self.validations_without_gain,
                 "best_weights": self.best_weights,
                 "last_validation_seconds": self.last_validation_seconds,
                 "val_every": self.val_every,
+                "loser_seconds": self.loser_seconds,
+                "val_indices": list(self.val_indices),
             },
         }
-        if self.ema is not None:
-            state["ema"] = self.ema.module.state_dict()
         return state
 
     def _save(self, name: str, checkpoint: Checkpoint) -> None:
@@ -570,14 +547,24 @@ class Trainer:
             cleanup_distributed()
 
     def _fit(self) -> TrainResult:
-        config = self.config
         if self.dist.is_main:
-            text = config.to_yaml()
-            atomic_write(self.out / "config.yaml", lambda temp: temp.write_text(text, encoding="utf-8"))
             if self.data.problems:  # images without masks ... are not trained on: say which
                 logger.warning("%s", self.data.problems)
             if self.plan is not None:
                 logger.info("%s", self.plan.format())
+        if not self.measured:
+            self._race()
+        if (
+            self.learner.train_set.cached
+            and self.config.preprocess.resize != "crop"
+            and self.data.train_source is not self.data.val_source
+        ):
+            self.data.train_source.release(self.data.train_indices)  # kept resized in the dataset now
+        config = self.config
+        if self.dist.is_main:
+            text = config.to_yaml()
+            atomic_write(self.out / "config.yaml", lambda temp: temp.write_text(text, encoding="utf-8"))
+            if self.plan is not None:
                 self.plan.save(self.out / "plan.json")
             for callback in self.callbacks:
                 callback.on_train_start(self)
@@ -589,9 +576,10 @@ class Trainer:
             stop_signal = result.stopped if result.stopped is not None and result.stopped.startswith("SIG") else None
             if stop_signal is not None and self.partial_epoch:
                 self._interrupted(epoch, stop_signal)
-            # the last epoch is the one after which another would not fit the budget: it gets the final validation
+            # the last epoch is the one that reaches the time limit, or after which too little is left for
+            # a quarter of another: it gets the final validation
             out_of_time = result.stopped == "time budget" or (
-                bool(config.time_budget) and self.elapsed + result.seconds > self._time_limit()
+                bool(config.time_budget) and self.elapsed + LAST_EPOCH_SHARE * result.seconds > self._time_limit()
             )
             final = out_of_time or epoch == config.max_epochs
             row: dict[str, Any] = {

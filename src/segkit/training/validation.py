@@ -81,6 +81,13 @@ def validate_model(
     return ValidationResult(matrix.compute(), samples, time.monotonic() - start)
 
 
+def spread(indices: list[int], count: int) -> list[int]:
+    """``count`` of ``indices`` evenly spread over them (all of them when ``count`` is not smaller)."""
+    if count >= len(indices):
+        return list(indices)
+    return [indices[int((k + 0.5) * len(indices) / count)] for k in range(count)]
+
+
 def never_predicted(metrics: dict[str, Any]) -> list[str]:
     """Classes present in the validation truth that the model never predicted (no pixel at all)."""
     matrix = np.asarray(metrics.get("confusion_matrix", []), dtype=np.int64)

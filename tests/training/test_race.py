@@ -1,0 +1,207 @@
+"""The planning race: sizes and slices, successive halving on real Learners, the winner trained on, records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from segkit.checkpoint import load_checkpoint
+from segkit.planning import probe
+from segkit.training import race as race_module
+from segkit.training.builders import open_training_data
+from segkit.training.config import TrainConfig
+from segkit.training.learner import Learner
+from segkit.training.race import (
+    RACE_SHARE,
+    Race,
+    RaceCandidate,
+    expected_epochs,
+    loser_units,
+    race_size,
+    subset_within,
+)
+from segkit.training.trainer import Trainer
+from segkit.training.validation import spread
+from training.conftest import tiny_options
+
+
+def test_successive_halving_spends_at_most_a_quarter_of_the_budget_on_losers() -> None:
+    assert [loser_units(n) for n in (1, 2, 3, 4, 5)] == [0, 1, 3, 4, 8]
+    count, first, why = race_size(5, 600.0, "cpu")
+    assert count == 4 and first >= race_module.MIN_SLICE["cpu"] and not why
+    assert loser_units(count) * first * (1 + race_module.RACE_VALIDATION_SHARE) <= RACE_SHARE * 600.0
+    count, first, why = race_size(5, 300.0, "cpu")
+    assert count == 3 and first >= race_module.MIN_SLICE["cpu"]
+    assert race_size(5, 90.0, "cpu")[0] == 1 and "too short to race" in race_size(5, 90.0, "cpu")[2]
+    assert race_size(1, 900.0, "cpu")[0] == 1 and "one candidate" in race_size(1, 900.0, "cpu")[2]
+
+
+def test_validation_subsets_are_spread_and_fit_their_time() -> None:
+    indices = list(range(10, 30))
+    assert spread(indices, 4) == [12, 17, 22, 27] and spread(indices, 50) == indices
+    pixels = {index: 100 for index in indices}
+    assert subset_within(indices, pixels, 0.01, cap=5.0) == spread(indices, 5)  # 1 s per image, 5 s
+    assert subset_within(indices, pixels, 0.01, cap=100.0) == indices
+    assert subset_within(indices, pixels, 1.0, cap=0.1) == spread(indices, 1)  # always at least one image
+
+
+def test_expected_epochs_count_validation() -> None:
+    # 100 images at 10/s: 10 s per epoch; 100 s of training, validation free: 10 epochs
+    assert expected_epochs(100, 10.0, 0.0, 100.0) == 10
+    # a 3 s validation after the first epoch, then every 2 epochs (3 / (0.176 * 10) -> 2): fewer epochs
+    assert expected_epochs(100, 10.0, 3.0, 100.0) == 8
+
+
+@pytest.fixture
+def quick_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Races of a few seconds: the CPU minimum slice and budget made tiny."""
+    monkeypatch.setattr(race_module, "MIN_RACE_BUDGET", 1.0)
+    monkeypatch.setattr(race_module, "MIN_SLICE", {"cpu": 0.3, "gpu": 0.3})
+    monkeypatch.setattr(race_module, "BUILD_SECONDS", 0.0)
+
+
+def candidate(data: Path, out: Path, label: str, **options: Any) -> RaceCandidate:
+    config = TrainConfig.from_options({**tiny_options(data, out, epochs=None, time_budget=12), **options})
+    return RaceCandidate(label, config, dict(options))
+
+
+def test_race_keeps_the_better_half_and_drops_a_diverging_candidate(
+    shapes_dataset: Path, tmp_path: Path, quick_race: None
+) -> None:
+    candidates = [
+        candidate(shapes_dataset, tmp_path, "small", img_size=32),
+        candidate(shapes_dataset, tmp_path, "larger", img_size=48),
+        candidate(shapes_dataset, tmp_path, "diverging", lr=1e12),
+    ]
+    data = open_training_data(candidates[0].config)
+    device = torch.device("cpu")
+    built: list[str] = []
+
+    def build(config: TrainConfig) -> Learner:
+        built.append(str(config.preprocess.img_size))
+        return Learner(config, data, device)
+
+    contest = Race(
+        candidates,
+        build=build,
+        progress=lambda seconds: seconds / 12.0,
+        stop=lambda: None,
+        val_source=data.val_source,
+        val_indices=data.val_indices,
+        device=device,
+        budget=12.0,
+    )
+    assert contest.count == 3
+    winner, learner, measured = contest.run()
+    record = contest.record
+    entries = record.entries
+    assert [entry["label"] for entry in entries] == ["small", "larger", "diverging"]
+    assert entries[2]["error"] == "the loss became not finite" and entries[2]["eliminated"] == 0
+    assert winner in (0, 1) and entries[winner]["eliminated"] is None and learner.steps_done > 0
+    assert learner.config is candidates[winner].config and measured.images_per_second > 0
+    assert measured.validation_seconds_per_pixel is not None and record.validation_images
+    scores = {i: entries[i]["rungs"][-1]["score"] for i in (0, 1) if entries[i]["rungs"]}
+    if len(entries[1 - winner]["rungs"]) == len(entries[winner]["rungs"]):  # both reached the last rung
+        assert scores[winner] >= scores[1 - winner]
+    assert record.loser_seconds == pytest.approx(sum(e["seconds"] for i, e in enumerate(entries) if i != winner))
+    assert json.loads(json.dumps(record.to_dict()))["entries"][0]["rungs"]
+
+
+def test_a_stop_signal_ends_the_race_with_the_best_so_far(
+    shapes_dataset: Path, tmp_path: Path, quick_race: None
+) -> None:
+    candidates = [candidate(shapes_dataset, tmp_path, name, img_size=size) for name, size in (("a", 32), ("b", 48))]
+    data = open_training_data(candidates[0].config)
+    calls = {"n": 0}
+
+    def stop() -> str | None:
+        calls["n"] += 1
+        return "SIGTERM" if calls["n"] > 3 else None
+
+    contest = Race(
+        candidates,
+        lambda c: Learner(c, data, torch.device("cpu")),
+        lambda s: s / 12,
+        stop,
+        data.val_source,
+        data.val_indices,
+        torch.device("cpu"),
+        12.0,
+    )
+    winner, learner, _ = contest.run()
+    assert winner == 0 and learner.config is candidates[0].config
+
+
+def test_planned_training_races_and_goes_on_with_the_winner(
+    shapes_dataset: Path, tmp_path: Path, quick_race: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    options = {
+        "data": str(shapes_dataset),
+        "out": str(tmp_path / "run"),
+        "device": "cpu",
+        "time_budget": 20,
+        "val_split": 0.25,
+        "seed": 0,
+        "model_kwargs": {"base_channels": 4, "depth": 2},
+    }
+    trainer = Trainer(TrainConfig.from_options(options), progress=False)
+    assert trainer.plan is not None and len(trainer.plan.candidates) >= 2
+    result = trainer.fit()
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    race = plan["race"]
+    assert race["raced"] and len(race["entries"]) >= 2 and race["entries"][race["winner"]]["eliminated"] is None
+    assert plan["expected_epochs"] >= 1 and trainer.history
+    winner_choices = race["entries"][race["winner"]]["choices"]
+    saved = load_checkpoint(result.best_checkpoint).card
+    for option, value in winner_choices.items():  # the run continued the winner: its options are the run's
+        if option.startswith("preprocess."):
+            assert getattr(saved.preprocess, option.split(".")[1]) == (
+                tuple(value) if isinstance(value, list) else value
+            )
+    assert saved.training.plan["race"]["raced"]
+    assert trainer.learner.steps_done > sum(1 for _ in trainer.history)  # the race's steps count
+
+
+def test_no_race_trains_the_rule_based_plan_after_a_measured_slice(shapes_dataset: Path, tmp_path: Path) -> None:
+    options = {
+        "data": str(shapes_dataset),
+        "out": str(tmp_path / "run"),
+        "device": "cpu",
+        "time_budget": 8,
+        "val_split": 0.25,
+        "race": False,
+        "model_kwargs": {"base_channels": 4, "depth": 2},
+    }
+    trainer = Trainer(TrainConfig.from_options(options), progress=False)
+    trainer.fit()
+    race = json.loads((tmp_path / "run" / "plan.json").read_text())["race"]
+    assert not race["raced"] and race["entries"][0]["label"] == "as configured"
+    assert race["entries"][0]["rungs"][0]["steps"] >= 1  # the measured slice trained, and was kept
+
+
+def test_pinned_options_are_never_raced(shapes_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    from segkit.planning.planner import make_plan
+
+    config = TrainConfig.from_options(
+        {
+            "data": str(shapes_dataset),
+            "device": "cpu",
+            "time_budget": 600,
+            "img_size": 32,
+            "model_kwargs": {"base_channels": 4, "depth": 2},
+        }
+    )
+    plan = make_plan(config, open_training_data(config), torch.device("cpu"))
+    assert len(plan.candidates) <= 1  # input and network pinned: nothing left to race
+    assert all("preprocess.img_size" not in c.choices for c in plan.candidates)
+
+
+def test_cpu_bfloat16_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGKIT_CPU_BF16", "0")
+    assert probe.bf16_supported(torch.device("cpu")) is False
