@@ -155,6 +155,44 @@ def test_evaluate_checkpoint_report(tmp_path: Path) -> None:
     assert sources_are_embedded(html)
 
 
+RACE = {
+    "raced": True,
+    "skipped": "",
+    "winner": 1,
+    "slice_seconds": 22.0,
+    "loser_seconds": 50.0,
+    "loser_share": 0.17,
+    "validation_images": ["img0", "img3"],
+    "entries": [
+        {"label": "unet-16, whole images 64x64", "rungs": [{"steps": 30, "seconds": 25.0, "score": 0.41}],
+         "eliminated": 0, "error": None, "seconds": 25.0},
+        {"label": "unet-16, 256px crops at native scale",
+         "rungs": [{"steps": 31, "seconds": 24.0, "score": 0.52}, {"steps": 60, "seconds": 48.0, "score": 0.64}],
+         "eliminated": None, "error": None, "seconds": 48.0},
+        {"label": "unet-8, whole images 64x64", "rungs": [], "eliminated": 0, "error": "the loss became not finite",
+         "seconds": 3.0},
+    ],
+}
+
+
+def test_report_draws_the_planning_race(tmp_path: Path) -> None:
+    from segkit.checkpoint import load_checkpoint
+    from segkit.evaluation.html_report import render_report
+    from segkit.evaluation.metrics import compute_metrics
+
+    card = load_checkpoint(checkpoint_file(tmp_path / "best.pt")).card
+    metrics = compute_metrics(np.array([[5, 1, 0], [0, 4, 0], [0, 0, 2]]), CLASSES, 2)
+    assert 'id="race"' not in render_report(metrics, card=card)  # no race in the card: no section
+    card.training.plan = {"race": RACE}
+    html = render_report(metrics, card=card)
+    section = html[html.index('<section id="race">') :]
+    assert "The losers took 50 s (17 % of the budget)" in section and "0.5200 → 0.6400" in section
+    assert "won: training went on with it" in section and "stopped: the loss became not finite" in section
+    assert "stopped after rung 1" in section and section.index("data:image/png") > 0
+    card.training.plan = {"race": {"raced": False, "skipped": "a budget under 120s is too short to race"}}
+    assert "No race: a budget under 120s is too short to race." in render_report(metrics, card=card)
+
+
 def test_report_of_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = make_dataset(tmp_path / "data")
     run = tmp_path / "run"

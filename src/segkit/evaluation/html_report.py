@@ -93,7 +93,7 @@ def render_report(
     """
     import jinja2
 
-    from segkit.training.plots import best_epoch_of, curves_png
+    from segkit.training.plots import best_epoch_of, curves_png, race_png
 
     names = list(metrics["per_class"])
     if card is not None:
@@ -103,6 +103,7 @@ def render_report(
         colours = default_palette(names) if palette is None else np.asarray(palette, dtype=np.uint8)[: len(names)]
         background = background_index(names)
     history = card.training.history if card is not None else []
+    race = dict(card.training.plan.get("race") or {}) if card is not None else {}
     best_epoch = ((card is not None and card.training.best_epoch) or best_epoch_of(history)) if history else None
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("segkit.evaluation", "templates"),
@@ -127,6 +128,9 @@ def render_report(
         "class_names": names,
         "confusion": _confusion_rows(metrics),
         "curves": _data_uri(curves_png(history, best_epoch), "image/png") if history else "",
+        "race": race_rows(race),
+        "race_chart": _data_uri(race_png(race), "image/png") if race_rows(race) else "",
+        "race_note": _race_note(race),
         "best_epoch": best_epoch,
         "images": [] if scores is None else sorted(scores.scores, key=_ascending_miou),
         "image_classes": names if len(names) <= MAX_CLASS_COLUMNS else [],
@@ -140,6 +144,43 @@ def render_report(
         "card_json": _card_json(card) if card is not None else "",
     }
     return environment.get_template("report.html.j2").render(context)
+
+
+def race_rows(race: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per candidate of a planning race that ran: label, scores by rung, steps, seconds, outcome."""
+    if not race.get("raced"):
+        return []
+    rows = []
+    for index, entry in enumerate(race.get("entries", [])):
+        rungs = entry.get("rungs", [])
+        if index == race.get("winner"):
+            outcome = "won: training went on with it"
+        elif entry.get("error"):
+            outcome = f"stopped: {entry['error']}"
+        else:
+            outcome = f"stopped after rung {int(entry.get('eliminated') or 0) + 1}"
+        rows.append(
+            {
+                "label": entry["label"],
+                "scores": " → ".join(_number(rung.get("score")) for rung in rungs) or "–",
+                "steps": rungs[-1]["steps"] if rungs else 0,
+                "seconds": f"{float(entry.get('seconds', 0.0)):.0f}",
+                "outcome": outcome,
+                "won": index == race.get("winner"),
+            }
+        )
+    return rows
+
+
+def _race_note(race: Mapping[str, Any]) -> str:
+    if race.get("raced"):
+        return (
+            f"Each candidate trained {float(race.get('slice_seconds', 0.0)):.0f} s first on the training images and was "
+            f"scored on {len(race.get('validation_images', []))} validation images at their original size; the better "
+            f"half went on with twice the time. The losers took {float(race.get('loser_seconds', 0.0)):.0f} s "
+            f"({100 * float(race.get('loser_share', 0.0)):.0f} % of the budget)."
+        )
+    return f"No race: {race['skipped']}." if race.get("skipped") else ""
 
 
 def _undefined(value: Any) -> bool:

@@ -85,6 +85,41 @@ def curves_png(history: Sequence[dict[str, Any]], best_epoch: int | None = None,
     return buffer.getvalue()
 
 
+def race_figure(race: dict[str, Any]) -> Figure:
+    """The planning race: each candidate's validation score against its seconds, the winner drawn thick."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 3.5), layout="constrained")
+    axis = figure.subplots()
+    for index, entry in enumerate(race.get("entries", [])):
+        points = [(rung["seconds"], rung["score"]) for rung in entry["rungs"] if _defined(rung.get("score"))]
+        if not points:
+            continue
+        won = index == race.get("winner")
+        axis.plot(
+            [0.0] + [seconds for seconds, _ in points],
+            [0.0] + [score for _, score in points],
+            marker="o",
+            markersize=4,
+            linewidth=2.5 if won else 1.2,
+            label=entry["label"] + (" (won)" if won else ""),
+        )
+    axis.set(xlabel="seconds of the candidate (building, training, scoring)", ylabel="validation mIoU")
+    axis.set_title("Planning race")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    if axis.lines:
+        axis.legend(loc="best", fontsize="small")
+    return figure
+
+
+def race_png(race: dict[str, Any], dpi: int = 100) -> bytes:
+    """:func:`race_figure` as PNG bytes."""
+    buffer = io.BytesIO()
+    race_figure(race).savefig(buffer, dpi=dpi, format="png")
+    return buffer.getvalue()
+
+
 def plot_curves(history: list[dict[str, Any]], path: str | Path, best_epoch: int | None = None) -> None:
     """Write ``curves.png`` (see :func:`curves_png`) atomically."""
     image = curves_png(history, best_epoch)
