@@ -111,11 +111,7 @@ def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
             classes = ["background", "person"]
         else:
             images, masks = source / "images", source / "masks"
-            classes = (
-                [entry["name"] for entry in json.loads((source / "classes.json").read_text())["classes"]]
-                if (source / "classes.json").exists()
-                else ["background", "crack"]
-            )
+            classes = [] if (source / "classes.json").exists() else ["background", "crack"]
         mask_files = {path.stem: path for path in masks.iterdir()}
         pairs = [(image, mask_files[image.stem]) for image in sorted(images.iterdir()) if image.stem in mask_files]
         for position, (image, mask_file) in enumerate(pairs):
@@ -130,7 +126,10 @@ def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
             else:
                 _link(mask_file, out / part / "masks" / mask_file.name)
     for part in ("train", "test"):
-        (out / part / "class_names.txt").write_text("\n".join(classes) + "\n")
+        if classes:
+            (out / part / "class_names.txt").write_text("\n".join(classes) + "\n")
+        else:  # the dataset's own colour table names the classes (and its unmapped entry the ignore value)
+            _link(source / "classes.json", out / part / "classes.json")
     (out / "done").write_text("")
     return out / "train", out / "test"
 
