@@ -9,7 +9,8 @@ held-out images at their original size — so only the recipe differs:
 - ``plan``: ``segkit train DATA --time-budget B`` and nothing else (the planner and its race);
 - ``no-plan``: ``--no-plan`` (U-Net width 16, 256² letterbox, the plain defaults);
 - the grid, planned except for the recipe pinned (no race): ``unet-256`` (U-Net width 16 on
-  256² letterboxed images), ``unet-native`` (whole images at their median size), ``unet-crops``
+  256² letterboxed images), ``unet-native`` (whole images letterboxed to the training images'
+  median size, sides rounded up to multiples of 32), ``unet-crops``
   (256 px random crops at native scale); with ``--weights-dir``: ``mobilenet-256`` (the
   ImageNet MobileNetV2-UNet at 256²) and ``plan-pretrained`` (the plan with the weights found).
 
@@ -59,7 +60,7 @@ PROFILES = {
 }
 GRID = {  # arm: options pinned (the rest planned, no race)
     "unet-256": ["--model", "unet", "--model-kwargs", "base_channels=16", "--resize", "letterbox", "--img-size", "256"],
-    "unet-native": ["--model", "unet", "--model-kwargs", "base_channels=16", "--resize", "letterbox"],
+    "unet-native": ["--model", "unet", "--model-kwargs", "base_channels=16", "--resize", "letterbox"],  # + median size
     "unet-crops": [
         "--model",
         "unet",
@@ -157,9 +158,19 @@ def arm_command(arm: str, train: Path, out: Path, budget: float) -> list[str]:
     ]
     if arm == "no-plan":
         return command + ["--no-plan"]
+    if arm == "unet-native":
+        return command + ["--no-race"] + GRID[arm] + ["--img-size", *map(str, median_size(train))]
     if arm in GRID:
         return command + ["--no-race"] + GRID[arm]
     return command  # plan, plan-pretrained
+
+
+def median_size(train: Path) -> tuple[int, int]:
+    """The training images' median height and width, rounded up to multiples of 32: their native size."""
+    sizes = [Image.open(path).size for path in sorted((train / "images").iterdir())]
+    height = int(np.median([h for _, h in sizes]))
+    width = int(np.median([w for w, _ in sizes]))
+    return -(-height // 32) * 32, -(-width // 32) * 32
 
 
 def run_arm(

@@ -198,10 +198,28 @@ def test_pinned_options_are_never_raced(shapes_dataset: Path, tmp_path: Path, mo
         }
     )
     plan = make_plan(config, open_training_data(config), torch.device("cpu"))
-    assert len(plan.candidates) <= 1  # input and network pinned: nothing left to race
-    assert all("preprocess.img_size" not in c.choices for c in plan.candidates)
+    assert [set(c.choices) for c in plan.candidates] == [set(), {"lr"}]  # input and network pinned: the lr races
+    config = TrainConfig.from_options({**config.to_dict(), "user_options": None, "lr": 0.01})
+    config.user_options = ["data", "device", "time_budget", "preprocess.img_size", "model_kwargs", "lr"]
+    assert len(make_plan(config, open_training_data(config), torch.device("cpu")).candidates) == 1
 
 
 def test_cpu_bfloat16_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGKIT_CPU_BF16", "0")
     assert probe.bf16_supported(torch.device("cpu")) is False
+
+
+def test_validation_scores_a_spread_subset_when_all_images_would_not_fit(
+    shapes_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import segkit.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "VALIDATION_CAP", 1e-9)  # no validation fits: one image, evenly placed
+    options = tiny_options(shapes_dataset, tmp_path / "run", epochs=None, time_budget=6, val_split=0.34)
+    trainer = Trainer(TrainConfig.from_options(options), progress=False)
+    result = trainer.fit()
+    assert len(trainer.data.val_indices) == 4 and trainer.val_indices == spread(trainer.data.val_indices, 1)
+    assert result.best_metrics["num_images"] == 1
+    assert load_checkpoint(result.best_checkpoint).card.training.data["val_images_scored"] == 1
+    resumed = load_checkpoint(tmp_path / "run" / "last.pt").resume["progress"]
+    assert resumed["val_indices"] == trainer.val_indices  # a resumed run scores the same images

@@ -60,6 +60,7 @@ PRETRAINED_MODELS = {"cpu": ("mobilenetv2-unet", "unet-resnet34"), "gpu": ("unet
 SCRATCH_MODEL = "unet"
 SCRATCH_WIDTHS = {"cpu": (16, 8), "gpu": (32, 16)}
 PRETRAINED_LR, SCRATCH_LR = 1e-3, 3e-3
+LR_ALTERNATIVE = 1 / 3  # the race's last candidate: the leader at this share of its learning rate
 
 
 @dataclass(frozen=True)
@@ -455,7 +456,8 @@ class _Planner:
         self, options: list[InputOption], leader: InputOption, measured: Measurement, spec: ModelSpec
     ) -> None:
         """The leader, then the other inputs (nearest in pixels first; native crops first when the leader
-        thins a class below :data:`MIN_OBJECT_PIXELS`), the other network fourth."""
+        thins a class below :data:`MIN_OBJECT_PIXELS`), the other network fourth; the leader at a lower
+        learning rate comes last (:meth:`optimisation`)."""
         network = self.network_label()
         thin_leader, thin_name = self.thinnest(leader)
         crops_first = thin_leader is not None and thin_leader < MIN_OBJECT_PIXELS
@@ -507,6 +509,11 @@ class _Planner:
             self.choose("loss", "ce+dice", f"rare classes ({', '.join(rare)}): Dice weighs every class equally")
         else:
             self.choose("loss", "ce+dice", "cross-entropy for pixels plus Dice for region overlap")
+        if not self.config.is_set("lr") and self.candidates:
+            lower = self.value("lr") * LR_ALTERNATIVE
+            self.candidates.append(
+                Candidate(f"{self.candidates[0].label}, lr {lower:g}", {"lr": lower}, "the leader at a lower peak")
+            )
 
 
 def _registered(name: str) -> bool:

@@ -180,6 +180,7 @@ class Race:
         self.first = first
         self.record = RaceRecord(slice_seconds=self.slice, budget=budget, skipped=skipped)
         self.subset: list[int] = []
+        self.sizes = validation_sizes(val_source, val_indices)
         self.seconds_per_pixel: dict[int, float] = {}
         self.train_seconds: dict[int, float] = {}
 
@@ -299,11 +300,29 @@ class Race:
         result = validate_model(learner.weights("ema"), learner.card, self.val_source, first, device=self.device)
         self.seconds_per_pixel[index] = result.seconds / max(self._pixels(first), 1)
         cap = RACE_VALIDATION_SHARE * (self.slice or PROBE_SECONDS)
-        pixels = validation_pixels(self.val_source, self.val_indices)
-        self.subset = subset_within(self.val_indices, pixels, self.seconds_per_pixel[index], cap)
+        pixels = {index: height * width for index, (height, width) in self.sizes.items()}
+        slowest = max(self._relative_cost(candidate.config, learner.config) for candidate in self.candidates)
+        self.subset = subset_within(self.val_indices, pixels, self.seconds_per_pixel[index] * slowest, cap)
         self.record.validation_images = [self.val_source.name(i) for i in self.subset]
         learner.seconds += time.monotonic() - start
         return self.subset
+
+    def _relative_cost(self, config: Any, measured: Any) -> float:
+        """How much longer than the ``measured`` recipe ``config`` takes to predict the validation images.
+
+        Prediction time follows the network's input pixels: the letterbox size, or the image at
+        the crop scale (tiled).
+        """
+        from segkit.data.transforms import compute_geometry
+
+        def network_pixels(preprocess: Any) -> float:
+            total = 0.0
+            for height, width in self.sizes.values():
+                g = compute_geometry(height, width, preprocess.img_size, preprocess.resize, preprocess.scale)
+                total += g.out_h * g.out_w
+            return total
+
+        return max(1.0, network_pixels(config.preprocess) / max(network_pixels(measured.preprocess), 1.0))
 
     def _score(self, index: int, learner: Learner) -> float:
         """mIoU of the EMA weights on the race's validation images (-1 when undefined)."""
@@ -343,7 +362,7 @@ class Race:
         )
 
     def _pixels(self, indices: list[int]) -> int:
-        return sum(validation_pixels(self.val_source, indices).values())
+        return sum(self.sizes[index][0] * self.sizes[index][1] for index in indices)
 
     def _measured(self, index: int, learner: Learner) -> Measured:
         seconds = self.train_seconds.get(index, 0.0)
@@ -351,13 +370,18 @@ class Race:
         return Measured(rate, self.seconds_per_pixel.get(index))
 
 
-def validation_pixels(source: Any, indices: list[int]) -> dict[int, int]:
-    """Pixels of each validation image at its original size (the images are decoded and kept already)."""
-    pixels = {}
+def validation_sizes(source: Any, indices: list[int]) -> dict[int, tuple[int, int]]:
+    """``(height, width)`` of each validation image at its original size (decoded and kept already)."""
+    sizes = {}
     for index in indices:
         shape = source.load(index).image.shape
-        pixels[index] = int(shape[0]) * int(shape[1])
-    return pixels
+        sizes[index] = (int(shape[0]), int(shape[1]))
+    return sizes
+
+
+def validation_pixels(source: Any, indices: list[int]) -> dict[int, int]:
+    """Pixels of each validation image at its original size."""
+    return {index: height * width for index, (height, width) in validation_sizes(source, indices).items()}
 
 
 def expected_epochs(
