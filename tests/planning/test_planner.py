@@ -92,7 +92,7 @@ def test_small_images_are_trained_whole_at_native_resolution(tmp_path: Path, no_
     assert choices["preprocess.img_size"].value == (128, 128)  # 120 x 100 rounded up to multiples of 32
     assert choices["precision"].value == "bf16" and "2.0x faster" in choices["precision"].reason
     assert fast_probe == ["32", "bf16"]
-    assert plan.epochs and plan.epochs > 100
+    assert plan.epochs is None  # measured on the real training path later (the race, or segkit plan's slice)
     assert all(choice.reason for choice in plan.choices)  # one reason per choice
     text = plan.format()
     assert "letterbox" in text and "line" in text and "(thin 2px)" in text

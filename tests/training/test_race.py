@@ -180,7 +180,7 @@ def test_no_race_trains_the_rule_based_plan_after_a_measured_slice(shapes_datase
     trainer = Trainer(TrainConfig.from_options(options), progress=False)
     trainer.fit()
     race = json.loads((tmp_path / "run" / "plan.json").read_text())["race"]
-    assert not race["raced"] and race["entries"][0]["label"] == "as configured"
+    assert not race["raced"] and race["skipped"] == "--no-race" and race["entries"][0]["label"] == "as configured"
     assert race["entries"][0]["rungs"][0]["steps"] >= 1  # the measured slice trained, and was kept
 
 

@@ -1,22 +1,23 @@
-"""The planner: the training recipe derived from the data, the machine and the time budget.
+"""The planner: the training recipes worth trying on this data, this machine and this budget.
 
 In the spirit of nnU-Net's experiment planner, but for a time budget rather than a GPU
 memory target. From a :class:`~segkit.planning.fingerprint.Fingerprint` of the training
-data and a few seconds of measurement on the device (:mod:`segkit.planning.probe`) it
-chooses, for every option the user did not set:
+data and a few seconds of synthetic steps on the device (:mod:`segkit.planning.probe`) it
+chooses, for every option the user did not set, a *leading* recipe by rules, and proposes
+*candidates* that race against it at the start of training (:mod:`segkit.training.race`):
+rules order and prune the candidates, the race on the user's data decides.
 
 - **model**: an encoder pretrained on ImageNet whenever its weights can be had (found in
   the caches, or downloadable), since that is worth more than anything else on small
-  datasets; otherwise segkit's plain U-Net, wider on a GPU;
-- **resize policy and resolution**: whole images (letterbox) when they fit the input limit,
-  else random crops at native resolution, predicted window by window (tiling). Whole images
-  are shrunk only when the budget would otherwise give fewer than :data:`MIN_EPOCHS` epochs,
-  and never so far that the thin structures of a class (its fingerprint *width*) get
-  thinner than :data:`MIN_OBJECT_PIXELS` pixels; if the budget is still short, a narrower
-  network trains from scratch instead;
+  datasets; otherwise segkit's plain U-Net, wider on a GPU. The other one races;
+- **inputs**: whole images letterboxed on a ladder of sizes (:data:`LADDER`, from the median
+  image up to :data:`WHOLE_IMAGE_LIMIT`), random crops at native (and half) scale predicted
+  window by window. The leader is the input with the most pixels that still allows
+  :data:`MIN_EPOCHS` epochs without thinning any class (its fingerprint *width*) below
+  :data:`MIN_OBJECT_PIXELS`; the others race;
 - **batch size** from the input size (and the GPU's memory), **precision** by measured
-  speed (bf16 where the CPU or GPU has it), the **learning rate**, the **loss** and the
-  expected **number of epochs**.
+  speed (bf16 where the CPU or GPU has it), the **learning rate** (a lower one races last)
+  and the **loss**. The expected number of epochs is measured later, on the real path.
 
 Every choice comes with a one-line reason; the plan is printed and saved as ``plan.json``.
 """
@@ -100,6 +101,7 @@ class Candidate:
     label: str
     choices: dict[str, Any]
     reason: str = ""
+    steps_per_second: float | None = None  # first guess from the synthetic probe (None: not measured)
 
 
 @dataclass
@@ -225,7 +227,6 @@ class _Planner:
         self.seconds_left = seconds_left
         self.choices: list[Choice] = []
         self.measurements: list[Measurement] = []
-        self.epochs: int | None = None
         self.candidates: list[Candidate] = []
         self.alternative: dict[str, Any] = {}  # the other network the race tries: its options
 
@@ -366,13 +367,13 @@ class _Planner:
         good = [o for o in enough if keeps_thin(o)]
         if good:
             leader = max(good, key=lambda o: o.pixels)
-            return leader, f"the most pixels with ~{epochs[leader]:.0f} epochs in the budget, thin classes kept"
+            return leader, f"the most pixels with ~{epochs[leader]:.0f} epochs (first guess), thin classes kept"
         if enough:
             leader = max(enough, key=lambda o: ((self.thinnest(o)[0] or 0.0), o.pixels))
             width, name = self.thinnest(leader)
-            return leader, f"~{epochs[leader]:.0f} epochs in the budget; {name} {width:.1f}px wide there"
+            return leader, f"~{epochs[leader]:.0f} epochs (first guess); {name} {width:.1f}px wide there"
         leader = max(options, key=lambda o: epochs[o])
-        return leader, f"a short budget: the most epochs (~{epochs[leader]:.1f})"
+        return leader, f"a short budget: the most epochs (first guess ~{epochs[leader]:.1f})"
 
     # ------------------------------------------------------- speed, batch
     def precision(self, spec: ModelSpec, size: tuple[int, int], batch: int) -> str:
@@ -448,8 +449,6 @@ class _Planner:
         self.choose("preprocess.img_size", leader.size, f"{reason}; sides multiples of {GRID}")
         batch, batch_reason = self.batch_for(spec, leader.size)
         self.choose("batch_size", batch, batch_reason)
-        if self.seconds_left is not None:
-            self.epochs = max(1, int(self.epochs_at(measured, leader)))
         self.race_candidates(options, leader, measured, spec)
 
     def race_candidates(
@@ -467,9 +466,20 @@ class _Planner:
             return (not (crops_first and native_crop), abs(math.log(option.pixels / leader.pixels)))
 
         def epochs_text(option: InputOption) -> str:
-            return f"~{self.epochs_at(measured, option):.0f} epochs expected" if self.seconds_left else ""
+            return f"first guess ~{self.epochs_at(measured, option):.0f} epochs" if self.seconds_left else ""
 
-        self.candidates = [Candidate(f"{network}, {leader.label}", {}, f"the rule-based plan; {epochs_text(leader)}")]
+        def steps_per_second(option: InputOption, batch: int) -> float:
+            return measured.images_per_second * measured.size[0] * measured.size[1] / option.pixels / batch
+
+        batch = self.value("batch_size")
+        self.candidates = [
+            Candidate(
+                f"{network}, {leader.label}",
+                {},
+                f"the rule-based plan; {epochs_text(leader)}",
+                steps_per_second(leader, batch),
+            )
+        ]
         for option in sorted((o for o in options if o != leader), key=order):
             choices = option.choices()
             batch, _ = self.batch_for(spec, option.size)
@@ -477,7 +487,14 @@ class _Planner:
                 choices["batch_size"] = batch
             width, name = self.thinnest(option)
             thin = f"; {name} {width:.1f}px wide" if width is not None and width < 4 else ""
-            self.candidates.append(Candidate(f"{network}, {option.label}", choices, f"{epochs_text(option)}{thin}"))
+            self.candidates.append(
+                Candidate(
+                    f"{network}, {option.label}",
+                    choices,
+                    f"{epochs_text(option)}{thin}",
+                    steps_per_second(option, batch),
+                )
+            )
         alternative = {k: v for k, v in self.alternative.items() if k != "label" and not self.config.is_set(k)}
         network_set = any(self.config.is_set(name) for name in ("model", "model_kwargs", "pretrained", "encoder"))
         if alternative and not network_set:
@@ -512,7 +529,12 @@ class _Planner:
         if not self.config.is_set("lr") and self.candidates:
             lower = self.value("lr") * LR_ALTERNATIVE
             self.candidates.append(
-                Candidate(f"{self.candidates[0].label}, lr {lower:g}", {"lr": lower}, "the leader at a lower peak")
+                Candidate(
+                    f"{self.candidates[0].label}, lr {lower:g}",
+                    {"lr": lower},
+                    "the leader at a lower peak",
+                    self.candidates[0].steps_per_second,
+                )
             )
 
 
@@ -559,7 +581,7 @@ def make_plan(config: TrainConfig, data: Any, device: torch.device, elapsed: flo
         fingerprint,
         str(device),
         planner.measurements,
-        planner.epochs,
+        None,  # measured on the real training path: the race, or plan_training's slice
         time.monotonic() - start,
         planner.candidates,
     )

@@ -176,6 +176,7 @@ class Learner:
     # ----------------------------------------------------------------- training
     def start_epoch(self, epoch: int) -> Iterator[Any]:
         """The batches of ``epoch``: shuffling and augmentation depend only on ``(seed, epoch)``."""
+        self._stream = None  # the race's endless stream ends here (one live iterator per loader)
         self.set_encoder_frozen(epoch)
         self.train_model.train()
         if self.train_sampler is not None:

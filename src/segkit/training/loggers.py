@@ -42,6 +42,8 @@ LOGGERS = ("csv", "tensorboard", "mlflow")
 # Logger name -> (module that must be importable, pip extra that installs it).
 REQUIREMENTS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
 PER_CLASS_PREFIX = "val_IoU/"
+# curves.png and the sample images are redrawn at most this often (seconds), and at the end of the run.
+PICTURE_INTERVAL = 15.0
 # History keys that are not per-epoch measurements.
 NOT_SCALARS = ("epoch",)
 
@@ -142,23 +144,47 @@ class CsvLogger(Callback):
 
 
 class RunPictures(Callback):
-    """``curves.png`` after every epoch and ``samples/epoch_NNN.png`` after every validation (always on)."""
+    """``curves.png`` and ``samples/epoch_NNN.png`` (always on), drawn at most every :data:`PICTURE_INTERVAL`
+    seconds and at the end: drawing them after every short epoch would cost more than the epoch."""
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
+        self.drawn = {"curves": -math.inf, "samples": -math.inf}
+        self.pending: tuple[Trainer, int, ValidationSamples] | None = None
+
+    def _due(self, kind: str) -> bool:
+        if time.monotonic() - self.drawn[kind] < PICTURE_INTERVAL:
+            return False
+        self.drawn[kind] = time.monotonic()
+        return True
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
-        from segkit.training.plots import plot_curves
-
-        plot_curves(trainer.history, self.out / "curves.png")
+        if self._due("curves"):
+            self._curves(trainer)
 
     def on_validation_end(
         self, trainer: Trainer, epoch: int, metrics: dict[str, Any], samples: ValidationSamples
     ) -> None:
+        self.pending = (trainer, epoch, samples) if len(samples) else None
+        if self.pending is not None and self._due("samples"):
+            self._samples()
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        self._curves(trainer)
+        self._samples()
+
+    def _curves(self, trainer: Trainer) -> None:
+        from segkit.training.plots import plot_curves
+
+        plot_curves(trainer.history, self.out / "curves.png")
+
+    def _samples(self) -> None:
         from segkit.data.io import write_image
 
-        if len(samples):
+        if self.pending is not None:
+            trainer, epoch, samples = self.pending
             write_image(self.out / "samples" / f"epoch_{epoch:03d}.png", samples_image(trainer, epoch, samples))
+            self.pending = None
 
 
 class TensorBoardLogger(Callback):

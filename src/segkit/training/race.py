@@ -37,6 +37,7 @@ RACE_SHARE = 0.25  # the losers' time (training, scoring, building) is at most t
 MIN_RACE_BUDGET = 120.0  # seconds: a shorter budget is not raced
 MIN_SLICE = {"cpu": 20.0, "gpu": 8.0}  # training seconds of a candidate's first slice, at least
 MAX_CANDIDATES = 4
+MIN_STEPS = 15  # a candidate expected to take fewer optimiser steps in its first slice does not race
 CLEAR_MARGIN = 0.05  # a candidate this far behind the best score after a rung stops, whatever its rank
 RACE_VALIDATION_SHARE = 0.1  # scoring a candidate takes about this share of its first slice
 BUILD_SECONDS = 2.0  # assumed per candidate (resizing its training images, building its model) when sizing slices
@@ -53,6 +54,7 @@ class RaceCandidate:
     label: str
     config: Any  # TrainConfig
     choices: dict[str, Any] = field(default_factory=dict)
+    steps_per_second: float | None = None  # the planner's first guess (None: unknown)
 
 
 @dataclass
@@ -153,6 +155,7 @@ class Race:
         device: where the candidates train and are scored.
         budget: the run's time budget in seconds.
         first: the first candidate's Learner when it is already built.
+        skip: why not to race (``--no-race`` ...): the first candidate is measured instead.
     """
 
     def __init__(
@@ -166,10 +169,21 @@ class Race:
         device: torch.device,
         budget: float,
         first: Learner | None = None,
+        skip: str = "",
     ) -> None:
         self.kind = "gpu" if device.type == "cuda" else "cpu"
-        self.count, self.slice, skipped = race_size(len(candidates), budget, self.kind)
-        self.candidates = list(candidates)[: self.count]
+        candidates = list(candidates)
+        while True:  # candidates too slow for a meaningful first slice do not race (the leader always does)
+            self.count, self.slice, skipped = (1, 0.0, skip) if skip else race_size(len(candidates), budget, self.kind)
+            fast = [
+                c
+                for k, c in enumerate(candidates)
+                if k == 0 or (c.steps_per_second or math.inf) * self.slice >= MIN_STEPS
+            ]
+            if len(fast) == len(candidates) or self.count == 1:
+                break
+            candidates = fast
+        self.candidates = candidates[: self.count]
         self.build = build
         self.progress = progress
         self.stop = stop
@@ -183,6 +197,14 @@ class Race:
         self.sizes = validation_sizes(val_source, val_indices)
         self.seconds_per_pixel: dict[int, float] = {}
         self.train_seconds: dict[int, float] = {}
+
+    @property
+    def planned_loser_seconds(self) -> float:
+        """What the losers are expected to cost (training, scoring and building)."""
+        if not self.record.raced:
+            return 0.0
+        units = loser_units(self.count) * self.slice * (1 + RACE_VALIDATION_SHARE)
+        return units + (self.count - 1) * BUILD_SECONDS
 
     # ------------------------------------------------------------------ public
     def run(self) -> tuple[int, Learner, Measured]:

@@ -47,6 +47,7 @@ from segkit.training.race import (
     FINAL_RESERVE,
     VALIDATION_CAP,
     VALIDATION_SHARE,
+    Measured,
     Race,
     RaceCandidate,
     expected_epochs,
@@ -205,6 +206,7 @@ class Trainer:
         self.validations_without_gain = 0
         self.start_epoch, self.resume_step = 1, 0
         self.last_validation_seconds = 0.0
+        self.save_seconds = 0.0  # writing last.pt, measured after the race
         self.loser_seconds = 0.0  # of this run, spent on recipes that lost the race
         self.val_indices = list(
             self.data.val_indices
@@ -286,28 +288,35 @@ class Trainer:
     def _build_learner(self, config: TrainConfig) -> Learner:
         return Learner(config, self.data, self.device, self.dist, progress=False)
 
-    def _race(self) -> None:
+    def _race(self) -> Measured:
         """Race the plan's candidates (or measure the one recipe); go on with the winner, sized to the budget."""
         budget = float(self.config.time_budget or 0.0)
         candidates = [RaceCandidate("as configured", self.config)]
-        if self.plan is not None and self.config.race:
+        skip = "--no-plan" if self.plan is None else "" if self.config.race else "--no-race"
+        if not skip and self.plan is not None:
             candidates = [
-                RaceCandidate(candidate.label, self.plan.apply(self.config, candidate), candidate.choices)
+                RaceCandidate(
+                    candidate.label,
+                    self.plan.apply(self.config, candidate),
+                    candidate.choices,
+                    candidate.steps_per_second,
+                )
                 for candidate in self.plan.candidates
             ] or candidates
+        before = self.elapsed  # opening, decoding and planning: part of every candidate's schedule
         race = Race(
             candidates,
             build=self._build_learner,
-            progress=self._progress_at,
+            progress=lambda seconds: self._progress_at(before + seconds),
             stop=lambda: self.stop_signals.received,
             val_source=self.data.val_source,
             val_indices=self.data.val_indices,
             device=self.device,
             budget=budget,
             first=self.learner,
+            skip=skip,
         )
-        if race.record.raced:
-            self.loser_seconds = (race.count - 1) * race.slice  # until the race is over: what it plans to spend
+        self.loser_seconds = race.planned_loser_seconds  # until the race is over: what it plans to spend
         winner, self.learner, measured = race.run()
         self.config = self.learner.config
         self.loser_seconds = race.record.loser_seconds
@@ -315,6 +324,15 @@ class Trainer:
             self._size_validation(measured.validation_seconds_per_pixel)
         if self.plan is not None:
             self.plan.adopt(candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
+        self.measured = True
+        return measured
+
+    def _announce(self, measured: Measured) -> None:
+        """Write the winner's ``last.pt`` (timed: checkpoints count as validation's cost), then the epoch estimate."""
+        start = time.monotonic()
+        if self.dist.is_main:
+            self._save("last.pt", self.checkpoint(0, full=True))
+        self.save_seconds = time.monotonic() - start
         epochs = self._expected_epochs(measured.images_per_second)
         if self.plan is not None:
             self.plan.epochs = epochs
@@ -326,7 +344,6 @@ class Trainer:
             if self.last_validation_seconds
             else "",
         )
-        self.measured = True
 
     def _size_validation(self, seconds_per_pixel: float) -> None:
         """Score as many validation images (evenly spread) as fit :data:`VALIDATION_CAP` of the budget per validation."""
@@ -349,7 +366,7 @@ class Trainer:
         return expected_epochs(
             len(self.learner.train_set),
             images_per_second,
-            self.last_validation_seconds,
+            self.last_validation_seconds + self.save_seconds,
             self._time_limit() - self.elapsed,
             self.val_every,
         )
@@ -552,8 +569,7 @@ class Trainer:
                 logger.warning("%s", self.data.problems)
             if self.plan is not None:
                 logger.info("%s", self.plan.format())
-        if not self.measured:
-            self._race()
+        measured = None if self.measured else self._race()
         if (
             self.learner.train_set.cached
             and self.config.preprocess.resize != "crop"
@@ -564,10 +580,12 @@ class Trainer:
         if self.dist.is_main:
             text = config.to_yaml()
             atomic_write(self.out / "config.yaml", lambda temp: temp.write_text(text, encoding="utf-8"))
-            if self.plan is not None:
-                self.plan.save(self.out / "plan.json")
             for callback in self.callbacks:
                 callback.on_train_start(self)
+        if measured is not None:
+            self._announce(measured)
+        if self.dist.is_main and self.plan is not None:
+            self.plan.save(self.out / "plan.json")
         stopped_because = f"reached {config.max_epochs} epochs"
         last_saved = time.monotonic()
         epoch = self.start_epoch - 1
@@ -628,10 +646,11 @@ class Trainer:
         kind = max(results, key=lambda name: -1.0 if math.isnan(results[name].miou) else results[name].miou)
         chosen = results[kind]
         self.last_validation_seconds = (time.monotonic() - start) / len(kinds)
-        if not self.val_every:
+        if not self.val_every:  # validating and its checkpoints: at most VALIDATION_SHARE of the time
             epoch_seconds = max(row["seconds"], 1e-9)
             share = VALIDATION_SHARE / (1 - VALIDATION_SHARE)
-            self.val_every = max(1, math.ceil(self.last_validation_seconds * len(kinds) / (share * epoch_seconds)))
+            cost = self.last_validation_seconds * len(kinds) + self.save_seconds
+            self.val_every = max(1, math.ceil(cost / (share * epoch_seconds)))
         metrics = chosen.metrics
         row.update(
             {
