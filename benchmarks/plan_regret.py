@@ -255,9 +255,11 @@ def targets_for(dataset: str, results: dict[str, dict[str, Any]], budget: float)
     ]
     score = "vessel F1" if dataset == "drive" else "mIoU"
     targets: list[Target] = []
+    scratch_grid = ("unet-256", "unet-native", "unet-crops")
+    # with the weights present, the simple recipes include the pretrained one (and still the scratch ones)
     for weights, plan_arm, grid in (
-        ("scratch", "plan", ("unet-256", "unet-native", "unet-crops")),
-        ("pretrained", "plan-pretrained", ("mobilenet-256",)),
+        ("scratch", "plan", scratch_grid),
+        ("pretrained", "plan-pretrained", (*scratch_grid, "mobilenet-256")),
     ):
         grid_scores = {arm: main_score(dataset, results[f"{arm}/bf16"]) for arm in grid if f"{arm}/bf16" in results}
         for profile in PROFILES:

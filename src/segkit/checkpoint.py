@@ -39,6 +39,13 @@ MAX_PARAMETERS = 2_000_000_000
 MAX_CHANNELS = 4096
 MAX_CLASSES = 255  # class indices are stored in uint8 masks beside the ignore value
 MAX_INPUT_SIDE = 16384
+MAX_ARCHIVE_ENTRIES = 100_000  # tensors in one checkpoint file (weights, optimiser and EMA states)
+# A network input may have at most this many pixels (4096 x 4096): larger images are predicted window by
+# window. Real cards ask for 256² to 2048²; 16384² (268 megapixels) would need hundreds of GiB per pass.
+MAX_INPUT_PIXELS = 4096 * 4096
+# Forward-pass memory estimate: the largest activation at PROBE_SIDE² (meta device) times this factor.
+PROBE_SIDE = 128
+ACTIVATION_FACTOR = 6
 
 
 def _fail(source: str | Path | None, problem: str) -> SegkitError:
@@ -125,6 +132,40 @@ class ModelSpec:
                 f"(more than {MAX_PARAMETERS:,})",
             )
         return make()
+
+    def forward_bytes(self, height: int, width: int, batch: int = 1) -> int | None:
+        """Estimated memory of one inference pass on ``batch`` inputs of ``height x width``, allocating nothing.
+
+        A forward pass on PyTorch's meta device at :data:`PROBE_SIDE` pixels records the largest
+        activation; a pass at ``height x width`` holds about :data:`ACTIVATION_FACTOR` times that
+        (its input, the skip connections and the output live beside it), scaled by the pixels.
+        ``None`` when the model cannot run on the meta device (then nothing is refused by it).
+        """
+        try:
+            import torch
+
+            from segkit.models import create_model
+        except ImportError:  # the ONNX-only install: no estimate
+            return None
+        largest = 0
+
+        def record(module: Any, inputs: Any, output: Any) -> None:
+            nonlocal largest
+            for item in output if isinstance(output, (list, tuple)) else [output]:
+                if isinstance(item, torch.Tensor):
+                    largest = max(largest, item.numel() * item.element_size())
+
+        try:
+            with torch.device("meta"):
+                model = create_model(self.name, self.out_channels, self.in_channels, **self.kwargs).eval()
+                for module in model.modules():
+                    if not any(True for _ in module.children()):
+                        module.register_forward_hook(record)
+                with torch.no_grad():
+                    model(torch.empty(1, self.in_channels, PROBE_SIDE, PROBE_SIDE))
+        except Exception:  # an operation without a meta kernel: no estimate
+            return None
+        return int(ACTIVATION_FACTOR * largest * height * width * batch / (PROBE_SIDE * PROBE_SIDE))
 
 
 @dataclass
@@ -286,6 +327,26 @@ class ModelCard:
             "segkit_version": self.segkit_version,
         }
 
+    def batch_that_fits(
+        self, height: int, width: int, batch: int, budget: int | None, source: str | Path | None = None
+    ) -> int:
+        """The largest batch, up to ``batch``, whose forward pass on ``height x width`` inputs fits ``budget`` bytes.
+
+        Raises:
+            SegkitError: not even one input fits: names ``preprocess.img_size``, the need and the budget.
+        """
+        one = self.model.forward_bytes(height, width, 1) if budget is not None else None
+        if one is None or budget is None:
+            return batch
+        if one > budget:
+            raise _fail(
+                source,
+                f"preprocess.img_size {list(self.preprocess.img_size)}: one forward pass of {height}x{width} pixels "
+                f"through {self.model.name} needs about {one / 2**30:.1f} GiB, more than the "
+                f"{budget / 2**30:.1f} GiB this machine can give it",
+            )
+        return max(1, min(batch, budget // max(one, 1)))
+
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> ModelCard:
         """Read and check a card; every malformed field is one :class:`SegkitError` naming ``source``."""
@@ -322,6 +383,13 @@ class ModelCard:
             raise _fail(source, f"preprocess: {getattr(error, 'problem', error)}") from None
         if max(preprocess.img_size) > MAX_INPUT_SIDE:
             raise _fail(source, f"input size {list(preprocess.img_size)} exceeds {MAX_INPUT_SIDE} pixels")
+        height, width = preprocess.img_size
+        if height * width > MAX_INPUT_PIXELS:
+            raise _fail(
+                source,
+                f"preprocess.img_size {height}x{width} is {height * width / 1e6:.0f} megapixels, more than the "
+                f"{MAX_INPUT_PIXELS / 1e6:.1f} (4096 x 4096) a network input may have",
+            )
         palette = data.get("palette")
         if palette is None or (isinstance(palette, list) and not palette):
             from segkit.visualize import default_palette
@@ -454,6 +522,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise SegkitError(path, "checkpoint not found" if not path.exists() else "not a file (expected a checkpoint)")
+    check_archive(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -464,6 +533,50 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             path, f"not a readable checkpoint ({error.__class__.__name__}){_alternatives(path)}"
         ) from None
     return Checkpoint.from_dict(state, path)
+
+
+def check_archive(path: str | Path) -> None:
+    """Refuse, from its zip directory alone, a checkpoint that would unpack to more than its own size.
+
+    ``torch.save`` stores every entry uncompressed, so a real checkpoint's entries add up to
+    less than the file. A compressed entry (a deflated bomb: megabytes that inflate to
+    gigabytes) or entries that overlap (the same bytes listed many times) are refused before
+    ``torch.load`` reads a byte of them; reading the directory costs milliseconds and no memory.
+    Files that are not zip archives are left to ``torch.load`` (it says what they are).
+
+    Raises:
+        SegkitError: a compressed or overlapping entry, or too many entries, naming the file.
+    """
+    import zipfile
+
+    path = Path(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as error:
+        raise SegkitError(
+            path, f"not a readable checkpoint ({error.__class__.__name__}){_alternatives(path)}"
+        ) from None
+    if len(entries) > MAX_ARCHIVE_ENTRIES:
+        raise SegkitError(path, f"refused to load: {len(entries):,} entries, more than {MAX_ARCHIVE_ENTRIES:,}")
+    compressed = [entry for entry in entries if entry.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        entry = compressed[0]
+        raise SegkitError(
+            path,
+            f"refused to load: {len(compressed)} compressed entr{'y' if len(compressed) == 1 else 'ies'} "
+            f"({entry.filename}: {entry.compress_size:,} bytes that unpack to {entry.file_size:,}); "
+            "torch.save never compresses, so this is not a checkpoint it wrote",
+        )
+    unpacked, size = sum(entry.file_size for entry in entries), path.stat().st_size
+    if unpacked > size:
+        raise SegkitError(
+            path,
+            f"refused to load: its entries unpack to {unpacked:,} bytes, more than the file's {size:,} "
+            "(entries that overlap: not a checkpoint torch.save wrote)",
+        )
 
 
 def _alternatives(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Every corpus entry through every command it is declared for (see make_corpus.ENTRIES).
+"""Every corpus entry through every command it is declared for (see make_corpus.ENTRIES), and every
+hostile model file (hostile_models.MODEL_ENTRIES) through every command that loads a model.
 
 An entry either succeeds, with its output checked (masks at the displayed image
 size), or fails the way a user must see it fail: exit code 2, stderr exactly one
@@ -30,7 +31,8 @@ from PIL import Image
 from segkit.cli import main
 
 from .conftest import TRAIN_ARGS, Corpus
-from .make_corpus import CLASSES, ENTRIES, ENTRY_BY_NAME, Entry, Outcome
+from .hostile_models import MODEL_ENTRIES, MODEL_ENTRY_BY_NAME, ModelEntry
+from .make_corpus import BASE, CLASSES, ENTRIES, ENTRY_BY_NAME, Entry, Outcome
 
 ERROR_PREFIX = "segkit: error: "
 OUT = "out"  # the output folder inside each test's work folder
@@ -315,3 +317,62 @@ def test_from_the_shell(name: str, build_argv: ArgvBuilder, corpus: Corpus, chec
     else:  # inspect lists the problem on stdout, the name escaped rather than crashing the encoder
         assert_ok(result)
         assert printable(expect.name) in result.out
+
+
+# ------------------------------------------------------------------ hostile model files
+MODEL_COMMANDS = {  # command -> argv after the model file (work: the output folder's parent)
+    "predict": lambda corpus, work: [str(corpus.root / BASE / "images"), "--out", str(work / OUT), "--device", "cpu"],
+    "evaluate": lambda corpus, work: [str(corpus.root / BASE), "--json", str(work / "eval.json"), "--device", "cpu"],
+    "export": lambda corpus, work: ["--out", str(work / "model.onnx")],
+    # start-up only: from the shell, with a time-out (in this process an accepted model would serve forever)
+    "serve": lambda corpus, work: ["--port", "0", "--device", "cpu"],
+}
+IN_PROCESS = ("predict", "evaluate", "export")
+PEAK_MEMORY_LIMIT = 2 * 2**30
+MEASURED = ("model_deflated_bomb", "model_input_at_area_limit")  # in their own processes: peak memory and time
+
+
+@pytest.fixture(scope="session")
+def hostile_models(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hostile_models")
+    for entry in MODEL_ENTRIES:
+        entry.build(checkpoint, folder / f"{entry.name}.pt")
+    return folder
+
+
+@pytest.mark.parametrize("command", IN_PROCESS)
+@pytest.mark.parametrize("entry", MODEL_ENTRIES, ids=lambda entry: entry.name)
+def test_hostile_model(
+    entry: ModelEntry, command: str, corpus: Corpus, hostile_models: Path, work: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model = hostile_models / f"{entry.name}.pt"
+    argv = [command, str(model), *MODEL_COMMANDS[command](corpus, work)]
+    before = snapshot(work)
+    result = run_cli(argv, capsys)
+    assert_error(result, Outcome("error", model.name))
+    assert entry.phrase in result.err and snapshot(work) == before
+
+
+MEASURE = """
+import json, resource, subprocess, sys, time
+start = time.monotonic()
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120)
+print(json.dumps({"code": done.returncode, "err": done.stderr, "seconds": time.monotonic() - start,
+                  "peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+"""
+
+
+@pytest.mark.parametrize("command", list(MODEL_COMMANDS))
+@pytest.mark.parametrize("name", MEASURED)
+def test_hostile_models_are_refused_cheaply(
+    name: str, command: str, corpus: Corpus, hostile_models: Path, work: Path
+) -> None:
+    """From the shell: exit 2 and one line, in seconds, peak memory under 2 GiB (the file asks for far more)."""
+    model = hostile_models / f"{name}.pt"
+    argv = [sys.executable, "-m", "segkit", command, str(model), *MODEL_COMMANDS[command](corpus, work)]
+    measured = json.loads(subprocess.run([sys.executable, "-c", MEASURE, *argv], capture_output=True, text=True,
+                                         check=True).stdout)
+    assert measured["code"] == 2 and len(measured["err"].splitlines()) == 1, measured["err"]
+    assert MODEL_ENTRY_BY_NAME[name].phrase in measured["err"]
+    assert measured["peak"] < PEAK_MEMORY_LIMIT and measured["seconds"] < 60, measured

@@ -218,7 +218,7 @@ def test_report_of_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "was not found" in html and 'id="images"' not in html and 'data-class="car"' in html
 
     assert main(["report", str(tmp_path)]) == 2
-    assert "no best.pt here" in capsys.readouterr().err
+    assert "no best.pt or last.pt here" in capsys.readouterr().err
 
 
 def test_report_in_chromium(browser, tmp_path: Path) -> None:
@@ -260,3 +260,12 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
     page.close()
     assert errors == []
     assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_report_of_a_run_stopped_before_its_first_validation(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint_file(run / "last.pt", data=data)  # no best.pt yet
+    assert main(["report", str(run), "--device", "cpu"]) == 0
+    assert "last.pt" in (run / "report.html").read_text(encoding="utf-8")

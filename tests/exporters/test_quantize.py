@@ -120,3 +120,17 @@ def test_bad_requests(setup: tuple[Path, Path, Path], tmp_path: Path, capsys: py
     assert main(["export", str(fp32), "--out", str(tmp_path / "b.onnx"), "--quantize", "int8", "--calibration", str(tmp_path / "none")]) == 2
     assert list(tmp_path.iterdir()) == []
     assert evenly_spaced(3, 5) == [0, 1, 2] and evenly_spaced(10, 3) == [1, 5, 8]
+
+
+def test_calibration_data_is_checked_before_the_fp32_export(
+    setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint, _, _ = setup
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the fp32 export ran before the calibration data was read")
+
+    monkeypatch.setattr("segkit.exporters.onnx.export_onnx", no_export)
+    with pytest.raises(SegkitError, match="none"):
+        quantize_onnx(checkpoint, tmp_path / "int8.onnx", tmp_path / "none")
+    assert not (tmp_path / "int8.onnx").exists()

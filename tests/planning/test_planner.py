@@ -91,7 +91,7 @@ def test_small_images_are_trained_whole_at_native_resolution(tmp_path: Path, no_
     assert choices["preprocess.resize"].value == "letterbox"
     assert choices["preprocess.img_size"].value == (128, 128)  # 120 x 100 rounded up to multiples of 32
     assert choices["precision"].value == "bf16" and "2.0x faster" in choices["precision"].reason
-    assert fast_probe == ["32", "bf16"]
+    assert fast_probe == ["32", "bf16", "bf16"]  # float32 and bf16, then the narrower U-Net the race tries
     assert plan.epochs is None  # measured on the real training path later (the race, or segkit plan's slice)
     assert all(choice.reason for choice in plan.choices)  # one reason per choice
     text = plan.format()
@@ -132,7 +132,11 @@ def test_thin_objects_and_a_short_budget_race_native_crops_first(tmp_path: Path,
     assert (
         choices["preprocess.img_size"].value == (256, 224) and "short budget" in choices["preprocess.img_size"].reason
     )
-    assert tight.candidates[1].label == "unet-16, 256px crops at native scale"  # the line at 1 px: crops race next
+    labels = [candidate.label for candidate in tight.candidates]
+    # from scratch: the narrower U-Net second (twice as fast: native crops for it), the lower learning rate third,
+    # then the other inputs, native crops first (the leader thins the line to 1 px)
+    assert labels[1] == "unet-8, 256px crops at native scale" and labels[2].endswith("lr 0.001")
+    assert labels[3] == "unet-16, 256px crops at native scale"
 
 
 def test_whole_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Path, no_weights, fast_probe) -> None:

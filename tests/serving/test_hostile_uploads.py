@@ -191,8 +191,9 @@ def test_slow_body_gets_408() -> None:
     ("data", "words"),
     [
         (png_bomb(8000, 8000), ("8000x8000 = 64,000,000 pixels", "10,000,000")),  # our limit
-        (png_bomb(30000, 30000), ("pixel limit",)),  # Pillow's hard limit, hit while reading the header
-        (huge_gif(), ("pixel limit",)),
+        # Pillow's hard limit, hit while reading the header: still told in the server's terms
+        (png_bomb(30000, 30000), ("900,000,000 pixels", "10,000,000 limit", "--max-megapixels")),
+        (huge_gif(), ("4,294,836,225 pixels", "--max-megapixels")),
     ],
     ids=["png-64MP", "png-900MP", "gif-4GP"],
 )
@@ -210,6 +211,20 @@ def test_decompression_bombs_are_refused_before_decoding(
     monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
     assert_error(post_raw(client, data), 413, *words)
     assert loads == []  # no pixel was decoded
+
+
+def test_pillows_own_limit_is_neither_quoted_nor_warned_about() -> None:
+    import warnings
+
+    from segkit.serving.uploads import UploadRejected
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UploadRejected, match=r"over the 50,000,000 limit \(segkit serve --max-megapixels\)"):
+            open_upload(png_bomb(15000, 13000), 50_000_000)  # 195 MP: above Pillow's error threshold
+        with pytest.raises(UploadRejected, match="10000x10000 = 100,000,000 pixels, over the 50,000,000"):
+            open_upload(png_bomb(10000, 10000), 50_000_000)  # 100 MP: above Pillow's warning threshold only
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
 def test_default_pixel_limit_refuses_the_7000x7000_png() -> None:

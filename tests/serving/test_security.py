@@ -102,6 +102,14 @@ def test_empty_key_variable_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_pat
         args.func(args)
 
 
+def test_empty_key_option_blames_the_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    args = build_parser().parse_args(["serve", str(tmp_path / "model.pt"), "--api-key", ""])
+    with pytest.raises(SegkitError, match="--api-key is empty") as raised:
+        args.func(args)
+    assert API_KEY_ENV not in str(raised.value)
+
+
 # ------------------------------------------------------------------ hosts, CORS
 def test_loopback_addresses() -> None:
     for host in ("127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"):

@@ -111,6 +111,21 @@ def test_race_keeps_the_better_half_and_drops_a_diverging_candidate(
     assert json.loads(json.dumps(record.to_dict()))["entries"][0]["rungs"]
 
 
+def test_losers_never_take_more_than_the_cap(
+    shapes_dataset: Path, tmp_path: Path, quick_race: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(race_module, "RACE_CAP", 0.01)  # the first rung already costs more: no second one
+    sizes = (("a", 32), ("b", 48), ("c", 64))
+    candidates = [candidate(shapes_dataset, tmp_path, name, img_size=size) for name, size in sizes]
+    data = open_training_data(candidates[0].config)
+    contest = Race(candidates, lambda c: Learner(c, data, torch.device("cpu")), lambda s: s / 12, lambda: None,
+                   data.val_source, data.val_indices, torch.device("cpu"), 12.0)
+    winner, _, _ = contest.run()
+    entries = contest.record.entries
+    assert contest.count == 3 and [len(entry["rungs"]) for entry in entries] == [1, 1, 1]
+    assert entries[winner]["rungs"][0]["score"] == max(entry["rungs"][0]["score"] for entry in entries)
+
+
 def test_a_stop_signal_ends_the_race_with_the_best_so_far(
     shapes_dataset: Path, tmp_path: Path, quick_race: None
 ) -> None:

@@ -83,6 +83,11 @@ class DecodedSource:
     def __len__(self) -> int:
         return len(self.source)
 
+    @property
+    def samples(self) -> Sequence[Any]:
+        """The underlying source's sample references (names and files), nothing decoded."""
+        return self.source.samples
+
     def name(self, index: int) -> str:
         """Sample ``index``'s name without decoding it."""
         return self.source.samples[index].name

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -58,6 +59,8 @@ DEFINITIONS = (
     ),
     ("fwIoU", "Σ_c (TP_c + FN_c) / all · IoU_c (IoU weighted by the class's share of the true pixels)"),
 )
+logger = logging.getLogger(__name__)
+
 MAX_CLASS_COLUMNS = 12  # per-class IoU columns in the per-image table up to this many classes
 ALPHA = 0.5
 
@@ -428,7 +431,7 @@ def report_run(
     device: str = "auto",
     batch_size: int = 8,
 ) -> Path:
-    """Write the report of a training run folder: its ``best.pt`` evaluated on the run's validation images.
+    """Write the report of a training run folder: its ``best.pt`` (else ``last.pt``) evaluated on the run's validation images.
 
     The validation images are found as the run found them (``--val``, a ``val`` split, or
     the ``--val-split`` share held out by name), with the run's ``--masks``, ``--colors``
@@ -450,7 +453,7 @@ def report_run(
         The written file.
 
     Raises:
-        SegkitError: no ``best.pt`` in ``run_dir``, or unreadable data.
+        SegkitError: no ``best.pt`` or ``last.pt`` in ``run_dir``, or unreadable data.
     """
     from segkit.checkpoint import load_checkpoint
     from segkit.evaluation.evaluate import evaluate_checkpoint
@@ -458,7 +461,10 @@ def report_run(
     run_dir = Path(run_dir)
     best = run_dir / "best.pt"
     if not best.is_file():
-        raise SegkitError(run_dir, "no best.pt here: not a segkit training run folder")
+        if not (run_dir / "last.pt").is_file():
+            raise SegkitError(run_dir, "no best.pt or last.pt here: not a segkit training run folder")
+        best = run_dir / "last.pt"  # a run stopped before its first validation: its latest weights
+        logger.warning("%s: no best.pt yet; reporting on last.pt", run_dir)
     out = Path(out) if out is not None else run_dir / "report.html"
     checkpoint = load_checkpoint(best)
     card = checkpoint.card

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from segkit.checkpoint import load_checkpoint
 from segkit.data.io import atomic_write
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
@@ -175,6 +176,11 @@ def quantize_onnx(
         raise SegkitError(out, "already exists; pass --overwrite to replace it")
     if calibration_images < 1 or not 0 <= max_drop <= 1:
         raise SegkitError(None, "--calibration-images must be at least 1 and --max-drop in [0, 1]")
+    from segkit.evaluation.evaluate import open_evaluation_source
+
+    card = OnnxBackend(model, "cpu").card if model.suffix.lower() == ".onnx" else load_checkpoint(model).card
+    # the calibration data is read before the (slow) fp32 export: a wrong folder fails at once
+    source = open_evaluation_source(data, split, card.ignore_index, masks=masks, colors=colors, classes=classes)
     with tempfile.TemporaryDirectory(prefix="segkit-quantize-") as work:
         if model.suffix.lower() != ".onnx":
             from segkit.exporters.onnx import export_onnx
@@ -190,12 +196,9 @@ def quantize_onnx(
         result = _quantize(
             model,
             out,
-            data,
+            source,
             Path(work),
-            split=split,
-            masks=masks,
-            colors=colors,
-            classes=classes,
+            data=data,
             calibration_images=calibration_images,
             max_drop=max_drop,
             force=force,
@@ -206,27 +209,23 @@ def quantize_onnx(
 def _quantize(
     model: Path,
     out: Path,
-    data: str | Path,
+    source: Any,
     work: Path,
     *,
-    split: str | None,
-    masks: str | None,
-    colors: str | Path | None,
-    classes: Any,
+    data: str | Path,
     calibration_images: int,
     max_drop: float,
     force: bool,
 ) -> QuantizationResult:
-    """Calibrate, quantize, score both models and write ``out`` (see :func:`quantize_onnx`)."""
+    """Calibrate on and score with ``source``, quantize, write ``out`` (see :func:`quantize_onnx`)."""
     import onnxruntime.quantization as quant
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from segkit.evaluation.evaluate import evaluate_predictor, open_evaluation_source
+    from segkit.evaluation.evaluate import evaluate_predictor
 
     fp32 = OnnxBackend(model, "cpu")
     if "quantization" in fp32.metadata.get("export", {}):
         raise SegkitError(model, "is already quantized; quantize the fp32 export")
-    source = open_evaluation_source(data, split, fp32.card.ignore_index, masks=masks, colors=colors, classes=classes)
     recorder = RecordingBackend(fp32)
     chosen = evenly_spaced(len(source), calibration_images)
     Predictor(recorder, fp32.card).predict_batch([source.load(index).image for index in chosen])

@@ -16,8 +16,11 @@ this one implementation, written against :mod:`segkit.prediction.arrays`.
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +39,11 @@ from segkit.prediction.tta import TTAConfig, augmented_probabilities
 if TYPE_CHECKING:
     import torch
 
+logger = logging.getLogger(__name__)
+
 TORCH_INSTALL_HINT = "pip install 'segkit[torch]'"
+DEFAULT_BATCH_SIZE = 8  # images per forward pass
+MEMORY_SHARE = 0.5  # one forward pass may take this share of the device's free memory (the batch is lowered)
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -132,7 +139,7 @@ class Predictor:
         tta: TTAConfig | str | None = None,
         crf: bool = False,
         threshold: float | None = None,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         if threshold is not None and not card.binary:
             raise SegkitError(None, f"--threshold needs a binary checkpoint; this one has {card.num_classes} classes")
@@ -174,6 +181,7 @@ class Predictor:
                 model, or a ``.pt`` checkpoint without PyTorch installed.
         """
         if isinstance(checkpoint, Checkpoint):
+            options = fit_pass_memory(checkpoint.card, device, options, None)
             return cls(checkpoint.build_model(None), checkpoint.card, device=device, **options)
         path = Path(checkpoint)
         if path.suffix.lower() == ".onnx":
@@ -188,6 +196,7 @@ class Predictor:
             loaded = load_pretrained(path)
         else:
             loaded = load_checkpoint(path)
+        options = fit_pass_memory(loaded.card, device, options, path)
         return cls(loaded.build_model(path), loaded.card, device=device, **options)
 
     @property
@@ -333,3 +342,37 @@ def _require_torch(what: str, path: str | Path | None = None) -> None:
 
     if importlib.util.find_spec("torch") is None:
         raise SegkitError(path, f"{what} needs PyTorch, which this install lacks: {TORCH_INSTALL_HINT}")
+
+
+def fit_pass_memory(
+    card: ModelCard, device: str | torch.device, options: dict[str, Any], source: str | Path | None
+) -> dict[str, Any]:
+    """``options`` with the batch lowered so that one forward pass needs at most :data:`MEMORY_SHARE` of the
+    device's free memory; checked on the card before the model is built.
+
+    The largest pass is ``batch_size`` whole inputs for letterbox/resize cards, and a batch of the
+    largest windows for crop cards (their whole images at native scale are bounded by the images).
+
+    Raises:
+        SegkitError: not even one input (or window) fits: the card asks for too large an input.
+    """
+    from segkit.device import available_memory, resolve_device
+
+    free = available_memory(resolve_device(device))
+    budget = None if free is None else int(MEMORY_SHARE * free)
+    preprocess = card.preprocess
+    if preprocess.resize == "crop":
+        tiling = options.get("tiling") or TileConfig()
+        window = tiling.window_size(preprocess) or preprocess.img_size  # in original pixels
+        height, width = (math.ceil(side * preprocess.scale) for side in window)  # at the network's scale
+        batch = card.batch_that_fits(height, width, tiling.batch_for(), budget, source)
+        if batch < tiling.batch_for():
+            logger.info("tile batch lowered to %d so that a forward pass fits the free memory", batch)
+            return {**options, "tiling": replace(tiling, batch_size=batch)}
+        return options
+    requested = int(options.get("batch_size", DEFAULT_BATCH_SIZE))
+    batch = card.batch_that_fits(*preprocess.img_size, requested, budget, source)
+    if batch < requested:
+        logger.info("batch size lowered to %d so that a forward pass fits the free memory", batch)
+        return {**options, "batch_size": batch}
+    return options

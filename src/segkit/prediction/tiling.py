@@ -43,6 +43,7 @@ SIGMA_SCALE = 0.125
 # windows waste little on overlaps (a 2149 x 1480 image at 384 px crops: 2 windows of 1536 px
 # instead of 12 of 768 px, 4.7 instead of 7.1 megapixels computed) and give the network context.
 AUTO_TILE_FACTOR = 4
+MAX_WINDOW_SIDE = 4096  # automatic windows are at most this many network pixels per side (the crop, if larger)
 # ... and at most this many training crops' pixels per forward pass (the memory bound of tiling).
 AUTO_TILE_CROPS_PER_PASS = 16
 # Every model's stride divides this many pixels: planned input sides are multiples of it, and window
@@ -86,15 +87,25 @@ class TileConfig:
         if self.batch_size < 1:
             raise SegkitError(None, f"tile batch size must be at least 1, got {self.batch_size}")
 
-    def window_for(self, height: int, width: int, preprocess: PreprocessConfig) -> tuple[int, int] | None:
-        """The window size for an ``height x width`` image, or ``None`` to predict it whole."""
+    def window_size(self, preprocess: PreprocessConfig) -> tuple[int, int] | None:
+        """The window images are tiled in, in original pixels: the size given, or the automatic one of crop cards."""
         if self.size is not None:
             return self.size
         if not self.auto or preprocess.resize != "crop":
             return None
-        # AUTO_TILE_FACTOR crops per side at the network's scale, in original pixels
-        window_h, window_w = (math.ceil(side * AUTO_TILE_FACTOR / preprocess.scale) for side in preprocess.img_size)
-        return (window_h, window_w) if height > window_h or width > window_w else None
+        # AUTO_TILE_FACTOR crops per side at the network's scale (at most MAX_WINDOW_SIDE), in original pixels
+        window_h, window_w = (
+            math.ceil(max(side, min(side * AUTO_TILE_FACTOR, MAX_WINDOW_SIDE)) / preprocess.scale)
+            for side in preprocess.img_size
+        )
+        return window_h, window_w
+
+    def window_for(self, height: int, width: int, preprocess: PreprocessConfig) -> tuple[int, int] | None:
+        """The window size for an ``height x width`` image, or ``None`` to predict it whole."""
+        window = self.window_size(preprocess)
+        if window is None or self.size is not None:
+            return window
+        return window if height > window[0] or width > window[1] else None
 
     def batch_for(self) -> int:
         """Windows per pass: ``batch_size``, fewer for automatic windows (bounded memory)."""

@@ -199,6 +199,8 @@ def serve_model(
     """
     if max_upload_mb <= 0 or max_megapixels <= 0:
         raise SegkitError(None, "--max-upload-mb and --max-megapixels must be positive")
+    if api_key == "":
+        raise SegkitError(None, "--api-key is empty: give a key, or leave the option out")
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
     if api_key == "":
         raise SegkitError(None, f"{API_KEY_ENV} is set but empty: give it a key or unset it")

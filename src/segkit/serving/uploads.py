@@ -22,6 +22,8 @@ reset" instead of the answer when the server closes a socket holding unread data
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import anyio
@@ -153,9 +155,15 @@ def open_upload(data: bytes, max_pixels: int) -> Image.Image:
             400 when the bytes are not an image of an accepted format.
     """
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as error:  # Pillow's own hard limit, hit inside open()
-        raise UploadRejected(413, f"image is over the pixel limit ({error})") from None
+        with warnings.catch_warnings():  # Pillow warns above its own limit; the server's limit is checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as error:  # Pillow's hard limit (twice its own), hit inside open()
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow opens"
+        raise UploadRejected(
+            413, f"image is {size}, over the {max_pixels:,} limit (segkit serve --max-megapixels)"
+        ) from None
     except Exception as error:  # any failure to parse the client's bytes is the client's
         raise UploadRejected(
             400, f"not a readable image ({error.__class__.__name__}); accepted formats: {', '.join(ALLOWED_FORMATS)}"

@@ -94,6 +94,24 @@ def open_training_data(config: TrainConfig) -> TrainingData:
     )
 
 
+def data_fingerprint(data: TrainingData) -> str:
+    """A digest of which files train and validate (names and byte sizes): a resumed run checks it is the same data."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for role, source, indices in (
+        ("train", data.train_source, data.train_indices),
+        ("val", data.val_source, data.val_indices),
+    ):
+        samples = source.samples
+        for index in sorted(indices, key=lambda i: samples[i].name):
+            sample = samples[index]
+            files = [path for path in (sample.image, sample.mask, sample.annotation) if path is not None]
+            sizes = ",".join(str(path.stat().st_size) if path.is_file() else "-" for path in files)
+            digest.update(f"{role}:{sample.name}:{sizes}\n".encode())
+    return digest.hexdigest()
+
+
 def is_binary(config: TrainConfig, classes: list[str]) -> bool:
     """Binary mode (one sigmoid channel): asked for, or ``auto`` with two classes."""
     binary = config.mode == "binary" or (config.mode == "auto" and len(classes) == 2)

@@ -300,6 +300,12 @@ class TrainConfig:
         parse=bool,
         group="run",
     )
+    force: bool = option(
+        False,
+        help="resume even though DATA holds other images than the run started with (same classes)",
+        parse=bool,
+        group="run",
+    )
     race: bool = option(
         True,
         help="with --time-budget, race the planner's candidate recipes on the data for a share of the budget "
@@ -428,6 +434,7 @@ RESUME_OVERRIDES = (
     "patience",
     "resume",
     "num_samples",
+    "force",
 )
 
 

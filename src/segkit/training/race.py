@@ -8,7 +8,9 @@ training data (decoding, augmentation, loader and step: the real path) and score
 validation image's original size through the prediction code, by successive halving
 (Jamieson & Talwalkar, 2016): after each rung the better half goes on with twice the time,
 the others stop (and so does any candidate :data:`CLEAR_MARGIN` behind the best). The winner is never restarted: the trainer continues its Learner, so only
-the losers' time is spent on the race, at most :data:`RACE_SHARE` of the budget.
+the losers' time is spent on the race: planned as :data:`RACE_SHARE` of the budget, never more
+than :data:`RACE_CAP` (later rungs are shortened, or the race ends, when scoring or building
+took longer than planned).
 
 A budget shorter than :data:`MIN_RACE_BUDGET` (or one candidate) is not raced: the leading
 candidate trains a short measured slice instead (:data:`PROBE_SECONDS`), which gives the
@@ -33,12 +35,14 @@ from segkit.training.validation import spread, validate_model
 
 logger = logging.getLogger("segkit.training")
 
-RACE_SHARE = 0.25  # the losers' time (training, scoring, building) is at most this share of the budget
+RACE_SHARE = 0.2  # the losers' time (training, scoring, building) is planned as this share of the budget ...
+RACE_CAP = 0.25  # ... and never more than this (a slow scoring or build is taken from later rungs)
 MIN_RACE_BUDGET = 120.0  # seconds: a shorter budget is not raced
-MIN_SLICE = {"cpu": 20.0, "gpu": 8.0}  # training seconds of a candidate's first slice, at least
+MIN_SLICE = {"cpu": 15.0, "gpu": 8.0}  # training seconds of a candidate's first slice, at least
 MAX_CANDIDATES = 4
 MIN_STEPS = 15  # a candidate expected to take fewer optimiser steps in its first slice does not race
 CLEAR_MARGIN = 0.05  # a candidate this far behind the best score after a rung stops, whatever its rank
+TIE_MARGIN, TIE_EPOCHS = 0.03, 1.5  # a final score this close: the candidate with 1.5x the epochs wins
 RACE_VALIDATION_SHARE = 0.1  # scoring a candidate takes about this share of its first slice
 BUILD_SECONDS = 2.0  # assumed per candidate (resizing its training images, building its model) when sizing slices
 VALIDATION_SHARE = 0.15  # validation during training takes at most this share of the time (spaced out) ...
@@ -225,18 +229,23 @@ class Race:
         learners: dict[int, Learner] = {}
         alive, rung = list(range(self.count)), 0
         while len(alive) > 1:
+            until = self._affordable(alive, self.slice * 2**rung) if rung else self.slice
             scores: dict[int, float] = {}
             for index in alive:
-                if self.stop() is not None:
+                if self.stop() is not None or until is None:
                     break
-                scores[index] = self._run_rung(index, rung, learners)
-            stopped = self.stop() is not None
+                scores[index] = self._run_rung(index, rung, until, learners)
+            if until is None:  # no rung fits the cap any more: the best of the last one wins
+                scores = {i: self._entry(i)["rungs"][-1]["score"] for i in alive if self._entry(i)["rungs"]}
+            stopped = self.stop() is not None or until is None
             ranked = [i for i in sorted(scores, key=lambda i: (-scores[i], i)) if i in learners]
             if not ranked:
                 raise SegkitError(None, "every candidate recipe failed in the race (see the lines above)")
             best = scores[ranked[0]]
             survivors = ranked[:1] if stopped else ranked[: math.ceil(len(alive) / 2)]
             survivors = [i for i in survivors if scores[i] >= best - CLEAR_MARGIN]  # clearly behind: out now
+            if len(survivors) == 1:
+                survivors = [self._decide(ranked, scores, learners)]
             for index in alive:
                 if index not in survivors:
                     self._entry(index)["eliminated"] = rung
@@ -258,13 +267,55 @@ class Race:
         return winner, learners[winner], self._measured(winner, learners[winner])
 
     # ----------------------------------------------------------------- helpers
-    def _run_rung(self, index: int, rung: int, learners: dict[int, Learner]) -> float:
-        """Train candidate ``index`` to the end of ``rung`` and score it (``-inf`` when it failed)."""
+    def _decide(self, ranked: list[int], scores: dict[int, float], learners: dict[int, Learner]) -> int:
+        """The winner: the best score, unless a candidate within :data:`TIE_MARGIN` of it trains
+        :data:`TIE_EPOCHS` times as many epochs in the same time.
+
+        Early scores favour whatever learns fastest at first; when they are this close, the
+        recipe that will see the data more often in the rest of the budget ends ahead (measured
+        on the race's own images per second).
+        """
+
+        def epochs_per_second(index: int) -> float:
+            learner = learners[index]
+            return learner.images_seen / max(self.train_seconds.get(index, 0.0), 1e-9) / max(len(learner.train_set), 1)
+
+        best = ranked[0]
+        for other in ranked[1:]:
+            close = scores[best] - scores[other] <= TIE_MARGIN
+            if close and epochs_per_second(other) >= TIE_EPOCHS * epochs_per_second(best):
+                logger.info(
+                    "race: %s is within %.2f of %s and trains %.1fx the epochs: it goes on",
+                    self.candidates[other].label,
+                    TIE_MARGIN,
+                    self.candidates[best].label,
+                    epochs_per_second(other) / epochs_per_second(best),
+                )
+                best = other
+        return best
+
+    def _affordable(self, alive: list[int], until: float) -> float | None:
+        """The training seconds the candidates still racing may reach without the losers passing :data:`RACE_CAP`.
+
+        Whichever wins, every other candidate's time is lost: the projection counts all of it
+        but the largest. ``None`` when not even half a first slice more fits.
+        """
+        spent = {index: self._entry(index)["seconds"] for index in range(len(self.record.entries))}
+        lost = sum(spent.values()) - max(spent[index] for index in alive)
+        trained = min(self.train_seconds.get(index, 0.0) for index in alive)
+        per_second = (len(alive) - 1) * (1 + RACE_VALIDATION_SHARE)
+        if lost + per_second * (until - trained) <= RACE_CAP * self.budget:
+            return until
+        reachable = trained + (RACE_CAP * self.budget - lost) / per_second
+        return reachable if reachable - trained >= self.slice / 2 else None
+
+    def _run_rung(self, index: int, rung: int, until: float, learners: dict[int, Learner]) -> float:
+        """Train candidate ``index`` to ``until`` seconds of training and score it (``-inf`` when it failed)."""
         learner = learners.get(index)
         try:
             if learner is None:
                 learner = learners[index] = self._learner(index)
-            self._train(index, learner, self.slice * 2**rung)
+            self._train(index, learner, until)
             score = self._score(index, learner)
             self._record_rung(index, learner, score)
         except (LossNotFinite, torch.OutOfMemoryError) as error:

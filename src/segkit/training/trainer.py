@@ -32,7 +32,7 @@ from segkit.data.io import atomic_write
 from segkit.device import resolve_device
 from segkit.errors import SegkitError
 from segkit.evaluation.metrics import to_json_safe
-from segkit.training.builders import TrainingData, open_training_data
+from segkit.training.builders import TrainingData, data_fingerprint, open_training_data
 from segkit.training.callbacks import Callback
 from segkit.training.config import TrainConfig
 from segkit.training.distributed import (
@@ -177,6 +177,9 @@ class Trainer:
 
     def _set_up(self, config: TrainConfig, resumed: Checkpoint | None) -> None:
         self.data: TrainingData = open_training_data(config)
+        self.data_fingerprint = data_fingerprint(self.data)
+        if resumed is not None:
+            self._check_same_data(config, resumed)
         self.plan: Plan | None = None
         if config.plan and config.user_options is not None and resumed is None:
             from segkit.planning.planner import make_plan
@@ -260,6 +263,25 @@ class Trainer:
         return self.learner.autocast_dtype
 
     # ------------------------------------------------------------------ set-up
+    def _check_same_data(self, config: TrainConfig, checkpoint: Checkpoint) -> None:
+        """A resumed run trains on what it started with: the same classes (else an error) and images (else --force)."""
+        card, path = checkpoint.card, config.resume
+        if list(self.data.classes) != list(card.classes):
+            raise SegkitError(
+                path,
+                f"the run was trained on the classes {card.classes}, but {config.data} has {self.data.classes}: "
+                "resume it with its own data, or start a new run",
+            )
+        started = (checkpoint.resume or {}).get("data", {}).get("fingerprint")
+        if started and started != self.data_fingerprint:
+            if not config.force:
+                raise SegkitError(
+                    path,
+                    f"{config.data} holds other images than the run started with (same classes); add --force to "
+                    "resume on them anyway (best.pt then compares scores from different validation images)",
+                )
+            logger.warning("resuming on other images than the run started with (--force)")
+
     def _restore(self, checkpoint: Checkpoint) -> None:
         state = checkpoint.resume
         if state is None:
@@ -526,6 +548,7 @@ class Trainer:
         state: dict[str, Any] = {
             **self.learner.state_dict(),
             "rng": rng_state(),
+            "data": {"fingerprint": self.data_fingerprint},
             "progress": {
                 "epoch": epoch if partial else epoch + 1,
                 "step": int(partial.get("step", 0)),
