@@ -108,7 +108,8 @@ def data_fingerprint(data: TrainingData) -> str:
             sample = samples[index]
             files = [path for path in (sample.image, sample.mask, sample.annotation) if path is not None]
             sizes = ",".join(str(path.stat().st_size) if path.is_file() else "-" for path in files)
-            digest.update(f"{role}:{sample.name}:{sizes}\n".encode())
+            # File names need not be UTF-8 (surrogate-escaped bytes): hash them as the bytes they are.
+            digest.update(f"{role}:{sample.name}:{sizes}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
