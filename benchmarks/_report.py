@@ -50,7 +50,7 @@ def append_result(section: str, row: Mapping[str, Any], readme: Path = README) -
     The table's columns are the row's keys; a new section (with its header row) is
     added at the end of the file when ``## section`` does not exist yet.
     """
-    from segkit.data.io import atomic_write
+    from segkit.files import atomic_write
 
     text = readme.read_text() if readme.is_file() else README_TITLE
     lines = text.rstrip("\n").splitlines()
@@ -100,8 +100,13 @@ class Target:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "value": self.value, "target": self.target,
-            "at_least": self.at_least, "unit": self.unit, "verdict": self.verdict, "note": self.note,
+            "name": self.name,
+            "value": self.value,
+            "target": self.target,
+            "at_least": self.at_least,
+            "unit": self.unit,
+            "verdict": self.verdict,
+            "note": self.note,
         }
 
 

@@ -74,9 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_arguments(parser, repeats=5)
     parser.add_argument("--masks", type=int, default=None, help="number of Dubai masks used (default all 72, quick 6)")
-    parser.add_argument("--pairs", type=int, default=None, help="512x512 pairs of the process arms (default 300, quick 20)")
     parser.add_argument(
-        "--light-python", type=Path, default=Path(sys.executable),
+        "--pairs", type=int, default=None, help="512x512 pairs of the process arms (default 300, quick 20)"
+    )
+    parser.add_argument(
+        "--light-python",
+        type=Path,
+        default=Path(sys.executable),
         help="python of a segkit[onnx] environment for the `segkit evaluate` process (default: this one)",
     )
     args = parser.parse_args(argv)
@@ -252,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     repeats = resolve_repeats(args, quick_repeats=2)
-    from segkit.evaluation.confusion import ConfusionMatrix
     from segkit.data.classes import read_class_list
+    from segkit.evaluation.confusion import ConfusionMatrix
     from segkit.evaluation.folders import evaluate_folders
 
     dubai = dataset_dir(data_root(args.data), DUBAI)
@@ -293,8 +297,19 @@ def main(argv: list[str] | None = None) -> int:
         loop_file.write_text(LOOP_SCRIPT)
         process_arms = {
             "segkit_process": process_arm(
-                [str(args.light_python), "-m", "segkit", "evaluate", "--pred", str(crop_pred), "--true", str(crop_true),
-                 "--classes", str(class_file)], args.pairs,
+                [
+                    str(args.light_python),
+                    "-m",
+                    "segkit",
+                    "evaluate",
+                    "--pred",
+                    str(crop_pred),
+                    "--true",
+                    str(crop_true),
+                    "--classes",
+                    str(class_file),
+                ],
+                args.pairs,
             ),
             "loop_process": process_arm(
                 [sys.executable, str(loop_file), str(crop_pred), str(crop_true), str(num_classes)], args.pairs

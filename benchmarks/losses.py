@@ -52,9 +52,19 @@ def run(name: str, data: Path, val: tuple, options: dict[str, Any], device: str,
 
     started = time.monotonic()
     recipe = {**RECIPES[name], "epochs": epochs}
-    result = segkit.train(data=str(data), out=str(out), device=device, model="unet",
-                          model_kwargs={"base_channels": 16}, precision="bf16", seed=0, pretrained=False,
-                          progress=False, **recipe, **options)
+    result = segkit.train(
+        data=str(data),
+        out=str(out),
+        device=device,
+        model="unet",
+        model_kwargs={"base_channels": 16},
+        precision="bf16",
+        seed=0,
+        pretrained=False,
+        progress=False,
+        **recipe,
+        **options,
+    )
     predictor = Predictor.from_checkpoint(result.best_checkpoint, device=device)
     metrics = score(predictor.predict, *val)
     return {"metrics": metrics, "seconds": time.monotonic() - started}
@@ -83,19 +93,29 @@ def main(argv: list[str] | None = None) -> int:
             chosen = [arm.strip() for arm in args.arms.split(";")] if args.arms else list(ARMS)
             for arm, options in ((arm, ARMS[arm]) for arm in chosen):
                 log(f"{name}: {arm}")
-                outcome = run(name, data, val, options, args.device, epochs, work / "runs" / name / arm.replace(" ", "_"))
+                outcome = run(
+                    name, data, val, options, args.device, epochs, work / "runs" / name / arm.replace(" ", "_")
+                )
                 metrics = outcome["metrics"]
                 per_class = {c: metrics["per_class"][c]["iou"] for c in classes}
                 rarest = min(classes, key=lambda c: metrics["per_class"][c]["support"] or float("inf"))
-                report[name][arm] = {"mIoU": metrics["mIoU"], "per_class_iou": per_class,
-                                     "seconds": round(outcome["seconds"], 1)}
-                log(f"RESULT {name} {arm}: mIoU {metrics['mIoU']:.4f}, {rarest} IoU {per_class[rarest]:.4f}, "
-                    f"per class {json.dumps({c: round(v or 0, 3) for c, v in per_class.items()})}")
+                report[name][arm] = {
+                    "mIoU": metrics["mIoU"],
+                    "per_class_iou": per_class,
+                    "seconds": round(outcome["seconds"], 1),
+                }
+                log(
+                    f"RESULT {name} {arm}: mIoU {metrics['mIoU']:.4f}, {rarest} IoU {per_class[rarest]:.4f}, "
+                    f"per class {json.dumps({c: round(v or 0, 3) for c, v in per_class.items()})}"
+                )
                 targets.append(Target(f"{name}: {arm}: mIoU", metrics["mIoU"], None, unit=""))
                 targets.append(Target(f"{name}: {arm}: IoU of {rarest} (rarest)", per_class[rarest], None, unit=""))
-    settings = ("planned CPU recipe (U-Net 16, bf16) at fixed epochs: " + ", ".join(
-        f"{n} {RECIPES[n]['epochs']}" for n in args.datasets.split(",")) + f"; device {args.device}"
-        + ("; --quick" if args.quick else ""))
+    settings = (
+        "planned CPU recipe (U-Net 16, bf16) at fixed epochs: "
+        + ", ".join(f"{n} {RECIPES[n]['epochs']}" for n in args.datasets.split(","))
+        + f"; device {args.device}"
+        + ("; --quick" if args.quick else "")
+    )
     finish({"datasets": report}, SECTION, targets, settings, args.no_report)
     return 0
 

@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-report", action="store_true", help="print the JSON only")
     args = parser.parse_args(argv)
     setup_logging()
-    from segkit.training.config import parse_duration
+    from segkit.config import parse_duration
 
     budget = 30.0 if args.quick else parse_duration(args.budget)
     datasets = ["crackforest"] if args.quick else args.datasets.split(",")

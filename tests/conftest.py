@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pytest
@@ -61,7 +60,10 @@ def tiny_checkpoint(
 
     torch.manual_seed(seed)
     card = ModelCard.create(
-        "unet", list(classes), PreprocessConfig(img_size=img_size, resize=resize), binary=binary,
+        "unet",
+        list(classes),
+        PreprocessConfig(img_size=img_size, resize=resize),
+        binary=binary,
         model_kwargs={"base_channels": 4, "depth": 2},
     )
     model = card.model.build()
@@ -73,8 +75,14 @@ def tiny_checkpoint(
 
 CHROMIUM = Path(os.environ.get("SEGKIT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 

@@ -20,17 +20,21 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from training.conftest import tiny_options
 
 import segkit
 from segkit.cli import build_parser, main
 from segkit.errors import OptionError, SegkitError
 from segkit.prediction.options import PredictionOptions
-from segkit.training.trainer import TrainResult
-from training.conftest import tiny_options
+from segkit.training.callbacks import TrainResult
 
 COMMAND_OF = {  # API function -> its command's argv prefix
-    "convert_labelme": ["convert", "labelme"], "inspect": ["inspect"], "evaluate": ["evaluate"], "predict": ["predict"],
-    "export": ["export"], "serve": ["serve"],
+    "convert_labelme": ["convert", "labelme"],
+    "inspect": ["inspect"],
+    "evaluate": ["evaluate"],
+    "predict": ["predict"],
+    "export": ["export"],
+    "serve": ["serve"],
 }
 OUTPUT_ONLY = {"inspect": {"json"}}  # how the command prints: the function returns the report instead
 
@@ -55,7 +59,9 @@ def trained(data: Path, work: Path) -> TrainResult:
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+    }
 
 
 def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -86,7 +92,9 @@ class Called(Exception):
         ("serve", "segkit.serving.server:serve_model", ["serve", "model.pt"]),
     ],
 )
-def test_each_command_runs_its_function(name: str, where: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_command_runs_its_function(
+    name: str, where: str, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``segkit.<name>`` is the library function the command calls (``plan``: the one it calls)."""
     module_name, _, function_name = where.partition(":")
     module = importlib.import_module(module_name)
@@ -112,11 +120,18 @@ def test_no_function_is_hidden_by_a_sub_package() -> None:
 @pytest.mark.parametrize("name", sorted(COMMAND_OF))
 def test_every_command_option_is_a_keyword_with_the_same_default(name: str) -> None:
     """Parse the command with only its required arguments: each option is the function's keyword, same default."""
-    required = {"convert_labelme": ["src", "out"], "inspect": ["data"], "evaluate": [],
-                "predict": ["model.pt", "a.png", "--out", "o"], "export": ["model.pt", "--out", "o.onnx"],
-                "serve": ["model.pt"]}[name]
+    required = {
+        "convert_labelme": ["src", "out"],
+        "inspect": ["data"],
+        "evaluate": [],
+        "predict": ["model.pt", "a.png", "--out", "o"],
+        "export": ["model.pt", "--out", "o.onnx"],
+        "serve": ["model.pt"],
+    }[name]
     skipped = {"func", "commands", "command", "verbose", "checkpoint", "inputs", "src", "out", "data"}
-    skipped |= OUTPUT_ONLY.get(name, set()) | ({"format"} if name == "convert_labelme" else set())  # labelme: the sub-command
+    skipped |= OUTPUT_ONLY.get(name, set()) | (
+        {"format"} if name == "convert_labelme" else set()
+    )  # labelme: the sub-command
     args = build_parser().parse_args([*COMMAND_OF[name], *required])
     parameters = pyinspect.signature(getattr(segkit, name)).parameters
     takes_prediction = any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values())
@@ -134,23 +149,47 @@ def test_every_command_option_is_a_keyword_with_the_same_default(name: str) -> N
 @pytest.mark.parametrize(
     "call, argv, problem",
     [
-        (lambda: segkit.predict("m.pt", "x.png", alpha=1.5), ["predict", "m.pt", "x.png", "--out", "o", "--alpha", "1.5"],
-         "--alpha must be between 0 and 1, not 1.5"),
-        (lambda: segkit.predict("m.pt", "x.png", image_data=True), ["predict", "m.pt", "x.png", "--out", "o", "--image-data"],
-         "--image-data, --polygon-tolerance and --min-area apply with --format labelme"),
-        (lambda: segkit.predict("m.pt", "x.png", tile="big"), ["predict", "m.pt", "x.png", "--out", "o", "--tile", "big"],
-         "--tile: expected auto, 0, N or HxW, got 'big'"),
+        (
+            lambda: segkit.predict("m.pt", "x.png", alpha=1.5),
+            ["predict", "m.pt", "x.png", "--out", "o", "--alpha", "1.5"],
+            "--alpha must be between 0 and 1, not 1.5",
+        ),
+        (
+            lambda: segkit.predict("m.pt", "x.png", image_data=True),
+            ["predict", "m.pt", "x.png", "--out", "o", "--image-data"],
+            "--image-data, --polygon-tolerance and --min-area apply with --format labelme",
+        ),
+        (
+            lambda: segkit.predict("m.pt", "x.png", tile="big"),
+            ["predict", "m.pt", "x.png", "--out", "o", "--tile", "big"],
+            "--tile: expected auto, 0, N or HxW, got 'big'",
+        ),
         (lambda: segkit.evaluate("m.pt"), ["evaluate", "m.pt"], "give either CHECKPOINT DATA or --pred DIR --true DIR"),
-        (lambda: segkit.evaluate(pred="p", true="t", tta="flip", masks="m"),
-         ["evaluate", "--pred", "p", "--true", "t", "--tta", "flip", "--masks", "m"], "--masks, --tta only apply with CHECKPOINT DATA"),
-        (lambda: segkit.export("m.pt", "o.onnx", quantize="int8"), ["export", "m.pt", "--out", "o.onnx", "--quantize", "int8"],
-         "--quantize and --calibration DATA go together"),
-        (lambda: segkit.export("m.pt", "o", push_to_hub="me/model"), ["export", "m.pt", "--out", "o", "--push-to-hub", "me/model"],
-         "--push-to-hub needs --format hf"),
-        (lambda: segkit.inspect("d", sheet_count=0), ["inspect", "d", "--sheet-count", "0"], "--sheet-count must be at least 1, not 0"),
+        (
+            lambda: segkit.evaluate(pred="p", true="t", tta="flip", masks="m"),
+            ["evaluate", "--pred", "p", "--true", "t", "--tta", "flip", "--masks", "m"],
+            "--masks, --tta only apply with CHECKPOINT DATA",
+        ),
+        (
+            lambda: segkit.export("m.pt", "o.onnx", quantize="int8"),
+            ["export", "m.pt", "--out", "o.onnx", "--quantize", "int8"],
+            "--quantize and --calibration DATA go together",
+        ),
+        (
+            lambda: segkit.export("m.pt", "o", push_to_hub="me/model"),
+            ["export", "m.pt", "--out", "o", "--push-to-hub", "me/model"],
+            "--push-to-hub needs --format hf",
+        ),
+        (
+            lambda: segkit.inspect("d", sheet_count=0),
+            ["inspect", "d", "--sheet-count", "0"],
+            "--sheet-count must be at least 1, not 0",
+        ),
     ],
 )
-def test_option_errors_are_the_commands(call: Any, argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_option_errors_are_the_commands(
+    call: Any, argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(OptionError) as error:
         call()
     assert str(error.value) == problem
@@ -166,7 +205,9 @@ def test_convert_labelme(work: Path, data: Path, capsys: pytest.CaptureFixture[s
     capsys.readouterr()
     assert main(["convert", "labelme", str(work / "labelme"), str(work / "cli"), "--noviz"]) == 0
     assert tree(work / "cli") == tree(data)  # the command writes the same dataset
-    assert capsys.readouterr().out.startswith("found 4 labels: _background_, disk, square, triangle\nconverted 8 images")
+    assert capsys.readouterr().out.startswith(
+        "found 4 labels: _background_, disk, square, triangle\nconverted 8 images"
+    )
     with pytest.raises(SegkitError, match="not empty"):
         segkit.convert_labelme(work / "labelme", data)
     with pytest.raises(SegkitError, match="unknown label|not in the class list|'triangle'"):
@@ -201,8 +242,19 @@ def test_evaluate(trained: TrainResult, data: Path, tmp_path: Path, capsys: pyte
     checkpoint = str(trained.best_checkpoint)
     metrics = segkit.evaluate(checkpoint, data, device="cpu", json=tmp_path / "api.json", tile=24, overlap=0.5)
     assert metrics["num_images"] == 8 and list(metrics["per_class"]) == ["_background_", "disk", "square", "triangle"]
-    argv = ["evaluate", checkpoint, str(data), "--device", "cpu", "--json", str(tmp_path / "cli.json"), "--tile", "24",
-            "--overlap", "0.5"]
+    argv = [
+        "evaluate",
+        checkpoint,
+        str(data),
+        "--device",
+        "cpu",
+        "--json",
+        str(tmp_path / "cli.json"),
+        "--tile",
+        "24",
+        "--overlap",
+        "0.5",
+    ]
     assert main(argv) == 0
     assert (tmp_path / "api.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
     assert capsys.readouterr().out.count("\n") > 4  # the command prints the table of these metrics
@@ -221,18 +273,35 @@ def test_predict(trained: TrainResult, data: Path, tmp_path: Path) -> None:
     for path, mask in masks.items():
         assert mask.dtype == np.uint8 and mask.shape == Image.open(path).size[::-1]
 
-    summary = segkit.predict(checkpoint, [images / "*.png", images], out=tmp_path / "api", device="cpu", tta="flip",
-                             color=True)  # a glob and a folder, the same images: each predicted once
+    summary = segkit.predict(
+        checkpoint, [images / "*.png", images], out=tmp_path / "api", device="cpu", tta="flip", color=True
+    )  # a glob and a folder, the same images: each predicted once
     assert summary.num_images == 8 and "_background_" in summary.format()
     for path, mask in masks.items():
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "api" / f"{path.stem}.png")), mask)
-    argv = ["predict", checkpoint, str(images), "--out", str(tmp_path / "cli"), "--device", "cpu", "--tta", "flip", "--color"]
+    argv = [
+        "predict",
+        checkpoint,
+        str(images),
+        "--out",
+        str(tmp_path / "cli"),
+        "--device",
+        "cpu",
+        "--tta",
+        "flip",
+        "--color",
+    ]
     assert main(argv) == 0
     assert tree(tmp_path / "cli") == tree(tmp_path / "api")
 
     segkit.predict(checkpoint, images, out=tmp_path / "labelme", format="labelme", device="cpu")
-    assert (tmp_path / "labelme" / "labels.txt").read_text().split() == ["__ignore__", "_background_", "disk", "square",
-                                                                          "triangle"]
+    assert (tmp_path / "labelme" / "labels.txt").read_text().split() == [
+        "__ignore__",
+        "_background_",
+        "disk",
+        "square",
+        "triangle",
+    ]
     with pytest.raises(OptionError, match="write files: give out"):
         segkit.predict(checkpoint, images, color=True)
     with pytest.raises(SegkitError, match="missing.png: not found"):
@@ -255,8 +324,11 @@ def test_export(trained: TrainResult, data: Path, tmp_path: Path) -> None:
     onnx = segkit.export(trained.best_checkpoint, tmp_path / "model.onnx", exporter="torchscript", opset=17)
     assert onnx.path.is_file() and onnx.opset == 17 and "max |logit difference|" in onnx.format()
     folder = segkit.export(trained.best_checkpoint, tmp_path / "hf", format="hf")
-    assert folder.url is None and {path.name for path in folder.path.iterdir()} == {"model.safetensors", "config.json",
-                                                                                      "README.md"}
+    assert folder.url is None and {path.name for path in folder.path.iterdir()} == {
+        "model.safetensors",
+        "config.json",
+        "README.md",
+    }
     image = next((data / "images").iterdir())
     original = segkit.predict(trained.best_checkpoint, image, device="cpu")[image]
     np.testing.assert_array_equal(segkit.predict(folder.path, image, device="cpu")[image], original)
@@ -274,10 +346,31 @@ def test_serve(trained: TrainResult, data: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(server, "run_server", configs.append)
     monkeypatch.delenv("SEGKIT_API_KEY", raising=False)
     segkit.serve(trained.best_checkpoint, port=8123, device="cpu", api_key="secret", max_upload_mb=2, keep_alive=3)
-    assert main(["serve", str(trained.best_checkpoint), "--port", "8123", "--device", "cpu", "--api-key", "secret",
-                 "--max-upload-mb", "2", "--keep-alive", "3"]) == 0
+    assert (
+        main(
+            [
+                "serve",
+                str(trained.best_checkpoint),
+                "--port",
+                "8123",
+                "--device",
+                "cpu",
+                "--api-key",
+                "secret",
+                "--max-upload-mb",
+                "2",
+                "--keep-alive",
+                "3",
+            ]
+        )
+        == 0
+    )
     api, cli = configs
-    assert (api.host, api.port, api.timeout_keep_alive) == (cli.host, cli.port, cli.timeout_keep_alive) == ("127.0.0.1", 8123, 3)
+    assert (
+        (api.host, api.port, api.timeout_keep_alive)
+        == (cli.host, cli.port, cli.timeout_keep_alive)
+        == ("127.0.0.1", 8123, 3)
+    )
     assert api.app.state.options == cli.app.state.options
     assert api.app.state.options.max_upload_bytes == 2 * 2**20
 

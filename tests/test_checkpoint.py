@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_checkpoint
+
 from segkit.checkpoint import (
     CHECKPOINT_VERSION,
     Checkpoint,
@@ -107,11 +107,21 @@ def test_version_1_files_still_load(tmp_path: Path) -> None:
     new = tiny_checkpoint()
     card = new.card
     old = {
-        "format": "segkit-checkpoint", "version": 1,
+        "format": "segkit-checkpoint",
+        "version": 1,
         "model": {"name": "unet", "num_classes": 3, "in_channels": 3, "kwargs": dict(card.model.kwargs)},
-        "state_dict": new.state_dict, "classes": card.classes, "palette": card.palette, "binary": False,
-        "threshold": 0.5, "ignore_index": 255, "preprocess": card.preprocess.to_dict(), "epoch": 4,
-        "best_metric": 0.5, "best_metrics": {"mIoU": 0.5}, "history": [], "config": {"lr": 0.01},
+        "state_dict": new.state_dict,
+        "classes": card.classes,
+        "palette": card.palette,
+        "binary": False,
+        "threshold": 0.5,
+        "ignore_index": 255,
+        "preprocess": card.preprocess.to_dict(),
+        "epoch": 4,
+        "best_metric": 0.5,
+        "best_metrics": {"mIoU": 0.5},
+        "history": [],
+        "config": {"lr": 0.01},
         "optimizer": {"state": {}, "param_groups": []},
     }
     torch.save(old, tmp_path / "old.pt")

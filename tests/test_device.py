@@ -11,7 +11,11 @@ from segkit.errors import SegkitError
 
 def test_check_device_name() -> None:
     assert [check_device_name(name) for name in ("auto", "CPU", " cuda ", "cuda:1", "mps")] == [
-        "auto", "cpu", "cuda", "cuda:1", "mps"
+        "auto",
+        "cpu",
+        "cuda",
+        "cuda:1",
+        "mps",
     ]
     for bad in ("toaster", "cuda:", "cuda:x", "cpu:0", ""):
         with pytest.raises(SegkitError, match="--device must be"):

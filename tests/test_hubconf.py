@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT, tiny_checkpoint
+
 from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.models import list_models
@@ -19,8 +19,11 @@ def hub_entries() -> dict[str, object]:
     spec = importlib.util.spec_from_file_location("hubconf_under_test", REPO_ROOT / "hubconf.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return {name: getattr(module, name) for name in dir(module)
-            if callable(getattr(module, name)) and not name.startswith("_")}
+    return {
+        name: getattr(module, name)
+        for name in dir(module)
+        if callable(getattr(module, name)) and not name.startswith("_")
+    }
 
 
 def test_every_model_by_name() -> None:

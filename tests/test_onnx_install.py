@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO_ROOT, tiny_checkpoint
+from PIL import Image
 from prediction.test_predictor import squares
+
 from segkit.checkpoint import save_checkpoint
 from segkit.evaluation.folders import evaluate_folders
 from segkit.prediction.predictor import Predictor
@@ -112,7 +112,9 @@ def test_pip_install_onnx_extra_without_torch(model: tuple[Path, Path], tmp_path
     python, segkit = environment / "bin" / "python", environment / "bin" / "segkit"
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{source}[onnx]"],
-        capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT_S,
     )
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-3000:]
     assert subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode != 0
@@ -133,20 +135,34 @@ def test_pip_install_onnx_extra_without_torch(model: tuple[Path, Path], tmp_path
         assert mask.shape == size
         assert (mask == expected.predict(images / f"img{index}.png")).mean() >= 0.999  # as PyTorch predicts
 
-    evaluated = segkit_run("evaluate", "--pred", str(tmp_path / "out"), "--true", str(truth), "--json", str(tmp_path / "m.json"))
+    evaluated = segkit_run(
+        "evaluate", "--pred", str(tmp_path / "out"), "--true", str(truth), "--json", str(tmp_path / "m.json")
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "mIoU" in evaluated.stdout
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["confusion_matrix"] == evaluate_folders(tmp_path / "out", truth)["confusion_matrix"]
-    scored = segkit_run("evaluate", str(onnx_model), str(tmp_path / "data"), "--masks", "truth", "--tta", "flip",
-                        "--json", str(tmp_path / "model.json"))
+    scored = segkit_run(
+        "evaluate",
+        str(onnx_model),
+        str(tmp_path / "data"),
+        "--masks",
+        "truth",
+        "--tta",
+        "flip",
+        "--json",
+        str(tmp_path / "model.json"),
+    )
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert json.loads((tmp_path / "model.json").read_text())["confusion_matrix"] == metrics["confusion_matrix"]
 
     port = free_port()
     server = subprocess.Popen(
         [str(segkit), "serve", str(onnx_model), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert wait_for_health(port, server)
@@ -162,7 +178,10 @@ def test_pip_install_onnx_extra_without_torch(model: tuple[Path, Path], tmp_path
         server.terminate()
         server.wait(timeout=30)
 
-    for argv in (["train", str(tmp_path / "data")], ["predict", str(checkpoint), str(images), "--out", str(tmp_path / "x")]):
+    for argv in (
+        ["train", str(tmp_path / "data")],
+        ["predict", str(checkpoint), str(images), "--out", str(tmp_path / "x")],
+    ):
         refused = segkit_run(*argv)
         assert refused.returncode == 2
         assert refused.stderr.strip().count("\n") == 0 and "pip install 'segkit[torch]'" in refused.stderr

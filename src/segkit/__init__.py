@@ -27,7 +27,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from segkit.version import __version__
 
 # API name -> the library function that is it ("module:function"), imported on first use.
 # Each command's run() calls the same function (src/segkit/cli/<command>.py).
@@ -120,7 +120,7 @@ def plan(**options: Any) -> Plan:
 
     Args:
         **options: :func:`segkit.train`'s options (``data=``, ``time_budget=``, ``model=``,
-            ``img_size=`` ... the fields of :class:`~segkit.training.config.TrainConfig`);
+            ``img_size=`` ... the fields of :class:`~segkit.config.TrainConfig`);
             the ones given are kept as they are, the planner derives the others.
 
     Returns:
@@ -134,7 +134,7 @@ def plan(**options: Any) -> Plan:
         >>> import segkit
         >>> print(segkit.plan(data="data/", time_budget="10m").format())
     """
-    from segkit.training.config import resolve_options
+    from segkit.config import resolve_options
     from segkit.training.race import plan_training
 
     return plan_training(resolve_options(options))

@@ -35,8 +35,11 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = "segkit-checkpoint"
 CHECKPOINT_VERSION = 2
 # Sanity bounds checked before anything is allocated: a card that asks for more is refused.
+# A Hugging-Face-style model folder (segkit export --format hf): the card and the weights.
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
 MAX_PARAMETERS = 2_000_000_000
-MAX_CHANNELS = 4096
 MAX_CLASSES = 255  # class indices are stored in uint8 masks beside the ignore value
 MAX_INPUT_SIDE = 16384
 MAX_ARCHIVE_ENTRIES = 100_000  # tensors in one checkpoint file (weights, optimiser and EMA states)
@@ -197,7 +200,7 @@ class TrainingSummary:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from segkit.evaluation.metrics import to_json_safe
+        from segkit.files import to_json_safe
 
         return to_json_safe(
             {
@@ -241,7 +244,7 @@ class ModelCard:
         model: the architecture.
         classes: class names in index order.
         palette: one RGB colour per class (the dataset's own colours when it has a colour
-            table, else :func:`segkit.visualize.default_palette`).
+            table, else :func:`segkit.data.classes.default_palette`).
         preprocess: resize policy, input size, normalisation, augmentation of training.
         binary: one sigmoid channel thresholded at ``threshold`` (else softmax argmax).
         threshold: foreground probability threshold of binary mode.
@@ -264,9 +267,9 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if not self.segkit_version:
-            import segkit
+            from segkit.version import __version__
 
-            self.segkit_version = segkit.__version__
+            self.segkit_version = __version__
 
     @classmethod
     def create(
@@ -283,7 +286,7 @@ class ModelCard:
         in_channels: int = 3,
     ) -> ModelCard:
         """A card for a new model: output channels, background and default colours derived from the classes."""
-        from segkit.visualize import default_palette
+        from segkit.data.classes import default_palette
 
         colours = default_palette(classes) if palette is None else palette
         return cls(
@@ -392,7 +395,7 @@ class ModelCard:
             )
         palette = data.get("palette")
         if palette is None or (isinstance(palette, list) and not palette):
-            from segkit.visualize import default_palette
+            from segkit.data.classes import default_palette
 
             palette = default_palette(classes).tolist()
         if (
@@ -501,11 +504,49 @@ def _upgrade_v1(state: dict[str, Any]) -> dict[str, Any]:
     return {"card": card, "state_dict": state.get("state_dict"), "resume": resume}
 
 
+def open_checkpoint(checkpoint: str | Path | Checkpoint) -> Checkpoint:
+    """A checkpoint as given: a loaded one, a ``.pt`` file, or a folder written by ``segkit export --format hf``."""
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    path = Path(checkpoint)
+    return load_pretrained(path) if path.is_dir() else load_checkpoint(path)
+
+
+def load_pretrained(folder: str | Path) -> Checkpoint:
+    """Read a Hugging-Face-style model folder (``config.json`` + ``model.safetensors``, ``segkit export --format hf``).
+
+    Raises:
+        SegkitError: a missing or malformed file, naming it.
+    """
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config, weights):
+        if not path.is_file():
+            raise SegkitError(
+                path, f"not found: a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE} (segkit export --format hf)"
+            )
+    try:
+        card_data = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SegkitError(config, f"not a readable model card ({error})") from None
+    card = ModelCard.from_dict(card_data, config)
+    try:
+        state_dict = load_file(str(weights))
+    except (SafetensorError, OSError) as error:
+        raise SegkitError(weights, f"not a readable safetensors file ({error})") from None
+    return Checkpoint(card, state_dict)
+
+
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
     """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
     import torch
 
-    from segkit.data.io import atomic_write
+    from segkit.files import atomic_write
 
     state = checkpoint.to_dict()
     atomic_write(path, lambda temp: torch.save(state, temp))

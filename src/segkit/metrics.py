@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from segkit.evaluation.confusion import ConfusionMatrix, compute_iou, confusion_matrix
 from segkit.evaluation.folders import evaluate_folders
-from segkit.evaluation.metrics import METRIC_KEYS, class_iou, compute_metrics, to_json_safe
+from segkit.evaluation.metrics import METRIC_KEYS, class_iou, compute_metrics
 from segkit.evaluation.report import format_table, write_json
+from segkit.files import to_json_safe
 
 __all__ = [
     "METRIC_KEYS",

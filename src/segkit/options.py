@@ -1,6 +1,6 @@
 """Options written once: a dataclass field carries its help, choices, parser and command-line flag.
 
-Configuration dataclasses (:class:`~segkit.training.config.TrainConfig` and the
+Configuration dataclasses (:class:`~segkit.config.TrainConfig` and the
 :class:`~segkit.data.transforms.PreprocessConfig` it nests) declare each option with
 :func:`option`; :func:`add_arguments` generates the ``argparse`` options from those fields
 (as Hugging Face's ``HfArgumentParser`` does) and :func:`collect` turns the parsed

@@ -32,21 +32,6 @@ def make_palette(num_colors: int = 256) -> np.ndarray:
 PALETTE: np.ndarray = make_palette()
 
 
-def default_palette(classes: Sequence[str]) -> np.ndarray:
-    """``(len(classes), 3)`` uint8 colours for classes without colours of their own.
-
-    The VOC palette by index, except that class 0 is black only when it is a background
-    class (:func:`segkit.data.classes.background_index`); otherwise it gets the first VOC
-    colour no other class uses, so a real class is never drawn as "nothing".
-    """
-    from segkit.data.classes import is_background_name
-
-    colours = PALETTE[: max(len(classes), 1)].copy()
-    if classes and not is_background_name(classes[0]):
-        colours[0] = PALETTE[len(classes)]
-    return colours
-
-
 def colorize(mask: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
     """Map an ``(H, W)`` index mask to an ``(H, W, 3)`` uint8 RGB image."""
     table = PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
@@ -98,7 +83,7 @@ def text_width(text: str, size: int = 13) -> int:
 
 def legend(
     classes: Sequence[str],
-    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
+    palette: np.ndarray | Sequence[Sequence[int]],
     *,
     width: int | None = None,
     ignore: bool = False,
@@ -108,7 +93,7 @@ def legend(
 
     Args:
         classes: class names in index order.
-        palette: RGB colour per class (default :func:`default_palette`).
+        palette: RGB colour per class (:func:`segkit.data.classes.default_palette` for classes without their own).
         width: image width in pixels (default: everything on one row).
         ignore: add a white swatch named ``ignore`` for the ignore value.
         size: text height in pixels.
@@ -116,7 +101,7 @@ def legend(
     Returns:
         ``(H, W, 3)`` uint8 RGB on :data:`PAD_COLOR`.
     """
-    colours = default_palette(classes) if palette is None else np.asarray(palette, dtype=np.uint8)
+    colours = np.asarray(palette, dtype=np.uint8)
     entries = [(name, tuple(int(v) for v in colours[index])) for index, name in enumerate(classes)]
     if ignore:
         entries.append((IGNORE_NAME, tuple(int(v) for v in PALETTE[255])))

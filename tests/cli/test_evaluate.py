@@ -51,8 +51,22 @@ def test_classes_take_every_list_format_like_train(folders: tuple[Path, Path], t
     (tmp_path / "colours.json").write_text(json.dumps({"classes": table}))
     argument = str(tmp_path / spec) if spec.endswith(".json") else spec
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--pred", str(folders[0]), "--true", str(folders[1]), "--classes", argument,
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(folders[0]),
+                "--true",
+                str(folders[1]),
+                "--classes",
+                argument,
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert list(json.loads(out.read_text())["per_class"]) == ["background", "road", "car"]
 
 
@@ -106,7 +120,7 @@ def test_checkpoint_form_calls_evaluate_checkpoint(
     out = tmp_path / "m.json"
     argv = ["evaluate", "model.pt", "data", "--batch-size", "2", "--device", "cpu", "--json", str(out)]
     assert main(argv) == 0
-    (checkpoint, data, options), = calls
+    ((checkpoint, data, options),) = calls
     assert (checkpoint, data) == (Path("model.pt"), Path("data"))
     assert options["ignore_index"] is None  # the checkpoint's own value, not 255
     assert options["batch_size"] == 2 and options["device"] == "cpu" and options["val_split"] is None
@@ -118,7 +132,7 @@ def test_checkpoint_form_calls_evaluate_checkpoint(
     data_options = ["--masks", "masks_rgb", "--colors", "c.json", "--classes", "a,b", "--split", "test"]
     prediction = ["--tta", "flip+scale", "--tile", "64x96", "--overlap", "0.5", "--threshold", "0.3"]
     assert main(["evaluate", "model.pt", "data", "--ignore-index", "7", *data_options, *prediction]) == 0
-    (_, _, options), = calls
+    ((_, _, options),) = calls
     assert options["ignore_index"] == 7 and options["masks"] == "masks_rgb" and options["colors"] == "c.json"
     assert options["classes"] == "a,b" and options["split"] == "test" and options["threshold"] == 0.3
     assert str(options["tta"]) == "flip+scale" and options["tiling"] == TileConfig((64, 96), auto=False, overlap=0.5)

@@ -21,7 +21,7 @@ def test_evaluating_folders_imports_no_training_options(tmp_path: Path) -> None:
         "import sys\n"
         "from segkit.cli import main\n"
         f"assert main(['evaluate', '--pred', {str(tmp_path / 'pred')!r}, '--true', {str(tmp_path / 'true')!r}]) == 0\n"
-        "print(sorted(name for name in ('segkit.training.config', 'cv2', 'torch') if name in sys.modules))\n"
+        "print(sorted(name for name in ('segkit.config', 'cv2', 'torch') if name in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"

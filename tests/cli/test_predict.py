@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 # tests/ is on sys.path (pytest's default rootdir-based import of the tests/<package> folders)
 from conftest import tiny_checkpoint
-from segkit.cli import main
+from PIL import Image
+
 from segkit.checkpoint import save_checkpoint
+from segkit.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +44,23 @@ def test_predict_files_folders_and_globs(tmp_path: Path, checkpoint: Path, capsy
     write_images(tmp_path / "more", {"c.png": (9, 64), "d.bmp": (20, 20)})
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    code = main([
-        "predict", str(checkpoint), str(tmp_path / "photos"), str(tmp_path / "more" / "*.png"),
-        str(tmp_path / "more" / "d.bmp"), "--out", str(out), "--color", "--overlay", "--device", "cpu",
-        "--batch-size", "3",
-    ])
+    code = main(
+        [
+            "predict",
+            str(checkpoint),
+            str(tmp_path / "photos"),
+            str(tmp_path / "more" / "*.png"),
+            str(tmp_path / "more" / "d.bmp"),
+            "--out",
+            str(out),
+            "--color",
+            "--overlay",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "3",
+        ]
+    )
     assert code == 0
     expected = {"a": (30, 41), "b": (52, 17), "c": (9, 64), "d": (20, 20)}
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -65,7 +78,9 @@ def test_predict_files_folders_and_globs(tmp_path: Path, checkpoint: Path, capsy
     assert not list(tmp_path.glob(".out.*"))  # no staging folder left behind
 
 
-def test_bad_image_writes_nothing_and_keeps_the_folder(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_image_writes_nothing_and_keeps_the_folder(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
     images = write_images(tmp_path / "in", {"a.png": (20, 20), "b.png": (20, 20)})
     (tmp_path / "in" / "c.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "out"
@@ -79,12 +94,28 @@ def test_bad_image_writes_nothing_and_keeps_the_folder(tmp_path: Path, checkpoin
     assert listing(out) == before
     assert not list(tmp_path.glob(".out.*"))
     # a successful run replaces a.png and b.png but keeps other files
-    assert main(["predict", str(checkpoint), str(images["a.png"]), str(images["b.png"]), "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(checkpoint),
+                str(images["a.png"]),
+                str(images["b.png"]),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert sorted(listing(out)) == ["a.png", "b.png", "keep.txt"]
     assert (out / "keep.txt").read_text() == "mine" and Image.open(out / "a.png").size == (20, 20)
 
 
-def test_same_stem_twice_is_an_error_naming_both(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+def test_same_stem_twice_is_an_error_naming_both(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
     first = write_images(tmp_path / "x", {"scan.png": (10, 10)})["scan.png"]
     second = write_images(tmp_path / "y", {"scan.jpg": (10, 10)})["scan.jpg"]
     out = tmp_path / "out"
@@ -97,7 +128,9 @@ def test_same_stem_twice_is_an_error_naming_both(tmp_path: Path, checkpoint: Pat
 def test_refuses_to_overwrite_its_inputs(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
     images = write_images(tmp_path / "in", {"a.png": (10, 10)})
     before = images["a.png"].read_bytes()
-    assert main(["predict", str(checkpoint), str(tmp_path / "in"), "--out", str(tmp_path / "in"), "--device", "cpu"]) == 2
+    assert (
+        main(["predict", str(checkpoint), str(tmp_path / "in"), "--out", str(tmp_path / "in"), "--device", "cpu"]) == 2
+    )
     assert "would be overwritten" in capsys.readouterr().err
     assert images["a.png"].read_bytes() == before
 
@@ -122,7 +155,12 @@ def test_binary_threshold_option(tmp_path: Path, capsys: pytest.CaptureFixture) 
     image = write_images(tmp_path / "in", {"a.png": (15, 25)})["a.png"]
     for threshold, value in (("0", 1), ("1", 0)):
         out = tmp_path / f"out{threshold}"
-        assert main(["predict", str(checkpoint), str(image), "--out", str(out), "--threshold", threshold, "--device", "cpu"]) == 0
+        assert (
+            main(
+                ["predict", str(checkpoint), str(image), "--out", str(out), "--threshold", threshold, "--device", "cpu"]
+            )
+            == 0
+        )
         assert (np.asarray(Image.open(out / "a.png")) == value).all()
     assert "crack" in capsys.readouterr().out
 
@@ -135,10 +173,26 @@ def test_torchrun_shards_a_folder_across_ranks(tmp_path: Path) -> None:
         Image.fromarray(np.full((height, width, 3), 40 * index, np.uint8)).save(tmp_path / f"img{index}.png")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segkit",
-         "predict", str(tmp_path / "model.pt"), *(str(tmp_path / f"img{i}.png") for i in range(5)),
-         "--out", str(tmp_path / "out"), "--device", "cpu"],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "segkit",
+            "predict",
+            str(tmp_path / "model.pt"),
+            *(str(tmp_path / f"img{i}.png") for i in range(5)),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rank 0 of 2: 3 images" in result.stderr and "rank 1 of 2: 2 images" in result.stderr

@@ -98,14 +98,21 @@ MODEL_ENTRIES = [
         lambda good, out: deflate_entries(good, out, lambda info: "/data/" in info.filename, bomb=True),
         "compressed entr",
     ),
-    ModelEntry("model_every_entry_deflated", lambda good, out: deflate_entries(good, out, lambda info: True, False),
-               "compressed entr"),
+    ModelEntry(
+        "model_every_entry_deflated",
+        lambda good, out: deflate_entries(good, out, lambda info: True, False),
+        "compressed entr",
+    ),
     ModelEntry("model_overlapping_entries", overlapping_entries, "overlap"),
     ModelEntry("model_input_16384", tampered_card({"img_size": [16384, 16384]}), "megapixels"),
     # at the area limit, and wide: one forward pass needs hundreds of GiB (the weights are never built)
-    ModelEntry("model_input_at_area_limit", tampered_card({"img_size": [4096, 4096]}, {"base_channels": 256}),
-               "needs about"),
-    ModelEntry("model_crop_4096", tampered_card({"img_size": [4096, 4096], "resize": "crop"}, {"base_channels": 256}),
-               "needs about"),
+    ModelEntry(
+        "model_input_at_area_limit", tampered_card({"img_size": [4096, 4096]}, {"base_channels": 256}), "needs about"
+    ),
+    ModelEntry(
+        "model_crop_4096",
+        tampered_card({"img_size": [4096, 4096], "resize": "crop"}, {"base_channels": 256}),
+        "needs about",
+    ),
 ]
 MODEL_ENTRY_BY_NAME = {entry.name: entry for entry in MODEL_ENTRIES}

@@ -348,8 +348,14 @@ def labelme_json(image_path: str, width: int, height: int, shapes: list[dict] | 
             {"label": "dog", "points": [[width / 2, height / 4], [width - 2, height - 3]], "shape_type": "rectangle"},
         ]
     document = {
-        "version": "5.4.1", "flags": {}, "shapes": [{"group_id": None, "flags": {}, **s} for s in shapes],
-        "imagePath": image_path, "imageData": None, "imageHeight": height, "imageWidth": width, **extra,
+        "version": "5.4.1",
+        "flags": {},
+        "shapes": [{"group_id": None, "flags": {}, **s} for s in shapes],
+        "imagePath": image_path,
+        "imageData": None,
+        "imageHeight": height,
+        "imageWidth": width,
+        **extra,
     }
     return json.dumps(document, indent=1).encode()
 
@@ -394,8 +400,11 @@ def good_image(entry: str, name: str | bytes, make: Callable[[], bytes], display
     """An odd but valid image: every command succeeds and every mask has the displayed size."""
     expect = {command: OK for command in ("convert", "inspect", "train", "predict", "evaluate")}
     return Entry(
-        entry, image_builder(name, make, displayed), {**expect, "serve": http(200)},
-        sizes={"000_ok": SIZE, Path(fs_name(name)).stem: displayed}, upload=f"predict/{fs_name(name)}",
+        entry,
+        image_builder(name, make, displayed),
+        {**expect, "serve": http(200)},
+        sizes={"000_ok": SIZE, Path(fs_name(name)).stem: displayed},
+        upload=f"predict/{fs_name(name)}",
     )
 
 
@@ -404,7 +413,9 @@ def bad_image(entry: str, name: str | bytes, make: Callable[[], bytes], status: 
     shown = fs_name(name)
     expect = {command: error(shown) for command in ("convert", "train", "predict", "evaluate")}
     return Entry(
-        entry, image_builder(name, make, SIZE), {**expect, "inspect": problem(shown), "serve": http(status)},
+        entry,
+        image_builder(name, make, SIZE),
+        {**expect, "inspect": problem(shown), "serve": http(status)},
         upload=f"predict/{shown}",
     )
 
@@ -445,9 +456,11 @@ def mask_entry(
     if then is not None:
         build = chain(build, then)
     odd = "masks/odd.png"
-    expect = {"inspect": OK, "train": OK, "evaluate": OK} if valid else {
-        "inspect": problem(odd), "train": error(odd), "evaluate": error(odd)
-    }
+    expect = (
+        {"inspect": OK, "train": OK, "evaluate": OK}
+        if valid
+        else {"inspect": problem(odd), "train": error(odd), "evaluate": error(odd)}
+    )
     return Entry(entry, build, expect if folders is None else {**expect, "evaluate-folders": folders})
 
 
@@ -873,8 +886,11 @@ ENTRIES: list[Entry] = [
     mask_entry("mask_pred_wrong_size", sample_mask, valid=True, folders=error("pred/odd.png"), pred_size=(40, 24)),
     mask_entry("mask_rgb_colour_table", sample_mask, valid=True, then=as_rgb_masks(unknown_colour=False)),
     mask_entry("mask_rgb_unknown_colour", sample_mask, valid=False, then=as_rgb_masks(unknown_colour=True)),
-    Entry("mask_rgb_without_table", dataset_with_mask(colourful_mask),  # the command needs --colors: all refuse
-          {command: error("masks/odd.png") for command in ("inspect", "train", "evaluate", "evaluate-folders")}),
+    Entry(
+        "mask_rgb_without_table",
+        dataset_with_mask(colourful_mask),  # the command needs --colors: all refuse
+        {command: error("masks/odd.png") for command in ("inspect", "train", "evaluate", "evaluate-folders")},
+    ),
     # labelme annotations
     labelme_entry("labelme_missing_image", "missing.json", json_missing_image),
     labelme_entry("labelme_bad_base64", "base64.json", json_bad_base64),
@@ -883,36 +899,99 @@ ENTRIES: list[Entry] = [
     labelme_entry("labelme_polygon_2_points", "line.json", json_two_point_polygon, with_image=True),
     labelme_entry("labelme_point_nan", "nan.json", json_nan_point, with_image=True),
     labelme_entry("labelme_bomb_imagedata", "bomb.json", json_bomb_imagedata),
-    Entry("labelme_exif_imagedata", labelme_exif_embedded, {c: OK for c in ("convert", "inspect", "train", "evaluate")},
-          sizes={"000_ok": SIZE, "rotated": ROTATED}, pairs=2, data="labelme"),
+    Entry(
+        "labelme_exif_imagedata",
+        labelme_exif_embedded,
+        {c: OK for c in ("convert", "inspect", "train", "evaluate")},
+        sizes={"000_ok": SIZE, "rotated": ROTATED},
+        pairs=2,
+        data="labelme",
+    ),
     # folders and links
     folder_entry("empty_folder", empty_folder, "empty", {c: error("empty_folder/empty") for c in EVERY_COMMAND_FAILS}),
-    Entry("no_pairs", no_pairs, {c: error("no_pairs/data") for c in ("convert", "inspect", "train", "evaluate")},
-          labelme="data"),
-    Entry("dangling_symlink", dangling_symlinks,
-          {"convert": error("gone.json"), "inspect": problem("gone.png"), "train": OK, "predict": OK, "evaluate": OK,
-           "evaluate-folders": error("gone.png")}, sizes=GOOD_FILES, pairs=2, pred="data/masks"),
-    Entry("dangling_symlink_argument", dangling_symlinks, {"predict": error("gone.png")},
-          predict_inputs=("predict/000_ok.png", "predict/gone.png")),
-    Entry("symlink_loop", symlink_loops,
-          {"convert": OK, "inspect": problem("loop.png"), "train": OK, "predict": OK, "evaluate": OK,
-           "evaluate-folders": error("loop.png")}, sizes=GOOD_FILES, pairs=2, pred="data/masks"),
-    Entry("folder_named_png", folders_named_png, {"inspect": OK, "train": OK, "predict": OK},
-          sizes=GOOD_FILES, pairs=2),
-    Entry("folder_named_png_argument", folders_named_png, {"predict": error("folder.png")},
-          predict_inputs=("predict/000_ok.png", "predict/folder.png")),
+    Entry(
+        "no_pairs",
+        no_pairs,
+        {c: error("no_pairs/data") for c in ("convert", "inspect", "train", "evaluate")},
+        labelme="data",
+    ),
+    Entry(
+        "dangling_symlink",
+        dangling_symlinks,
+        {
+            "convert": error("gone.json"),
+            "inspect": problem("gone.png"),
+            "train": OK,
+            "predict": OK,
+            "evaluate": OK,
+            "evaluate-folders": error("gone.png"),
+        },
+        sizes=GOOD_FILES,
+        pairs=2,
+        pred="data/masks",
+    ),
+    Entry(
+        "dangling_symlink_argument",
+        dangling_symlinks,
+        {"predict": error("gone.png")},
+        predict_inputs=("predict/000_ok.png", "predict/gone.png"),
+    ),
+    Entry(
+        "symlink_loop",
+        symlink_loops,
+        {
+            "convert": OK,
+            "inspect": problem("loop.png"),
+            "train": OK,
+            "predict": OK,
+            "evaluate": OK,
+            "evaluate-folders": error("loop.png"),
+        },
+        sizes=GOOD_FILES,
+        pairs=2,
+        pred="data/masks",
+    ),
+    Entry(
+        "folder_named_png", folders_named_png, {"inspect": OK, "train": OK, "predict": OK}, sizes=GOOD_FILES, pairs=2
+    ),
+    Entry(
+        "folder_named_png_argument",
+        folders_named_png,
+        {"predict": error("folder.png")},
+        predict_inputs=("predict/000_ok.png", "predict/folder.png"),
+    ),
     # class lists: one reader for every command; a bad list is one line naming the file
-    class_file_entry("classes_txt_crlf_bom", "class_names.txt", "\ufeffbackground\r\ncat\r\ndog\r\n", ok=True,
-                     report={"classes": list(CLASSES), "classes_origin": "class_names.txt"}),
-    class_file_entry("classes_txt_ignore_and_blank_lines", "labels.txt", "__ignore__\n\nbackground\n cat \n\ndog\n",
-                     ok=True, report={"classes": list(CLASSES)}),
-    class_file_entry("classes_json_name_list", "classes.json", json.dumps(list(CLASSES)), ok=True,
-                     report={"classes": list(CLASSES), "classes_origin": "classes.json"}),
-    class_file_entry("classes_json_colour_table_index_masks", "classes.json",
-                     json.dumps({"classes": [{"name": n, "rgb": [i, i, i]} for i, n in enumerate(CLASSES)]}), ok=True,
-                     report={"encoding": "index", "classes_origin": "classes.json colour table"}),
-    class_file_entry("classes_txt_not_utf8", "class_names.txt", "background\nchat\u00e9\ndog\n".encode("latin-1"),
-                     ok=False),
+    class_file_entry(
+        "classes_txt_crlf_bom",
+        "class_names.txt",
+        "\ufeffbackground\r\ncat\r\ndog\r\n",
+        ok=True,
+        report={"classes": list(CLASSES), "classes_origin": "class_names.txt"},
+    ),
+    class_file_entry(
+        "classes_txt_ignore_and_blank_lines",
+        "labels.txt",
+        "__ignore__\n\nbackground\n cat \n\ndog\n",
+        ok=True,
+        report={"classes": list(CLASSES)},
+    ),
+    class_file_entry(
+        "classes_json_name_list",
+        "classes.json",
+        json.dumps(list(CLASSES)),
+        ok=True,
+        report={"classes": list(CLASSES), "classes_origin": "classes.json"},
+    ),
+    class_file_entry(
+        "classes_json_colour_table_index_masks",
+        "classes.json",
+        json.dumps({"classes": [{"name": n, "rgb": [i, i, i]} for i, n in enumerate(CLASSES)]}),
+        ok=True,
+        report={"encoding": "index", "classes_origin": "classes.json colour table"},
+    ),
+    class_file_entry(
+        "classes_txt_not_utf8", "class_names.txt", "background\nchat\u00e9\ndog\n".encode("latin-1"), ok=False
+    ),
     class_file_entry("classes_txt_repeated", "class_names.txt", "background\ncat\ncat\n", ok=False),
     class_file_entry("classes_txt_one_class", "class_names.txt", "background\n", ok=False),
     class_file_entry("classes_txt_tab_in_name", "class_names.txt", "background\ncat\tdog\ndog\n", ok=False),
@@ -920,37 +999,80 @@ ENTRIES: list[Entry] = [
     class_file_entry("classes_json_empty_file", "classes.json", "", ok=False),
     class_file_entry("classes_json_classes_not_a_list", "classes.json", '{"classes": 5}', ok=False),
     # 0/255 masks: binary only when the class list does not say otherwise
-    Entry("mask_0_255_with_three_class_names", binary_masks(class_file=True), {c: OK for c in DATA_COMMANDS},
-          report={"encoding": "index", "num_classes": 3, "classes_origin": "class_names.txt"}),
-    Entry("mask_0_255_without_class_names", binary_masks(class_file=False), {"inspect": OK},
-          report={"encoding": "binary-0-255", "classes": ["background", "foreground"], "classes_origin": "0/255 masks"}),
+    Entry(
+        "mask_0_255_with_three_class_names",
+        binary_masks(class_file=True),
+        {c: OK for c in DATA_COMMANDS},
+        report={"encoding": "index", "num_classes": 3, "classes_origin": "class_names.txt"},
+    ),
+    Entry(
+        "mask_0_255_without_class_names",
+        binary_masks(class_file=False),
+        {"inspect": OK},
+        report={"encoding": "binary-0-255", "classes": ["background", "foreground"], "classes_origin": "0/255 masks"},
+    ),
     # more odd masks
     mask_entry("mask_png_bomb_30000", png_bomb, valid=False, folders=error("masks/odd.png")),
-    mask_entry("mask_rgb_header_bomb", sample_mask, valid=False,
-               then=chain(as_rgb_masks(unknown_colour=False), replace_odd_mask(png_header_bomb(color_type=2)))),
+    mask_entry(
+        "mask_rgb_header_bomb",
+        sample_mask,
+        valid=False,
+        then=chain(as_rgb_masks(unknown_colour=False), replace_odd_mask(png_header_bomb(color_type=2))),
+    ),
     mask_entry("mask_palette_out_of_range", palette_mask_out_of_range, valid=False, folders=error("masks/odd.png")),
     mask_entry("mask_la_mode", mode_mask("LA"), valid=True, folders=OK),
     mask_entry("mask_rgba_grey", mode_mask("RGBA"), valid=True, folders=OK),
     Entry("mask_1bit", dataset_with_mask(mode_mask("1")), {c: OK for c in DATA_COMMANDS}),
     # pairing: what is left out is listed, and training goes on without it
-    Entry("image_without_mask", unpaired("image"), {"inspect": problem("lonely.png"), "train": OK, "evaluate": OK},
-          pairs=2),
-    Entry("mask_without_image", unpaired("mask"), {"inspect": problem("orphan.png"), "train": OK, "evaluate": OK},
-          pairs=2),
-    Entry("same_name_two_images", unpaired("twice"),
-          {"inspect": problem("000_ok.png"), "train": OK, "evaluate": OK}, pairs=2),
+    Entry(
+        "image_without_mask",
+        unpaired("image"),
+        {"inspect": problem("lonely.png"), "train": OK, "evaluate": OK},
+        pairs=2,
+    ),
+    Entry(
+        "mask_without_image", unpaired("mask"), {"inspect": problem("orphan.png"), "train": OK, "evaluate": OK}, pairs=2
+    ),
+    Entry(
+        "same_name_two_images",
+        unpaired("twice"),
+        {"inspect": problem("000_ok.png"), "train": OK, "evaluate": OK},
+        pairs=2,
+    ),
     Entry("hidden_files_ignored", unpaired("hidden"), {c: OK for c in DATA_COMMANDS}, pairs=2),
     # splits: train, evaluate and inspect agree on which is which
-    Entry("split_train_valid", split_dataset(("train", 3), ("valid", 2)), {c: OK for c in DATA_COMMANDS},
-          pairs=3, eval_pairs=2, val_pairs=2,
-          report={"split": "train", "split_roles": {"train": "train", "validation": "valid", "test": None}}),
-    Entry("split_train_validation_test", split_dataset(("train", 2), ("validation", 2), ("test", 1)),
-          {c: OK for c in DATA_COMMANDS}, pairs=2, eval_pairs=2, val_pairs=2,
-          report={"split_roles": {"train": "train", "validation": "validation", "test": "test"}}),
-    Entry("voc_layout", voc_dataset(), {c: OK for c in DATA_COMMANDS}, pairs=2, eval_pairs=2, val_pairs=2,
-          report={"layout": "voc", "encoding": "palette", "classes_origin": "class_names.txt"}),
-    Entry("voc_split_list_not_utf8", voc_dataset(list_bytes=b"2007_\xe9\n"),
-          {c: error("train.txt") for c in ("inspect", "train")} | {"evaluate": error("val.txt")}),
+    Entry(
+        "split_train_valid",
+        split_dataset(("train", 3), ("valid", 2)),
+        {c: OK for c in DATA_COMMANDS},
+        pairs=3,
+        eval_pairs=2,
+        val_pairs=2,
+        report={"split": "train", "split_roles": {"train": "train", "validation": "valid", "test": None}},
+    ),
+    Entry(
+        "split_train_validation_test",
+        split_dataset(("train", 2), ("validation", 2), ("test", 1)),
+        {c: OK for c in DATA_COMMANDS},
+        pairs=2,
+        eval_pairs=2,
+        val_pairs=2,
+        report={"split_roles": {"train": "train", "validation": "validation", "test": "test"}},
+    ),
+    Entry(
+        "voc_layout",
+        voc_dataset(),
+        {c: OK for c in DATA_COMMANDS},
+        pairs=2,
+        eval_pairs=2,
+        val_pairs=2,
+        report={"layout": "voc", "encoding": "palette", "classes_origin": "class_names.txt"},
+    ),
+    Entry(
+        "voc_split_list_not_utf8",
+        voc_dataset(list_bytes=b"2007_\xe9\n"),
+        {c: error("train.txt") for c in ("inspect", "train")} | {"evaluate": error("val.txt")},
+    ),
     # labelme labels and files
     labelme_case("labelme_label_empty", "odd.json", odd_label_json(""), ok=False),
     labelme_case("labelme_label_newline", "odd.json", odd_label_json("dog\nbird"), ok=False),
@@ -959,19 +1081,39 @@ ENTRIES: list[Entry] = [
     labelme_case("labelme_json_200k_deep", "odd.json", deep_labelme, ok=False),
     labelme_case("labelme_mask_shape_at_1e30", "odd.json", far_mask_shape, ok=True),
     labelme_case("labelme_utf16_json", "odd.json", utf16_labelme, ok=True),
-    labelme_case("labelme_unknown_shape_type", "odd.json",
-                 labelme_shape_json({"label": "cat", "points": [[1, 1], [5, 5]], "shape_type": "ellipse"}), ok=False),
-    labelme_case("labelme_mask_shape_bad_base64", "odd.json",
-                 labelme_shape_json({"label": "cat", "points": [[1, 1]], "shape_type": "mask", "mask": "@@"}), ok=False),
-    labelme_case("labelme_windows_image_path", "odd.json",
-                 lambda: labelme_json("C:\\Users\\me\\photos\\odd.png", WIDTH, HEIGHT), ok=True),
+    labelme_case(
+        "labelme_unknown_shape_type",
+        "odd.json",
+        labelme_shape_json({"label": "cat", "points": [[1, 1], [5, 5]], "shape_type": "ellipse"}),
+        ok=False,
+    ),
+    labelme_case(
+        "labelme_mask_shape_bad_base64",
+        "odd.json",
+        labelme_shape_json({"label": "cat", "points": [[1, 1]], "shape_type": "mask", "mask": "@@"}),
+        ok=False,
+    ),
+    labelme_case(
+        "labelme_windows_image_path",
+        "odd.json",
+        lambda: labelme_json("C:\\Users\\me\\photos\\odd.png", WIDTH, HEIGHT),
+        ok=True,
+    ),
     labelme_case("labelme_coco_file_beside", "odd.json", odd_label_json("cat"), ok=True, extra=coco_beside),
-    Entry("labelme_names_differ_in_case", labelme_with("odd.json", odd_label_json("cat"), case_twin),
-          {"convert": error("001_ok.json"), "inspect": problem("001_ok.json"), "train": OK, "evaluate": OK},
-          pairs=3, data="labelme"),
-    Entry("labelme_background_not_first", labelme_with("odd.json", odd_label_json("cat"), misplaced_background),
-          {"convert": OK, **{c: error("labels.txt") for c in DATA_COMMANDS}},
-          sizes={stem: SIZE for stem in ("000_ok", "001_ok", "odd")}, data="labelme"),
+    Entry(
+        "labelme_names_differ_in_case",
+        labelme_with("odd.json", odd_label_json("cat"), case_twin),
+        {"convert": error("001_ok.json"), "inspect": problem("001_ok.json"), "train": OK, "evaluate": OK},
+        pairs=3,
+        data="labelme",
+    ),
+    Entry(
+        "labelme_background_not_first",
+        labelme_with("odd.json", odd_label_json("cat"), misplaced_background),
+        {"convert": OK, **{c: error("labels.txt") for c in DATA_COMMANDS}},
+        sizes={stem: SIZE for stem in ("000_ok", "001_ok", "odd")},
+        data="labelme",
+    ),
     # more odd but valid images
     good_image("la_png", "la.png", mode_image("LA")),
     good_image("one_bit_png", "bits.png", mode_image("1")),

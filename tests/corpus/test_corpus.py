@@ -38,7 +38,6 @@ ERROR_PREFIX = "segkit: error: "
 OUT = "out"  # the output folder inside each test's work folder
 
 
-
 def entries(command: str) -> list:
     """``(entry, outcome)`` parameters of every entry fed to ``command``, with the entry's name as id."""
     return [pytest.param(entry, entry.expect[command], id=entry.name) for entry in ENTRIES if command in entry.expect]
@@ -209,9 +208,7 @@ def test_inspect(entry: Entry, expect: Outcome, corpus: Corpus, capsys: pytest.C
 
 
 @pytest.mark.parametrize(("entry", "expect"), entries("train"))
-def test_train(
-    entry: Entry, expect: Outcome, corpus: Corpus, work: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_train(entry: Entry, expect: Outcome, corpus: Corpus, work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = train_argv(entry, corpus.entry(entry.name), work, Path())
     if expect.kind == "error":
         assert_refused(argv, expect, work, capsys)
@@ -343,7 +340,11 @@ def hostile_models(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.parametrize("command", IN_PROCESS)
 @pytest.mark.parametrize("entry", MODEL_ENTRIES, ids=lambda entry: entry.name)
 def test_hostile_model(
-    entry: ModelEntry, command: str, corpus: Corpus, hostile_models: Path, work: Path,
+    entry: ModelEntry,
+    command: str,
+    corpus: Corpus,
+    hostile_models: Path,
+    work: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     model = hostile_models / f"{entry.name}.pt"
@@ -371,8 +372,9 @@ def test_hostile_models_are_refused_cheaply(
     """From the shell: exit 2 and one line, in seconds, peak memory under 2 GiB (the file asks for far more)."""
     model = hostile_models / f"{name}.pt"
     argv = [sys.executable, "-m", "segkit", command, str(model), *MODEL_COMMANDS[command](corpus, work)]
-    measured = json.loads(subprocess.run([sys.executable, "-c", MEASURE, *argv], capture_output=True, text=True,
-                                         check=True).stdout)
+    measured = json.loads(
+        subprocess.run([sys.executable, "-c", MEASURE, *argv], capture_output=True, text=True, check=True).stdout
+    )
     assert measured["code"] == 2 and len(measured["err"].splitlines()) == 1, measured["err"]
     assert MODEL_ENTRY_BY_NAME[name].phrase in measured["err"]
     assert measured["peak"] < PEAK_MEMORY_LIMIT and measured["seconds"] < 60, measured

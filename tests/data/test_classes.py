@@ -158,7 +158,9 @@ def test_default_class_lists() -> None:
     assert default_class_list("palette", [0, 3, 255], 255, PALETTE).origin == "VOC names"
     assert default_class_list("palette", [0, 30], 255, PALETTE).names[-1] == "class_30"  # too high for VOC
     assert default_class_list("binary-0-255", [0, 255], 255) == ClassList(["background", "foreground"], "0/255 masks")
-    assert default_class_list("index", [0, 2, 255], 255) == ClassList(["background", "class_1", "class_2"], "values found")
+    assert default_class_list("index", [0, 2, 255], 255) == ClassList(
+        ["background", "class_1", "class_2"], "values found"
+    )
     assert default_class_list("index", [0], 255).names == ["background", "class_1"]
     other = PALETTE.copy()
     other[1] = (1, 2, 3)

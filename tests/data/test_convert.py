@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dataset_path
 from PIL import Image
 
 import segkit.cli
-from conftest import dataset_path
-from segkit.data.convert import ConvertResult, convert_labelme
 from segkit.data.classes import read_class_list
+from segkit.data.convert import ConvertResult, convert_labelme
 from segkit.errors import SegkitError
 from segkit.visualize import PALETTE
 
@@ -142,9 +142,7 @@ def test_unknown_label_with_given_labels(src, tmp_path):
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize(
-    ("content", "problem"), [(b"", "file is empty"), (b"{not json", "invalid JSON")]
-)
+@pytest.mark.parametrize(("content", "problem"), [(b"", "file is empty"), (b"{not json", "invalid JSON")])
 def test_broken_json_fails_the_conversion(src, tmp_path, content, problem):
     (src / "broken.json").write_bytes(content)
     with pytest.raises(SegkitError, match=rf"broken\.json: {problem}"):
@@ -280,7 +278,14 @@ def test_primitives_contains_every_label(shared_datasets, tmp_path):
     root = dataset_path(shared_datasets, "labelme_examples/primitives")
     result = convert_labelme(root, tmp_path / "out")
     assert result.class_names == [
-        "_background_", "circle", "line", "line_strip", "octagon", "point", "polygon", "rectangle"
+        "_background_",
+        "circle",
+        "line",
+        "line_strip",
+        "octagon",
+        "point",
+        "polygon",
+        "rectangle",
     ]
     mask = np.asarray(Image.open(tmp_path / "out/masks/primitives.png"))
     assert np.unique(mask).tolist() == list(range(len(result.class_names)))

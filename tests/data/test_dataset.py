@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import dataset_path
 from torch.utils.data import DataLoader
 
 import segkit.data.dataset as dataset_module
-from conftest import dataset_path
 from segkit.data.dataset import SegmentationDataset, class_pixel_counts
 from segkit.data.sources import open_source
 from segkit.data.transforms import AugmentConfig, PreprocessConfig

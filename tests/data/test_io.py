@@ -14,19 +14,16 @@ import pytest
 from PIL import Image
 
 from segkit.data.io import (
-    atomic_write,
-    check_output_path,
     glob_image_files,
     index_image_files,
-    make_staging_dir,
     peek_image,
     read_image,
     read_json,
-    remove_stale_staging,
     upright_rgb,
     write_mask,
 )
 from segkit.errors import SegkitError
+from segkit.files import atomic_write, check_output_path, make_staging_dir, remove_stale_staging
 
 
 def touch_png(path: Path, size: tuple[int, int] = (4, 3)) -> Path:
@@ -75,7 +72,9 @@ def test_glob_agrees_with_the_standard_glob_where_that_ends(tmp_path: Path) -> N
 
 def test_glob_of_a_symlink_loop_ends_quickly(looping: Path) -> None:
     """glob.glob('g/**/*.png') recurses through both loops (2**40 paths); this must finish at once."""
-    code = f"from segkit.data.io import glob_image_files; print(len(glob_image_files({str(looping / '**' / '*.png')!r})))"
+    code = (
+        f"from segkit.data.io import glob_image_files; print(len(glob_image_files({str(looping / '**' / '*.png')!r})))"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env, check=True)
     assert done.stdout.strip() == "3"
@@ -139,7 +138,9 @@ def test_atomic_write_into_a_folder_name_is_one_error(tmp_path: Path) -> None:
      (PermissionError(errno.EACCES, "Permission denied"), "cannot write \\(Permission denied\\)"),
      (OSError(errno.EROFS, "Read-only file system"), "cannot write \\(Read-only file system\\)")],
 )  # fmt: skip
-def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path, failure: OSError, problem: str) -> None:
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(
+    tmp_path: Path, failure: OSError, problem: str
+) -> None:
     target = tmp_path / "mask.png"
     target.write_bytes(b"old")
 
@@ -199,7 +200,7 @@ def test_staging_folder_names_hold_the_pid_and_stale_ones_go(tmp_path: Path) -> 
 
 def test_a_killed_process_leaves_a_folder_the_next_run_removes(tmp_path: Path) -> None:
     code = (
-        "import os, sys; from pathlib import Path; from segkit.data.io import make_staging_dir; "
+        "import os, sys; from pathlib import Path; from segkit.files import make_staging_dir; "
         f"make_staging_dir(Path({str(tmp_path / 'out')!r}), '.segkit-convert-'); os.kill(os.getpid(), 9)"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dataset_path
 from PIL import Image
 
 from segkit.data.classes import read_class_list, with_background_first
@@ -25,7 +26,6 @@ from segkit.data.labelme import (
     scan_labels,
 )
 from segkit.errors import SegkitError
-from conftest import dataset_path
 
 H, W = 30, 40
 LABELS = {"_background_": 0, "a": 1, "b": 2}
@@ -274,8 +274,13 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise when displayed
     Image.fromarray(make_image(10, 20)).save(tmp_path / "r.jpg", exif=exif)
-    document = {"shapes": [shape("a", [[0, 0], [9, 4]], "rectangle")], "imagePath": "r.jpg",
-                "imageData": None, "imageHeight": 20, "imageWidth": 10}
+    document = {
+        "shapes": [shape("a", [[0, 0], [9, 4]], "rectangle")],
+        "imagePath": "r.jpg",
+        "imageData": None,
+        "imageHeight": 20,
+        "imageWidth": 10,
+    }
     (tmp_path / "r.json").write_text(json.dumps(document))
     annotation = read_labelme(tmp_path / "r.json")
     assert annotation.image.shape == (20, 10, 3)
@@ -297,14 +302,14 @@ def test_declared_size_mismatch_only_warns(tmp_path, caplog):
     ("content", "problem"),
     [
         (b"", "file is empty"),
-        (b"{\"shapes\": [", "invalid JSON"),
-        (b"{\"shapes\": [], \"imagePath\": \"caf\xe9.png\"}", "not UTF-8 text"),
+        (b'{"shapes": [', "invalid JSON"),
+        (b'{"shapes": [], "imagePath": "caf\xe9.png"}', "not UTF-8 text"),
         (b"[1, 2]", "not a labelme annotation"),
-        (b"{\"imagePath\": \"x.png\"}", "not a labelme annotation"),
-        (b"{\"shapes\": [], \"imagePath\": \"gone.png\", \"imageData\": null}", "image 'gone.png' not found"),
-        (b"{\"shapes\": [], \"imageData\": null}", "no imageData and no imagePath"),
-        (b"{\"shapes\": [], \"imageData\": \"@@not base64@@\"}", "imageData is not valid base64"),
-        (b"{\"shapes\": [], \"imageData\": \"aGVsbG8=\"}", "imageData is not a readable image"),
+        (b'{"imagePath": "x.png"}', "not a labelme annotation"),
+        (b'{"shapes": [], "imagePath": "gone.png", "imageData": null}', "image 'gone.png' not found"),
+        (b'{"shapes": [], "imageData": null}', "no imageData and no imagePath"),
+        (b'{"shapes": [], "imageData": "@@not base64@@"}', "imageData is not valid base64"),
+        (b'{"shapes": [], "imageData": "aGVsbG8="}', "imageData is not a readable image"),
     ],
 )
 def test_bad_json_files_name_the_file(tmp_path, content, problem):
@@ -341,10 +346,16 @@ def test_find_labelme_files_keeps_labelme_and_broken_json_only(tmp_path):
 
 
 def test_scan_labels_sorted_background_first_ignore_excluded(tmp_path):
-    first = write_labelme(tmp_path, "1", [shape("zebra", [[0, 0], [1, 1]], "rectangle"),
-                                          shape("__ignore__", [[0, 0], [1, 1]], "rectangle")])
-    second = write_labelme(tmp_path, "2", [shape("cat", [[0, 0], [1, 1]], "rectangle"),
-                                           shape("_background_", [[0, 0], [1, 1]], "rectangle")])
+    first = write_labelme(
+        tmp_path,
+        "1",
+        [shape("zebra", [[0, 0], [1, 1]], "rectangle"), shape("__ignore__", [[0, 0], [1, 1]], "rectangle")],
+    )
+    second = write_labelme(
+        tmp_path,
+        "2",
+        [shape("cat", [[0, 0], [1, 1]], "rectangle"), shape("_background_", [[0, 0], [1, 1]], "rectangle")],
+    )
     coco = tmp_path / "coco.json"
     coco.write_text('{"images": [], "annotations": [], "info": "shapes"}')
     broken = tmp_path / "broken.json"
@@ -364,8 +375,12 @@ def test_labels_keep_the_background_spelling_used():
 
 @pytest.mark.parametrize(
     ("label", "problem"),
-    [("", "shape 0: label is empty"), ("  ", "shape 0: label is empty"),
-     ("dog\nbird", r"shape 0: label 'dog\\nbird' holds a line break"), ("a\tb", "holds a line break or control")],
+    [
+        ("", "shape 0: label is empty"),
+        ("  ", "shape 0: label is empty"),
+        ("dog\nbird", r"shape 0: label 'dog\\nbird' holds a line break"),
+        ("a\tb", "holds a line break or control"),
+    ],
 )
 def test_labels_that_no_class_file_could_hold_are_refused(tmp_path, label, problem):
     path = write_labelme(tmp_path, "x", [shape(label, [[0, 0], [1, 1]], "rectangle")])

@@ -9,7 +9,9 @@ from segkit.data.sampling import CropSampler, class_locations, rarity_weights
 
 def test_crops_of_small_images_are_padded_with_ignore() -> None:
     sampler = CropSampler((40, 40), 0.0, np.zeros(2))
-    image, mask = sampler(np.full((20, 60, 3), 9, np.uint8), np.ones((20, 60), np.uint8), None, np.random.default_rng(0))
+    image, mask = sampler(
+        np.full((20, 60, 3), 9, np.uint8), np.ones((20, 60), np.uint8), None, np.random.default_rng(0)
+    )
     assert image.shape == (40, 40, 3) and mask.shape == (40, 40)
     assert (mask == 255).sum() == 40 * 20 and (mask == 1).sum() == 40 * 20
     assert (image[mask == 255] == 0).all() and (image[mask == 1] == 9).all()

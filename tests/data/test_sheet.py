@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dataset_path
 from PIL import Image
 
-from conftest import dataset_path
 from segkit.cli import main
 from segkit.data.sheet import contact_sheet, dataset_colours, sample_indices
 from segkit.data.sources import open_source
@@ -39,7 +39,9 @@ def test_inspect_sheet_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     for index in range(5):
         (tmp_path / "data" / "images").mkdir(parents=True, exist_ok=True)
         (tmp_path / "data" / "masks").mkdir(exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / "images" / f"{index}.png")
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / "images" / f"{index}.png"
+        )
         mask = np.zeros((30, 40), np.uint8)
         mask[5:15, 10:30] = 1
         Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"{index}.png")

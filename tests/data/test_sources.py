@@ -243,11 +243,14 @@ def test_rgb_mask_announcing_a_decompression_bomb_is_a_problem(tmp_path: Path) -
 
     colours = np.array([[0, 0, 0], [250, 0, 0], [0, 0, 250]], dtype=np.uint8)
     make_folders(tmp_path, {"a": colours[ids_mask(0)], "b": colours[ids_mask(1)]})
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 20_000, 10_000, 8, 2, 0, 0, 0)  # RGB, 200 megapixels (pixels cut short)
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     (tmp_path / "masks" / "b.png").write_bytes(bomb)
     (tmp_path / "colors.csv").write_text("bg,0,0,0\nred,250,0,0\nblue,0,0,250\n")
     source = open_source(tmp_path, colors=tmp_path / "colors.csv")

@@ -146,7 +146,14 @@ def test_configs_round_trip_through_json_and_yaml() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"resize": "stretch"}, {"img_size": [0, 8]}, {"std": [1, 0, 1]}, {"mean": [0.5]}, {"augment": "heavy"}, {"color": 1}],
+    [
+        {"resize": "stretch"},
+        {"img_size": [0, 8]},
+        {"std": [1, 0, 1]},
+        {"mean": [0.5]},
+        {"augment": "heavy"},
+        {"color": 1},
+    ],
 )
 def test_invalid_configs_raise_one_line_errors(bad: dict) -> None:
     with pytest.raises(SegkitError) as error:
@@ -186,7 +193,9 @@ def test_augmentation_keeps_image_and_mask_aligned() -> None:
 
 
 def test_hflip_is_exact_and_flip_decisions_are_independent() -> None:
-    preprocess = PreprocessConfig(img_size=(8, 8), augment=AugmentConfig.from_dict({"level": "none", "hflip": True, "vflip": True}))
+    preprocess = PreprocessConfig(
+        img_size=(8, 8), augment=AugmentConfig.from_dict({"level": "none", "hflip": True, "vflip": True})
+    )
     transform = build_train_transform(preprocess, seed=0)
     mask = np.arange(64, dtype=np.uint8).reshape(8, 8)
     image = np.repeat(mask[..., None], 3, axis=2)
@@ -195,7 +204,7 @@ def test_hflip_is_exact_and_flip_decisions_are_independent() -> None:
         out = transform(image=image, mask=mask)
         h_flipped = out["mask"][0, 0] in (mask[0, -1], mask[-1, -1])
         v_flipped = out["mask"][0, 0] in (mask[-1, 0], mask[-1, -1])
-        expected = mask[::-1 if v_flipped else 1, ::-1 if h_flipped else 1]
+        expected = mask[:: -1 if v_flipped else 1, :: -1 if h_flipped else 1]
         np.testing.assert_array_equal(out["mask"], expected)
         np.testing.assert_array_equal(out["image"][..., 0], expected)
         outcomes.add((h_flipped, v_flipped))

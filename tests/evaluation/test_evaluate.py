@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import tiny_checkpoint
+from PIL import Image
 from prediction.test_predictor import squares
+
 from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.evaluation.confusion import ConfusionMatrix
@@ -28,7 +28,9 @@ def colour_dataset(root: Path, sizes: list[tuple[int, int]]) -> list[np.ndarray]
     """
     for folder in ("images", "masks", "masks_rgb"):
         (root / folder).mkdir(parents=True)
-    table = [{"name": name, "rgb": list(rgb), "index": index} for index, (name, rgb) in enumerate(zip(CLASSES, COLOURS))]
+    table = [
+        {"name": name, "rgb": list(rgb), "index": index} for index, (name, rgb) in enumerate(zip(CLASSES, COLOURS))
+    ]
     table.append({"name": "unlabelled", "rgb": [0, 0, 0], "index": 255})
     (root / "classes.json").write_text(json.dumps({"classes": table}))
     truths = []
@@ -107,8 +109,11 @@ def test_json_and_report_never_overwrite_the_model_or_the_data(tmp_path: Path, c
     save_checkpoint(tiny_checkpoint(CLASSES), checkpoint)
     before = {path: path.read_bytes() for path in [checkpoint, *sorted((tmp_path / "data").rglob("*.png"))]}
     argv = ["evaluate", str(checkpoint), str(tmp_path / "data"), "--masks", "masks_rgb", "--device", "cpu"]
-    for target, option in ((checkpoint, "--json"), (tmp_path / "data" / "masks_rgb" / "img0.png", "--json"),
-                           (tmp_path / "data" / "report.html", "--report")):
+    for target, option in (
+        (checkpoint, "--json"),
+        (tmp_path / "data" / "masks_rgb" / "img0.png", "--json"),
+        (tmp_path / "data" / "report.html", "--report"),
+    ):
         capsys.readouterr()
         assert main([*argv, option, str(target)]) == 2
         assert f"{option} is" in capsys.readouterr().err

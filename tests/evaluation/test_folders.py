@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dataset_path
 from PIL import Image
 
-from conftest import dataset_path
 from segkit.data.io import read_mask_file, write_mask
 from segkit.errors import SegkitError
 from segkit.evaluation.confusion import confusion_matrix

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_checkpoint
 from PIL import Image
 
-from conftest import tiny_checkpoint
 from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.data.io import write_mask
@@ -65,8 +65,12 @@ def test_per_image_scores_keep_only_the_worst_and_load_only_them() -> None:
     loaded: list[str] = []
     scores = PerImageScores(worst=2)
     truth = np.array([[0, 1], [1, 1]], np.uint8)
-    for name, prediction in (("good", truth), ("bad", 1 - truth), ("half", np.array([[0, 0], [1, 1]], np.uint8)),
-                             ("good2", truth)):
+    for name, prediction in (
+        ("good", truth),
+        ("bad", 1 - truth),
+        ("half", np.array([[0, 0], [1, 1]], np.uint8)),
+        ("good2", truth),
+    ):
         matrix = confusion_matrix(prediction, truth, 2, 255)
 
         def load(name: str = name, prediction: np.ndarray = prediction) -> ImagePixels:
@@ -103,8 +107,24 @@ def test_evaluate_folders_report(tmp_path: Path) -> None:
         write_mask(tmp_path / "pred" / f"m{index}.png", np.roll(truth, index, axis=1).clip(0, 2))
     (tmp_path / "classes.txt").write_text("background\nroad\ncar\n")
     report = tmp_path / "out" / "report.html"
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--true", str(tmp_path / "true"),
-                 "--classes", str(tmp_path / "classes.txt"), "--report", str(report), "--worst", "2"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--true",
+                str(tmp_path / "true"),
+                "--classes",
+                str(tmp_path / "classes.txt"),
+                "--report",
+                str(report),
+                "--worst",
+                "2",
+            ]
+        )
+        == 0
+    )
     html = report.read_text(encoding="utf-8")
     assert re.findall(r'<tr class="[a-z]*" data-class="([^"]+)"', html) == ["background", "road", "car"]
     assert 'id="curves"' not in html and 'id="model"' not in html  # no checkpoint: no card, no curves
@@ -145,12 +165,20 @@ def test_folders_report_reads_every_class_list_form(
 def test_evaluate_checkpoint_report(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data")
     report = tmp_path / "report.html"
-    argv = ["evaluate", str(checkpoint_file(tmp_path / "best.pt")), str(data), "--device", "cpu", "--report", str(report)]
+    argv = [
+        "evaluate",
+        str(checkpoint_file(tmp_path / "best.pt")),
+        str(data),
+        "--device",
+        "cpu",
+        "--report",
+        str(report),
+    ]
     assert main(argv) == 0
     html = report.read_text(encoding="utf-8")
     assert 'id="model"' in html and "unet (base_channels=4, depth=2)" in html
     assert 'id="curves"' in html and "best epoch 3" in html
-    assert html.count("<tr><td class=\"name\" data-value=") == 6  # one per-image row per image
+    assert html.count('<tr><td class="name" data-value=') == 6  # one per-image row per image
     assert html.count('<div class="worst">') == 6 and html.count("<figcaption>image</figcaption>") == 6
     assert sources_are_embedded(html)
 
@@ -164,13 +192,27 @@ RACE = {
     "loser_share": 0.17,
     "validation_images": ["img0", "img3"],
     "entries": [
-        {"label": "unet-16, whole images 64x64", "rungs": [{"steps": 30, "seconds": 25.0, "score": 0.41}],
-         "eliminated": 0, "error": None, "seconds": 25.0},
-        {"label": "unet-16, 256px crops at native scale",
-         "rungs": [{"steps": 31, "seconds": 24.0, "score": 0.52}, {"steps": 60, "seconds": 48.0, "score": 0.64}],
-         "eliminated": None, "error": None, "seconds": 48.0},
-        {"label": "unet-8, whole images 64x64", "rungs": [], "eliminated": 0, "error": "the loss became not finite",
-         "seconds": 3.0},
+        {
+            "label": "unet-16, whole images 64x64",
+            "rungs": [{"steps": 30, "seconds": 25.0, "score": 0.41}],
+            "eliminated": 0,
+            "error": None,
+            "seconds": 25.0,
+        },
+        {
+            "label": "unet-16, 256px crops at native scale",
+            "rungs": [{"steps": 31, "seconds": 24.0, "score": 0.52}, {"steps": 60, "seconds": 48.0, "score": 0.64}],
+            "eliminated": None,
+            "error": None,
+            "seconds": 48.0,
+        },
+        {
+            "label": "unet-8, whole images 64x64",
+            "rungs": [],
+            "eliminated": 0,
+            "error": "the loss became not finite",
+            "seconds": 3.0,
+        },
     ],
 }
 
@@ -201,10 +243,10 @@ def test_report_of_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["report", str(run), "--worst", "1", "--device", "cpu"]) == 0
     assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
     html = (run / "report.html").read_text(encoding="utf-8")
-    assert "held out 0.5" in html and html.count("<tr><td class=\"name\" data-value=") == 3  # the 3 held-out images
+    assert "held out 0.5" in html and html.count('<tr><td class="name" data-value=') == 3  # the 3 held-out images
     assert html.count('<div class="worst">') == 1
     assert main(["report", str(run), "--data", str(data), "--out", str(tmp_path / "all.html"), "--device", "cpu"]) == 0
-    assert (tmp_path / "all.html").read_text(encoding="utf-8").count("<tr><td class=\"name\" data-value=") == 6
+    assert (tmp_path / "all.html").read_text(encoding="utf-8").count('<tr><td class="name" data-value=') == 6
 
     # The run's data is gone: the stored validation metrics, said so.
     checkpoint = tiny_checkpoint(CLASSES)
@@ -221,10 +263,33 @@ def test_report_of_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "no best.pt or last.pt here" in capsys.readouterr().err
 
 
+def test_report_of_a_run_on_train_and_valid_scores_valid(tmp_path: Path) -> None:
+    """A dataset with train/ and valid/ (Roboflow's names): the run validated on valid/, so the report scores it."""
+    data = tmp_path / "data"
+    make_dataset(data / "train", count=6)
+    make_dataset(data / "valid", count=2)
+    (data / "class_names.txt").write_text("\n".join(CLASSES) + "\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint_file(run / "best.pt", data=data)  # its stored config says val_split 0.5: not used beside valid/
+    assert main(["report", str(run), "--device", "cpu"]) == 0
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert "(split valid)" in html and "held out" not in html
+    assert html.count('<tr><td class="name" data-value=') == 2  # valid/'s two images, none of train/'s six
+
+
 def test_report_in_chromium(browser, tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data")
     report = tmp_path / "report.html"
-    argv = ["evaluate", str(checkpoint_file(tmp_path / "best.pt")), str(data), "--device", "cpu", "--report", str(report)]
+    argv = [
+        "evaluate",
+        str(checkpoint_file(tmp_path / "best.pt")),
+        str(data),
+        "--device",
+        "cpu",
+        "--report",
+        str(report),
+    ]
     assert main(argv) == 0
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
@@ -253,7 +318,9 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
     assert names == sorted(names)
     page.click("#per-image th:nth-child(2)")
     page.click("#per-image th:nth-child(2)")
-    values = page.eval_on_selector_all("#per-image tbody tr td:nth-child(2)", "cells => cells.map(c => c.dataset.value)")
+    values = page.eval_on_selector_all(
+        "#per-image tbody tr td:nth-child(2)", "cells => cells.map(c => c.dataset.value)"
+    )
     assert [float(v) for v in values if v] == sorted((float(v) for v in values if v), reverse=True)
     assert all(url.startswith(("file:", "data:")) for url in requests)  # nothing from the network
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)

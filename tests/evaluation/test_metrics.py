@@ -18,8 +18,9 @@ from torchmetrics.classification import (
 )
 
 from segkit.evaluation.confusion import confusion_matrix
-from segkit.evaluation.metrics import METRIC_KEYS, compute_metrics, to_json_safe
+from segkit.evaluation.metrics import METRIC_KEYS, compute_metrics
 from segkit.evaluation.report import format_table, write_json
+from segkit.files import to_json_safe
 
 IGNORE = 255
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import segkit
 from conftest import tiny_checkpoint
 from evaluation.test_html_report import make_dataset
-from segkit.checkpoint import save_checkpoint
+
+import segkit
+from segkit.checkpoint import load_pretrained, save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.evaluation.metrics import compute_metrics
-from segkit.exporters.hf import load_pretrained, push_to_hub
+from segkit.exporters.hf import push_to_hub
 
 CLASSES = ("background", "road", "car")
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_checkpoint
 from PIL import Image
+from prediction.test_predictor import CLASSES, squares
 
 import segkit
-from conftest import tiny_checkpoint
-from prediction.test_predictor import CLASSES, squares
+from segkit.checkpoint import ModelCard, save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.exporters import onnx as onnx_export
@@ -22,7 +23,6 @@ from segkit.prediction.onnx_backend import METADATA_KEY, OnnxBackend
 from segkit.prediction.predictor import Predictor
 from segkit.prediction.tiling import TileConfig
 from segkit.prediction.tta import TTAConfig
-from segkit.checkpoint import ModelCard, save_checkpoint
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -141,7 +141,8 @@ def test_loading_onnx_files_that_segkit_did_not_write(tmp_path: Path) -> None:
         Predictor.from_checkpoint(garbage, device="cpu")
     helper = onnx.helper
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["image"], ["logits"])], "plain",
+        [helper.make_node("Identity", ["image"], ["logits"])],
+        "plain",
         [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
     )
@@ -193,7 +194,11 @@ def test_both_backends_give_the_same_masks_with_every_option(tmp_path: Path, res
     state = tiny_checkpoint(resize=resize, img_size=32, zero_head_bias=True)
     exported = export_onnx(state, tmp_path / "model.onnx", exporter="torchscript").path
     samples = images() + [np.asarray(Image.fromarray(images()[3]).resize((150, 110)))]
-    for options in ({}, {"tta": "flip+scale"}, {"tiling": TileConfig((40, 48), overlap=0.5, batch_size=2), "tta": "flip"}):
+    for options in (
+        {},
+        {"tta": "flip+scale"},
+        {"tiling": TileConfig((40, 48), overlap=0.5, batch_size=2), "tta": "flip"},
+    ):
         torch_masks = Predictor.from_checkpoint(state, device="cpu", **options).predict_batch(samples, batch_size=3)
         onnx_masks = Predictor.from_checkpoint(exported, **options).predict_batch(samples, batch_size=3)
         equal = sum(int((a == b).sum()) for a, b in zip(torch_masks, onnx_masks))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_checkpoint
 from evaluation.test_evaluate import CLASSES, colour_dataset
 from prediction.test_predictor import squares
+
 from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
@@ -50,7 +50,8 @@ def test_cli_quantizes_a_checkpoint_and_records_both_scores(
     assert entry["type"] == "int8" and entry["calibration_images"] == 3 and entry["evaluation_images"] == len(SIZES)
     assert int8.card == OnnxBackend(fp32, "cpu").card  # the same card travels
     scores = {
-        name: evaluate_checkpoint(model, data, masks="masks_rgb")["mIoU"] for name, model in (("fp32", fp32), ("int8", out))
+        name: evaluate_checkpoint(model, data, masks="masks_rgb")["mIoU"]
+        for name, model in (("fp32", fp32), ("int8", out))
     }
     assert entry["fp32_mIoU"] == pytest.approx(scores["fp32"], abs=1e-6)
     assert entry["int8_mIoU"] == pytest.approx(scores["int8"], abs=1e-6)
@@ -75,7 +76,8 @@ def colour_model(path: Path) -> Path:
     bias = np.array([3, 0, 0], np.float32)
     dims = ["batch", 3, "height", "width"]
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["image", "w", "b"], ["logits"])], "colours",
+        [helper.make_node("Conv", ["image", "w", "b"], ["logits"])],
+        "colours",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, dims)],
         [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")],
@@ -97,14 +99,20 @@ def test_a_real_drop_is_refused_unless_forced(
     assert quantize_onnx(fp32, tmp_path / "fine.onnx", data, masks="masks_rgb").drop <= 0.01  # calibrated properly
     reader = quantize_module._calibration_reader
     # Calibrating on blank inputs gives activation ranges of zero width: every real image is clipped.
-    monkeypatch.setattr(quantize_module, "_calibration_reader", lambda inputs, name: reader([x * 0 for x in inputs], name))
+    monkeypatch.setattr(
+        quantize_module, "_calibration_reader", lambda inputs, name: reader([x * 0 for x in inputs], name)
+    )
     out = tmp_path / "int8.onnx"
-    with pytest.raises(SegkitError, match=r"int8.onnx: int8 mIoU .* below fp32 .* \(more than --max-drop 0.01\); nothing written"):
+    with pytest.raises(
+        SegkitError, match=r"int8.onnx: int8 mIoU .* below fp32 .* \(more than --max-drop 0.01\); nothing written"
+    ):
         quantize_onnx(fp32, out, data, masks="masks_rgb")
     assert not out.exists()
     result = quantize_onnx(fp32, out, data, masks="masks_rgb", force=True)
     assert result.drop > 0.01 and "kept because of --force" in caplog.text
-    assert OnnxBackend(out, "cpu").metadata["export"]["quantization"]["mIoU_drop"] == pytest.approx(result.drop, abs=1e-6)
+    assert OnnxBackend(out, "cpu").metadata["export"]["quantization"]["mIoU_drop"] == pytest.approx(
+        result.drop, abs=1e-6
+    )
     with pytest.raises(SegkitError, match="already quantized"):
         quantize_onnx(out, tmp_path / "again.onnx", data, masks="masks_rgb")
 
@@ -117,7 +125,21 @@ def test_bad_requests(setup: tuple[Path, Path, Path], tmp_path: Path, capsys: py
         main(["export", str(checkpoint), "--out", str(tmp_path / "a.onnx"), "--masks", "masks_rgb"])
     assert main(["export", str(fp32), "--out", str(fp32), "--quantize", "int8", "--calibration", str(data)]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["export", str(fp32), "--out", str(tmp_path / "b.onnx"), "--quantize", "int8", "--calibration", str(tmp_path / "none")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(fp32),
+                "--out",
+                str(tmp_path / "b.onnx"),
+                "--quantize",
+                "int8",
+                "--calibration",
+                str(tmp_path / "none"),
+            ]
+        )
+        == 2
+    )
     assert list(tmp_path.iterdir()) == []
     assert evenly_spaced(3, 5) == [0, 1, 2] and evenly_spaced(10, 3) == [1, 5, 8]
 

@@ -48,6 +48,7 @@ def lovasz_extension(errors: list[float], foreground: list[bool]) -> float:
 
 # --- hand-computed values -------------------------------------------------------------------
 
+
 def test_cross_entropy() -> None:
     assert loss_value("ce") == pytest.approx((LN2 + 2 * math.log(4 / 3)) / 3, rel=1e-6)
 
@@ -213,6 +214,7 @@ def test_all_ignored_gives_zero_without_nan(name: str, binary: bool) -> None:
 
 # --- combinations, deep supervision, binary inputs ---------------------------------------------
 
+
 def test_weighted_combination() -> None:
     logits, target = random_case(False)
     combined = create_loss("0.5*ce + 2*dice", num_classes=3)(logits, target)
@@ -287,6 +289,7 @@ def test_loss_buffers_follow_the_module() -> None:
 
 
 # --- class weights ---------------------------------------------------------------------------
+
 
 def test_class_weights_median_frequency() -> None:
     # image 1: 60 class-0, 40 class-1 pixels; image 2: 90 class-0, 10 class-2; class 3 never appears.

@@ -23,9 +23,9 @@ from segkit.models import (
     model_options,
     pad_to_multiple,
     register_model,
+    registry,
     summarize_model,
 )
-from segkit.models import registry
 
 
 @pytest.fixture

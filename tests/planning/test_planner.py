@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from segkit.cli import main
+from segkit.config import TrainConfig
 from segkit.data.dataset import DecodedSource
 from segkit.data.sources import open_source
 from segkit.models import weights
@@ -20,7 +21,6 @@ from segkit.planning.fingerprint import compute_fingerprint
 from segkit.planning.planner import make_plan
 from segkit.planning.probe import Measurement
 from segkit.training.builders import open_training_data
-from segkit.training.config import TrainConfig
 
 
 def write_dataset(root: Path, count: int, size: tuple[int, int], draw: Any) -> Path:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from segkit.prediction.arrays import NumpyOps, array_ops, logits_to_mask, probabilities_to_mask, scores_from_logits
-from segkit.prediction.torch_backend import TorchOps
+from segkit.prediction.arrays import NumpyOps, array_ops, probabilities_to_mask, scores_from_logits
+from segkit.prediction.torch_ops import TorchOps
 
 
 def pair(shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
@@ -58,5 +58,6 @@ def test_one_logits_to_mask_step(binary: bool) -> None:
         mask = probabilities_to_mask(scores, binary, threshold)
         expected = (scores[:, 1] > threshold) if binary else scores.argmax(1)
         np.testing.assert_array_equal(mask, expected.astype(np.uint8))
-        np.testing.assert_array_equal(logits_to_mask(tensor, binary, threshold).numpy(), mask)
+        on_tensors = probabilities_to_mask(scores_from_logits(tensor, binary), binary, threshold)
+        np.testing.assert_array_equal(on_tensors.numpy(), mask)
         np.testing.assert_array_equal(probabilities_to_mask(scores[0], binary, threshold), mask[0])  # (C, H, W)

@@ -114,7 +114,7 @@ def test_lattice_approximates_gaussian_filtering(colour: bool) -> None:
     approximate = lattice.filter(values) / lattice.filter(torch.ones(1, len(features)))
 
     def exact(std: float) -> torch.Tensor:
-        kernel = torch.exp(-torch.cdist(features, features) ** 2 / (2 * std**2))
+        kernel = torch.exp(-(torch.cdist(features, features) ** 2) / (2 * std**2))
         return values @ kernel / kernel.sum(0)
 
     error = (approximate - exact(1.0)).abs().mean()

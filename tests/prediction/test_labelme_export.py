@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dataset_path, tiny_checkpoint
 from PIL import Image
 
-from conftest import dataset_path, tiny_checkpoint
 from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.data.labelme import read_labelme
@@ -41,15 +41,23 @@ def test_regions_become_polygons_holes_masks_specks_dropped() -> None:
 
 def test_file_format_is_labelmes(tmp_path: Path, shared_datasets: Path) -> None:
     """Same fields as labelme 5's own files; segkit's labelme reader takes it, image embedded or by path."""
-    example = json.loads((dataset_path(shared_datasets, "labelme_examples", "primitives") / "primitives.json").read_text())
+    example = json.loads(
+        (dataset_path(shared_datasets, "labelme_examples", "primitives") / "primitives.json").read_text()
+    )
     image = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
     (tmp_path / "images").mkdir()
     Image.fromarray(image).save(tmp_path / "images" / "photo.png")
     mask = np.zeros((30, 40), np.uint8)
     mask[5:20, 5:30] = 1
     for embed in (False, True):
-        document = labelme_document(mask, ["background", "road"], tmp_path / "images" / "photo.png",
-                                    tmp_path / "labels", image=image, options=LabelmeOptions(image_data=embed))
+        document = labelme_document(
+            mask,
+            ["background", "road"],
+            tmp_path / "images" / "photo.png",
+            tmp_path / "labels",
+            image=image,
+            options=LabelmeOptions(image_data=embed),
+        )
         assert set(document) == set(example)
         assert set(document["shapes"][0]) == set(example["shapes"][0])
         assert document["imagePath"] == "../images/photo.png" and (document["imageData"] is not None) == embed
@@ -60,12 +68,17 @@ def test_file_format_is_labelmes(tmp_path: Path, shared_datasets: Path) -> None:
 
 
 @pytest.mark.parametrize(("dataset", "count"), [("dubai_aerial", 4), ("crackforest", 4)])
-def test_round_trip_through_convert_on_real_masks(shared_datasets: Path, tmp_path: Path, dataset: str, count: int) -> None:
+def test_round_trip_through_convert_on_real_masks(
+    shared_datasets: Path, tmp_path: Path, dataset: str, count: int
+) -> None:
     """Real masks as the 'prediction' -> labelme JSON -> segkit convert labelme: >= 99 % of the pixels back."""
     root = dataset_path(shared_datasets, dataset)
-    names = sorted(path.stem for path in (root / "masks").glob("*.png"))[:: 9][:count]
+    names = sorted(path.stem for path in (root / "masks").glob("*.png"))[::9][:count]
     if dataset == "dubai_aerial":  # 6 classes, 255 unlabelled: the unlabelled pixels become the background
-        classes = ["background", *(entry["name"] for entry in json.loads((root / "classes.json").read_text())["classes"])]
+        classes = [
+            "background",
+            *(entry["name"] for entry in json.loads((root / "classes.json").read_text())["classes"]),
+        ]
     else:  # cracks: thin regions 1-3 pixels wide
         classes = ["background", "crack"]
     annotations = tmp_path / "annotations"
@@ -80,8 +93,10 @@ def test_round_trip_through_convert_on_real_masks(shared_datasets: Path, tmp_pat
         write_labelme(annotations / f"{name}.json", labelme_document(expected[name], classes, image, annotations))
     (annotations / "labels.txt").write_text(label_list(classes))
     out = tmp_path / "converted"
-    assert main(["convert", "labelme", str(annotations), str(out), "--labels", str(annotations / "labels.txt"),
-                 "--noviz"]) == 0
+    assert (
+        main(["convert", "labelme", str(annotations), str(out), "--labels", str(annotations / "labels.txt"), "--noviz"])
+        == 0
+    )
     for name, mask in expected.items():
         back = np.asarray(Image.open(out / "masks" / f"{name}.png"))
         agreement = float((back == mask).mean())
@@ -105,8 +120,16 @@ def test_predict_labelme_then_convert(tmp_path: Path) -> None:
     assert main([*base, "--out", str(tmp_path / "png")]) == 0
     assert main([*base, "--out", str(photos), "--format", "labelme", "--image-data", "--min-area", "0", "--color"]) == 0
     written = sorted(path.name for path in photos.iterdir())
-    assert written == ["labels.txt", "legend.png", "p0.jpg", "p0.json", "p0_color.png", "p1.jpg", "p1.json",
-                       "p1_color.png"]
+    assert written == [
+        "labels.txt",
+        "legend.png",
+        "p0.jpg",
+        "p0.json",
+        "p0_color.png",
+        "p1.jpg",
+        "p1.json",
+        "p1_color.png",
+    ]
     document = json.loads((photos / "p0.json").read_text())
     assert document["imagePath"] == "p0.jpg" and document["imageData"] and document["imageWidth"] == 64
     assert {shape["label"] for shape in document["shapes"]} <= {"cat", "dog"}

@@ -37,8 +37,11 @@ def model_reading(location: str, sparse: bool) -> onnx.ModelProto:
         nodes, initializers = [add], [external("w", location)]
     vector = [4]
     graph = helper.make_graph(
-        nodes, "reads-outside", [helper.make_tensor_value_info("x", TensorProto.FLOAT, vector)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, vector)], initializers,
+        nodes,
+        "reads-outside",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, vector)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, vector)],
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     metadata = {"format": "segkit-onnx", "version": 2, "card": {}}
@@ -62,11 +65,14 @@ def test_bad_devices_and_metadata(tmp_path: Path) -> None:
     with pytest.raises(SegkitError, match="--device must be"):
         OnnxBackend(tmp_path / "model.onnx", "toaster")
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["image"], ["logits"])], "plain",
+        [helper.make_node("Identity", ["image"], ["logits"])],
+        "plain",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 8, 8])],
     )
-    for index, value in enumerate(["{not json", json.dumps({"format": "other"}), json.dumps({"format": "segkit-onnx", "version": "x"})]):
+    for index, value in enumerate(
+        ["{not json", json.dumps({"format": "other"}), json.dumps({"format": "segkit-onnx", "version": "x"})]
+    ):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
         model.metadata_props.add(key=METADATA_KEY, value=value)
         path = tmp_path / f"m{index}.onnx"

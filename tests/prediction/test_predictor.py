@@ -9,18 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import dataset_path, tiny_checkpoint
 from PIL import Image
 from torch import nn
 
-from conftest import dataset_path, tiny_checkpoint
+from segkit.checkpoint import ModelCard, save_checkpoint
 from segkit.data.sources import open_source
-from segkit.checkpoint import ModelCard
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
 from segkit.evaluation.confusion import ConfusionMatrix
 from segkit.evaluation.evaluate import evaluate_checkpoint
 from segkit.prediction.predictor import Predictor, as_rgb
-from segkit.checkpoint import save_checkpoint
 
 CLASSES = ["background", "red", "blue"]  # tiny_checkpoint()'s classes
 
@@ -205,7 +204,9 @@ def test_evaluate_checkpoint_accepts_an_opened_source_and_checks_classes(tmp_pat
 
     assert evaluate_checkpoint(tiny_checkpoint(), Source(), device="cpu")["num_images"] == 1
     write_dataset(tmp_path / "two", [(10, 10)], classes=["background", "thing"])
-    with pytest.raises(SegkitError, match=r"2 classes \(background, thing\) but the checkpoint has 3 \(background, red, blue\)"):
+    with pytest.raises(
+        SegkitError, match=r"2 classes \(background, thing\) but the checkpoint has 3 \(background, red, blue\)"
+    ):
         evaluate_checkpoint(tiny_checkpoint(), tmp_path / "two", device="cpu")
 
 
@@ -225,7 +226,7 @@ def test_real_images_predict_and_evaluate_at_their_own_size(shared_datasets: Pat
 def test_on_a_gpu_only_the_uint8_masks_come_back_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     """Resize undo, TTA, tiling and the mask step stay on the GPU; the masks match the CPU's."""
     from segkit.prediction.tiling import TileConfig
-    from segkit.prediction.torch_backend import TorchOps
+    from segkit.prediction.torch_ops import TorchOps
 
     checkpoint = tiny_checkpoint(resize="crop", img_size=32, zero_head_bias=True)
     rng = np.random.default_rng(0)

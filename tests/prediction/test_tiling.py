@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import dataset_path, tiny_checkpoint
 from PIL import Image
 from torch import nn
 
-from conftest import dataset_path
-from conftest import tiny_checkpoint
 from prediction.test_predictor import CLASSES, squares
+from segkit.checkpoint import ModelCard, save_checkpoint
 from segkit.cli import main
 from segkit.data.io import read_image
 from segkit.data.transforms import PreprocessConfig, normalize
@@ -28,7 +28,6 @@ from segkit.prediction.tiling import (
     predict_tiled,
     window_starts,
 )
-from segkit.checkpoint import ModelCard, save_checkpoint
 
 
 class ConstantModel(nn.Module):
@@ -123,7 +122,9 @@ def test_aligned_windows_keep_to_the_grid_and_cover_the_padded_image() -> None:
 def test_tiled_crop_predictions_match_the_whole_image_off_the_grid() -> None:
     """Windows at offsets that are not multiples of the network's stride see another pooling grid than
     the whole image; near-ties then flip (benchmarks/tile_memory.py measures it on a stride-32 U-Net)."""
-    unet = Predictor.from_checkpoint(tiny_checkpoint(resize="crop", img_size=32), device="cpu", tiling=TileConfig(auto=False))
+    unet = Predictor.from_checkpoint(
+        tiny_checkpoint(resize="crop", img_size=32), device="cpu", tiling=TileConfig(auto=False)
+    )
     image, _ = squares(200, 237)  # sides that are not multiples of 32
     image = (image + np.random.default_rng(1).integers(-30, 30, image.shape)).clip(0, 255).astype(np.uint8)
     spread_head(unet, image)
@@ -189,7 +190,9 @@ def test_tiled_and_whole_unet_masks_agree() -> None:
 def test_automatic_tiling_agrees_on_a_real_aerial_image(shared_datasets: Path) -> None:
     image = read_image(dataset_path(shared_datasets, "dubai_aerial", "images", "tile8_image_part_001.jpg"))
     image = image[:400, :560]  # a part of the 2149x1480 photo, to stay fast
-    unet = Predictor.from_checkpoint(tiny_checkpoint(resize="crop", img_size=32), device="cpu", tiling=TileConfig(auto=False))
+    unet = Predictor.from_checkpoint(
+        tiny_checkpoint(resize="crop", img_size=32), device="cpu", tiling=TileConfig(auto=False)
+    )
     spread_head(unet, image[:128, :128])
     whole = unet.predict(image)
     assert (np.bincount(whole.ravel(), minlength=3) > 0.05 * whole.size).all()
@@ -226,13 +229,15 @@ def test_memory_is_one_buffer_at_image_size_whatever_the_window_count() -> None:
         assert tuple(buffer.sums.shape) == (3, 70, 90) and buffer.nbytes == plan.buffer_bytes(3)
         calls: list[int] = []
 
-        def predict(windows: list[np.ndarray]) -> list[Any]:
+        def predict(windows: list[np.ndarray], calls: list[int] = calls, ones: Any = ones) -> list[Any]:
             calls.append(len(windows))
             assert all(window.shape == (32, 32, 3) for window in windows)
             return [ones((3, 32, 32)) for _ in windows]
 
         result = predict_tiled(np.zeros((70, 90, 3), np.uint8), predict, plan)
-        assert max(calls) <= 3 and sum(calls) == len(plan.positions) and len(calls) == math.ceil(len(plan.positions) / 3)
+        assert (
+            max(calls) <= 3 and sum(calls) == len(plan.positions) and len(calls) == math.ceil(len(plan.positions) / 3)
+        )
         assert type(result) is type(buffer.sums)
         np.testing.assert_allclose(np.asarray(result), np.ones((3, 70, 90)), rtol=1e-6)
 

@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_checkpoint
 from PIL import Image
 from torch import nn
 
-from conftest import tiny_checkpoint
 from prediction.test_predictor import CLASSES
 from prediction.test_tiling import PointwiseModel, ShapeSpy, position_image, predictor
+from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.prediction.predictor import Predictor
 from segkit.prediction.tta import TTA_SCALES, TTAConfig, augmented_probabilities
-from segkit.checkpoint import save_checkpoint
 
 
 class LeftRightModel(nn.Module):
@@ -129,8 +129,8 @@ def test_cli_tta(tmp_path: Path) -> None:
 def test_crf_option_refines_predictions_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`segkit predict --crf` runs the dense CRF on each image's probabilities at the original size."""
     import segkit.prediction.crf as crf
-    from segkit.data.io import read_mask_file
     from segkit.checkpoint import save_checkpoint
+    from segkit.data.io import read_mask_file
 
     calls = []
     original = crf.dense_crf

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from conftest import tiny_checkpoint as shared_tiny_checkpoint
 from PIL import Image
 
-from conftest import tiny_checkpoint as shared_tiny_checkpoint
 from segkit.serving.options import ConnectionLimits
 
 CLASSES = ("background", "cat", "dog")
@@ -57,7 +57,7 @@ def decode(data: bytes) -> Image.Image:
 
 
 @contextmanager
-def live_server(app: Any, limits: ConnectionLimits = ConnectionLimits()) -> Iterator[str]:
+def live_server(app: Any, limits: ConnectionLimits | None = None) -> Iterator[str]:
     """Run ``app`` as ``segkit serve`` does (timeouts, h11 bounds) in a background thread on a free
     loopback port; yields the base URL."""
     from uvicorn import Server
@@ -68,7 +68,7 @@ def live_server(app: Any, limits: ConnectionLimits = ConnectionLimits()) -> Iter
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # the OS picks a free port; the server uses this very socket (no race)
     host, port = sock.getsockname()
-    server = Server(uvicorn_config(app, host, port, 1, limits))
+    server = Server(uvicorn_config(app, host, port, 1, limits or ConnectionLimits()))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -99,7 +99,18 @@ def serve_process(checkpoint: Path, *options: str, log: Path) -> Iterator[tuple[
     source = Path(__file__).resolve().parents[2] / "src"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}
     env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "segkit", "serve", str(checkpoint), "--port", str(port), "--device", "cpu", *options]
+    command = [
+        sys.executable,
+        "-m",
+        "segkit",
+        "serve",
+        str(checkpoint),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        *options,
+    ]
     with log.open("w") as stream:
         process = subprocess.Popen(command, env=env, stdout=stream, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

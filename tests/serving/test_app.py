@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import segkit
+from segkit.checkpoint import save_checkpoint
 from segkit.cli import build_parser
 from segkit.errors import SegkitError
 from segkit.prediction.predictor import Predictor
 from segkit.serving import app as app_module
 from segkit.serving.app import create_app
-from segkit.checkpoint import save_checkpoint
 from segkit.serving.options import API_KEY_ENV
 from segkit.visualize import PALETTE
 
@@ -217,7 +217,9 @@ def test_one_request_at_a_time_with_batch_size_1(checkpoint_path: Path) -> None:
     original = served.predict_batch
     served.predict_batch = lambda images, batch_size=None: batches.append(len(images)) or original(images)
     with TestClient(create_app(served, batch_size=1, batch_wait_ms=50)) as test_client, ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(lambda seed: post_file(test_client, encode(sample_image(seed=seed))).status_code, range(4)))
+        statuses = list(
+            pool.map(lambda seed: post_file(test_client, encode(sample_image(seed=seed))).status_code, range(4))
+        )
     assert statuses == [200] * 4 and batches == [1, 1, 1, 1]
 
 
@@ -279,7 +281,18 @@ def test_cli_builds_the_server(monkeypatch: pytest.MonkeyPatch, checkpoint_path:
         monkeypatch.delenv(name)
 
     args = build_parser().parse_args(
-        ["serve", str(checkpoint_path), "--port", "8123", "--device", "cpu", "--max-upload-mb", "2", "--keep-alive", "3"]
+        [
+            "serve",
+            str(checkpoint_path),
+            "--port",
+            "8123",
+            "--device",
+            "cpu",
+            "--max-upload-mb",
+            "2",
+            "--keep-alive",
+            "3",
+        ]
     )
     assert args.func(args) == 0
     config = configs[-1]
@@ -294,15 +307,32 @@ def test_cli_builds_the_server(monkeypatch: pytest.MonkeyPatch, checkpoint_path:
     # Several workers: uvicorn imports an app factory that reads the settings from the environment.
     monkeypatch.setenv(API_KEY_ENV, "from-the-environment")
     args = build_parser().parse_args(
-        ["serve", str(checkpoint_path), "--workers", "3", "--host", "0.0.0.0", "--max-megapixels", "8",
-         "--batch-size", "2", "--cors-origin", "https://a.example"]
+        [
+            "serve",
+            str(checkpoint_path),
+            "--workers",
+            "3",
+            "--host",
+            "0.0.0.0",
+            "--max-megapixels",
+            "8",
+            "--batch-size",
+            "2",
+            "--cors-origin",
+            "https://a.example",
+        ]
     )
     assert args.func(args) == 0
     config = configs[-1]
     assert (config.app, config.factory, config.workers, config.host) == (
-        "segkit.serving.app:app_from_env", True, 3, "0.0.0.0"
+        "segkit.serving.app:app_from_env",
+        True,
+        3,
+        "0.0.0.0",
     )
-    monkeypatch.setenv(app_module.ENV_OPTIONS, json.dumps({**json.loads(os.environ[app_module.ENV_OPTIONS]), "device": "cpu"}))
+    monkeypatch.setenv(
+        app_module.ENV_OPTIONS, json.dumps({**json.loads(os.environ[app_module.ENV_OPTIONS]), "device": "cpu"})
+    )
     factory_app = app_module.app_from_env()
     options = factory_app.state.options
     assert (options.max_pixels, options.batch_size, options.api_key) == (8_000_000, 2, "from-the-environment")

@@ -128,7 +128,9 @@ def test_page_asks_for_the_api_key_once(browser, tmp_path: Path) -> None:
         sent_keys: list[str | None] = []
         page.on(
             "request",
-            lambda request: sent_keys.append(request.headers.get("authorization")) if "/predict" in request.url else None,
+            lambda request: (
+                sent_keys.append(request.headers.get("authorization")) if "/predict" in request.url else None
+            ),
         )
         page.goto(url + "/")
         page.wait_for_selector("#key-form:not([hidden])")

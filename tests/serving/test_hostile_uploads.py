@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from corpus.make_corpus import huge_gif, png_bomb
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFile
 
-from corpus.make_corpus import huge_gif, png_bomb
 from segkit.serving.app import create_app
 from segkit.serving.uploads import decode_upload, open_upload
 
@@ -172,10 +172,18 @@ def test_slow_body_gets_408() -> None:
                 statuses.append(message)
 
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict",
+            "raw_path": b"/predict",
+            "query_string": b"",
+            "root_path": "",
             "headers": [(b"host", b"test"), (b"content-type", b"image/png"), (b"transfer-encoding", b"chunked")],
-            "client": ("127.0.0.1", 50000), "server": ("test", 80),
+            "client": ("127.0.0.1", 50000),
+            "server": ("test", 80),
         }
         await app(scope, receive, send)
         return statuses[0]["status"], dict(statuses[0]["headers"])

@@ -83,7 +83,9 @@ def test_key_is_compared_in_constant_time(client: TestClient, monkeypatch: pytes
 def test_unauthenticated_large_upload_reads_401_on_urllib(keyed_app: FastAPI) -> None:
     """The 401 comes before the body is read; urllib (sending the whole body first) still reads it."""
     with live_server(keyed_app) as url:
-        request = urllib.request.Request(f"{url}/predict", data=bytes(8 * 1024 * 1024), headers={"Content-Type": "image/png"})
+        request = urllib.request.Request(
+            f"{url}/predict", data=bytes(8 * 1024 * 1024), headers={"Content-Type": "image/png"}
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 401
@@ -138,14 +140,21 @@ def test_allowed_hosts_refuse_other_host_names() -> None:
 def preflight(client: TestClient, origin: str):
     return client.options(
         "/predict",
-        headers={"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"},
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
     )
 
 
 def test_cors_is_off_unless_an_origin_is_given(client: TestClient) -> None:
     response = preflight(client, "https://elsewhere.example")
     assert "access-control-allow-origin" not in response.headers
-    assert "access-control-allow-origin" not in client.get("/health", headers={"Origin": "https://elsewhere.example"}).headers
+    assert (
+        "access-control-allow-origin"
+        not in client.get("/health", headers={"Origin": "https://elsewhere.example"}).headers
+    )
 
     app = create_app(tiny_checkpoint(), device="cpu", api_key=KEY, cors_origins=("https://app.example",))
     with TestClient(app) as cors_client:
@@ -155,7 +164,9 @@ def test_cors_is_off_unless_an_origin_is_given(client: TestClient) -> None:
         assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
         assert "access-control-allow-origin" not in preflight(cors_client, "https://elsewhere.example").headers
         answer = cors_client.post(
-            "/predict", content=PNG, headers={**bearer(KEY), "Content-Type": "image/png", "Origin": "https://app.example"}
+            "/predict",
+            content=PNG,
+            headers={**bearer(KEY), "Content-Type": "image/png", "Origin": "https://app.example"},
         )
         assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "https://app.example"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from corpus.make_corpus import png_bomb
 from fastapi import FastAPI
 
-from corpus.make_corpus import png_bomb
 from segkit.checkpoint import save_checkpoint
 from segkit.serving.app import create_app
 from segkit.serving.options import ConnectionLimits

@@ -24,8 +24,18 @@ def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_options(data: Path, out: Path, **overrides) -> dict:
     """Options of a fast training run on ``data``."""
     options = {
-        "data": str(data), "out": str(out), "model": "unet", "model_kwargs": dict(TINY_MODEL), "img_size": 32,
-        "batch_size": 4, "epochs": 2, "lr": 3e-3, "device": "cpu", "seed": 0, "val_split": 0.25, "precision": "32",
+        "data": str(data),
+        "out": str(out),
+        "model": "unet",
+        "model_kwargs": dict(TINY_MODEL),
+        "img_size": 32,
+        "batch_size": 4,
+        "epochs": 2,
+        "lr": 3e-3,
+        "device": "cpu",
+        "seed": 0,
+        "val_split": 0.25,
+        "precision": "32",
         "val_every": 1,
     }
     options.update(overrides)

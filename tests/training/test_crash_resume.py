@@ -26,8 +26,9 @@ def test_stopped_mid_run_then_resumed_matches_the_uninterrupted_run(
     command = [sys.executable, "-m", "segkit", *_train_command(shapes_dataset, tmp_path / "crashed")]
     command[command.index("--epochs") + 1] = "6"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     history = tmp_path / "crashed" / "history.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -45,11 +46,18 @@ def test_stopped_mid_run_then_resumed_matches_the_uninterrupted_run(
         assert hidden == [LOCK_NAME]  # no temporary files; the killed run's lock is stale and taken over on resume
     else:
         assert process.returncode == 128 + signal.SIGTERM and hidden == []
-        assert stderr.strip().splitlines()[-1].endswith(
-            f"stopped by SIGTERM after writing last.pt; continue with segkit train --resume {tmp_path / 'crashed' / 'last.pt'}")
+        assert (
+            stderr.strip()
+            .splitlines()[-1]
+            .endswith(
+                f"stopped by SIGTERM after writing last.pt; continue with segkit train --resume {tmp_path / 'crashed' / 'last.pt'}"
+            )
+        )
     load_checkpoint(tmp_path / "crashed" / "best.pt")  # a valid best.pt survived
 
-    resumed = _run([sys.executable, "-m", "segkit", "train", "--resume", str(tmp_path / "crashed" / "last.pt")], tmp_path)
+    resumed = _run(
+        [sys.executable, "-m", "segkit", "train", "--resume", str(tmp_path / "crashed" / "last.pt")], tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     full_command = command[3:]
     full_command[full_command.index("--out") + 1] = str(tmp_path / "full")

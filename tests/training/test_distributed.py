@@ -15,10 +15,34 @@ from training.conftest import TINY_MODEL
 
 def _train_command(data: Path, out: Path) -> list[str]:
     return [
-        "train", str(data), "--out", str(out), "--model", "unet", "--model-kwargs",
-        ",".join(f"{k}={v}" for k, v in TINY_MODEL.items()), "--img-size", "32", "--batch-size", "4",
-        "--epochs", "2", "--lr", "3e-3", "--device", "cpu", "--seed", "0", "--val-split", "0.25", "--augment", "none",
-        "--precision", "32", "--val-every", "1",
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        "unet",
+        "--model-kwargs",
+        ",".join(f"{k}={v}" for k, v in TINY_MODEL.items()),
+        "--img-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--lr",
+        "3e-3",
+        "--device",
+        "cpu",
+        "--seed",
+        "0",
+        "--val-split",
+        "0.25",
+        "--augment",
+        "none",
+        "--precision",
+        "32",
+        "--val-every",
+        "1",
     ]
 
 
@@ -32,8 +56,16 @@ def test_two_process_ddp_matches_single_process(shapes_dataset: Path, tmp_path: 
     single = _run([sys.executable, "-m", "segkit", *_train_command(shapes_dataset, tmp_path / "single")], tmp_path)
     assert single.returncode == 0, single.stderr
     ddp = _run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segkit",
-         *_train_command(shapes_dataset, tmp_path / "ddp")],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "segkit",
+            *_train_command(shapes_dataset, tmp_path / "ddp"),
+        ],
         tmp_path,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]

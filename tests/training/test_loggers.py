@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from segkit.checkpoint import ModelCard
+from segkit.config import TrainConfig
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
 from segkit.evaluation.metrics import compute_metrics
 from segkit.training.callbacks import ValidationSamples
-from segkit.training.config import TrainConfig
 from segkit.training.loggers import create_loggers, flat_options, metric_key
 
 CLASSES = ["background", "road", "Land (unpaved)"]
@@ -26,8 +26,12 @@ def fake_trainer(out: Path, **config: object) -> SimpleNamespace:
     """The public attributes callbacks may read (see segkit.training.callbacks)."""
     card = ModelCard.create("unet", CLASSES, PreprocessConfig(img_size=32), model_kwargs={"depth": 2})
     return SimpleNamespace(
-        config=TrainConfig(data="data/", epochs=EPOCHS, model_kwargs={"depth": 2}, **config), out=out,
-        classes=list(CLASSES), card=card, history=[], max_epochs_estimate=EPOCHS,
+        config=TrainConfig(data="data/", epochs=EPOCHS, model_kwargs={"depth": 2}, **config),
+        out=out,
+        classes=list(CLASSES),
+        card=card,
+        history=[],
+        max_epochs_estimate=EPOCHS,
     )
 
 
@@ -54,9 +58,16 @@ def run_epochs(trainer: SimpleNamespace, loggers: list, first: int = 1, last: in
         metrics = compute_metrics(matrix, CLASSES, 2)
         for callback in loggers:
             callback.on_validation_end(trainer, epoch, metrics, samples(epoch))
-        row = {"epoch": epoch, "train_loss": 1.0 / epoch, "lr": 1e-3 / epoch, "val_mIoU": metrics["mIoU"],
-               "val_mDice": metrics["mDice"], "val_pixel_accuracy": metrics["pixel_accuracy"],
-               "seconds": 2.0, "images_per_second": 10.0 + epoch}
+        row = {
+            "epoch": epoch,
+            "train_loss": 1.0 / epoch,
+            "lr": 1e-3 / epoch,
+            "val_mIoU": metrics["mIoU"],
+            "val_mDice": metrics["mDice"],
+            "val_pixel_accuracy": metrics["pixel_accuracy"],
+            "seconds": 2.0,
+            "images_per_second": 10.0 + epoch,
+        }
         trainer.history.append(row)
         for callback in loggers:
             callback.on_epoch_end(trainer, epoch, row)
@@ -80,7 +91,9 @@ def test_unknown_and_missing_loggers_are_one_line_errors(monkeypatch: pytest.Mon
     with pytest.raises(SegkitError, match="unknown logger 'wandb'"):
         create_loggers(["wandb"], tmp_path)
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real_find_spec(name, *a)
+    )
     with pytest.raises(SegkitError, match=r"--logger mlflow needs the mlflow package: pip install 'segkit\[mlflow\]'"):
         create_loggers(["csv", "mlflow"], tmp_path)
     assert not any(tmp_path.iterdir())  # nothing written before the check
@@ -127,7 +140,9 @@ def test_mlflow_local_store_read_back_and_resume(tmp_path: Path, monkeypatch: py
     assert [metric.step for metric in history] == [1, 2]
     assert metric_key("val_IoU/Land (unpaved)") == "val_IoU/Land _unpaved_"
     assert [item.path for item in client.list_artifacts(run.info.run_id, "samples")] == [
-        "samples/epoch_001.png", "samples/epoch_002.png"]
+        "samples/epoch_001.png",
+        "samples/epoch_002.png",
+    ]
     assert (out / "mlartifacts").is_dir()
 
     # Resuming the run folder continues the same MLflow run.
@@ -138,4 +153,9 @@ def test_mlflow_local_store_read_back_and_resume(tmp_path: Path, monkeypatch: py
 
 
 def test_flat_options() -> None:
-    assert flat_options({"a": 1, "b": {"c": [1, 2], "d": None}, "e": "x"}) == {"a": 1, "b.c": "[1, 2]", "b.d": "None", "e": "x"}
+    assert flat_options({"a": 1, "b": {"c": [1, 2], "d": None}, "e": "x"}) == {
+        "a": 1,
+        "b.c": "[1, 2]",
+        "b.d": "None",
+        "e": "x",
+    }

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from segkit.checkpoint import load_checkpoint
+from segkit.config import TrainConfig
 from segkit.planning import probe
 from segkit.training import race as race_module
 from segkit.training.builders import open_training_data
-from segkit.training.config import TrainConfig
 from segkit.training.learner import Learner
 from segkit.training.race import (
     RACE_SHARE,
@@ -118,8 +118,16 @@ def test_losers_never_take_more_than_the_cap(
     sizes = (("a", 32), ("b", 48), ("c", 64))
     candidates = [candidate(shapes_dataset, tmp_path, name, img_size=size) for name, size in sizes]
     data = open_training_data(candidates[0].config)
-    contest = Race(candidates, lambda c: Learner(c, data, torch.device("cpu")), lambda s: s / 12, lambda: None,
-                   data.val_source, data.val_indices, torch.device("cpu"), 12.0)
+    contest = Race(
+        candidates,
+        lambda c: Learner(c, data, torch.device("cpu")),
+        lambda s: s / 12,
+        lambda: None,
+        data.val_source,
+        data.val_indices,
+        torch.device("cpu"),
+        12.0,
+    )
     winner, _, _ = contest.run()
     entries = contest.record.entries
     assert contest.count == 3 and [len(entry["rungs"]) for entry in entries] == [1, 1, 1]

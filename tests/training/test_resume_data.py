@@ -13,8 +13,26 @@ from training.conftest import TINY_MODEL
 
 def train_once(data: Path, out: Path) -> Path:
     kwargs = ",".join(f"{key}={value}" for key, value in TINY_MODEL.items())
-    argv = ["train", str(data), "--out", str(out), "--model", "unet", "--model-kwargs", kwargs, "--img-size", "32",
-            "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--val-split", "0.25"]
+    argv = [
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        "unet",
+        "--model-kwargs",
+        kwargs,
+        "--img-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--val-split",
+        "0.25",
+    ]
     assert main(argv) == 0
     return out / "last.pt"
 

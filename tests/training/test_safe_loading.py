@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from segkit.checkpoint import load_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
-from segkit.checkpoint import load_checkpoint
 
 
 class _CreatesFile:
@@ -40,7 +40,9 @@ def test_code_running_pickle_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [["predict", "IMG", "--out", "OUT"], ["evaluate", "DATA"], ["serve"]])
-def test_cli_refuses_malicious_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+def test_cli_refuses_malicious_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
     target = tmp_path / "pwned.txt"
     _malicious_checkpoint(tmp_path / "evil.pt", target)
     image = tmp_path / "image.png"
@@ -63,7 +65,11 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "text.pt").write_text("hello")
     torch.save({"weights": torch.ones(1)}, tmp_path / "plain.pt")
-    for name, message in [("empty.pt", "not a readable checkpoint"), ("text.pt", "not a readable checkpoint"),
-                          ("plain.pt", "not a segkit checkpoint"), ("missing.pt", "not found")]:
+    for name, message in [
+        ("empty.pt", "not a readable checkpoint"),
+        ("text.pt", "not a readable checkpoint"),
+        ("plain.pt", "not a segkit checkpoint"),
+        ("missing.pt", "not found"),
+    ]:
         with pytest.raises(SegkitError, match=message):
             load_checkpoint(tmp_path / name)

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import tiny_checkpoint
+
 from segkit.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from segkit.cli import main
+from segkit.config import TrainConfig, parse_duration, resume_config
 from segkit.data.sources import split_by_name
 from segkit.errors import SegkitError
 from segkit.training.callbacks import Callback
-from segkit.training.config import TrainConfig, parse_duration, resume_config
 from segkit.training.run_folder import LOCK_NAME, RunLock
 from segkit.training.schedule import lr_factor
 from segkit.training.trainer import RunInterrupted, Trainer, train
@@ -106,8 +106,12 @@ def test_checkpoint_carries_everything_and_loads_weights_only(shapes_dataset: Pa
     raw = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert "resume" not in raw
     best = ModelCard.from_dict(raw["card"])
-    assert best.model.to_dict() == {"name": "unet", "out_channels": 4, "in_channels": 3,
-                                    "kwargs": {"base_channels": 4, "depth": 2}}
+    assert best.model.to_dict() == {
+        "name": "unet",
+        "out_channels": 4,
+        "in_channels": 3,
+        "kwargs": {"base_channels": 4, "depth": 2},
+    }
     assert best.classes == ["_background_", "disk", "square", "triangle"] and best.background == 0
     assert len(best.palette) == 4 and best.palette[0] == [0, 0, 0]
     assert best.preprocess.img_size == (32, 32) and best.preprocess.resize == "letterbox"
@@ -161,8 +165,9 @@ def test_patience_counter_survives_resume(shapes_dataset: Path, tmp_path: Path) 
     assert len(result.history) == 4 and "early stopping" in result.stopped_because
 
 
-def test_resume_uses_the_runs_own_options_and_folder(shapes_dataset: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_uses_the_runs_own_options_and_folder(
+    shapes_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1), progress=False)
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -201,7 +206,9 @@ def test_failed_checkpoint_write_stops_with_one_line_and_keeps_the_old_files(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(SegkitError, match=r"last.pt: cannot write \(the disk is full\); the previous last.pt and best.pt are intact"):
+    with pytest.raises(
+        SegkitError, match=r"last.pt: cannot write \(the disk is full\); the previous last.pt and best.pt are intact"
+    ):
         Trainer(resume_config({"resume": str(tmp_path / "run" / "last.pt"), "epochs": 3}), progress=False).fit()
     assert {name: (tmp_path / "run" / name).read_bytes() for name in before} == before
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]
@@ -215,15 +222,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(shapes_dataset: Path, tmp
 
     fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=1))
     good = (tmp_path / "run" / "last.pt").read_bytes()
-    trainer = Trainer(resume_config({"resume": str(tmp_path / "run" / "last.pt"), "epochs": 3}), [Poison()],
-                      progress=False)
+    trainer = Trainer(
+        resume_config({"resume": str(tmp_path / "run" / "last.pt"), "epochs": 3}), [Poison()], progress=False
+    )
     with pytest.raises(SegkitError, match="loss became nan"):
         trainer.fit()
     assert (tmp_path / "run" / "last.pt").read_bytes() == good
 
 
-def test_one_decode_per_image_with_val_split(shapes_dataset: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_decode_per_image_with_val_split(
+    shapes_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from segkit.data.sources import DataSource
 
     loads: list[int] = []
@@ -242,8 +251,10 @@ def test_valid_split_folder_is_the_validation_set(shapes_dataset: Path, tmp_path
             (data / split / folder).mkdir(parents=True)
         for index in names:
             for folder in ("images", "masks"):
-                source = next((shapes_dataset / folder).glob(f"*{index:03d}*"), None) or sorted(
-                    (shapes_dataset / folder).iterdir())[index]
+                source = (
+                    next((shapes_dataset / folder).glob(f"*{index:03d}*"), None)
+                    or sorted((shapes_dataset / folder).iterdir())[index]
+                )
                 shutil.copy(source, data / split / folder / source.name)
     shutil.copy(shapes_dataset / "class_names.txt", data / "class_names.txt")
     trainer = Trainer(TrainConfig.from_options(tiny_options(data, tmp_path / "run", epochs=1)), progress=False)
@@ -263,12 +274,15 @@ def test_ema_is_validated_and_the_better_weights_kept(shapes_dataset: Path, tmp_
     assert plain.ema is None and plain.history[-1]["val_weights"] == "raw"
 
 
-def test_never_predicted_classes_are_named(shapes_dataset: Path, tmp_path: Path,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_never_predicted_classes_are_named(
+    shapes_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     result = train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1, lr=0.0), progress=False)
     truth_classes = [name for name, values in result.best_metrics["per_class"].items() if values["support"]]
     matrix = np.asarray(result.best_metrics["confusion_matrix"])
-    expected = [name for c, name in enumerate(result.best_metrics["per_class"]) if matrix[c].sum() and not matrix[:, c].sum()]
+    expected = [
+        name for c, name in enumerate(result.best_metrics["per_class"]) if matrix[c].sum() and not matrix[:, c].sum()
+    ]
     assert result.never_predicted == expected and set(expected) <= set(truth_classes) and expected
     assert "never predicts " + ", ".join(expected) in caplog.text
 
@@ -376,8 +390,9 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
-@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"channels_last": False}, {"compile": True}],
-                         ids=["bf16", "nchw", "compile"])
+@pytest.mark.parametrize(
+    "options", [{"precision": "bf16"}, {"channels_last": False}, {"compile": True}], ids=["bf16", "nchw", "compile"]
+)
 def test_precision_memory_format_and_compile_options_train(shapes_dataset: Path, tmp_path: Path, options: dict) -> None:
     result = train(**tiny_options(shapes_dataset, tmp_path / "run", epochs=1, **options), progress=False)
     assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])

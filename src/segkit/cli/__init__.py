@@ -48,7 +48,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``segkit`` parser: every sub-command, or only ``command`` when it names one.
 
     Building one sub-command keeps start-up short: the training options are generated from
-    :class:`~segkit.training.config.TrainConfig`, whose imports (OpenCV, YAML) ``segkit evaluate
+    :class:`~segkit.config.TrainConfig`, whose imports (OpenCV, YAML) ``segkit evaluate
     --pred --true`` or ``segkit predict`` never need.
     """
     parser = argparse.ArgumentParser(

@@ -20,8 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segkit.config import parse_duration
     from segkit.demo import run_demo
-    from segkit.training.config import parse_duration
 
     result = run_demo(args.out, parse_duration(args.time_budget), overwrite=args.overwrite, device=args.device)
     out = result.out

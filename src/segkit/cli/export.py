@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from segkit.cli.evaluate import add_data_options
-from segkit.exporters.export import (  # light: no torch, no onnx
+from segkit.exporters.options import (  # light: no torch, no onnx
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_MAX_DROP,
     DEFAULT_OPSET,

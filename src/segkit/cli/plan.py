@@ -9,7 +9,7 @@ from segkit.options import add_arguments, collect
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from segkit.training.config import TrainConfig
+    from segkit.config import TrainConfig
 
     parser = subparsers.add_parser(
         "plan",
@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from segkit.training.config import TrainConfig
+    from segkit.config import TrainConfig
 
     plan = segkit.plan(**collect(args, TrainConfig), data=args.data)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.format())

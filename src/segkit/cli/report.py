@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         parser.error("--val-split only applies with --data (the run's own split is used otherwise)")
     if args.worst < 0 or args.batch_size < 1:
         parser.error("--worst must be at least 0 and --batch-size at least 1")
-    from segkit.evaluation.html_report import report_run
+    from segkit.evaluation.run_report import report_run
 
     out = report_run(
         args.run_dir,

@@ -1,6 +1,6 @@
 """``segkit train DATA``: train a model on a folder of images and masks.
 
-The options are generated from :class:`segkit.training.config.TrainConfig`'s fields; the
+The options are generated from :class:`segkit.config.TrainConfig`'s fields; the
 ones not given are derived by the planner (``--no-plan``: the plain defaults).
 """
 
@@ -12,7 +12,7 @@ from segkit.options import add_arguments, collect
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from segkit.training.config import TrainConfig
+    from segkit.config import TrainConfig
 
     parser = subparsers.add_parser(
         "train",
@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkit.training.config import TrainConfig, resolve_options
+    from segkit.config import TrainConfig, resolve_options
     from segkit.training.trainer import train
 
     options = collect(args, TrainConfig)

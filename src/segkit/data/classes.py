@@ -30,6 +30,7 @@ import numpy as np
 from segkit.data.colors import ColorTable, color_table_from_json, color_table_from_rows, csv_rows
 from segkit.data.io import read_json, read_text
 from segkit.errors import SegkitError
+from segkit.visualize import PALETTE
 
 # Names that mark a background class (compared case-insensitively, surrounding space ignored).
 BACKGROUND_NAMES = frozenset({"background", "_background_", "__background__", "bg"})
@@ -228,8 +229,6 @@ def default_class_list(
         ignore_index: the ignore value (not a class).
         voc_palette: the palette of a VOC folder's masks; VOC's 21 names apply when it is VOC's.
     """
-    from segkit.visualize import PALETTE
-
     labels = [value for value in values if value != ignore_index]
     highest = max(labels, default=0)
     if voc_palette is not None and len(voc_palette) >= 21 and np.array_equal(voc_palette[:21], PALETTE[:21]):
@@ -238,3 +237,16 @@ def default_class_list(
     if encoding == "binary-0-255":
         return ClassList(["background", "foreground"], "0/255 masks")
     return ClassList(["background"] + [f"class_{index}" for index in range(1, max(highest, 1) + 1)], "values found")
+
+
+def default_palette(classes: Sequence[str]) -> np.ndarray:
+    """``(len(classes), 3)`` uint8 colours for classes without colours of their own.
+
+    The VOC palette by index, except that class 0 is black only when it is a background
+    class (:func:`background_index`); otherwise it gets the first VOC
+    colour no other class uses, so a real class is never drawn as "nothing".
+    """
+    colours = PALETTE[: max(len(classes), 1)].copy()
+    if classes and not is_background_name(classes[0]):
+        colours[0] = PALETTE[len(classes)]
+    return colours

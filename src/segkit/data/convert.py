@@ -25,8 +25,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from segkit.data import labelme
 from segkit.data.classes import IGNORE_LABEL, read_class_list, with_background_first
-from segkit.data.io import atomic_write, check_output_path, make_staging_dir, read_image, write_mask, writing
+from segkit.data.io import read_image, write_mask
 from segkit.errors import SegkitError
+from segkit.files import atomic_write, check_output_path, make_staging_dir, writing
 from segkit.visualize import PALETTE, overlay
 
 IGNORE_INDEX = 255

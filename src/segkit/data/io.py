@@ -7,17 +7,14 @@ expected) into one :class:`~segkit.errors.SegkitError` line.
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import glob
 import io
 import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segkit.errors import SegkitError
+from segkit.files import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
@@ -311,135 +309,6 @@ def _matches(rule: list[re.Pattern[str] | None], parts: tuple[str, ...]) -> bool
     if head is None:
         return any(_matches(rest, parts[skip:]) for skip in range(len(parts) + 1))
     return bool(parts) and head.fullmatch(parts[0]) is not None and _matches(rest, parts[1:])
-
-
-# ------------------------------------------------------------------------------- writing
-def check_output_path(output: str | Path, inputs: Iterable[str | Path], option: str = "output") -> None:
-    """Refuse an output that is an input, contains one, or sits inside an input folder.
-
-    Writing there would overwrite or (with ``--overwrite``) delete what is being read.
-    Paths are compared after resolving symbolic links.
-
-    Raises:
-        SegkitError: naming the output and the input it would clobber.
-    """
-    target = Path(output).resolve()
-    for item in inputs:
-        source = Path(item).resolve()
-        if target == source:
-            raise SegkitError(output, f"{option} is an input ({item}); choose another {option}")
-        if source.is_relative_to(target):
-            raise SegkitError(output, f"{option} contains the input {item}; choose another {option}")
-        if source.is_dir() and target.is_relative_to(source):
-            raise SegkitError(output, f"{option} is inside the input folder {item}; choose another {option}")
-
-
-@contextmanager
-def writing(path: str | Path) -> Iterator[None]:
-    """Report a failed write (full disk, read-only folder, a folder in the way) as one SegkitError naming ``path``."""
-    try:
-        yield
-    except SegkitError:
-        raise
-    except IsADirectoryError:
-        raise SegkitError(path, "is a folder; give a file name") from None
-    except OSError as error:
-        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
-        raise SegkitError(path, f"cannot write ({reason})") from None
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
-    """Write a file through ``write(temp_path)`` then rename it into place.
-
-    Raises:
-        SegkitError: ``path`` is a folder, or the disk refused the write; the old file is untouched.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise SegkitError(path, "is a folder; give a file name")
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-        os.close(handle)
-        try:
-            write(Path(temp))
-            os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates files private to the user
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-
-
-def make_staging_dir(out: Path, prefix: str) -> Path:
-    """A temporary folder beside ``out`` (same file system, so it can be renamed into place).
-
-    Its name holds this process's id (``<prefix><pid>-<random>``). Folders of the same
-    prefix left by a process that no longer runs (killed, power cut) are removed first.
-
-    Raises:
-        SegkitError: the parent folder cannot be written.
-    """
-    with writing(out.parent):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(out.parent, prefix)
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{prefix}{os.getpid()}-"))
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); it may become `out` itself
-    return staging
-
-
-def remove_stale_staging(parent: Path, prefix: str) -> list[Path]:
-    """Delete ``parent/<prefix><pid>-*`` folders whose process has ended; returns what was removed.
-
-    A folder is stale when no process has its pid, or the process holding that pid
-    now started after the folder was last written (the pid was reused).
-    """
-    removed = []
-    pattern = re.compile(re.escape(prefix) + r"(\d+)-")
-    for path in parent.glob(glob.escape(prefix) + "*"):
-        match = pattern.match(path.name)
-        if match is None or not path.is_dir() or path.is_symlink():
-            continue
-        try:
-            written = path.stat().st_mtime
-        except OSError:
-            continue
-        if not _process_alive_since(int(match.group(1)), written):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def _process_alive_since(pid: int, timestamp: float) -> bool:
-    """Whether process ``pid`` runs and could have written at ``timestamp`` (it started before it)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        pass
-    except OSError:
-        return True  # cannot tell: keep the folder
-    started = _process_start_time(pid)
-    return started is None or started <= timestamp + 1.0  # a second of slack for clock rounding
-
-
-def _process_start_time(pid: int) -> float | None:
-    """When ``pid`` started (seconds since the epoch), from Linux's /proc; None elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
-        ticks = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22, starttime, in clock ticks after boot
-        return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def write_mask(path: str | Path, mask: np.ndarray, palette: np.ndarray | None = None) -> None:

@@ -4,7 +4,7 @@ The quickest way to see the most common silent data bug, masks that do not line 
 their images (wrong pairing, flipped or resized masks, shifted labels): ``segkit inspect
 DATA --sheet sheet.png``. The samples are spread evenly over the sorted dataset, each
 shrunk to a tile, and the mask is blended onto the image in the dataset's own colours
-(its colour table's, else :func:`segkit.visualize.default_palette`).
+(its colour table's, else :func:`segkit.data.classes.default_palette`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.data.classes import background_index
+from segkit.data.classes import background_index, default_palette
 from segkit.data.io import write_image
 from segkit.data.sources import DataSource
 from segkit.errors import SegkitError
-from segkit.visualize import default_palette, fit_within, labelled_grid, legend, overlay
+from segkit.visualize import fit_within, labelled_grid, legend, overlay
 
 logger = logging.getLogger(__name__)
 

@@ -86,6 +86,45 @@ def split_roles(splits: Sequence[str]) -> SplitRoles:
 
 
 @dataclass(frozen=True)
+class ValidationImages:
+    """Where a training run's validation images are.
+
+    Attributes:
+        folder: the dataset folder (``--val`` or the training data).
+        split: the split of ``folder`` to read (``None``: its only or default one).
+        held_out: the share of ``folder``'s images held out by name (``--val-split``), or ``None``
+            when every image of ``folder``/``split`` validates.
+    """
+
+    folder: str | Path
+    split: str | None
+    held_out: float | None
+
+    def describe(self) -> str:
+        """``folder`` with the split or share, as reports name it."""
+        if self.held_out:
+            return f"{self.folder} (held out {self.held_out:g})"
+        return f"{self.folder} (split {self.split})" if self.split else str(self.folder)
+
+
+def validation_images(
+    data: str | Path, val: str | Path | None, masks: str | None, val_split: float
+) -> ValidationImages:
+    """The validation images of a training run on ``data``, as ``segkit train`` finds them.
+
+    ``--val`` when given; else the dataset's validation split (``val``, ``valid`` or
+    ``validation``) beside its training split; else ``val_split`` of the training images,
+    held out by name.
+    """
+    if val:
+        return ValidationImages(val, None, None)
+    roles = split_roles(list_splits(data, masks)) if Path(data).is_dir() else SplitRoles()
+    if roles.validation is not None and roles.train is not None:
+        return ValidationImages(data, roles.validation, None)
+    return ValidationImages(data, roles.train, val_split)
+
+
+@dataclass(frozen=True)
 class SampleRef:
     """The files of one sample; ``annotation`` is a labelme JSON (then ``mask`` is None)."""
 

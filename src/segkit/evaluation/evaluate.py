@@ -16,9 +16,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from segkit.data.io import check_output_path
 from segkit.errors import OptionError, SegkitError
 from segkit.evaluation.per_image import ImageCallback, ImageResult, PerImageScores
+from segkit.files import check_output_path
 from segkit.prediction.options import PredictionOptions
 
 logger = logging.getLogger(__name__)

@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-import segkit
 from segkit.checkpoint import ModelCard
-from segkit.data.classes import background_index, read_class_list
-from segkit.data.io import atomic_write
-from segkit.errors import SegkitError
+from segkit.data.classes import background_index, default_palette, read_class_list
 from segkit.evaluation.per_image import ImagePixels, ImageScore, PerImageScores
-from segkit.visualize import PALETTE, colorize, default_palette, overlay
+from segkit.files import atomic_write
+from segkit.version import __version__
+from segkit.visualize import PALETTE, colorize, overlay
 
 SUMMARY = (
     ("mIoU", "mIoU"),
@@ -88,7 +87,7 @@ def render_report(
         metrics: the dict of :func:`~segkit.evaluation.metrics.compute_metrics`.
         scores: per-image scores and worst images collected during the evaluation.
         card: the model card (its facts, colours and training curves are shown).
-        palette: class colours when there is no card (default: :func:`~segkit.visualize.default_palette`).
+        palette: class colours when there is no card (default: :func:`~segkit.data.classes.default_palette`).
         ignore_index: mask value of ignored pixels (drawn white).
         sources: ``(label, value)`` pairs saying what was evaluated.
         note: a remark shown at the top.
@@ -96,7 +95,7 @@ def render_report(
     """
     import jinja2
 
-    from segkit.training.plots import best_epoch_of, curves_png, race_png
+    from segkit.plots import best_epoch_of, curves_png, race_png
 
     names = list(metrics["per_class"])
     if card is not None:
@@ -119,7 +118,7 @@ def render_report(
     environment.filters["sortkey"] = lambda value: "" if _undefined(value) else f"{value:.6f}"
     context = {
         "title": title,
-        "version": segkit.__version__,
+        "version": __version__,
         "created": datetime.now().strftime("%Y-%m-%d %H:%M"),
         "sources": list(sources),
         "note": note,
@@ -337,7 +336,7 @@ def _card_facts(card: ModelCard) -> list[tuple[str, str]]:
         ("background class", "none" if card.background is None else card.classes[card.background]),
     ]
     if training.epoch:
-        from segkit.training.plots import best_epoch_of
+        from segkit.plots import best_epoch_of
 
         best_epoch = training.best_epoch or best_epoch_of(training.history)
         best = f"epoch {best_epoch}" if best_epoch else "–"
@@ -419,121 +418,3 @@ def write_evaluation_report(
         ignore_index=ignore_index,
         sources=[("predicted masks", str(pred)), ("true masks", str(true))],
     )
-
-
-def report_run(
-    run_dir: str | Path,
-    out: str | Path | None = None,
-    *,
-    data: str | Path | None = None,
-    val_split: float | None = None,
-    worst: int = 8,
-    device: str = "auto",
-    batch_size: int = 8,
-) -> Path:
-    """Write the report of a training run folder: its ``best.pt`` (else ``last.pt``) evaluated on the run's validation images.
-
-    The validation images are found as the run found them (``--val``, a ``val`` split, or
-    the ``--val-split`` share held out by name), with the run's ``--masks``, ``--colors``
-    and ``--classes``; ``data`` (and ``val_split``) evaluate on other data instead, read as
-    ``segkit evaluate`` reads it. When
-    the run's data folder is gone, the report shows the validation metrics stored in the
-    checkpoint (measured at the network's input size) and says so.
-
-    Args:
-        run_dir: the run folder (``segkit train --out``).
-        out: the HTML file (default ``RUN_DIR/report.html``).
-        data: evaluate on this dataset folder instead.
-        val_split: with ``data``: only the images ``segkit train --val-split`` would hold out.
-        worst: how many of the worst images to show.
-        device: where the model runs.
-        batch_size: images per forward pass.
-
-    Returns:
-        The written file.
-
-    Raises:
-        SegkitError: no ``best.pt`` or ``last.pt`` in ``run_dir``, or unreadable data.
-    """
-    from segkit.checkpoint import load_checkpoint
-    from segkit.evaluation.evaluate import evaluate_checkpoint
-
-    run_dir = Path(run_dir)
-    best = run_dir / "best.pt"
-    if not best.is_file():
-        if not (run_dir / "last.pt").is_file():
-            raise SegkitError(run_dir, "no best.pt or last.pt here: not a segkit training run folder")
-        best = run_dir / "last.pt"  # a run stopped before its first validation: its latest weights
-        logger.warning("%s: no best.pt yet; reporting on last.pt", run_dir)
-    out = Path(out) if out is not None else run_dir / "report.html"
-    checkpoint = load_checkpoint(best)
-    card = checkpoint.card
-    sources = [("run", str(run_dir)), ("model", str(best))]
-    source, held_out, where = _validation_source(card, data, val_split)
-    if source is None:
-        metrics = card.training.metrics
-        if not metrics:
-            raise SegkitError(
-                best, f"no stored validation metrics, and the training data {where} was not found; pass --data DATA"
-            )
-        note = (
-            f"The training data ({where}) was not found, so these are the validation metrics of the best epoch as "
-            "stored in the checkpoint, measured at the network's input size. Pass --data DATA to evaluate at each "
-            "image's original size with per-image scores."
-        )
-        write_report(
-            out,
-            metrics,
-            card=card,
-            ignore_index=card.ignore_index,
-            sources=sources,
-            note=note,
-            title="segkit training report",
-        )
-        return out
-    scores = PerImageScores(worst)
-    metrics = evaluate_checkpoint(
-        checkpoint, source, batch_size=batch_size, device=device, val_split=held_out, on_image=scores
-    )
-    sources.append(("data", where))
-    write_report(
-        out,
-        metrics,
-        scores=scores,
-        card=card,
-        ignore_index=card.ignore_index,
-        sources=sources,
-        title="segkit training report",
-    )
-    return out
-
-
-def _validation_source(
-    card: ModelCard, data: str | Path | None, val_split: float | None
-) -> tuple[Any, float | None, str]:
-    """``(source to evaluate: an opened source, a folder, or None when the run's data is gone;
-    held-out fraction; description)``."""
-    from segkit.data.sources import list_splits, open_source
-
-    config = card.training.config
-    options: dict[str, Any] = {
-        "masks": config.get("masks"),
-        "colors": config.get("colors"),
-        "classes": config.get("classes"),
-        "ignore_index": card.ignore_index,
-    }
-    if data is not None:  # read as `segkit evaluate MODEL DATA` reads it
-        return Path(data), val_split, str(data) + (f" (held out {val_split:g})" if val_split else "")
-    if config.get("val"):
-        folder, split, held_out = Path(config["val"]), None, None
-    else:
-        folder = Path(config.get("data") or "")
-        splits = list_splits(folder) if folder.is_dir() else []
-        if "val" in splits:
-            split, held_out = "val", None
-        else:  # as the trainer: the default split, less the share held out by name
-            split, held_out = ("train" if "train" in splits else None), float(config.get("val_split", 0.2))
-    where = str(folder) + (f" (split {split})" if split == "val" else f" (held out {held_out:g})" if held_out else "")
-    if not str(folder) or not folder.exists():
-        return None, None, where
-    return open_source(folder, split=split, **options), held_out, where

@@ -11,7 +11,7 @@ every mean, specificity included.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -144,22 +144,3 @@ def compute_metrics(
         "classes_absent": [name for index, name in enumerate(names) if not present[index]],
         "num_pixels": int(total),
     }
-
-
-def to_json_safe(value: Any) -> Any:
-    """A copy of ``value`` that ``json.dumps(..., allow_nan=False)`` accepts.
-
-    NaN and infinities become ``None`` (JSON ``null``); tensors, numpy arrays and
-    numpy scalars become Python lists and numbers; mapping keys become strings.
-    """
-    if isinstance(value, Mapping):
-        return {str(key): to_json_safe(item) for key, item in value.items()}
-    if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
-        return to_json_safe(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -7,8 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from segkit.data.io import atomic_write
-from segkit.evaluation.metrics import to_json_safe
+from segkit.files import atomic_write, to_json_safe
 
 _COLUMNS = ("iou", "dice", "precision", "recall", "specificity")
 _SUMMARY = (

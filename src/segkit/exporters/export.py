@@ -13,19 +13,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from segkit.errors import OptionError
+from segkit.exporters.options import (
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_MAX_DROP,
+    DEFAULT_OPSET,
+    EXPORTERS,
+    FORMATS,
+    MIN_OPSET,
+    QUANTIZE_CHOICES,
+)
 
 if TYPE_CHECKING:
     from segkit.exporters.hf import HubExport
     from segkit.exporters.onnx import ExportResult
     from segkit.exporters.quantize import QuantizationResult
 
-FORMATS = ("onnx", "hf")
-EXPORTERS = ("auto", "dynamo", "torchscript")
-QUANTIZE_CHOICES = ("int8",)
-DEFAULT_OPSET = 18
-MIN_OPSET = 7
-DEFAULT_CALIBRATION_IMAGES = 64
-DEFAULT_MAX_DROP = 0.01
 
 AnyExport = Union["ExportResult", "QuantizationResult", "HubExport"]
 

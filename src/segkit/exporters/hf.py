@@ -2,7 +2,7 @@
 
 ``segkit export CKPT --format hf --out DIR`` writes such a folder; every command that takes
 a model (``predict``, ``evaluate``, ``serve``, ``segkit.load``) accepts it in place of a
-``.pt`` checkpoint, through :func:`load_pretrained`. The weights are safetensors (no
+``.pt`` checkpoint, through :func:`segkit.checkpoint.load_pretrained`. The weights are safetensors (no
 pickle: loading runs no code), ``config.json`` is :meth:`ModelCard.to_dict`, and the
 README is a model card as the Hugging Face Hub shows it (YAML metadata, classes, metrics,
 data, intended use). :func:`push_to_hub` uploads the folder when ``huggingface_hub`` is
@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint
-from segkit.data.io import make_staging_dir
+from segkit.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, ModelCard, open_checkpoint
 from segkit.errors import SegkitError
+from segkit.files import make_staging_dir
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 README_FILE = "README.md"
 
 
@@ -66,7 +64,7 @@ def export_hf(checkpoint: str | Path | Checkpoint, out: str | Path, *, overwrite
         raise SegkitError(out, "exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SegkitError(out, "already exists and is not empty; pass --overwrite to replace it")
-    loaded = _load(checkpoint)
+    loaded = open_checkpoint(checkpoint)
     card = loaded.card
     # Tensors are copied so that none share memory (safetensors refuses shared storage).
     weights = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in loaded.state_dict.items()}
@@ -83,41 +81,6 @@ def export_hf(checkpoint: str | Path | Checkpoint, out: str | Path, *, overwrite
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
-
-
-def _load(checkpoint: str | Path | Checkpoint) -> Checkpoint:
-    if isinstance(checkpoint, Checkpoint):
-        return checkpoint
-    path = Path(checkpoint)
-    return load_pretrained(path) if path.is_dir() else load_checkpoint(path)
-
-
-def load_pretrained(folder: str | Path) -> Checkpoint:
-    """Read a folder written by :func:`export_hf` (``config.json`` + ``model.safetensors``).
-
-    Raises:
-        SegkitError: a missing or malformed file, naming it.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for path in (config, weights):
-        if not path.is_file():
-            raise SegkitError(
-                path, f"not found: a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE} (segkit export --format hf)"
-            )
-    try:
-        card_data = json.loads(config.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SegkitError(config, f"not a readable model card ({error})") from None
-    card = ModelCard.from_dict(card_data, config)
-    try:
-        state_dict = load_file(str(weights))
-    except (SafetensorError, OSError) as error:
-        raise SegkitError(weights, f"not a readable safetensors file ({error})") from None
-    return Checkpoint(card, state_dict)
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:

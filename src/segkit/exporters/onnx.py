@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint
-from segkit.data.io import atomic_write
 from segkit.errors import SegkitError
-from segkit.exporters.export import DEFAULT_OPSET, EXPORTERS
+from segkit.exporters.options import DEFAULT_OPSET, EXPORTERS
+from segkit.files import atomic_write
 from segkit.prediction.onnx_backend import (
     METADATA_KEY,
     ONNX_FORMAT,

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from segkit.checkpoint import load_checkpoint
-from segkit.data.io import atomic_write
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
-from segkit.exporters.export import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
+from segkit.exporters.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
+from segkit.files import atomic_write
 from segkit.prediction.backend import Backend
 from segkit.prediction.onnx_backend import METADATA_KEY, OnnxBackend, first_line
 from segkit.prediction.predictor import Predictor

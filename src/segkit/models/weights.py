@@ -18,17 +18,16 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from segkit.errors import SegkitError
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from segkit.checkpoint import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +81,13 @@ MODEL_ENCODERS = {
 }
 
 
-def encoder_name(spec: ModelSpec) -> str | None:
-    """The ImageNet encoder a model spec uses (``None`` for models without a pretrainable encoder)."""
+def encoder_name(model: str, kwargs: Mapping[str, Any] | None = None) -> str | None:
+    """The ImageNet encoder model ``model`` built with ``kwargs`` uses (``None`` for models without a pretrainable encoder)."""
     from segkit.models.registry import model_info, model_options
 
-    if not model_info(spec.name).pretrained_encoder:
+    if not model_info(model).pretrained_encoder:
         return None
-    name = spec.kwargs.get("encoder") or MODEL_ENCODERS.get(spec.name) or model_options(spec.name).get("encoder")
+    name = (kwargs or {}).get("encoder") or MODEL_ENCODERS.get(model) or model_options(model).get("encoder")
     if not isinstance(name, str):
         return None
     return name[3:].split(".")[0] if name.startswith("tu-") else name
@@ -181,17 +180,24 @@ def weights_report() -> list[WeightsStatus]:
 
 def encoder_users(encoder: str) -> list[str]:
     """Registered models whose default encoder is ``encoder`` (others take it through ``--encoder``)."""
-    from segkit.checkpoint import ModelSpec
     from segkit.models.registry import list_models, model_info
 
-    return [
-        name
-        for name in list_models()
-        if model_info(name).pretrained_encoder and encoder_name(ModelSpec(name, 1)) == encoder
-    ]
+    return [name for name in list_models() if model_info(name).pretrained_encoder and encoder_name(name) == encoder]
 
 
-def pretrained_model(spec: ModelSpec) -> nn.Module:
+class BuildableSpec(Protocol):
+    """What :func:`pretrained_model` needs of a model description (:class:`segkit.checkpoint.ModelSpec` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kwargs(self) -> dict[str, Any]: ...
+
+    def build(self, source: str | Path | None = None, **extra: Any) -> nn.Module: ...
+
+
+def pretrained_model(spec: BuildableSpec) -> nn.Module:
     """The model of ``spec`` with its encoder's ImageNet weights: a local file if there is one, else a download.
 
     Raises:
@@ -199,7 +205,7 @@ def pretrained_model(spec: ModelSpec) -> nn.Module:
     """
     from segkit.models.pretrained import downloading, load_weights
 
-    encoder = encoder_name(spec)
+    encoder = encoder_name(spec.name, spec.kwargs)
     if encoder is None:
         raise SegkitError(None, f"--pretrained: model {spec.name!r} has no pretrained encoder (see `segkit models`)")
     status = weights_status(encoder)

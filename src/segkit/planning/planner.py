@@ -36,11 +36,11 @@ from typing import Any
 import torch
 
 from segkit.checkpoint import ModelSpec
-from segkit.data.io import atomic_write
+from segkit.config import TrainConfig
+from segkit.files import atomic_write
 from segkit.planning.fingerprint import Fingerprint, compute_fingerprint
 from segkit.planning.probe import Measurement, bf16_supported, measure_training
 from segkit.prediction.tiling import GRID
-from segkit.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Plan:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        from segkit.evaluation.metrics import to_json_safe
+        from segkit.files import to_json_safe
 
         return to_json_safe(
             {
@@ -253,8 +253,8 @@ class _Planner:
         if not config.is_set("pretrained") or config.pretrained:
             candidates = [config.model] if config.is_set("model") else list(PRETRAINED_MODELS[self.kind])
             for name in candidates:
-                spec = ModelSpec(name, 1, 3, dict(config.model_kwargs) if config.is_set("model_kwargs") else {})
-                encoder = encoder_name(spec) if _registered(name) else None
+                kwargs = dict(config.model_kwargs) if config.is_set("model_kwargs") else {}
+                encoder = encoder_name(name, kwargs) if _registered(name) else None
                 if encoder is None:
                     continue
                 status = weights_status(encoder)

@@ -147,7 +147,7 @@ def array_ops(array: Array) -> type[ArrayOps]:
     """The operations for ``array``'s library: numpy's, or PyTorch's for a tensor."""
     if isinstance(array, np.ndarray):
         return NumpyOps
-    from segkit.prediction.torch_backend import TorchOps  # a tensor exists, so PyTorch is imported already
+    from segkit.prediction.torch_ops import TorchOps  # a tensor exists, so PyTorch is imported already
 
     return TorchOps
 
@@ -170,8 +170,3 @@ def probabilities_to_mask(probabilities: Array, binary: bool, threshold: float) 
     if binary:
         return ops.uint8(probabilities[..., 1, :, :] > threshold)
     return ops.argmax(probabilities, axis=-3)
-
-
-def logits_to_mask(logits: Array, binary: bool, threshold: float) -> Array:
-    """Network output ``(N, 1|C, h, w)`` -> uint8 ``(N, h, w)`` class masks (validation, on the device)."""
-    return probabilities_to_mask(scores_from_logits(logits, binary), binary, threshold)

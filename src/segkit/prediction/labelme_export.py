@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segkit.data.io import atomic_write
 from segkit.data.labelme import IGNORE_LABEL
+from segkit.files import atomic_write
 
 LABELME_VERSION = "5.5.0"  # the format written (mask shapes need labelme 5.3 or newer)
 JSON_SUFFIX = ".json"

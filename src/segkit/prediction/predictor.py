@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint
+from segkit.checkpoint import Checkpoint, ModelCard, open_checkpoint
 from segkit.data.io import read_image, to_rgb
 from segkit.data.transforms import LetterboxGeometry, PreprocessConfig, resize_image
 from segkit.errors import SegkitError
@@ -173,7 +173,7 @@ class Predictor:
 
         A path ending in ``.onnx`` (written by ``segkit export``) runs in ONNX Runtime
         instead, without PyTorch; a folder written by ``segkit export --format hf`` is read by
-        :func:`segkit.exporters.hf.load_pretrained`. ``options`` are the constructor's (``tiling``,
+        :func:`segkit.checkpoint.load_pretrained`. ``options`` are the constructor's (``tiling``,
         ``tta``, ``crf``, ``threshold``, ``batch_size``).
 
         Raises:
@@ -190,12 +190,7 @@ class Predictor:
             backend = OnnxBackend(path, str(device))
             return cls(backend, backend.card, **options)
         _require_torch(f"loading {path.name}", path)
-        if path.is_dir():  # a folder written by `segkit export --format hf`
-            from segkit.exporters.hf import load_pretrained
-
-            loaded = load_pretrained(path)
-        else:
-            loaded = load_checkpoint(path)
+        loaded = open_checkpoint(path)
         options = fit_pass_memory(loaded.card, device, options, path)
         return cls(loaded.build_model(path), loaded.card, device=device, **options)
 

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from segkit.data.io import atomic_write, glob_image_files, is_image_file, make_staging_dir, write_image, write_mask
+from segkit.data.io import glob_image_files, is_image_file, write_image, write_mask
 from segkit.errors import OptionError, SegkitError
+from segkit.files import atomic_write, make_staging_dir
 from segkit.prediction.labelme_export import (
     JSON_SUFFIX,
     LABELS_FILE,

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from segkit.checkpoint import ModelCard
+from segkit.config import TrainConfig
 from segkit.errors import SegkitError
-from segkit.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class TrainingData:
 def open_training_data(config: TrainConfig) -> TrainingData:
     """Open the training and validation samples as ``config`` says (``--val``, a val/valid split, or ``--val-split``)."""
     from segkit.data.dataset import DecodedSource
-    from segkit.data.sources import list_splits, open_source, split_by_name, split_roles
+    from segkit.data.sources import open_source, split_by_name, validation_images
 
     def open_folder(path: str, split: str | None, classes: Any) -> Any:
         return open_source(
@@ -63,13 +63,9 @@ def open_training_data(config: TrainConfig) -> TrainingData:
 
     train_source = open_folder(config.data, None, config.classes)
     classes = list(train_source.classes)
-    val_split_name = split_roles(list_splits(config.data, config.masks)).validation
-    if config.val:
-        val_source = DecodedSource(open_folder(config.val, None, classes))
-        train = DecodedSource(train_source)
-        train_indices, val_indices = list(range(len(train))), list(range(len(val_source)))
-    elif val_split_name is not None and train_source.split is not None:
-        val_source = DecodedSource(open_folder(config.data, val_split_name, classes))
+    where = validation_images(config.data, config.val, config.masks, config.val_split)
+    if where.held_out is None:
+        val_source = DecodedSource(open_folder(str(where.folder), where.split, classes))
         train = DecodedSource(train_source)
         train_indices, val_indices = list(range(len(train))), list(range(len(val_source)))
     else:

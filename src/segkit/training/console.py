@@ -9,13 +9,10 @@ validations, and at the end names every class the model never predicts.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from segkit.training.callbacks import Callback, ValidationSamples
+from segkit.training.callbacks import Callback, RunState, TrainResult, ValidationSamples
 from segkit.training.validation import zero_iou_classes
-
-if TYPE_CHECKING:
-    from segkit.training.trainer import Trainer, TrainResult
 
 logger = logging.getLogger("segkit.training")
 
@@ -40,7 +37,7 @@ class ConsoleReport(Callback):
         self.warned: set[str] = set()
 
     def on_validation_end(
-        self, trainer: Trainer, epoch: int, metrics: dict[str, Any], samples: ValidationSamples
+        self, trainer: RunState, epoch: int, metrics: dict[str, Any], samples: ValidationSamples
     ) -> None:
         self.validations += 1
         if self.validations < ZERO_IOU_GRACE:
@@ -50,7 +47,7 @@ class ConsoleReport(Callback):
             self.warned.update(stuck)
             logger.warning("epoch %d: IoU is still 0 for %s", epoch, ", ".join(stuck))
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: RunState, epoch: int, row: dict[str, Any]) -> None:
         total = trainer.max_epochs_estimate
         parts = [
             f"epoch {epoch} of {'~' if trainer.config.time_budget else ''}{total}" if total else f"epoch {epoch}",
@@ -76,7 +73,7 @@ class ConsoleReport(Callback):
         parts.append(f"{row['images_per_second']:.1f} img/s")
         logger.info("%s", " · ".join(parts))
 
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+    def on_train_end(self, trainer: RunState, result: TrainResult) -> None:
         best = result.best_metrics.get("mIoU")
         weights = " (EMA weights)" if trainer.best_weights == "ema" else ""
         summary = f"best val mIoU {best:.4f} at epoch {trainer.best_epoch}{weights}" if best is not None else "no mIoU"

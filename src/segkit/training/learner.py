@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from segkit.checkpoint import ModelCard
+from segkit.config import TrainConfig
 from segkit.errors import SegkitError
 from segkit.models.base import SegmentationModel
 from segkit.training.builders import TrainingData, build_loss, build_model, build_optimizer, is_binary, model_kwargs
-from segkit.training.config import TrainConfig
 from segkit.training.distributed import DistributedInfo
 from segkit.training.schedule import lr_factor
 

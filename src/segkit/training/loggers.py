@@ -27,16 +27,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from segkit.data.io import atomic_write
 from segkit.errors import SegkitError
-from segkit.training.callbacks import Callback, ValidationSamples
-
-if TYPE_CHECKING:
-    from segkit.training.trainer import Trainer, TrainResult
+from segkit.files import atomic_write
+from segkit.training.callbacks import Callback, RunState, TrainResult, ValidationSamples
 
 LOGGERS = ("csv", "tensorboard", "mlflow")
 # Logger name -> (module that must be importable, pip extra that installs it).
@@ -99,9 +96,9 @@ def flat_options(values: Mapping[str, Any], prefix: str = "") -> dict[str, str |
     return flat
 
 
-def samples_image(trainer: Trainer, epoch: int, samples: ValidationSamples) -> np.ndarray:
+def samples_image(trainer: RunState, epoch: int, samples: ValidationSamples) -> np.ndarray:
     """The epoch's sample grid (image | truth | prediction) in the dataset's colours."""
-    from segkit.training.plots import sample_grid
+    from segkit.plots import sample_grid
 
     card = trainer.card
     return sample_grid(
@@ -130,7 +127,7 @@ class CsvLogger(Callback):
     def __init__(self, out: str | Path) -> None:
         self.path = Path(out) / "history.csv"
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: RunState, epoch: int, row: dict[str, Any]) -> None:
         history = list(trainer.history)
         columns = list(dict.fromkeys(key for item in history for key in item))
 
@@ -150,7 +147,7 @@ class RunPictures(Callback):
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
         self.drawn = {"curves": -math.inf, "samples": -math.inf}
-        self.pending: tuple[Trainer, int, ValidationSamples] | None = None
+        self.pending: tuple[RunState, int, ValidationSamples] | None = None
 
     def _due(self, kind: str) -> bool:
         if time.monotonic() - self.drawn[kind] < PICTURE_INTERVAL:
@@ -158,23 +155,23 @@ class RunPictures(Callback):
         self.drawn[kind] = time.monotonic()
         return True
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: RunState, epoch: int, row: dict[str, Any]) -> None:
         if self._due("curves"):
             self._curves(trainer)
 
     def on_validation_end(
-        self, trainer: Trainer, epoch: int, metrics: dict[str, Any], samples: ValidationSamples
+        self, trainer: RunState, epoch: int, metrics: dict[str, Any], samples: ValidationSamples
     ) -> None:
         self.pending = (trainer, epoch, samples) if len(samples) else None
         if self.pending is not None and self._due("samples"):
             self._samples()
 
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+    def on_train_end(self, trainer: RunState, result: TrainResult) -> None:
         self._curves(trainer)
         self._samples()
 
-    def _curves(self, trainer: Trainer) -> None:
-        from segkit.training.plots import plot_curves
+    def _curves(self, trainer: RunState) -> None:
+        from segkit.plots import plot_curves
 
         plot_curves(trainer.history, self.out / "curves.png")
 
@@ -201,7 +198,7 @@ class TensorBoardLogger(Callback):
         self.log_dir = Path(out) / "tensorboard"
         self.writer: Any = None
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: RunState) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
@@ -216,19 +213,19 @@ class TensorBoardLogger(Callback):
         self.writer.add_text("config", "| option | value |\n|---|---|\n" + table, global_step=done)
 
     def on_validation_end(
-        self, trainer: Trainer, epoch: int, metrics: dict[str, Any], samples: ValidationSamples
+        self, trainer: RunState, epoch: int, metrics: dict[str, Any], samples: ValidationSamples
     ) -> None:
         for tag, value in class_iou_scalars(metrics).items():
             self.writer.add_scalar(tag, value, epoch)
         if len(samples):
             self.writer.add_image("samples", samples_image(trainer, epoch, samples), epoch, dataformats="HWC")
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: RunState, epoch: int, row: dict[str, Any]) -> None:
         for tag, value in epoch_scalars(row).items():
             self.writer.add_scalar(tag, value, epoch)
         self.writer.flush()
 
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+    def on_train_end(self, trainer: RunState, result: TrainResult) -> None:
         self.writer.close()
 
 
@@ -250,7 +247,7 @@ class MLflowLogger(Callback):
         self.client: Any = None
         self.run_id = ""
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: RunState) -> None:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
@@ -287,17 +284,17 @@ class MLflowLogger(Callback):
             self.client.log_batch(self.run_id, params=params[start : start + 100])
 
     def on_validation_end(
-        self, trainer: Trainer, epoch: int, metrics: dict[str, Any], samples: ValidationSamples
+        self, trainer: RunState, epoch: int, metrics: dict[str, Any], samples: ValidationSamples
     ) -> None:
         self._log_metrics(class_iou_scalars(metrics), epoch)
         if len(samples):
             image = samples_image(trainer, epoch, samples)
             self.client.log_image(self.run_id, image, artifact_file=f"samples/epoch_{epoch:03d}.png")
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: RunState, epoch: int, row: dict[str, Any]) -> None:
         self._log_metrics(epoch_scalars(row), epoch)
 
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+    def on_train_end(self, trainer: RunState, result: TrainResult) -> None:
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def _log_metrics(self, values: dict[str, float], step: int) -> None:

@@ -1,6 +1,6 @@
 """The training loop: plan, data, model, EMA, validation at original size, checkpoints, callbacks.
 
-:class:`Trainer` runs one training described by a :class:`~segkit.training.config.TrainConfig`
+:class:`Trainer` runs one training described by a :class:`~segkit.config.TrainConfig`
 (single process or under ``torchrun``). What it builds comes from plain functions
 (:mod:`segkit.training.builders`); its public seams are :meth:`Trainer.train_epoch`,
 :meth:`Trainer.validate`, :meth:`Trainer.fit` and the :class:`~segkit.training.callbacks.Callback`
@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,13 +28,12 @@ from torch import nn
 from tqdm import tqdm
 
 from segkit.checkpoint import Checkpoint, ModelCard, TrainingSummary, load_checkpoint, save_checkpoint
-from segkit.data.io import atomic_write
+from segkit.config import TrainConfig
 from segkit.device import resolve_device
 from segkit.errors import SegkitError
-from segkit.evaluation.metrics import to_json_safe
+from segkit.files import atomic_write, to_json_safe
 from segkit.training.builders import TrainingData, data_fingerprint, open_training_data
-from segkit.training.callbacks import Callback
-from segkit.training.config import TrainConfig
+from segkit.training.callbacks import Callback, TrainResult
 from segkit.training.distributed import (
     DistributedInfo,
     all_reduce_sum,
@@ -83,19 +82,6 @@ class RunInterrupted(SegkitError):
             f"stopped by {signal_name} after writing last.pt; continue with segkit train --resume {out / 'last.pt'}",
         )
         self.exit_code = 128 + int(signal.Signals[signal_name])
-
-
-@dataclass
-class TrainResult:
-    """What a finished run left behind."""
-
-    out: Path
-    best_checkpoint: Path
-    last_checkpoint: Path
-    best_metrics: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stopped_because: str = ""
-    never_predicted: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -741,7 +727,7 @@ def train(
         >>> result = segkit.train(data="data/", time_budget="10m", out="runs/exp")
         >>> result.best_metrics["mIoU"], result.best_checkpoint
     """
-    from segkit.training.config import resolve_options
+    from segkit.config import resolve_options
     from segkit.training.console import ConsoleReport
     from segkit.training.loggers import create_loggers
 

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from segkit.plots import best_epoch_of, curves_figure, curves_png, plot_curves, sample_grid
 from segkit.training.callbacks import ValidationSamples
-from segkit.training.plots import best_epoch_of, curves_figure, curves_png, plot_curves, sample_grid
 from segkit.visualize import PAD_COLOR
 
-HISTORY = [{"epoch": e, "train_loss": 1 / e, "val_mIoU": m, "val_mDice": m + 0.05}
-           for e, m in zip(range(1, 6), (0.2, 0.5, 0.45, 0.5, float("nan")))]
+HISTORY = [
+    {"epoch": e, "train_loss": 1 / e, "val_mIoU": m, "val_mDice": m + 0.05}
+    for e, m in zip(range(1, 6), (0.2, 0.5, 0.45, 0.5, float("nan")))
+]
 
 
 def test_best_epoch_is_the_first_highest_defined_miou() -> None:
@@ -46,8 +48,15 @@ def test_sample_grid_of_different_sizes_with_titles_and_legend(tmp_path: Path) -
         samples.truths.append(truth)
         samples.predictions.append(rng.integers(0, 3, (height, width), dtype=np.uint8))
     palette = np.array([[0, 0, 0], [10, 200, 30], [200, 20, 220]], np.uint8)
-    grid = sample_grid(samples.images, samples.truths, samples.predictions, palette, classes=["bg", "a", "b"],
-                       names=samples.names, epoch=3)
+    grid = sample_grid(
+        samples.images,
+        samples.truths,
+        samples.predictions,
+        palette,
+        classes=["bg", "a", "b"],
+        names=samples.names,
+        epoch=3,
+    )
     plain = sample_grid(samples.images, samples.truths, samples.predictions, palette)
     assert grid.shape[0] > plain.shape[0]  # title, captions and legend take room
     assert max(grid.shape[:2]) < 1200  # the tall sample is shrunk
@@ -55,4 +64,3 @@ def test_sample_grid_of_different_sizes_with_titles_and_legend(tmp_path: Path) -
     pixels = grid.reshape(-1, 3)
     for colour in ([10, 200, 30], [200, 20, 220], [255, 255, 255]):  # classes and ignore, in masks and legend
         assert (pixels == colour).all(axis=1).any()
-

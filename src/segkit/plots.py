@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segkit.data.io import atomic_write
+from segkit.files import atomic_write
 from segkit.visualize import PALETTE, colorize, fit_within, labelled_grid, legend
 
 if TYPE_CHECKING:
