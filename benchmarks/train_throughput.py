@@ -3,9 +3,9 @@
 Images per second of training steps on ISBI 2012 (train split), measured side by
 side in one run, the arms taking turns, as medians of ``--repeats``:
 
-- ``bare``: the model, loss and optimiser of segkit's trainer stepping over batches
-  already decoded, resized, normalised and in segkit's memory format and precision
-  (the cost of the network alone);
+- ``bare``: ``Learner.train_step`` of the same recipe (model, loss, optimiser, memory
+  format, precision) over batches already decoded, resized and augmented, on the device
+  (the cost of the step alone, without the loader);
 - ``segkit``: ``Trainer.train_epoch`` of a real :class:`segkit.training.trainer.Trainer`,
   the code path of ``segkit train`` (cached decoded samples, albumentations
   augmentation, DataLoader collation, normalisation on the device, step, LR schedule);
@@ -117,38 +117,24 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def bare_arm(trainer: Any):
-    """A step function over pre-loaded batches: segkit's model, loss, optimiser, memory format, precision."""
-    from segkit.data.transforms import normalize
+    """A step function over pre-loaded batches: a second Learner of the same recipe (its own model and optimiser),
+    stepping with :meth:`Learner.train_step` over one epoch of batches decoded and augmented beforehand."""
+    from segkit.training.learner import Learner
 
-    config, device = trainer.config, trainer.device
-    model = copy.deepcopy(trainer.model).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    dataset = trainer.train_set
-    batches = []
-    for start in range(0, len(trainer.train_loader) * config.batch_size, config.batch_size):
-        samples = [dataset.sample(i % len(dataset)) for i in range(start, start + config.batch_size)]
-        images = torch.stack([torch.from_numpy(image.copy()).permute(2, 0, 1) for image, _ in samples]).to(device)
-        images = normalize(images, config.preprocess.mean, config.preprocess.std)
-        if config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        masks = torch.stack([torch.from_numpy(mask.astype("int64")) for _, mask in samples]).to(device)
-        batches.append((images, masks))
-
-    def step(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        with autocast(device, trainer.autocast_dtype):
-            loss = trainer.criterion(model(images), masks)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
+    learner = Learner(trainer.config, trainer.data, trainer.device, progress=False)
+    batches = [
+        (images.to(trainer.device), masks.to(trainer.device))
+        for images, masks in itertools.islice(learner.start_epoch(1), len(learner.train_loader))
+    ]
+    lr = trainer.config.lr
 
     def run() -> float:
         for images, masks in batches:
-            step(images, masks)
-        synchronize(device)
+            learner.train_step(images, masks, lr)
+        synchronize(trainer.device)
         return float(sum(len(images) for images, _ in batches))
 
-    return run, model
+    return run, learner
 
 
 def segkit_arm(trainer: Any):
@@ -168,7 +154,7 @@ def naive_arm(trainer: Any, base_channels: int, pairs: list, images: int, img_si
     from segkit.models import create_model
 
     device = trainer.device
-    outputs = 1 if trainer.binary else len(trainer.classes)
+    outputs = 1 if trainer.learner.binary else len(trainer.classes)
     model = create_model("unet", num_classes=outputs, base_channels=base_channels).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     cycle = itertools.cycle(pairs)
@@ -210,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = build_trainer(args, Path(folder) / "run")
         setup_seconds = time.perf_counter() - start
         config = trainer.config
-        bare, bare_model = bare_arm(trainer)
+        bare, bare_learner = bare_arm(trainer)
         naive_big, naive_big_model = naive_arm(
             trainer, args.naive_base_channels, train_pairs, args.naive_images, args.img_size
         )
@@ -223,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         rates = measure_interleaved(arms, repeats)
 
     flops_segkit = training_flops(
-        bare_model, args.img_size, trainer.device, config.channels_last, trainer.autocast_dtype
+        bare_learner.model, args.img_size, trainer.device, config.channels_last, bare_learner.autocast_dtype
     )
     flops_naive = training_flops(naive_big_model, args.img_size, trainer.device, False, None)
     mm_size = 1024 if args.quick else 4096
@@ -264,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         "matmul_peak_gflops": {name: round(value / 1e9, 2) for name, value in peaks.items()},
         "matmul_size": mm_size,
         "segkit_setup_seconds": round(setup_seconds, 2),
-        "train_images": len(trainer.train_set),
-        "binary": trainer.binary,
+        "train_images": len(trainer.learner.train_set),
+        "binary": trainer.learner.binary,
     }
     finish(report, SECTION, targets, settings, args.no_report)
     return 0

@@ -161,11 +161,11 @@ def test_auto_falls_back_to_torchscript_and_explains_a_double_failure(
     def cannot_capture(*args: object) -> None:
         raise RuntimeError("torch.export cannot capture this model")
 
-    monkeypatch.setattr(onnx_export, "_export_dynamo", cannot_capture)
+    monkeypatch.setattr(onnx_export, "export_with_dynamo", cannot_capture)
     result = export_onnx(checkpoint, tmp_path / "fallback.onnx")
     assert result.exporter == "torchscript" and result.opset == 18
     assert "cannot capture this model; trying torchscript" in caplog.text
-    monkeypatch.setattr(onnx_export, "_export_torchscript", cannot_capture)
+    monkeypatch.setattr(onnx_export, "export_with_torchscript", cannot_capture)
     with pytest.raises(SegkitError, match="torchscript ONNX export failed: .*--no-dynamic"):
         export_onnx(checkpoint, tmp_path / "neither.onnx")
     assert not (tmp_path / "neither.onnx").exists()
@@ -174,7 +174,7 @@ def test_auto_falls_back_to_torchscript_and_explains_a_double_failure(
 def test_parity_check_rejects_a_graph_that_computes_something_else(
     tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    export = onnx_export._export_torchscript
+    export = onnx_export.export_with_torchscript
 
     def shifted_export(model: torch.nn.Module, *args: object) -> None:
         shifted = copy.deepcopy(model)
@@ -182,7 +182,7 @@ def test_parity_check_rejects_a_graph_that_computes_something_else(
             shifted.head.bias.add_(1.0)  # every logit off by one
         export(shifted, *args)
 
-    monkeypatch.setattr(onnx_export, "_export_torchscript", shifted_export)
+    monkeypatch.setattr(onnx_export, "export_with_torchscript", shifted_export)
     with pytest.raises(SegkitError, match="differ from PyTorch by 1"):
         export_onnx(checkpoint, tmp_path / "wrong.onnx", exporter="torchscript")
     assert list(tmp_path.iterdir()) == []

@@ -97,10 +97,10 @@ def test_a_real_drop_is_refused_unless_forced(
     fp32 = colour_model(tmp_path / "colours.onnx")
     assert evaluate_checkpoint(fp32, data, masks="masks_rgb")["mIoU"] > 0.9
     assert quantize_onnx(fp32, tmp_path / "fine.onnx", data, masks="masks_rgb").drop <= 0.01  # calibrated properly
-    reader = quantize_module._calibration_reader
+    reader = quantize_module.calibration_reader
     # Calibrating on blank inputs gives activation ranges of zero width: every real image is clipped.
     monkeypatch.setattr(
-        quantize_module, "_calibration_reader", lambda inputs, name: reader([x * 0 for x in inputs], name)
+        quantize_module, "calibration_reader", lambda inputs, name: reader([x * 0 for x in inputs], name)
     )
     out = tmp_path / "int8.onnx"
     with pytest.raises(

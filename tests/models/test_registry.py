@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 
 import pytest
 import segmentation_models_pytorch as smp
@@ -23,15 +24,18 @@ from segkit.models import (
     model_options,
     pad_to_multiple,
     register_model,
-    registry,
     summarize_model,
+    unregister_model,
 )
 
 
 @pytest.fixture
-def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+def scratch_registry() -> Iterator[None]:
     """Registrations made by a test vanish after it."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    before = set(list_models())
+    yield
+    for name in set(list_models()) - before:
+        unregister_model(name)
 
 
 def test_list_models_filters_with_shell_patterns() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from segkit.checkpoint import load_checkpoint
 from segkit.training.run_folder import LOCK_NAME
-from training.test_distributed import _run, _train_command
+from training.test_distributed import run_command, train_command
 
 
 @pytest.mark.slow
@@ -23,7 +23,7 @@ def test_stopped_mid_run_then_resumed_matches_the_uninterrupted_run(
     shapes_dataset: Path, tmp_path: Path, stop: signal.Signals
 ) -> None:
     """A killed run (no chance to save) or a preempted one (SIGTERM: last.pt at the next step) resumes exactly."""
-    command = [sys.executable, "-m", "segkit", *_train_command(shapes_dataset, tmp_path / "crashed")]
+    command = [sys.executable, "-m", "segkit", *train_command(shapes_dataset, tmp_path / "crashed")]
     command[command.index("--epochs") + 1] = "6"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
@@ -55,13 +55,13 @@ def test_stopped_mid_run_then_resumed_matches_the_uninterrupted_run(
         )
     load_checkpoint(tmp_path / "crashed" / "best.pt")  # a valid best.pt survived
 
-    resumed = _run(
+    resumed = run_command(
         [sys.executable, "-m", "segkit", "train", "--resume", str(tmp_path / "crashed" / "last.pt")], tmp_path
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     full_command = command[3:]
     full_command[full_command.index("--out") + 1] = str(tmp_path / "full")
-    full = _run([sys.executable, "-m", "segkit", *full_command], tmp_path)
+    full = run_command([sys.executable, "-m", "segkit", *full_command], tmp_path)
     assert full.returncode == 0, full.stderr[-2000:]
 
     crashed_state = load_checkpoint(tmp_path / "crashed" / "last.pt").card.training

@@ -13,7 +13,7 @@ import pytest
 from training.conftest import TINY_MODEL
 
 
-def _train_command(data: Path, out: Path) -> list[str]:
+def train_command(data: Path, out: Path) -> list[str]:
     return [
         "train",
         str(data),
@@ -46,16 +46,18 @@ def _train_command(data: Path, out: Path) -> list[str]:
     ]
 
 
-def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run_command(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(shapes_dataset: Path, tmp_path: Path) -> None:
-    single = _run([sys.executable, "-m", "segkit", *_train_command(shapes_dataset, tmp_path / "single")], tmp_path)
+    single = run_command(
+        [sys.executable, "-m", "segkit", *train_command(shapes_dataset, tmp_path / "single")], tmp_path
+    )
     assert single.returncode == 0, single.stderr
-    ddp = _run(
+    ddp = run_command(
         [
             sys.executable,
             "-m",
@@ -64,7 +66,7 @@ def test_two_process_ddp_matches_single_process(shapes_dataset: Path, tmp_path: 
             "--nproc_per_node=2",
             "-m",
             "segkit",
-            *_train_command(shapes_dataset, tmp_path / "ddp"),
+            *train_command(shapes_dataset, tmp_path / "ddp"),
         ],
         tmp_path,
     )

@@ -13,17 +13,10 @@ from segkit.checkpoint import load_checkpoint
 from segkit.config import TrainConfig
 from segkit.planning import probe
 from segkit.training import race as race_module
+from segkit.training.budget import expected_epochs, subset_within
 from segkit.training.builders import open_training_data
 from segkit.training.learner import Learner
-from segkit.training.race import (
-    RACE_SHARE,
-    Race,
-    RaceCandidate,
-    expected_epochs,
-    loser_units,
-    race_size,
-    subset_within,
-)
+from segkit.training.race import RACE_SHARE, Race, RaceCandidate, loser_units, race_size
 from segkit.training.trainer import Trainer
 from segkit.training.validation import spread
 from training.conftest import tiny_options
@@ -235,14 +228,14 @@ def test_cpu_bfloat16_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None
 def test_validation_scores_a_spread_subset_when_all_images_would_not_fit(
     shapes_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import segkit.training.trainer as trainer_module
+    from segkit.training import budget
 
-    monkeypatch.setattr(trainer_module, "VALIDATION_CAP", 1e-9)  # no validation fits: one image, evenly placed
+    monkeypatch.setattr(budget, "VALIDATION_CAP", 1e-9)  # no validation fits: one image, evenly placed
     options = tiny_options(shapes_dataset, tmp_path / "run", epochs=None, time_budget=6, val_split=0.34)
     trainer = Trainer(TrainConfig.from_options(options), progress=False)
     result = trainer.fit()
-    assert len(trainer.data.val_indices) == 4 and trainer.val_indices == spread(trainer.data.val_indices, 1)
+    assert len(trainer.data.val_indices) == 4 and trainer.record.val_indices == spread(trainer.data.val_indices, 1)
     assert result.best_metrics["num_images"] == 1
     assert load_checkpoint(result.best_checkpoint).card.training.data["val_images_scored"] == 1
     resumed = load_checkpoint(tmp_path / "run" / "last.pt").resume["progress"]
-    assert resumed["val_indices"] == trainer.val_indices  # a resumed run scores the same images
+    assert resumed["val_indices"] == trainer.record.val_indices  # a resumed run scores the same images

@@ -129,11 +129,11 @@ def test_crash_then_resume_matches_the_uninterrupted_run(shapes_dataset: Path, t
     saved = load_checkpoint(tmp_path / "run" / "last.pt")
     assert saved.card.training.epoch == 2 and saved.resume["progress"]["epoch"] == 3
     resumed = Trainer(resume_config({"resume": str(tmp_path / "run" / "last.pt")}), progress=False)
-    assert resumed.start_epoch == 3 and resumed.learner.steps_done == saved.resume["progress"]["steps_done"]
+    assert resumed.record.start_epoch == 3 and resumed.learner.steps_done == saved.resume["progress"]["steps_done"]
     result = resumed.fit()
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert result.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-5)
-    assert result.best_metrics["mIoU"] == pytest.approx(full.best_metric, abs=1e-6)
+    assert result.best_metrics["mIoU"] == pytest.approx(full.record.best_metric, abs=1e-6)
 
 
 def test_stop_signal_mid_epoch_writes_last_pt_and_resume_is_exact(shapes_dataset: Path, tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_stop_signal_mid_epoch_writes_last_pt_and_resume_is_exact(shapes_dataset
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     for got, expected in zip(result.history, full.history):
         assert got["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-5)
-    assert result.best_metrics["mIoU"] == pytest.approx(full.best_metric, abs=1e-6)
+    assert result.best_metrics["mIoU"] == pytest.approx(full.record.best_metric, abs=1e-6)
 
 
 def test_patience_counter_survives_resume(shapes_dataset: Path, tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(shapes_dataset: Path, tmp
     class Poison(Callback):
         def on_train_start(self, trainer):
             with torch.no_grad():
-                next(trainer.model.parameters()).fill_(float("nan"))
+                next(trainer.learner.model.parameters()).fill_(float("nan"))
 
     fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=1))
     good = (tmp_path / "run" / "last.pt").read_bytes()
@@ -264,14 +264,14 @@ def test_valid_split_folder_is_the_validation_set(shapes_dataset: Path, tmp_path
 def test_ema_is_validated_and_the_better_weights_kept(shapes_dataset: Path, tmp_path: Path) -> None:
     trainer = fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=3, lr=1e-2))
     final = trainer.history[-1]
-    assert final["val_weights"] in ("raw", "ema") and trainer.ema is not None
+    assert final["val_weights"] in ("raw", "ema") and trainer.learner.ema is not None
     best = load_checkpoint(tmp_path / "run" / "best.pt").card.training
     assert best.weights == trainer.best_weights
     raw = trainer.validate("raw").miou
     ema = trainer.validate("ema").miou
-    assert trainer.best_metric >= min(raw, ema) - 1e-9
+    assert trainer.record.best_metric >= min(raw, ema) - 1e-9
     plain = fit(tiny_options(shapes_dataset, tmp_path / "plain", epochs=1, ema=False))
-    assert plain.ema is None and plain.history[-1]["val_weights"] == "raw"
+    assert plain.learner.ema is None and plain.history[-1]["val_weights"] == "raw"
 
 
 def test_never_predicted_classes_are_named(
@@ -412,7 +412,9 @@ def test_trains_on_cuda_with_mixed_precision(shapes_dataset: Path, tmp_path: Pat
     from segkit.prediction.predictor import Predictor
 
     trainer = fit(tiny_options(shapes_dataset, tmp_path / "run", epochs=2, device="cuda", precision=precision))
-    assert np.isfinite(trainer.history[-1]["train_loss"]) and trainer.scaler.is_enabled() == (precision == "16-mixed")
+    assert np.isfinite(trainer.history[-1]["train_loss"]) and trainer.learner.scaler.is_enabled() == (
+        precision == "16-mixed"
+    )
     image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     on_gpu = Predictor.from_checkpoint(tmp_path / "run" / "best.pt", device="cuda").predict(image)
     on_cpu = Predictor.from_checkpoint(tmp_path / "run" / "best.pt", device="cpu").predict(image)

@@ -222,9 +222,9 @@ class _ExportJob:
         try:
             if exporter == "dynamo":
                 with _quiet_exporter_logs():
-                    _export_dynamo(self.model, path, sample, self.opset, self.dynamic)
+                    export_with_dynamo(self.model, path, sample, self.opset, self.dynamic)
             else:
-                _export_torchscript(self.model, path, sample, self.opset, self.dynamic)
+                export_with_torchscript(self.model, path, sample, self.opset, self.dynamic)
         except Exception as error:  # the exporters raise many unrelated types for code they cannot convert
             raise SegkitError(self.source, f"{exporter} ONNX export failed: {first_line(error)}") from None
         opset = _finish(path, _metadata(self.predictor.card, exporter, self.dynamic), self.source)
@@ -256,7 +256,8 @@ class _ExportJob:
         return worst, runtime.input_shape
 
 
-def _export_dynamo(model: nn.Module, path: Path, sample: torch.Tensor, opset: int, dynamic: bool) -> None:
+def export_with_dynamo(model: nn.Module, path: Path, sample: torch.Tensor, opset: int, dynamic: bool) -> None:
+    """Write ``model`` to ``path`` through ``torch.onnx.export(dynamo=True)`` (opset 18 and later)."""
     # Axis names (not named torch.export.Dim objects, which reject the padding arithmetic)
     # become Dim.DYNAMIC and are written into the graph as the dimension names.
     dynamic_shapes = (DYNAMIC_AXES,) if dynamic else None
@@ -274,7 +275,8 @@ def _export_dynamo(model: nn.Module, path: Path, sample: torch.Tensor, opset: in
     )
 
 
-def _export_torchscript(model: nn.Module, path: Path, sample: torch.Tensor, opset: int, dynamic: bool) -> None:
+def export_with_torchscript(model: nn.Module, path: Path, sample: torch.Tensor, opset: int, dynamic: bool) -> None:
+    """Write ``model`` to ``path`` through the TorchScript-based exporter (older opsets; the fallback)."""
     axes = {INPUT_NAME: DYNAMIC_AXES, OUTPUT_NAME: DYNAMIC_AXES} if dynamic else None
     with warnings.catch_warnings(), _discard_native_output():
         # The deprecation notice, and tracer warnings about shape branches: the example

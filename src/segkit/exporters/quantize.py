@@ -108,7 +108,8 @@ class RecordingBackend(Backend):
         return self.inner.forward(images)
 
 
-def _calibration_reader(inputs: list[np.ndarray], input_name: str) -> Any:
+def calibration_reader(inputs: list[np.ndarray], input_name: str) -> Any:
+    """An ONNX Runtime ``CalibrationDataReader`` over the recorded network inputs."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -237,7 +238,7 @@ def _quantize(
         quant.quantize_static(
             str(prepared),
             str(quantized),
-            _calibration_reader(recorder.inputs, fp32.input_name),
+            calibration_reader(recorder.inputs, fp32.input_name),
             quant_format=quant.QuantFormat.QDQ,
             per_channel=True,
             weight_type=quant.QuantType.QInt8,

@@ -26,6 +26,7 @@ from segkit.models.registry import (
     model_options,
     register_model,
     summarize_model,
+    unregister_model,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "pad_to_multiple",
     "register_model",
     "summarize_model",
+    "unregister_model",
 ]

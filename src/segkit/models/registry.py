@@ -98,6 +98,16 @@ def register_model(
     return decorator
 
 
+def unregister_model(name: str) -> None:
+    """Remove a model registered by :func:`register_model` (a plugin unloading, a test cleaning up).
+
+    Raises:
+        SegkitError: no model of that name is registered.
+    """
+    _entry(name)
+    del _REGISTRY[name]
+
+
 def list_models(pattern: str | None = None) -> list[str]:
     """Sorted registered names, optionally filtered by a shell pattern such as ``"unet*"``."""
     names = sorted(_REGISTRY)

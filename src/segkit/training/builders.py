@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segkit.checkpoint import ModelCard
+from segkit.checkpoint import Checkpoint, ModelCard
 from segkit.config import TrainConfig
 from segkit.errors import SegkitError
 
@@ -44,6 +44,15 @@ class TrainingData:
     color_table: Any = None
     classes_origin: str = ""
     problems: str = ""
+
+    def describe(self, train_images: int, binary: bool) -> str:
+        """One line: the training and validation images, the classes, the mode."""
+        origin = f", from {self.classes_origin}" if self.classes_origin else ""
+        mode = "binary mode (one sigmoid channel)" if binary else "multi-class mode (softmax)"
+        return (
+            f"{train_images} training, {len(self.val_indices)} validation images; "
+            f"{len(self.classes)} classes ({', '.join(self.classes)}{origin}); {mode}"
+        )
 
 
 def open_training_data(config: TrainConfig) -> TrainingData:
@@ -107,6 +116,26 @@ def data_fingerprint(data: TrainingData) -> str:
             # File names need not be UTF-8 (surrogate-escaped bytes): hash them as the bytes they are.
             digest.update(f"{role}:{sample.name}:{sizes}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def check_resumable(config: TrainConfig, data: TrainingData, fingerprint: str, checkpoint: Checkpoint) -> None:
+    """A resumed run trains on what it started with: the same classes (else an error) and images (else ``--force``)."""
+    card, path = checkpoint.card, config.resume
+    if list(data.classes) != list(card.classes):
+        raise SegkitError(
+            path,
+            f"the run was trained on the classes {card.classes}, but {config.data} has {data.classes}: "
+            "resume it with its own data, or start a new run",
+        )
+    started = (checkpoint.resume or {}).get("data", {}).get("fingerprint")
+    if started and started != fingerprint:
+        if not config.force:
+            raise SegkitError(
+                path,
+                f"{config.data} holds other images than the run started with (same classes); add --force to "
+                "resume on them anyway (best.pt then compares scores from different validation images)",
+            )
+        logger.warning("resuming on other images than the run started with (--force)")
 
 
 def is_binary(config: TrainConfig, classes: list[str]) -> bool:

@@ -39,6 +39,19 @@ def init_distributed(device_type: str) -> DistributedInfo:
     return DistributedInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
+def training_device(requested: str) -> tuple[torch.device, DistributedInfo]:
+    """The device this process trains on (its own GPU under ``torchrun``) and its place in the process group."""
+    from segkit.device import resolve_device
+
+    device = resolve_device(requested)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    info = init_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    return device, info
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all ranks in place (no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():

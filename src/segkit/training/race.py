@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from segkit.errors import SegkitError
+from segkit.training.budget import RunClock, size_validation, subset_within, validation_sizes
 from segkit.training.learner import Learner, LossNotFinite
 from segkit.training.validation import spread, validate_model
 
@@ -45,9 +46,6 @@ CLEAR_MARGIN = 0.05  # a candidate this far behind the best score after a rung s
 TIE_MARGIN, TIE_EPOCHS = 0.03, 1.5  # a final score this close: the candidate with 1.5x the epochs wins
 RACE_VALIDATION_SHARE = 0.1  # scoring a candidate takes about this share of its first slice
 BUILD_SECONDS = 2.0  # assumed per candidate (resizing its training images, building its model) when sizing slices
-VALIDATION_SHARE = 0.15  # validation during training takes at most this share of the time (spaced out) ...
-VALIDATION_CAP = 0.05  # ... one validation at most this share of the budget (else it scores an evenly spread subset)
-FINAL_RESERVE = 1.25  # the final validations (EMA and raw weights) are reserved this many times their expected time
 PROBE_SECONDS = 6.0  # without a race: training seconds measured before the epoch estimate (at most 5 % of the budget)
 
 
@@ -443,48 +441,21 @@ class Race:
         return Measured(rate, self.seconds_per_pixel.get(index))
 
 
-def validation_sizes(source: Any, indices: list[int]) -> dict[int, tuple[int, int]]:
-    """``(height, width)`` of each validation image at its original size (decoded and kept already)."""
-    sizes = {}
-    for index in indices:
-        shape = source.load(index).image.shape
-        sizes[index] = (int(shape[0]), int(shape[1]))
-    return sizes
-
-
-def validation_pixels(source: Any, indices: list[int]) -> dict[int, int]:
-    """Pixels of each validation image at its original size."""
-    return {index: height * width for index, (height, width) in validation_sizes(source, indices).items()}
-
-
-def expected_epochs(
-    images: int, images_per_second: float, validation_seconds: float, seconds_left: float, val_every: int = 0
-) -> int:
-    """Epochs that ``seconds_left`` of training allow at the measured speed, validations included.
-
-    As the trainer runs: the first epoch is validated, then every ``val_every`` epochs (``0``:
-    spaced so that validation takes at most :data:`VALIDATION_SHARE` of the time).
-    """
-    epoch_seconds = images / max(images_per_second, 1e-9)
-    share = VALIDATION_SHARE / (1 - VALIDATION_SHARE)
-    val_every = val_every or max(1, math.ceil(validation_seconds / (share * epoch_seconds)))
-    left = seconds_left - validation_seconds
-    return max(1, round(left / (epoch_seconds + validation_seconds / val_every)))
-
-
-def subset_within(indices: list[int], pixels: dict[int, int], seconds_per_pixel: float, cap: float) -> list[int]:
-    """The most images, evenly spread over ``indices``, whose validation is expected to fit ``cap`` seconds (at least one)."""
-    for count in range(len(indices), 0, -1):
-        chosen = spread(indices, count)
-        if count == 1 or sum(pixels[i] for i in chosen) * seconds_per_pixel <= cap:
-            return chosen
-    return []
-
-
 def _score_text(entry: dict[str, Any]) -> str:
     if entry.get("error"):
         return entry["error"]
     return f"{entry['rungs'][-1]['score']:.3f}" if entry["rungs"] else "-"
+
+
+def plan_candidates(plan: Any, config: Any) -> tuple[list[RaceCandidate], str]:
+    """The recipes to race for ``config`` from the planner's ``plan``, and why not to race (``""``: race)."""
+    as_configured = [RaceCandidate("as configured", config)]
+    if plan is None:
+        return as_configured, "--no-plan"
+    if not config.race:
+        return as_configured, "--no-race"
+    candidates = [RaceCandidate(c.label, plan.apply(config, c), c.choices, c.steps_per_second) for c in plan.candidates]
+    return candidates or as_configured, ""
 
 
 def plan_training(config: Any) -> Any:
@@ -517,15 +488,10 @@ def plan_training(config: Any) -> Any:
         budget=budget,
     )
     _, learner, measured = probe.run()
-    validation = 0.0
+    clock = RunClock(budget, final_validations=2 if leader.ema else 1, started=start)
     if measured.validation_seconds_per_pixel is not None:
-        pixels = validation_pixels(data.val_source, data.val_indices)
-        cap = VALIDATION_CAP * budget
-        scored = subset_within(data.val_indices, pixels, measured.validation_seconds_per_pixel, cap)
-        validation = measured.validation_seconds_per_pixel * sum(pixels[index] for index in scored)
-    reserve = FINAL_RESERVE * (2 if leader.ema else 1) * validation + 3.0
-    left = budget - reserve - (time.monotonic() - start)
-    plan.epochs = expected_epochs(
-        len(learner.train_set), measured.images_per_second, validation, left, leader.val_every
-    )
+        _, clock.last_validation_seconds = size_validation(
+            data.val_source, data.val_indices, measured.validation_seconds_per_pixel, budget
+        )
+    plan.epochs = clock.expected_epochs(len(learner.train_set), measured.images_per_second, leader.val_every)
     return plan

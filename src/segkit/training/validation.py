@@ -100,3 +100,16 @@ def never_predicted(metrics: dict[str, Any]) -> list[str]:
 def zero_iou_classes(metrics: dict[str, Any]) -> list[str]:
     """Classes whose validation IoU is exactly 0 (present in truth or prediction, never both)."""
     return [name for name, values in metrics.get("per_class", {}).items() if values.get("iou") == 0]
+
+
+def validation_row(metrics: dict[str, Any], weights: str, seconds: float) -> dict[str, Any]:
+    """The ``history`` columns of one validation: mIoU, mDice, pixel accuracy, IoU per class, weights, seconds."""
+    row = {
+        "val_mIoU": metrics["mIoU"],
+        "val_mDice": metrics["mDice"],
+        "val_pixel_accuracy": metrics["pixel_accuracy"],
+        "val_weights": weights,
+        "val_seconds": seconds,
+    }
+    row.update({f"val_iou_{name}": values["iou"] for name, values in metrics["per_class"].items()})
+    return row

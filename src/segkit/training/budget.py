@@ -1,0 +1,147 @@
+"""The run's clock: seconds spent (across resumed sessions), when training must stop, where the schedule stands.
+
+One owner for the time budget's arithmetic, so that the trainer, the race and the epoch
+estimate agree: the budget less a reserve for the final validations is the *time limit*;
+the seconds of recipes that lost the race are outside the winner's schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from segkit.training.validation import spread
+
+logger = logging.getLogger(__name__)
+
+VALIDATION_SHARE = 0.15  # validation during training takes at most this share of the time (spaced out) ...
+VALIDATION_CAP = 0.05  # ... one validation at most this share of the budget (else it scores an evenly spread subset)
+FINAL_RESERVE = 1.25  # the final validations (EMA and raw weights) are reserved this many times their expected time
+END_RESERVE = 3.0  # seconds kept free at the end of a budget for the last checkpoint and metrics.json
+
+
+@dataclass
+class RunClock:
+    """Time spent and left in one run.
+
+    Attributes:
+        time_budget: the run's budget in seconds (``None``: none).
+        elapsed_before: seconds spent by earlier sessions of a resumed run.
+        loser_seconds: seconds spent on recipes that lost the race (planned until it is over).
+        last_validation_seconds: the latest validation's duration (per set of weights scored).
+        save_seconds: writing ``last.pt`` once.
+        final_validations: sets of weights the last validation scores (2: raw and EMA).
+    """
+
+    time_budget: float | None
+    elapsed_before: float = 0.0
+    loser_seconds: float = 0.0
+    last_validation_seconds: float = 0.0
+    save_seconds: float = 0.0
+    final_validations: int = 1
+    started: float = field(default_factory=time.monotonic)
+
+    def restore(self, progress: dict[str, Any]) -> None:
+        """Go on from the times a ``last.pt`` saved (its ``resume["progress"]``)."""
+        self.elapsed_before = float(progress["elapsed"])
+        self.last_validation_seconds = float(progress["last_validation_seconds"])
+        self.loser_seconds = float(progress.get("loser_seconds", 0.0))
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds of this run so far (earlier sessions of a resumed run included)."""
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def time_limit(self) -> float:
+        """When training must stop so that the final validations and checkpoints fit the budget."""
+        reserve = FINAL_RESERVE * self.final_validations * self.last_validation_seconds + END_RESERVE
+        return float(self.time_budget or math.inf) - reserve
+
+    def out_of_time(self) -> bool:
+        return bool(self.time_budget) and self.elapsed >= self.time_limit()
+
+    def progress_at(self, own_seconds: float) -> float:
+        """Schedule position of a recipe that has had ``own_seconds`` of this run (the race's losers excluded)."""
+        return own_seconds / max(self.time_limit() - self.loser_seconds, 1e-9)
+
+    def progress(self) -> float:
+        """The schedule position of the recipe training now."""
+        return self.progress_at(self.elapsed - self.loser_seconds)
+
+    def expected_epochs(self, train_images: int, images_per_second: float, val_every: int) -> int:
+        """Epochs the rest of the budget allows at the measured speed, validations and checkpoints included."""
+        return expected_epochs(
+            train_images,
+            images_per_second,
+            self.last_validation_seconds + self.save_seconds,
+            self.time_limit() - self.elapsed,
+            val_every,
+        )
+
+    def epochs_estimate(self, history: list[dict[str, Any]], planned: int) -> int:
+        """Epochs expected in the budget: ``planned`` before the first epoch, then at the pace so far."""
+        done = len(history)
+        if not done:
+            return planned
+        first = history[0]
+        per_epoch = (self.elapsed - first.get("elapsed", self.elapsed) + first["seconds"]) / done
+        return done + max(0, int((self.time_limit() - self.elapsed) / max(per_epoch, 1e-9)))
+
+
+def validation_sizes(source: Any, indices: list[int]) -> dict[int, tuple[int, int]]:
+    """``(height, width)`` of each validation image at its original size (decoded and kept already)."""
+    sizes = {}
+    for index in indices:
+        shape = source.load(index).image.shape
+        sizes[index] = (int(shape[0]), int(shape[1]))
+    return sizes
+
+
+def validation_pixels(source: Any, indices: list[int]) -> dict[int, int]:
+    """Pixels of each validation image at its original size."""
+    return {index: height * width for index, (height, width) in validation_sizes(source, indices).items()}
+
+
+def expected_epochs(
+    images: int, images_per_second: float, validation_seconds: float, seconds_left: float, val_every: int = 0
+) -> int:
+    """Epochs that ``seconds_left`` of training allow at the measured speed, validations included.
+
+    As the trainer runs: the first epoch is validated, then every ``val_every`` epochs (``0``:
+    spaced so that validation takes at most :data:`VALIDATION_SHARE` of the time).
+    """
+    epoch_seconds = images / max(images_per_second, 1e-9)
+    share = VALIDATION_SHARE / (1 - VALIDATION_SHARE)
+    val_every = val_every or max(1, math.ceil(validation_seconds / (share * epoch_seconds)))
+    left = seconds_left - validation_seconds
+    return max(1, round(left / (epoch_seconds + validation_seconds / val_every)))
+
+
+def subset_within(indices: list[int], pixels: dict[int, int], seconds_per_pixel: float, cap: float) -> list[int]:
+    """The most images, evenly spread over ``indices``, whose validation is expected to fit ``cap`` seconds (at least one)."""
+    for count in range(len(indices), 0, -1):
+        chosen = spread(indices, count)
+        if count == 1 or sum(pixels[i] for i in chosen) * seconds_per_pixel <= cap:
+            return chosen
+    return []
+
+
+def size_validation(
+    source: Any, indices: list[int], seconds_per_pixel: float, budget: float
+) -> tuple[list[int], float]:
+    """The validation images to score (evenly spread) within :data:`VALIDATION_CAP` of ``budget``, and their seconds."""
+    pixels = validation_pixels(source, indices)
+    scored = subset_within(indices, pixels, seconds_per_pixel, VALIDATION_CAP * budget)
+    if len(scored) < len(indices):
+        logger.info(
+            "validation scores %d of the %d validation images (evenly spread, each at its original size): "
+            "all of them would take %.0fs, more than %.0f%% of the budget",
+            len(scored),
+            len(indices),
+            seconds_per_pixel * sum(pixels.values()),
+            100 * VALIDATION_CAP,
+        )
+    return scored, seconds_per_pixel * sum(pixels[index] for index in scored)
