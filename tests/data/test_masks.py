@@ -14,7 +14,6 @@ from segkit.data.colors import load_color_table
 from segkit.data.io import read_mask_file
 from segkit.data.masks import (
     decode_mask,
-    detect_encoding,
     read_mask,
     scan_masks,
     value_counts,
@@ -65,7 +64,7 @@ def csv_table(tmp_path: Path) -> Path:
 
 def test_index_l_masks(tmp_path: Path) -> None:
     path = save(tmp_path / "a.png", IDS)
-    assert detect_encoding([path]) == "index"
+    assert scan_masks([path]).encoding == "index"
     mask = read_mask(path, "index", num_classes=3)
     assert mask.dtype == np.uint8
     np.testing.assert_array_equal(mask, IDS)
@@ -84,7 +83,7 @@ def test_palette_masks_use_indices_not_colours(tmp_path: Path) -> None:
 def test_binary_0_255(tmp_path: Path) -> None:
     binary = np.array([[0, 255], [255, 0]], dtype=np.uint8)
     paths = [save(tmp_path / "a.png", binary), save(tmp_path / "b.png", np.zeros((2, 2), np.uint8))]
-    assert detect_encoding(paths) == "binary-0-255"
+    assert scan_masks(paths).encoding == "binary-0-255"
     np.testing.assert_array_equal(read_mask(paths[0], "binary-0-255", num_classes=2), binary // 255)
 
 
@@ -94,7 +93,7 @@ def test_binary_0_255(tmp_path: Path) -> None:
 )
 def test_binary_needs_only_0_and_255_with_255_present(tmp_path: Path, values: list[int], expected: str) -> None:
     path = save(tmp_path / "a.png", np.array([values], dtype=np.uint8))
-    assert detect_encoding([path]) == expected
+    assert scan_masks([path]).encoding == expected
 
 
 def test_binary_mask_with_other_values_is_an_error(tmp_path: Path) -> None:
@@ -108,14 +107,14 @@ def test_binary_mask_with_other_values_is_an_error(tmp_path: Path) -> None:
 def test_rgb_masks_through_colour_table(tmp_path: Path, table_fixture: str, request: pytest.FixtureRequest) -> None:
     table = load_color_table(request.getfixturevalue(table_fixture))
     path = save(tmp_path / "a.png", rgb_of(IDS))
-    assert detect_encoding([path], table) == "rgb"
+    assert scan_masks([path], table).encoding == "rgb"
     np.testing.assert_array_equal(read_mask(path, "rgb", color_table=table, num_classes=3), IDS)
 
 
 def test_rgb_mask_without_table_asks_for_colors(tmp_path: Path) -> None:
     path = save(tmp_path / "a.png", rgb_of(IDS))
     with pytest.raises(SegkitError, match="pass --colors FILE") as error:
-        detect_encoding([path])
+        scan_masks([path])
     assert error.value.path == str(path)
     with pytest.raises(SegkitError, match="pass --colors FILE"):
         read_mask(path, "index")
@@ -124,7 +123,7 @@ def test_rgb_mask_without_table_asks_for_colors(tmp_path: Path) -> None:
 def test_gray_rgb_mask_is_an_index_mask(tmp_path: Path) -> None:
     path = save(tmp_path / "a.png", np.repeat(IDS[..., None], 3, axis=2))
     assert read_mask_file(path)[1] == "RGB"
-    assert detect_encoding([path]) == "index"
+    assert scan_masks([path]).encoding == "index"
     np.testing.assert_array_equal(read_mask(path, "index", num_classes=3), IDS)
 
 
@@ -132,7 +131,7 @@ def test_16_bit_masks(tmp_path: Path) -> None:
     ids = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint16)
     path = save(tmp_path / "a.png", ids)
     assert read_mask_file(path)[1].startswith("I")
-    assert detect_encoding([path]) == "index"
+    assert scan_masks([path]).encoding == "index"
     np.testing.assert_array_equal(read_mask(path, "index", num_classes=3), ids)
     big = save(tmp_path / "b.png", np.array([[0, 300, 1000]], dtype=np.uint16))
     with pytest.raises(SegkitError, match=re.escape("values [300, 1000] do not fit a uint8 class mask")):
@@ -189,14 +188,6 @@ def test_scan_collects_unreadable_masks_and_goes_on(tmp_path: Path) -> None:
     assert scan.encoding == "index"
     assert [error.path for error in scan.errors] == [str(empty), str(junk)]
     assert "0 bytes" in scan.errors[0].problem
-    with pytest.raises(SegkitError, match="0 bytes"):
-        detect_encoding([empty])
-
-
-def test_detect_encoding_samples_evenly(tmp_path: Path) -> None:
-    paths = [save(tmp_path / f"{i}.png", np.full((2, 2), 255 * (i % 2), np.uint8)) for i in range(9)]
-    assert detect_encoding(paths, sample=2) == "index"  # masks 0 and 8: all 0
-    assert detect_encoding(paths) == "binary-0-255"
 
 
 def test_unknown_encoding_is_a_programming_error() -> None:

@@ -159,25 +159,6 @@ def _first_palette(first_of_kind: dict[str, Path]) -> np.ndarray | None:
     return None if palette is None else np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
 
 
-def detect_encoding(
-    mask_paths: Sequence[str | Path],
-    color_table: ColorTable | None = None,
-    sample: int | None = None,
-) -> str:
-    """The encoding of a set of mask files (all of them, or ``sample`` evenly spaced ones).
-
-    Raises:
-        SegkitError: when no mask can be read, or RGB masks come without a colour table.
-    """
-    paths = list(mask_paths)
-    if sample is not None and len(paths) > sample:
-        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, sample).round().astype(int)]
-    scan = scan_masks(paths, color_table)
-    if len(scan.errors) == len(paths):
-        raise scan.errors[0] if scan.errors else SegkitError(None, "no mask files to detect an encoding from")
-    return scan.encoding
-
-
 def _rgb_to_index(rgb: np.ndarray, table: ColorTable, path: str | Path) -> np.ndarray:
     keys = pack_rgb(rgb)
     ids = table.lookup_table()[keys]

@@ -106,7 +106,7 @@ OutputFormat = Literal["png", "json", "overlay"]
 T = TypeVar("T")
 
 
-def load_predictor(source: str | Path | Checkpoint | Predictor, options: ServeOptions) -> Predictor:
+def predictor_to_serve(source: str | Path | Checkpoint | Predictor, options: ServeOptions) -> Predictor:
     """A checkpoint path (``.pt`` or ``.onnx``) or :class:`~segkit.checkpoint.Checkpoint` loaded once, or a ready Predictor."""
     if not isinstance(source, (str, Path, Checkpoint)):
         return source
@@ -236,7 +236,7 @@ def create_app(
         SegkitError: unreadable checkpoint or invalid settings.
     """
     options = replace(options or ServeOptions(), **settings)
-    predictor = load_predictor(source, options)
+    predictor = predictor_to_serve(source, options)
     batcher = MicroBatcher(predictor.predict_batch, max_batch=options.batch_size, wait_s=options.batch_wait_ms / 1000)
     budget = PixelBudget(options.max_pixels)
     admission = Admission(options.max_queue, batcher)

@@ -25,7 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
 from segkit.errors import SegkitError
-from segkit.serving.app import ENV_CHECKPOINT, ENV_OPTIONS, create_app, load_predictor
+from segkit.serving.app import ENV_CHECKPOINT, ENV_OPTIONS, create_app, predictor_to_serve
 from segkit.serving.options import (
     API_KEY_ENV,
     DEFAULT_MAX_PIXELS,
@@ -259,6 +259,6 @@ def serve(
         run_server(uvicorn_config(create_app(checkpoint, options), host, port, 1, limits))
         return
     # fail here with a clear message, not in every worker
-    load_predictor(Path(checkpoint), replace(options, device="cpu"))
+    predictor_to_serve(Path(checkpoint), replace(options, device="cpu"))
     os.environ.update({ENV_CHECKPOINT: str(Path(checkpoint).resolve()), ENV_OPTIONS: options.to_json()})
     run_server(uvicorn_config("segkit.serving.app:app_from_env", host, port, workers, limits))
