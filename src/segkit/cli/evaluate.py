@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segkit.cli.predict import add_prediction_options, prediction_options
+from segkit.cli.option_groups import add_data_options, add_prediction_options, prediction_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -58,20 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_prediction_options(parser)
     parser.set_defaults(func=run)
     return parser
-
-
-def add_data_options(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
-    """How a labelled dataset folder is read (as ``segkit train``): ``--split``, ``--masks``, ``--colors``.
-
-    ``--classes`` is the command's own (its meaning differs with ``--pred``).
-    """
-    group = parser.add_argument_group(title)
-    group.add_argument(
-        "--split", metavar="NAME", help="split of a dataset with splits (default: val, valid, validation, test)"
-    )
-    group.add_argument("--masks", metavar="DIRNAME", help="mask folder beside images/, e.g. masks_rgb (default masks)")
-    group.add_argument("--colors", metavar="FILE", help="colour table (JSON or CSV) of RGB colour-coded masks")
-    return group
 
 
 def run(args: argparse.Namespace) -> int:

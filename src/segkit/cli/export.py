@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segkit.cli.evaluate import add_data_options
+from segkit.cli.option_groups import add_data_options
 from segkit.exporters.options import (  # light: no torch, no onnx
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_MAX_DROP,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from segkit.cli.option_groups import add_data_options
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,17 +18,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "data", metavar="DATA", help="dataset folder (labelme, images/+masks/, VOC, or with train/ val/)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--masks", metavar="DIRNAME", help="name of the mask folder beside images/ (default masks)")
-    parser.add_argument("--colors", metavar="FILE", help="colour table (JSON or CSV) for RGB colour-coded masks")
     parser.add_argument(
         "--classes",
         metavar="FILE|a,b",
         help="class names in index order: a,b,c or a file (.txt one per line, .json list or colour table, .csv)",
     )
     parser.add_argument("--ignore-index", type=int, default=255, help="mask value of unlabelled pixels (default 255)")
-    parser.add_argument(
-        "--split", metavar="NAME", help="split sub-folder or VOC ImageSets list (default: the training split)"
-    )
+    add_data_options(parser, "data", split_default="the training split")
     parser.add_argument(
         "--sheet",
         metavar="FILE",

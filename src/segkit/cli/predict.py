@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
-from segkit.prediction.options import MAX_TILE_BATCH, PredictionOptions
-
-DEFAULTS = PredictionOptions()
+from segkit.cli.option_groups import add_prediction_options, prediction_options
 
 logger = logging.getLogger(__name__)
 
@@ -62,51 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_prediction_options(parser)
     parser.set_defaults(func=run)
     return parser
-
-
-def add_prediction_options(parser: argparse.ArgumentParser) -> None:
-    """How images are predicted: shared by ``segkit predict`` and ``segkit evaluate``, so what is scored is what is shipped."""
-    group = parser.add_argument_group("prediction (as segkit predict)")
-    group.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULTS.batch_size,
-        help=f"images per forward pass (default %(default)s; tile windows: at most {MAX_TILE_BATCH})",
-    )
-    group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
-    group.add_argument(
-        "--threshold", type=float, metavar="T", help="binary checkpoints: foreground probability threshold"
-    )
-    group.add_argument(
-        "--tile",
-        default=DEFAULTS.tile,
-        metavar="N|HxW",
-        help="predict in overlapping N x N (or H x W) windows of original pixels, blended with a Gaussian "
-        "weight; 0 never tiles; default auto: crop checkpoints tile images larger than 4 x img_size",
-    )
-    group.add_argument(
-        "--overlap",
-        type=float,
-        default=DEFAULTS.overlap,
-        help="fraction of a window shared with its neighbour (default %(default)s)",
-    )
-    group.add_argument(
-        "--tta",
-        default=DEFAULTS.tta,
-        metavar="AUG",
-        help="test-time augmentation: none (default), flip, vflip, scale or a combination such as flip+scale",
-    )
-    group.add_argument(
-        "--crf",
-        action="store_true",
-        help="refine the probabilities with a dense CRF on the image colours (DeepLab v1/v2 post-processing; "
-        "needs PyTorch)",
-    )
-
-
-def prediction_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options of :func:`add_prediction_options`, by their :class:`PredictionOptions` names."""
-    return {item.name: getattr(args, item.name) for item in fields(PredictionOptions)}
 
 
 def run(args: argparse.Namespace) -> int:
