@@ -128,8 +128,33 @@ class TrainConfig:
         metavar="F",
         group="data",
     )
+    images: str | None = option(
+        None,
+        help="the images: a folder name (default images/) or a file name pattern with {id}, e.g. "
+        "'images/{id}_training.tif'",
+        group="data",
+        metavar="DIR|PATTERN",
+    )
     masks: str | None = option(
-        None, help="name of the mask folder beside images/ (e.g. masks_rgb)", group="data", metavar="DIRNAME"
+        None,
+        help="the masks: a folder name (e.g. masks_rgb; default masks/) or a file name pattern with {id}, e.g. "
+        "'1st_manual/{id}_manual1.gif' (paired with the images by id)",
+        group="data",
+        metavar="DIR|PATTERN",
+    )
+    roi_masks: str | None = option(
+        None,
+        help="region-of-interest masks (folder or {id} pattern): pixels where they are 0 are ignored in "
+        "training, validation and evaluation",
+        group="data",
+        metavar="DIR|PATTERN",
+    )
+    fit_masks: bool = option(
+        False,
+        help="resize (nearest) masks that are scaled copies of their images (same aspect ratio within 1%) "
+        "to the image size as they are read",
+        group="data",
+        parse=bool,
     )
     colors: str | None = option(
         None, help="colour table (JSON or CSV) of RGB colour-coded masks", group="data", metavar="FILE"

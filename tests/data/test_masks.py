@@ -227,3 +227,15 @@ def test_write_previews_finds_image_in_folder_and_checks_size(tmp_path: Path) ->
     (tmp_path / "empty").mkdir()
     with pytest.raises(SegkitError, match="no image named m"):
         write_previews(mask, image=tmp_path / "empty")
+
+
+def test_a_palette_mask_drawn_in_its_own_grays_is_a_gray_mask(tmp_path: Path) -> None:
+    """GIF and PNG writers often store 0/255 masks as palette images whose palette is the gray ramp."""
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5] = 255
+    image = Image.fromarray(mask, mode="L").convert("P")
+    image.putpalette([value for gray in range(256) for value in (gray, gray, gray)])
+    path = tmp_path / "vessels.png"
+    image.save(path)
+    assert Image.open(path).mode == "P"
+    assert scan_masks([path]).encoding == "binary-0-255"

@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         val_split=args.val_split,
         masks=args.masks,
+        images=args.images,
+        roi_masks=args.roi_masks,
+        fit_masks=args.fit_masks,
         colors=args.colors,
         **prediction_options(args),
     )

@@ -12,6 +12,7 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
+from segkit.config import TrainConfig
 from segkit.prediction.options import MAX_TILE_BATCH, PredictionOptions
 
 DEFAULTS = PredictionOptions()
@@ -74,6 +75,11 @@ def add_data_options(
     group.add_argument(
         "--split", metavar="NAME", help=f"split sub-folder or VOC ImageSets list (default: {split_default})"
     )
-    group.add_argument("--masks", metavar="DIRNAME", help="mask folder beside images/, e.g. masks_rgb (default masks)")
-    group.add_argument("--colors", metavar="FILE", help="colour table (JSON or CSV) of RGB colour-coded masks")
+    for item in fields(TrainConfig):  # declared once, with segkit train's options
+        if item.name in ("images", "masks", "roi_masks", "fit_masks", "colors"):
+            flag, text = "--" + item.name.replace("_", "-"), item.metadata["help"].replace("%", "%%")
+            if item.metadata["parse"] is bool:
+                group.add_argument(flag, action="store_true", help=text)
+            else:
+                group.add_argument(flag, metavar=item.metadata["metavar"], help=text)
     return group

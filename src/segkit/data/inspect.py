@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from segkit.data.io import peek_image, read_image
-from segkit.data.masks import check_same_size, read_mask, value_counts
+from segkit.data.masks import FIT_MASKS_HINT, check_same_size, read_mask, value_counts
 from segkit.data.sources import DataSource, SampleRef, open_source, split_roles
 from segkit.errors import OptionError, SegkitError
 
@@ -85,6 +85,9 @@ def inspect_dataset(
     sheet: str | Path | None = None,
     sheet_count: int = 16,
     progress: bool = False,
+    images: str | None = None,
+    roi_masks: str | None = None,
+    fit_masks: bool = False,
 ) -> dict[str, Any]:
     """Read every image and mask of a dataset once and report what was found: ``segkit inspect``.
 
@@ -94,7 +97,7 @@ def inspect_dataset(
     Args:
         data: dataset folder (labelme, ``images/`` + ``masks/``, VOC, or with ``train/``, ``val/``).
         split: split sub-folder or VOC ImageSets list (default: the training split).
-        masks: name of the mask folder beside ``images/`` (default ``masks``).
+        masks: the mask folder beside ``images/`` (default ``masks``) or an ``{id}`` file pattern.
         colors: colour table (JSON or CSV) of RGB colour-coded masks.
         classes: class names in index order: a list, ``"a,b,c"`` or a file (.txt one per line,
             .json list or colour table, .csv).
@@ -103,6 +106,9 @@ def inspect_dataset(
             them, with a legend, to see at a glance whether masks line up with images.
         sheet_count: images on the sheet.
         progress: show a progress bar on stderr.
+        images: the image folder (default ``images/``) or an ``{id}`` file pattern.
+        roi_masks: region-of-interest masks (folder or pattern): pixels outside them count as ignored.
+        fit_masks: resize masks that are scaled copies of their images (else they are problems).
 
     Returns:
         The report of :func:`inspect_source` (``num_pairs``, ``classes``, ``class_pixel_share``,
@@ -120,7 +126,17 @@ def inspect_dataset(
     """
     if sheet_count < 1:
         raise OptionError(f"--sheet-count must be at least 1, not {sheet_count}")
-    source = open_source(data, split=split, masks=masks, colors=colors, classes=classes, ignore_index=ignore_index)
+    source = open_source(
+        data,
+        split=split,
+        masks=masks,
+        colors=colors,
+        classes=classes,
+        ignore_index=ignore_index,
+        images=images,
+        roi_masks=roi_masks,
+        fit_masks=fit_masks,
+    )
     report = inspect_source(source, progress=progress)
     if sheet is not None:
         from segkit.data.sheet import write_contact_sheet
@@ -141,7 +157,8 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
         validates and tests; None without splits), ``num_pairs``, ``num_classes``,
         ``classes``, ``classes_origin`` (where the names came from), ``encoding``, ``ignore_index``, ``image_sizes``, ``image_modes``,
         ``num_mask_pixels``, ``class_pixel_share``, ``class_image_count``,
-        ``ignore_pixel_share`` and ``problems`` (a list of ``{file, problem}``).
+        ``ignore_pixel_share``, ``problems`` (a list of ``{file, problem}``) and ``scaled_masks``
+        (how many masks are scaled copies of their images: ``fit_masks`` would fit them).
     """
     from tqdm import tqdm
 
@@ -159,7 +176,10 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
             continue
         if shape is not None:
             try:
-                check_same_size(ref.mask or ref.annotation, mask.shape, shape)
+                if source.layout == "labelme":
+                    check_same_size(ref.label_file, mask.shape, shape)
+                else:  # at the image's size (scaled copies fitted with fit_masks), ignored outside the region
+                    mask = source.fitted(ref, mask, shape)
             except SegkitError as error:
                 errors.append(error)
         counts = value_counts(mask)
@@ -202,6 +222,7 @@ def _report(
         "class_image_count": {name: int(images_with[i]) for i, name in enumerate(source.classes)},
         "ignore_pixel_share": share(pixels[ignore]) if 0 <= ignore < 256 else 0.0,
         "problems": [{"file": file, "problem": problem} for file, problem in problems],
+        "scaled_masks": sum(FIT_MASKS_HINT in problem for _, problem in problems),
     }
 
 
@@ -246,4 +267,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"  {item['file']}: {item['problem']}" for item in problems[:_PROBLEMS_SHOWN]]
     if len(problems) > _PROBLEMS_SHOWN:
         lines.append(f"  ... and {len(problems) - _PROBLEMS_SHOWN} more (see --json)")
+    if report["scaled_masks"]:
+        lines.append(
+            f"  {report['scaled_masks']} masks are scaled copies of their images: add --fit-masks to resize them "
+            "(nearest) as they are read"
+        )
     return "\n".join(lines)

@@ -128,10 +128,19 @@ def scan_masks(
             if not _is_gray(array):
                 raise SegkitError(path, NO_TABLE_MESSAGE)
             array = array[..., 0]
-        first_of_kind.setdefault("palette" if mode == "P" else "gray", path)
-        values.update(present_values(array).tolist())
+        present = present_values(array).tolist()
+        palette_kind = mode == "P" and not _gray_palette(path, present)  # a gray palette is a gray mask
+        first_of_kind.setdefault("palette" if palette_kind else "gray", path)
+        values.update(present)
     encoding = _choose_encoding(first_of_kind, values, num_classes)
     return MaskScan(encoding, sorted(values), _first_palette(first_of_kind), errors)
+
+
+def _gray_palette(path: Path, values: list[int]) -> bool:
+    """Whether a palette image draws each of ``values`` as the gray of that value (as GIF writers store gray masks)."""
+    with Image.open(path) as image:
+        palette = image.getpalette() or []
+    return all(palette[3 * value : 3 * value + 3] == [value] * 3 for value in values)
 
 
 def _choose_encoding(first_of_kind: dict[str, Path], values: set[int], num_classes: int | None) -> str:
@@ -254,13 +263,37 @@ def read_mask(
     )
 
 
+FIT_MASKS_HINT = "a scaled copy of it: --fit-masks resizes such masks"
+
+
+def is_scaled_copy(mask_shape: tuple[int, ...], image_shape: tuple[int, ...], tolerance: float = 0.01) -> bool:
+    """Whether a mask of ``mask_shape`` has its image's aspect ratio (within ``tolerance``): a scaled copy."""
+    (mask_height, mask_width), (height, width) = mask_shape[:2], image_shape[:2]
+    if min(mask_height, mask_width, height, width) < 1:
+        return False
+    return abs((mask_width / mask_height) / (width / height) - 1) <= tolerance
+
+
+def fit_mask(mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+    """``mask`` resized to the image's height and width, nearest neighbour (class indices stay class indices)."""
+    height, width = image_shape[:2]
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
+
+
 def check_same_size(mask_path: str | Path, mask_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> None:
-    """Raise a SegkitError naming the mask when it and its image differ in size."""
+    """Raise a SegkitError naming the mask when it and its image differ in size (and how to fix a scaled copy)."""
     if tuple(mask_shape[:2]) != tuple(image_shape[:2]):
+        scaled = f" ({FIT_MASKS_HINT})" if is_scaled_copy(mask_shape, image_shape) else ""
         raise SegkitError(
             mask_path,
-            f"mask is {mask_shape[1]}x{mask_shape[0]} but its image is {image_shape[1]}x{image_shape[0]}",
+            f"mask is {mask_shape[1]}x{mask_shape[0]} but its image is {image_shape[1]}x{image_shape[0]}{scaled}",
         )
+
+
+def read_region(path: str | Path) -> np.ndarray:
+    """A region-of-interest mask as booleans: True where the file is not 0 (any channel)."""
+    array, _ = read_mask_file(path)
+    return np.asarray(array.any(axis=2) if array.ndim == 3 else array > 0)
 
 
 def _find_image(mask_path: Path, image: Path) -> Path:

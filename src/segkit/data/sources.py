@@ -4,8 +4,12 @@ Layouts, detected in this order in the data folder:
 
 - ``voc``: ``JPEGImages/`` + ``SegmentationClass/``; ``ImageSets/Segmentation/*.txt``
   name the splits.
-- ``folders``: ``images/`` + ``masks/`` (or the folder named by ``masks=``), matched
-  by file name without extension (sub-folders allowed, hidden files ignored).
+- ``folders``: ``images/`` + ``masks/`` (or the folders named by ``images=`` and ``masks=``),
+  matched by file name without extension (sub-folders allowed, hidden files ignored); or
+  file name patterns with ``{id}`` when images and masks are named differently
+  (``images="images/{id}_training.tif", masks="1st_manual/{id}_manual1.gif"``), matched by id.
+  ``roi_masks=`` (a folder or pattern alike) adds a region-of-interest mask per image:
+  pixels outside it (value 0) are ignored, as the ignore value is.
 - ``labelme``: labelme ``*.json`` files (shapes are rasterised on load).
 
 A folder holding ``train/``, ``val/``, ``test/`` ... sub-folders is a split dataset:
@@ -16,8 +20,10 @@ testing; ``train``, ``evaluate`` and ``inspect`` all ask it.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +41,17 @@ from segkit.data.classes import (
     with_background_first,
 )
 from segkit.data.colors import ColorTable, load_color_table
-from segkit.data.io import index_image_files, read_image, read_text
-from segkit.data.masks import BINARY_MESSAGE, check_same_size, is_binary_0_255, read_mask, scan_masks
+from segkit.data.io import glob_image_files, index_image_files, read_image, read_text
+from segkit.data.masks import (
+    BINARY_MESSAGE,
+    check_same_size,
+    fit_mask,
+    is_binary_0_255,
+    is_scaled_copy,
+    read_mask,
+    read_region,
+    scan_masks,
+)
 from segkit.errors import SegkitError
 
 logger = logging.getLogger(__name__)
@@ -108,7 +123,7 @@ class ValidationImages:
 
 
 def validation_images(
-    data: str | Path, val: str | Path | None, masks: str | None, val_split: float
+    data: str | Path, val: str | Path | None, masks: str | None, val_split: float, images: str | None = None
 ) -> ValidationImages:
     """The validation images of a training run on ``data``, as ``segkit train`` finds them.
 
@@ -118,7 +133,7 @@ def validation_images(
     """
     if val:
         return ValidationImages(val, None, None)
-    roles = split_roles(list_splits(data, masks)) if Path(data).is_dir() else SplitRoles()
+    roles = split_roles(list_splits(data, masks, images)) if Path(data).is_dir() else SplitRoles()
     if roles.validation is not None and roles.train is not None:
         return ValidationImages(data, roles.validation, None)
     return ValidationImages(data, roles.train, val_split)
@@ -132,6 +147,7 @@ class SampleRef:
     image: Path | None
     mask: Path | None
     annotation: Path | None = None
+    roi: Path | None = None
 
     @property
     def label_file(self) -> Path:
@@ -184,6 +200,7 @@ class DataSource:
         classes_origin: where the class names came from (``"class_names.txt"``,
             ``"--classes"``, ``"classes.json colour table"``, ``"VOC names"``,
             ``"0/255 masks"``, ``"values found"``, ``"labels found"`` ...).
+        fit_masks: resize (nearest) a mask that is a scaled copy of its image to the image's size.
     """
 
     root: Path
@@ -197,6 +214,7 @@ class DataSource:
     split: str | None = None
     splits: list[str] = field(default_factory=list)
     classes_origin: str = ""
+    fit_masks: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -246,8 +264,30 @@ class DataSource:
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
         )
-        check_same_size(ref.label_file, mask.shape, image.shape)
-        return Sample(image, mask, ref.name)
+        return Sample(image, self.fitted(ref, mask, image.shape), ref.name)
+
+    def fitted(self, ref: SampleRef, mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+        """A sample's mask as it trains and scores: at the image's size, the ignore value outside its region.
+
+        Raises:
+            SegkitError: naming the mask (or region mask) whose size differs from the image's.
+        """
+        mask = self.sized_like(ref.label_file, mask, image_shape)
+        if ref.roi is not None:
+            inside = self.sized_like(ref.roi, read_region(ref.roi), image_shape)
+            mask = np.where(inside, mask, self.ignore_index).astype(np.uint8)
+        return mask
+
+    def sized_like(self, path: Path, mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+        """``mask`` at the image's size: as it is, or resized when it is a scaled copy and ``fit_masks`` is on.
+
+        Raises:
+            SegkitError: naming ``path``, when the sizes differ otherwise.
+        """
+        if self.fit_masks and mask.shape[:2] != image_shape[:2] and is_scaled_copy(mask.shape, image_shape):
+            return fit_mask(mask, image_shape)
+        check_same_size(path, mask.shape, image_shape)
+        return mask
 
     def label_to_index(self) -> dict[str, int]:
         """Class name -> index (labelme's ``__ignore__`` label paints the ignore value)."""
@@ -262,6 +302,9 @@ def open_source(
     colors: str | Path | ColorTable | None = None,
     classes: Sequence[str] | str | Path | None = None,
     ignore_index: int = 255,
+    images: str | None = None,
+    roi_masks: str | None = None,
+    fit_masks: bool = False,
 ) -> DataSource:
     """Detect a dataset folder's layout, pairs, classes and mask encoding.
 
@@ -269,7 +312,11 @@ def open_source(
         path: dataset folder.
         split: split to use when the folder has split sub-folders or VOC ImageSets
             (default: the training split, see :func:`split_roles`).
-        masks: name of the masks folder next to ``images/`` (e.g. ``masks_rgb``).
+        masks: the masks: a folder name (e.g. ``masks_rgb``, ``Ground_Truth``) or a file name
+            pattern with ``{id}`` (``1st_manual/{id}_manual1.gif``), relative to the (split) folder.
+        images: the images, likewise (default: ``images/``, ``image/`` or ``imgs/``).
+        roi_masks: region-of-interest masks, likewise: pixels where they are 0 get the ignore value.
+        fit_masks: resize a mask that is a scaled copy of its image (same aspect within 1 %) to it.
         colors: colour table (file or :class:`ColorTable`) for RGB colour-coded masks.
         classes: class names in index order, read by
             :func:`segkit.data.classes.read_class_list` (a list, ``"a,b,c"`` or a
@@ -286,7 +333,8 @@ def open_source(
     root = Path(path)
     if not root.is_dir():
         raise SegkitError(root, "not found" if not root.exists() else "not a folder (expected a dataset folder)")
-    folder, layout, split, splits = _resolve_folder(root, split, masks)
+    where = _Where(images, masks, roi_masks)
+    folder, layout, split, splits = _resolve_folder(root, split, where)
     if layout == "labelme":
         return _open_labelme(folder, classes, ignore_index, split, splits)
     table = colors if isinstance(colors, ColorTable) or colors is None else load_color_table(colors)
@@ -301,7 +349,7 @@ def open_source(
         declared = from_file
     else:
         declared = None if table is None else table_class_list(table, ignore_index)
-    refs, errors = _voc_pairs(folder, split) if layout == "voc" else _folder_pairs(folder, masks)
+    refs, errors = _voc_pairs(folder, split) if layout == "voc" else _folder_pairs(folder, where)
     if not refs:
         unpaired = f"; {len(errors)} files without a partner" if errors else ""
         raise SegkitError(folder, NO_PAIRS + unpaired)
@@ -323,12 +371,64 @@ def open_source(
     return DataSource(
         folder, layout, _checked_count(folder, class_list), ignore_index, scan.encoding, refs,
         [Problem(str(error.path), error.problem) for error in errors], table, split, splits, class_list.origin,
+        fit_masks,
     )  # fmt: skip
 
 
-def _layout_of(folder: Path, masks: str | None) -> str | None:
-    if masks is not None:
-        return "folders" if (folder / masks).is_dir() and _image_dir(folder) else None
+@dataclass(frozen=True)
+class _Where:
+    """Where a ``folders`` dataset keeps its files: folder names or ``{id}`` patterns (``None``: the defaults)."""
+
+    images: str | None = None
+    masks: str | None = None
+    roi: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.images is not None or self.masks is not None
+
+    def image_place(self, folder: Path) -> Path | None:
+        return _place(folder, self.images) if self.images is not None else _image_dir(folder)
+
+    def mask_place(self, folder: Path) -> Path | None:
+        return _place(folder, self.masks) if self.masks is not None else _first_dir(folder, MASK_DIRS)
+
+
+def _place(folder: Path, name_or_pattern: str) -> Path | None:
+    """The folder a ``--images``/``--masks`` value names (a pattern's folder part), if it exists."""
+    if "{id}" in name_or_pattern:
+        head = name_or_pattern.split("{id}")[0]
+        path = folder / head.rsplit("/", 1)[0] if "/" in head else folder
+    else:
+        path = folder / name_or_pattern
+    return path if path.is_dir() else None
+
+
+def _files_by_id(folder: Path, name_or_pattern: str, problems: list[SegkitError]) -> dict[str, Path]:
+    """Files of a folder name (keyed by relative path without extension) or an ``{id}`` pattern (keyed by id)."""
+    if "{id}" not in name_or_pattern:
+        return index_image_files(folder / name_or_pattern, problems=problems)
+    if name_or_pattern.count("{id}") != 1:
+        raise SegkitError(None, f"{name_or_pattern!r}: a file name pattern holds {{id}} once")
+    # fnmatch-style globbing finds the candidates; one regular expression reads each one's id
+    head, tail = name_or_pattern.split("{id}")
+    matcher = re.compile(re.escape(head) + "(?P<id>.+?)" + re.escape(tail))
+    found: dict[str, Path] = {}
+    for path in glob_image_files(str(folder / (glob.escape(head) + "*" + glob.escape(tail)))):
+        match = matcher.fullmatch(path.relative_to(folder).as_posix())
+        if match is None:
+            continue
+        key = match.group("id")
+        if key in found:
+            problems.append(SegkitError(path, f"another file has the same id {key!r} ({found[key].name}); left out"))
+        else:
+            found[key] = path
+    return dict(sorted(found.items()))
+
+
+def _layout_of(folder: Path, where: _Where) -> str | None:
+    if where.given:
+        return "folders" if where.image_place(folder) and where.mask_place(folder) else None
     if (folder / "JPEGImages").is_dir() and (folder / "SegmentationClass").is_dir():
         return "voc"
     if _image_dir(folder) and _first_dir(folder, MASK_DIRS):
@@ -350,10 +450,10 @@ def _voc_splits(folder: Path) -> list[str]:
     return sorted(path.stem for path in (folder / "ImageSets" / "Segmentation").glob("*.txt"))
 
 
-def list_splits(path: str | Path, masks: str | None = None) -> list[str]:
+def list_splits(path: str | Path, masks: str | None = None, images: str | None = None) -> list[str]:
     """The splits a dataset folder offers (VOC ImageSets or split sub-folders), reading no image or mask."""
     root = Path(path)
-    return _splits_of(root, _layout_of(root, masks))
+    return _splits_of(root, _layout_of(root, _Where(images, masks)))
 
 
 def _splits_of(root: Path, layout: str | None) -> list[str]:
@@ -364,9 +464,9 @@ def _splits_of(root: Path, layout: str | None) -> list[str]:
     return [name for name in SPLIT_DIRS if (root / name).is_dir()]
 
 
-def _resolve_folder(root: Path, split: str | None, masks: str | None) -> tuple[Path, str, str | None, list[str]]:
+def _resolve_folder(root: Path, split: str | None, where: _Where) -> tuple[Path, str, str | None, list[str]]:
     """The data folder, its layout, the split chosen and the splits available."""
-    layout = _layout_of(root, masks)
+    layout = _layout_of(root, where)
     splits = _splits_of(root, layout)
     if layout == "voc":
         split = split or split_roles(splits).train
@@ -378,19 +478,21 @@ def _resolve_folder(root: Path, split: str | None, masks: str | None) -> tuple[P
             raise SegkitError(root, f"split {split!r} requested but the folder has no split sub-folders")
         return root, layout, None, []
     if not splits:
-        raise _no_layout_error(root, masks)
+        raise _no_layout_error(root, where)
     split = split or split_roles(splits).train or "train"
     if split not in splits:
         raise SegkitError(root, f"no split {split!r}; available splits: {_listing(splits)}")
-    layout = _layout_of(root / split, masks)
+    layout = _layout_of(root / split, where)
     if layout is None:
-        raise _no_layout_error(root / split, masks)
+        raise _no_layout_error(root / split, where)
     return root / split, layout, split, splits
 
 
-def _no_layout_error(folder: Path, masks: str | None) -> SegkitError:
-    if masks is not None and _image_dir(folder):
-        return SegkitError(folder / masks, "masks folder not found")
+def _no_layout_error(folder: Path, where: _Where) -> SegkitError:
+    if where.images is not None and where.image_place(folder) is None:
+        return SegkitError(folder / where.images, "images not found (--images names a folder or an {id} pattern)")
+    if where.masks is not None and where.image_place(folder) is not None:
+        return SegkitError(folder / where.masks, "masks not found (--masks names a folder or an {id} pattern)")
     return SegkitError(folder, NO_PAIRS)
 
 
@@ -398,17 +500,29 @@ def _listing(names: list[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-def _folder_pairs(folder: Path, masks: str | None) -> tuple[list[SampleRef], list[SegkitError]]:
+def _folder_pairs(folder: Path, where: _Where) -> tuple[list[SampleRef], list[SegkitError]]:
     problems: list[SegkitError] = []
-    image_dir = _image_dir(folder)
-    mask_dir = folder / masks if masks is not None else _first_dir(folder, MASK_DIRS)
+    image_dir, mask_dir = where.image_place(folder), where.mask_place(folder)
     if image_dir is None or mask_dir is None:
         raise SegkitError(folder, f"no image folder ({'/'.join(IMAGE_DIRS)}) or no mask folder")
-    images = index_image_files(image_dir, problems=problems)
-    mask_files = index_image_files(mask_dir, problems=problems)
+    images = _files_by_id(folder, where.images or image_dir.name, problems)
+    mask_files = _files_by_id(folder, where.masks or mask_dir.name, problems)
+    regions = None
+    if where.roi is not None:
+        regions = _files_by_id(folder, where.roi, problems)
+        if not regions:
+            raise SegkitError(folder / where.roi.split("{id}")[0], "no region-of-interest masks found (--roi-masks)")
     problems += [SegkitError(images[name], "image without mask") for name in images if name not in mask_files]
     problems += [SegkitError(mask_files[name], "mask without image") for name in mask_files if name not in images]
-    refs = [SampleRef(name, images[name], mask_files[name]) for name in images if name in mask_files]
+    paired = [name for name in images if name in mask_files]
+    if regions is not None:
+        problems += [
+            SegkitError(images[name], "image without region mask (--roi-masks); left out")
+            for name in paired
+            if name not in regions
+        ]
+        paired = [name for name in paired if name in regions]
+    refs = [SampleRef(name, images[name], mask_files[name], roi=regions[name] if regions else None) for name in paired]
     return refs, problems
 
 

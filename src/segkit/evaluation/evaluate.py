@@ -43,6 +43,9 @@ def evaluate(
     val_split: float | None = None,
     masks: str | None = None,
     colors: str | Path | None = None,
+    images: str | None = None,
+    roi_masks: str | None = None,
+    fit_masks: bool = False,
     **prediction: Any,
 ) -> dict[str, Any]:
     """Pixel accuracy, IoU, Dice ... of a checkpoint on a dataset, or of predicted masks: ``segkit evaluate``.
@@ -67,7 +70,10 @@ def evaluate(
         worst: with ``report``: how many of the worst images it shows.
         split: with a checkpoint: the split of a dataset with splits.
         val_split: with a checkpoint: only the images ``segkit train --val-split`` held out.
-        masks: with a checkpoint: the mask folder beside ``images/`` (e.g. ``masks_rgb``).
+        masks, images: with a checkpoint: the mask (image) folder name or ``{id}`` file pattern,
+            as ``segkit train --masks`` (``--images``).
+        roi_masks: with a checkpoint: region-of-interest masks (folder or pattern); pixels outside are not scored.
+        fit_masks: with a checkpoint: resize masks that are scaled copies of their images.
         colors: with a checkpoint: the colour table of RGB colour-coded masks.
         **prediction: with a checkpoint, how it predicts, as
             :class:`~segkit.prediction.options.PredictionOptions`: ``batch_size=8``,
@@ -89,7 +95,15 @@ def evaluate(
         >>> metrics["mIoU"], metrics["per_class"]["road"]["iou"]
         >>> segkit.evaluate(pred="predicted/", true="data/masks/", classes="data/class_names.txt")["mIoU"]
     """
-    data_options: dict[str, Any] = {"split": split, "val_split": val_split, "masks": masks, "colors": colors}
+    data_options: dict[str, Any] = {
+        "split": split,
+        "val_split": val_split,
+        "masks": masks,
+        "colors": colors,
+        "images": images,
+        "roi_masks": roi_masks,
+        "fit_masks": fit_masks or None,
+    }
     _check_form(checkpoint, data, pred, true, num_classes, data_options, prediction)
     inputs = [item for item in (checkpoint, data, pred, true) if isinstance(item, (str, Path))]
     for output, option in ((json, "--json"), (report, "--report")):
@@ -175,21 +189,35 @@ def open_evaluation_source(
     masks: str | None = None,
     colors: str | Path | None = None,
     classes: Any = None,
+    images: str | None = None,
+    roi_masks: str | None = None,
+    fit_masks: bool | None = None,
 ) -> Any:
     """Open ``data`` as ``segkit train`` does; with splits and no ``split`` given, the validation split.
 
     The splits are listed from the folder names first, so only the split evaluated is
     read; when there is no validation split, the test split, else the default one.
-    ``masks``, ``colors`` and ``classes`` are :func:`segkit.data.sources.open_source`'s.
+    ``masks``, ``colors``, ``classes``, ``images``, ``roi_masks`` and ``fit_masks`` are
+    :func:`segkit.data.sources.open_source`'s.
     """
     from segkit.data.sources import list_splits, open_source, split_roles
 
     if split is None and Path(data).is_dir():  # else open_source says what is wrong with it
-        splits = list_splits(data, masks)
+        splits = list_splits(data, masks, images)
         split = split_roles(splits).evaluation
         if splits and split is None:
             logger.warning("%s has no validation or test split; evaluating on its default split", data)
-    return open_source(data, split=split, masks=masks, colors=colors, classes=classes, ignore_index=ignore_index)
+    return open_source(
+        data,
+        split=split,
+        masks=masks,
+        colors=colors,
+        classes=classes,
+        ignore_index=ignore_index,
+        images=images,
+        roi_masks=roi_masks,
+        fit_masks=bool(fit_masks),
+    )
 
 
 def evaluate_predictor(
@@ -261,6 +289,9 @@ def evaluate_checkpoint(
     masks: str | None = None,
     colors: str | Path | None = None,
     classes: Any = None,
+    images: str | None = None,
+    roi_masks: str | None = None,
+    fit_masks: bool | None = None,
     on_image: ImageCallback | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -277,8 +308,9 @@ def evaluate_checkpoint(
             :func:`segkit.data.sources.split_roles`).
         val_split: evaluate only the images ``segkit train --val-split`` held out
             (the same deterministic split by name).
-        masks: mask folder name beside ``images/`` (e.g. ``masks_rgb``), as ``segkit train --masks``.
+        masks: mask folder name beside ``images/`` (e.g. ``masks_rgb``) or ``{id}`` pattern, as ``segkit train --masks``.
         colors: colour table of RGB colour-coded masks, as ``segkit train --colors``.
+        images, roi_masks, fit_masks: as ``segkit train --images``, ``--roi-masks``, ``--fit-masks``.
         classes: class names (list, ``"a,b,c"`` or a file), as ``segkit train --classes``.
         on_image: called with each image's :class:`~segkit.evaluation.per_image.ImageResult`
             (its confusion matrix and pixels), e.g. a
@@ -299,7 +331,17 @@ def evaluate_checkpoint(
     ignore = predictor.ignore_index if ignore_index is None else ignore_index
     name = data if isinstance(data, (str, Path)) else None
     if name is not None:
-        source = open_evaluation_source(data, split, ignore, masks=masks, colors=colors, classes=classes)
+        source = open_evaluation_source(
+            data,
+            split,
+            ignore,
+            masks=masks,
+            colors=colors,
+            classes=classes,
+            images=images,
+            roi_masks=roi_masks,
+            fit_masks=fit_masks,
+        )
     else:
         source = data
     indices = None

@@ -117,7 +117,11 @@ def _validation_source(
     config = card.training.config
     default_split = next(field.default for field in dataclasses.fields(TrainConfig) if field.name == "val_split")
     where = validation_images(
-        config.get("data") or "", config.get("val"), config.get("masks"), config.get("val_split", default_split)
+        config.get("data") or "",
+        config.get("val"),
+        config.get("masks"),
+        config.get("val_split", default_split),
+        config.get("images"),
     )
     folder = Path(where.folder)
     if not str(where.folder) or not folder.exists():
@@ -129,5 +133,8 @@ def _validation_source(
         colors=config.get("colors"),
         classes=config.get("classes"),
         ignore_index=card.ignore_index,
+        images=config.get("images"),
+        roi_masks=config.get("roi_masks"),
+        fit_masks=bool(config.get("fit_masks")),
     )
     return source, where.held_out, where.describe()

@@ -48,6 +48,9 @@ def export(
     masks: str | None = None,
     colors: str | Path | None = None,
     classes: Sequence[str] | str | Path | None = None,
+    images: str | None = None,
+    roi_masks: str | None = None,
+    fit_masks: bool = False,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     max_drop: float = DEFAULT_MAX_DROP,
     force: bool = False,
@@ -74,7 +77,7 @@ def export(
         quantize: ``"int8"``: static quantization (ONNX Runtime, QDQ, per-channel int8
             weights) calibrated on ``calibration``.
         calibration: with ``quantize``: labelled dataset folder to calibrate and score on.
-        split, masks, colors, classes: with ``quantize``: how ``calibration`` is read, as
+        split, masks, colors, classes, images, roi_masks, fit_masks: with ``quantize``: how ``calibration`` is read, as
             :func:`segkit.evaluate`'s.
         calibration_images: with ``quantize``: images calibrating the ranges.
         max_drop: with ``quantize``: refuse the int8 model when its mIoU is more than this
@@ -103,6 +106,9 @@ def export(
         "masks": masks,
         "colors": colors,
         "classes": classes,
+        "images": images,
+        "roi_masks": roi_masks,
+        "fit_masks": fit_masks,
         "force": force,
     }
     _check_options(format, opset, exporter, push_to_hub, quantize, calibration, quantize_options)

@@ -141,6 +141,9 @@ def quantize_onnx(
     masks: str | None = None,
     colors: str | Path | None = None,
     classes: Any = None,
+    images: str | None = None,
+    roi_masks: str | None = None,
+    fit_masks: bool = False,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     max_drop: float = DEFAULT_MAX_DROP,
     force: bool = False,
@@ -155,7 +158,7 @@ def quantize_onnx(
         out: the int8 ``.onnx`` file to write.
         data: dataset folder with masks (any layout ``segkit train`` reads): its images
             calibrate the activation ranges and score both models.
-        split, masks, colors, classes: how to read ``data``, as ``segkit evaluate``.
+        split, masks, colors, classes, images, roi_masks, fit_masks: how to read ``data``, as ``segkit evaluate``.
         calibration_images: images (evenly spaced by name) used for calibration.
         max_drop: largest accepted fp32 - int8 mIoU difference.
         force: keep a model whose mIoU dropped more (with a warning).
@@ -181,7 +184,17 @@ def quantize_onnx(
 
     card = OnnxBackend(model, "cpu").card if model.suffix.lower() == ".onnx" else load_checkpoint(model).card
     # the calibration data is read before the (slow) fp32 export: a wrong folder fails at once
-    source = open_evaluation_source(data, split, card.ignore_index, masks=masks, colors=colors, classes=classes)
+    source = open_evaluation_source(
+        data,
+        split,
+        card.ignore_index,
+        masks=masks,
+        colors=colors,
+        classes=classes,
+        images=images,
+        roi_masks=roi_masks,
+        fit_masks=fit_masks,
+    )
     with tempfile.TemporaryDirectory(prefix="segkit-quantize-") as work:
         if model.suffix.lower() != ".onnx":
             from segkit.exporters.onnx import export_onnx

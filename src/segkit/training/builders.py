@@ -68,11 +68,14 @@ def open_training_data(config: TrainConfig) -> TrainingData:
             colors=config.colors,
             classes=classes,
             ignore_index=config.preprocess.ignore_index,
+            images=config.images,
+            roi_masks=config.roi_masks,
+            fit_masks=config.fit_masks,
         )
 
     train_source = open_folder(config.data, None, config.classes)
     classes = list(train_source.classes)
-    where = validation_images(config.data, config.val, config.masks, config.val_split)
+    where = validation_images(config.data, config.val, config.masks, config.val_split, config.images)
     if where.held_out is None:
         val_source = DecodedSource(open_folder(str(where.folder), where.split, classes))
         train = DecodedSource(train_source)
