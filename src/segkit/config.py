@@ -475,15 +475,51 @@ def resume_config(options: dict[str, Any]) -> TrainConfig:
     saved = load_checkpoint(path).card.training.config
     if not saved:
         raise SegkitError(path, "holds no training options (resume from a run's last.pt)")
-    changed = sorted(name for name in options if name not in RESUME_OVERRIDES and name != "preprocess")
-    changed += [f"preprocess.{name}" for name in options.get("preprocess", {})]
+    given = {name: value for name, value in options.items() if name not in RESUME_OVERRIDES and name != "preprocess"}
+    changed = _changed_options(saved, given, dict(options.get("preprocess", {})))
     if changed:
-        flags = ", ".join("--" + name.split(".")[-1].replace("_", "-") for name in changed)
-        raise SegkitError(path, f"{flags} cannot change when resuming: the run continues with its own options")
+        flags = "; ".join(
+            f"--{name.replace('_', '-')} is {_as_typed(was)} in the run, given {_as_typed(now)}"
+            for name, was, now in changed
+        )
+        raise SegkitError(
+            path, f"cannot change when resuming: {flags}; the run continues with its own options (leave them out)"
+        )
     values = {**saved, **{name: options[name] for name in options if name in RESUME_OVERRIDES}}
     values["user_options"] = None  # already planned: every option as saved
     values["out"] = options.get("out") or str(Path(path).parent)
     return TrainConfig.from_dict(values)
+
+
+def _as_typed(value: Any) -> str:
+    """A value as it is typed on the command line (``[32, 32]`` is ``32 32``)."""
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _changed_options(
+    saved: dict[str, Any], given: dict[str, Any], preprocess: dict[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """``(option, saved value, given value)`` for each given option that differs from the run's own.
+
+    Values are compared as the config holds them (``--img-size 96`` is the saved ``[96, 96]``).
+    """
+    base = TrainConfig.from_dict(saved).to_dict()
+    changed = []
+    for name, value in given.items():
+        try:
+            now = TrainConfig.from_dict({**saved, name: value}).to_dict()[name]
+        except SegkitError:
+            now = value
+        if now != base.get(name):
+            changed.append((name, base.get(name), value))
+    for name, value in preprocess.items():
+        try:
+            now = PreprocessConfig.from_dict({**saved["preprocess"], name: value}).to_dict()[name]
+        except (SegkitError, TypeError, ValueError):
+            now = value
+        if now != base["preprocess"].get(name):
+            changed.append((name, base["preprocess"].get(name), value))
+    return changed
 
 
 def resolve_options(options: dict[str, Any], config_file: str | Path | None = None) -> TrainConfig:

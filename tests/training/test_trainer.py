@@ -179,7 +179,11 @@ def test_resume_uses_the_runs_own_options_and_folder(
     assert load_checkpoint(copy / "last.pt").card.preprocess.img_size == (32, 32)  # not the default 256
     capsys.readouterr()
     assert main(["train", str(shapes_dataset), "--resume", str(copy / "last.pt"), "--img-size", "64"]) == 2
-    assert "--img-size cannot change when resuming" in capsys.readouterr().err
+    assert "cannot change when resuming: --img-size is 32 32 in the run, given 64" in capsys.readouterr().err
+    # the original command plus --resume, as typed from the shell history: the same values are accepted
+    same = ["--img-size", "32", "--batch-size", "4", "--seed", "0", "--val-split", "0.25", "--lr", "0.003"]
+    assert main(["train", str(shapes_dataset), "--resume", str(copy / "last.pt"), "--epochs", "3", *same]) == 0
+    assert load_checkpoint(copy / "last.pt").card.training.epoch == 3
 
 
 def test_second_run_into_the_same_folder_is_refused_and_stale_locks_are_taken(
