@@ -45,7 +45,8 @@ for _name in _models.list_models():
 
 
 def checkpoint(path: str, device: str = "cpu"):
-    """A trained segkit model (``.pt`` checkpoint, exported folder or ``.onnx``), ready in eval mode.
+    """A trained segkit model: for a ``.pt`` checkpoint or exported folder the ``torch.nn.Module`` in eval
+    mode; for an ``.onnx`` file the ONNX Runtime session (call ``predictor.predict`` for either).
 
     The returned module has ``card`` (the :class:`segkit.checkpoint.ModelCard`: classes,
     colours, preprocessing ...) and ``predictor`` (a :class:`segkit.prediction.predictor.Predictor`

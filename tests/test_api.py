@@ -176,6 +176,21 @@ def test_every_command_option_is_a_keyword_with_the_same_default(name: str) -> N
             "--quantize and --calibration DATA go together",
         ),
         (
+            lambda: segkit.export("m.pt", "o.onnx", max_drop=0.05, calibration_images=8),
+            ["export", "m.pt", "--out", "o.onnx", "--max-drop", "0.05", "--calibration-images", "8"],
+            "--calibration-images, --max-drop only apply with --quantize",
+        ),
+        (
+            lambda: segkit.export("m.pt", "o", format="hf", opset=17),
+            ["export", "m.pt", "--out", "o", "--format", "hf", "--opset", "17"],
+            "--opset only apply to --format onnx (a Hugging-Face folder holds weights)",
+        ),
+        (
+            lambda: segkit.predict("m.pt", "x.png", out="o", alpha=0.8),
+            ["predict", "m.pt", "x.png", "--out", "o", "--alpha", "0.8"],
+            "--alpha sets the opacity of --overlay images: add --overlay",
+        ),
+        (
             lambda: segkit.export("m.pt", "o", push_to_hub="me/model"),
             ["export", "m.pt", "--out", "o", "--push-to-hub", "me/model"],
             "--push-to-hub needs --format hf",

@@ -59,7 +59,7 @@ def writing(path: str | Path) -> Iterator[None]:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
-    """Write a file through ``write(temp_path)`` then rename it into place.
+    """Write a file through ``write(temp_path)``, flush it to disk, then rename it into place.
 
     Raises:
         SegkitError: ``path`` is a folder, or the disk refused the write; the old file is untouched.
@@ -74,10 +74,26 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
         try:
             write(Path(temp))
             os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates files private to the user
+            _sync(Path(temp))  # the bytes reach the disk before the name points at them
             os.replace(temp, path)
+            _sync(path.parent)  # and the rename itself survives a power cut
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+
+
+def _sync(path: Path) -> None:
+    """``fsync`` a file or folder (a folder's entries: a rename); where folders cannot be synced, nothing."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(handle)
 
 
 def make_staging_dir(out: Path, prefix: str) -> Path:

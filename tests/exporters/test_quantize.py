@@ -156,3 +156,19 @@ def test_calibration_data_is_checked_before_the_fp32_export(
     with pytest.raises(SegkitError, match="none"):
         quantize_onnx(checkpoint, tmp_path / "int8.onnx", tmp_path / "none")
     assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_one_collapsing_class_is_refused_though_the_mean_holds() -> None:
+    from segkit.exporters.quantize import QuantizationResult, class_drops
+
+    def metrics(ious: dict[str, float]) -> dict:
+        return {"per_class": {name: {"iou": iou} for name, iou in ious.items()}}
+
+    fp32 = metrics({"background": 0.90, "road": 0.80, "pole": 0.30, "sign": float("nan")})
+    int8 = metrics({"background": 0.92, "road": 0.82, "pole": 0.26, "sign": float("nan")})
+    drops = class_drops(fp32, int8)
+    assert drops == pytest.approx({"background": -0.02, "road": -0.02, "pole": 0.04})
+    result = QuantizationResult(Path("m.onnx"), 0.6667, 0.6667, 10, 10, 0.01, drops)
+    assert result.drop <= result.max_drop
+    assert result.refusal() == "int8 IoU of class 'pole' is 0.0400 below fp32's (more than --max-drop 0.01)"
+    assert QuantizationResult(Path("m.onnx"), 0.6, 0.6, 10, 10, 0.05, drops).refusal() is None

@@ -73,3 +73,19 @@ def test_other_images_need_force(run: Path, shapes_dataset: Path, tmp_path: Path
 def test_the_same_data_moved_elsewhere_resumes(run: Path, shapes_dataset: Path, tmp_path: Path) -> None:
     moved = copy_of(shapes_dataset, tmp_path / "moved")
     assert main(["train", str(moved), "--resume", str(run), "--epochs", "2"]) == 0
+
+
+def test_val_split_beside_a_validation_split_is_said_to_be_unused(
+    shapes_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from segkit.config import TrainConfig
+    from segkit.training.builders import open_training_data
+
+    data = tmp_path / "data"
+    for split in ("train", "valid"):
+        shutil.copytree(shapes_dataset, data / split)
+    config = TrainConfig.from_options({"data": str(data), "val_split": 0.3})
+    with caplog.at_level("WARNING"):
+        opened = open_training_data(config)
+    assert len(opened.val_indices) == len(opened.val_source)
+    assert "--val-split is not used" in caplog.text and "valid split" in caplog.text

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from segkit.cli.option_groups import add_prediction_options, prediction_options
+from segkit.prediction.options import DEFAULT_ALPHA
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--overlay", action="store_true", help="also write DIR/<stem>_overlay.jpg (colours on the image)"
     )
-    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay colours (default 0.5)")
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help="with --overlay: opacity of the overlay colours (default %(default)s)",
+    )
     parser.add_argument(
         "--format",
         choices=("png", "labelme"),

@@ -111,7 +111,14 @@ def export(
         "fit_masks": fit_masks,
         "force": force,
     }
-    _check_options(format, opset, exporter, push_to_hub, quantize, calibration, quantize_options)
+    onnx_options = {"--opset": opset != DEFAULT_OPSET, "--no-dynamic": not dynamic, "--exporter": exporter != "auto"}
+    tuning = {
+        "calibration_images": calibration_images != DEFAULT_CALIBRATION_IMAGES,
+        "max_drop": max_drop != DEFAULT_MAX_DROP,
+    }
+    _check_options(
+        format, opset, exporter, push_to_hub, quantize, calibration, {**quantize_options, **tuning}, onnx_options
+    )
     export_options: dict[str, Any] = {"opset": opset, "dynamic": dynamic, "exporter": exporter}
     if quantize is not None:
         from segkit.exporters.quantize import quantize_onnx
@@ -146,8 +153,12 @@ def _check_options(
     quantize: str | None,
     calibration: Any,
     quantize_options: dict[str, Any],
+    onnx_options: dict[str, bool],
 ) -> None:
-    """The options of :func:`export` that do not go together (one line each, as the command says them)."""
+    """The options of :func:`export` that do not go together (one line each, as the command says them).
+
+    ``onnx_options`` says which ONNX-only options were set to other than their defaults.
+    """
     for name, value, choices in (
         ("--format", format, FORMATS),
         ("--exporter", exporter, EXPORTERS),
@@ -162,8 +173,11 @@ def _check_options(
         raise OptionError("--quantize and --calibration DATA go together")
     given = [name for name, value in quantize_options.items() if value]
     if given and not quantizing:
-        raise OptionError(f"{', '.join('--' + name for name in given)} only apply with --quantize")
+        raise OptionError(f"{', '.join('--' + name.replace('_', '-') for name in given)} only apply with --quantize")
     if push_to_hub and format != "hf":
         raise OptionError("--push-to-hub needs --format hf")
+    onnx_only = [flag for flag, set_ in onnx_options.items() if set_]
+    if format == "hf" and onnx_only:
+        raise OptionError(f"{', '.join(onnx_only)} only apply to --format onnx (a Hugging-Face folder holds weights)")
     if quantizing and format != "onnx":
         raise OptionError("--quantize writes an ONNX model: use --format onnx")

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,8 @@ class QuantizationResult:
         int8_miou: mIoU of the int8 model on the same images.
         images: images evaluated.
         calibration_images: images whose network inputs calibrated the activation ranges.
-        max_drop: the largest accepted mIoU drop.
+        max_drop: the largest accepted drop, of the mIoU and of every class's IoU.
+        class_drops: fp32 - int8 IoU of each class scored by both.
         size_bytes: size of the int8 file.
     """
 
@@ -59,11 +60,29 @@ class QuantizationResult:
     images: int
     calibration_images: int
     max_drop: float
+    class_drops: dict[str, float] = field(default_factory=dict)
     size_bytes: int = 0
 
     @property
     def drop(self) -> float:
         return self.fp32_miou - self.int8_miou
+
+    def refusal(self) -> str | None:
+        """Why the int8 model falls short (the mIoU, or one class, dropping more than ``max_drop``), or None."""
+        if not self.drop <= self.max_drop:  # NaN counts as over
+            return (
+                f"int8 mIoU {self.int8_miou:.4f} is {self.drop:.4f} below fp32 {self.fp32_miou:.4f} "
+                f"(more than --max-drop {self.max_drop})"
+            )
+        over = {name: drop for name, drop in self.class_drops.items() if drop > self.max_drop}
+        if over:
+            name = max(over, key=lambda key: over[key])
+            return (
+                f"int8 IoU of class {name!r} is {over[name]:.4f} below fp32's (more than --max-drop {self.max_drop}"
+                + (f"; {len(over) - 1} other classes too" if len(over) > 1 else "")
+                + ")"
+            )
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``export.quantization`` metadata entry."""
@@ -77,16 +96,18 @@ class QuantizationResult:
             "fp32_mIoU": round(self.fp32_miou, 6),
             "int8_mIoU": round(self.int8_miou, 6),
             "mIoU_drop": round(self.drop, 6),
+            "largest_class_drop": round(max(self.class_drops.values(), default=0.0), 6),
             "max_drop": self.max_drop,
         }
 
     def format(self) -> str:
         """Lines for the command line."""
-        verdict = "within" if self.drop <= self.max_drop else "OVER"
+        verdict = "within" if self.refusal() is None else "OVER"
+        worst = max(self.class_drops.values(), default=0.0)
         return (
             f"wrote {self.path} (int8, {self.size_bytes / 2**20:.1f} MiB; calibrated on {self.calibration_images} "
             f"images)\nmIoU on {self.images} images: fp32 {self.fp32_miou:.4f}, int8 {self.int8_miou:.4f}, "
-            f"drop {self.drop:+.4f} ({verdict} --max-drop {self.max_drop})"
+            f"drop {self.drop:+.4f}, largest class drop {worst:+.4f} ({verdict} --max-drop {self.max_drop})"
         )
 
 
@@ -262,18 +283,33 @@ def _quantize(
         raise SegkitError(model, f"int8 quantization failed: {first_line(error)}") from None
     fp32_metrics = evaluate_predictor(Predictor(fp32, fp32.card), source, source_name=data)
     int8_metrics = evaluate_predictor(Predictor.from_checkpoint(quantized, device="cpu"), source, source_name=data)
-    result = QuantizationResult(out, _miou(fp32_metrics), _miou(int8_metrics), len(source), len(chosen), max_drop)
-    if not result.drop <= max_drop:  # NaN counts as over
-        message = (
-            f"int8 mIoU {result.int8_miou:.4f} is {result.drop:.4f} below fp32 {result.fp32_miou:.4f} "
-            f"(more than --max-drop {max_drop})"
-        )
+    result = QuantizationResult(
+        out,
+        _miou(fp32_metrics),
+        _miou(int8_metrics),
+        len(source),
+        len(chosen),
+        max_drop,
+        class_drops(fp32_metrics, int8_metrics),
+    )
+    message = result.refusal()
+    if message is not None:
         if not force:
             raise SegkitError(out, f"{message}; nothing written (pass --force to keep it anyway)")
         logger.warning("%s; kept because of --force", message)
     _store_quantization(quantized, result)
     atomic_write(out, lambda temp: temp.write_bytes(quantized.read_bytes()))
     return result
+
+
+def class_drops(fp32: dict[str, Any], int8: dict[str, Any]) -> dict[str, float]:
+    """fp32 - int8 IoU of each class both metrics score (a class absent from the images has no IoU)."""
+    drops = {}
+    for name, values in fp32["per_class"].items():
+        before, after = values.get("iou"), int8["per_class"].get(name, {}).get("iou")
+        if before is not None and after is not None and not (math.isnan(before) or math.isnan(after)):
+            drops[name] = float(before) - float(after)
+    return drops
 
 
 def _miou(metrics: dict[str, Any]) -> float:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 TileSpec = str | int | tuple[int, int] | None
 # Windows are up to 4x the network input's area: at most 4 per pass keeps a 4096x4096 image under 2 GiB.
 MAX_TILE_BATCH = 4
+DEFAULT_ALPHA = 0.5  # opacity of the class colours in overlay images
 
 
 def parse_tile_size(value: TileSpec) -> str | tuple[int, int] | None:

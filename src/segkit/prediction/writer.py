@@ -33,7 +33,7 @@ from segkit.prediction.labelme_export import (
     labelme_document,
     write_labelme,
 )
-from segkit.prediction.options import PredictionOptions
+from segkit.prediction.options import DEFAULT_ALPHA, PredictionOptions
 from segkit.prediction.predictor import Predictor, load_predictor
 from segkit.visualize import colorize, legend, overlay
 
@@ -88,7 +88,7 @@ def predict(
     *,
     color: bool = False,
     overlay: bool = False,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     format: str = "png",
     image_data: bool = False,
     polygon_tolerance: float = LabelmeOptions.tolerance,
@@ -138,6 +138,8 @@ def predict(
     labelme = _labelme_options(format, image_data, polygon_tolerance, min_area)
     if not 0.0 <= alpha <= 1.0:
         raise OptionError(f"--alpha must be between 0 and 1, not {alpha}")
+    if alpha != DEFAULT_ALPHA and not overlay:
+        raise OptionError("--alpha sets the opacity of --overlay images: add --overlay")
     options = PredictionOptions(**prediction).predictor_kwargs()
     patterns = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if out is not None:
@@ -174,7 +176,7 @@ def predict_files(
     device: str = "auto",
     color: bool = False,
     overlay_images: bool = False,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     labelme: LabelmeOptions | None = None,
     **options: Any,
 ) -> PredictionSummary:
@@ -312,7 +314,7 @@ def predict_to_folder(
     *,
     color: bool = False,
     overlay_images: bool = False,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     labelme: LabelmeOptions | None = None,
 ) -> PredictionSummary:
     """Write ``<stem>.png`` index masks (palette PNG at each input's size) for ``inputs`` into ``out_dir``.

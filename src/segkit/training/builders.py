@@ -76,6 +76,8 @@ def open_training_data(config: TrainConfig) -> TrainingData:
     train_source = open_folder(config.data, None, config.classes)
     classes = list(train_source.classes)
     where = validation_images(config.data, config.val, config.masks, config.val_split, config.images)
+    if where.held_out is None and not config.val and "val_split" in (config.user_options or ()):
+        logger.warning("--val-split is not used: %s has a %s split, which validates", config.data, where.split)
     if where.held_out is None:
         val_source = DecodedSource(open_folder(str(where.folder), where.split, classes))
         train = DecodedSource(train_source)
