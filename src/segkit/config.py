@@ -149,6 +149,13 @@ class TrainConfig:
         group="data",
         metavar="DIR|PATTERN",
     )
+    label_map: str | None = option(
+        None,
+        help="labelme labels to classes: a YAML or JSON file of 'label: class' (regular expressions allowed, "
+        "e.g. 'bottle[_ ]?\\d+: bottle'); segkit inspect suggests one for labels numbered per object",
+        group="data",
+        metavar="FILE",
+    )
     fit_masks: bool = option(
         False,
         help="resize (nearest) masks that are scaled copies of their images (same aspect ratio within 1%) "

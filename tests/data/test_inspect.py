@@ -18,7 +18,7 @@ from segkit.data.sources import open_source
 REPORT_KEYS = {
     "root", "layout", "split", "split_roles", "num_pairs", "num_classes", "classes", "classes_origin", "encoding",
     "ignore_index", "image_sizes", "image_modes", "num_mask_pixels", "class_pixel_share", "class_image_count",
-    "ignore_pixel_share", "problems",
+    "ignore_pixel_share", "problems", "scaled_masks", "label_map_suggestion",
 }  # fmt: skip
 
 
@@ -78,7 +78,7 @@ def test_problems_are_collected_and_the_pass_goes_on(clean: Path) -> None:
     assert problems == {
         "images/no_mask.png": "image without mask",
         "masks/no_image.png": "mask without image",
-        "masks/wrong_size.png": "mask is 2x2 but its image is 3x3",
+        "masks/wrong_size.png": "mask is 2x2 but its image is 3x3 (a scaled copy of it: --fit-masks resizes such masks)",
         "masks/empty_mask.png": "file is empty (0 bytes)",
         "images/junk.png": "not a readable image (UnidentifiedImageError)",
         "masks/bad_values.png": "values [7, 9] out of range for 3 classes (ignore value 255)",

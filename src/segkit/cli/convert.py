@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from segkit.cli.option_groups import add_train_option
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -28,8 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE|a,b,c",
         help="class names in index order, as for every command: a file (labels.txt: one per line, __ignore__ "
         "skipped; JSON; CSV) or a comma list; _background_ is put first when no background is named; "
-        "default: all labels found, sorted, _background_ first",
+        "default: a labels.txt in SRC, else all labels found, sorted, _background_ first",
     )
+    add_train_option(labelme, "label_map")
     labelme.add_argument("--noviz", action="store_true", help="do not write visualization/ overlays")
     labelme.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT once the new one is done")
     parser.set_defaults(func=run)
@@ -38,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from segkit.data.convert import convert_labelme
 
-    result = convert_labelme(args.src, args.out, classes=args.classes, noviz=args.noviz, overwrite=args.overwrite)
+    result = convert_labelme(
+        args.src, args.out, classes=args.classes, noviz=args.noviz, overwrite=args.overwrite, label_map=args.label_map
+    )
     print(result.format())
     return 0

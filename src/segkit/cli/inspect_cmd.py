@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         images=args.images,
         roi_masks=args.roi_masks,
         fit_masks=args.fit_masks,
+        label_map=args.label_map,
         colors=args.colors,
         classes=args.classes,
         ignore_index=args.ignore_index,

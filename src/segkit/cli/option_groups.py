@@ -75,11 +75,16 @@ def add_data_options(
     group.add_argument(
         "--split", metavar="NAME", help=f"split sub-folder or VOC ImageSets list (default: {split_default})"
     )
-    for item in fields(TrainConfig):  # declared once, with segkit train's options
-        if item.name in ("images", "masks", "roi_masks", "fit_masks", "colors"):
-            flag, text = "--" + item.name.replace("_", "-"), item.metadata["help"].replace("%", "%%")
-            if item.metadata["parse"] is bool:
-                group.add_argument(flag, action="store_true", help=text)
-            else:
-                group.add_argument(flag, metavar=item.metadata["metavar"], help=text)
+    for name in ("images", "masks", "roi_masks", "fit_masks", "label_map", "colors"):
+        add_train_option(group, name)
     return group
+
+
+def add_train_option(group: argparse._ActionsContainer, name: str) -> None:
+    """Add ``segkit train``'s option ``name`` (a :class:`~segkit.config.TrainConfig` field) as it is declared there."""
+    item = next(item for item in fields(TrainConfig) if item.name == name)
+    flag, text = "--" + name.replace("_", "-"), item.metadata["help"].replace("%", "%%")
+    if item.metadata["parse"] is bool:
+        group.add_argument(flag, action="store_true", help=text)
+    else:
+        group.add_argument(flag, metavar=item.metadata["metavar"], help=text)

@@ -8,6 +8,7 @@ one is complete)::
     OUT/masks/<stem>.png        uint8 class-index PNG with segkit's palette (0 background, 255 ignore)
     OUT/class_names.txt         one class name per line, in index order
     OUT/visualization/<stem>.jpg  mask overlaid on the image with a legend (unless noviz)
+    OUT/label_map.suggested.yaml  when labels look numbered per object: the --label-map merging them
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,11 +26,29 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from segkit.data import labelme
-from segkit.data.classes import IGNORE_LABEL, read_class_list, with_background_first
+from segkit.data.classes import (
+    IGNORE_LABEL,
+    LABELME_CLASS_FILES,
+    find_class_file,
+    read_class_file,
+    read_class_list,
+    with_background_first,
+)
 from segkit.data.io import read_image, write_mask
+from segkit.data.label_map import (
+    SUGGESTED_FILE,
+    LabelMap,
+    check_known_labels,
+    describe_groups,
+    read_label_map,
+    suggest_label_map,
+    suggestion_yaml,
+)
 from segkit.errors import SegkitError
 from segkit.files import atomic_write, check_output_path, make_staging_dir, writing
 from segkit.visualize import PALETTE, overlay
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 JPEG_QUALITY = 95
@@ -82,6 +102,7 @@ def convert_labelme(
     classes: Sequence[str] | str | Path | None = None,
     noviz: bool = False,
     overwrite: bool = False,
+    label_map: str | Path | None = None,
 ) -> ConvertResult:
     """Convert every labelme JSON of ``src`` into images, index masks and class names: ``segkit convert labelme``.
 
@@ -97,10 +118,15 @@ def convert_labelme(
         classes: Class names in index order: a list, ``"a,b,c"`` or a class file (labelme's
             ``labels.txt``: one per line, ``__ignore__`` skipped; JSON; CSV), read by
             :func:`segkit.data.classes.read_class_list`; ``_background_`` is put first when
-            no background is named. None collects them from all files (background first,
-            then sorted).
+            no background is named. None: a ``labels.txt`` (or another class file) in ``src``,
+            as ``segkit predict --format labelme`` writes beside its annotations; else the
+            labels of all files (background first, then sorted).
         noviz: Skip the ``visualization/`` overlays.
         overwrite: Replace a non-empty ``out`` (only once the new one is complete).
+        label_map: a ``--label-map`` file (YAML or JSON ``label: class``, regular expressions
+            allowed): labels become classes through it. Without one, labels numbered per
+            object (``bottle1`` … ``bottle54``) are said, and the map merging them is written to
+            ``OUT/label_map.suggested.yaml``.
 
     Raises:
         SegkitError: No labelme files, output not empty or overlapping the inputs, a bad
@@ -119,18 +145,34 @@ def convert_labelme(
     if not files:
         raise SegkitError(src, "no labelme JSON files found")
     _check_output(src, out, overwrite)
-    given = None if classes is None else with_background_first(read_class_list(classes))
+    class_file = find_class_file(src, search_parent=False, names=LABELME_CLASS_FILES) if classes is None else None
+    listed = read_class_list(classes) if classes is not None else read_class_file(class_file) if class_file else None
+    given = None if listed is None else with_background_first(listed)
+    rules = None if label_map is None else read_label_map(label_map)
     temp = make_staging_dir(out, prefix=STAGING_PREFIX)
     try:
         with _captured_warnings() as messages:
-            converted = [item for item in (_write_image(path, temp) for path in files) if item is not None]
+            converted = [item for item in (_write_image(path, temp, rules) for path in files) if item is not None]
             if not converted:
                 raise SegkitError(src, "no labelme JSON files found")
-            class_names = (
-                given.names
-                if given
-                else labelme.labels_in_class_order(shape["label"] for item in converted for shape in item.shapes)
-            )
+            counts = Counter(shape["label"] for item in converted for shape in item.shapes)
+            if given is not None:
+                first_files: dict[str, Path] = {}
+                for item in converted:
+                    for shape in item.shapes:
+                        first_files.setdefault(shape["label"], item.json_path)
+                check_known_labels(counts, [*given.names, IGNORE_LABEL], given.origin, first_files, src)
+            class_names = given.names if given else labelme.labels_in_class_order(counts)
+            suggestion = suggest_label_map(counts) if rules is None else {}
+            if suggestion:
+                text = suggestion_yaml(suggestion)
+                atomic_write(temp / SUGGESTED_FILE, lambda t: t.write_text(text, encoding="utf-8"))
+                logger.warning(
+                    "labels look numbered per object (%s): each became a class; to merge them, convert again "
+                    "with --label-map %s (edit it first if needed)",
+                    describe_groups(counts),
+                    out / SUGGESTED_FILE,
+                )
             if len(class_names) > IGNORE_INDEX:
                 raise SegkitError(
                     src, f"{len(class_names)} classes do not fit in a uint8 mask (at most {IGNORE_INDEX})"
@@ -166,10 +208,10 @@ def _check_output(src: Path, out: Path, overwrite: bool) -> None:
         raise SegkitError(out, "exists and is not empty; use --overwrite")
 
 
-def _write_image(json_path: Path, out: Path) -> _Converted | None:
+def _write_image(json_path: Path, out: Path, label_map: LabelMap | None) -> _Converted | None:
     """Read one annotation (the one parse of its JSON) and write its image; None when it is not labelme."""
     try:
-        annotation = labelme.read_labelme(json_path)
+        annotation = labelme.read_labelme(json_path, label_map)
     except labelme.NotLabelme:
         return None
     suffix = ".png" if annotation.image_format == "PNG" else ".jpg"

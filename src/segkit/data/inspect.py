@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from segkit.data.io import peek_image, read_image
+from segkit.data.label_map import suggest_label_map
 from segkit.data.masks import FIT_MASKS_HINT, check_same_size, read_mask, value_counts
 from segkit.data.sources import DataSource, SampleRef, open_source, split_roles
 from segkit.errors import OptionError, SegkitError
@@ -39,14 +40,15 @@ def _image_mode(path: Path) -> str:
 
 
 def _read_pair(
-    source: DataSource, ref: SampleRef, problems: list[SegkitError]
+    source: DataSource, ref: SampleRef, problems: list[SegkitError], label_counts: Counter[str]
 ) -> tuple[str | None, tuple[int, ...] | None, np.ndarray | None]:
-    """``(image mode, image shape, mask)`` of one sample, None for what could not be read."""
+    """``(image mode, image shape, mask)`` of one sample, None for what could not be read; labelme labels counted."""
     if source.layout == "labelme":
         from segkit.data.labelme import rasterize, read_labelme
 
         try:
-            annotation = read_labelme(ref.label_file)
+            annotation = read_labelme(ref.label_file, source.label_map)
+            label_counts.update(shape["label"] for shape in annotation.shapes)
             labels = rasterize(annotation, source.label_to_index(), ignore_index=source.ignore_index)
         except SegkitError as error:
             problems.append(error)
@@ -88,6 +90,7 @@ def inspect_dataset(
     images: str | None = None,
     roi_masks: str | None = None,
     fit_masks: bool = False,
+    label_map: str | Path | None = None,
 ) -> dict[str, Any]:
     """Read every image and mask of a dataset once and report what was found: ``segkit inspect``.
 
@@ -136,6 +139,7 @@ def inspect_dataset(
         images=images,
         roi_masks=roi_masks,
         fit_masks=fit_masks,
+        label_map=label_map,
     )
     report = inspect_source(source, progress=progress)
     if sheet is not None:
@@ -157,8 +161,10 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
         validates and tests; None without splits), ``num_pairs``, ``num_classes``,
         ``classes``, ``classes_origin`` (where the names came from), ``encoding``, ``ignore_index``, ``image_sizes``, ``image_modes``,
         ``num_mask_pixels``, ``class_pixel_share``, ``class_image_count``,
-        ``ignore_pixel_share``, ``problems`` (a list of ``{file, problem}``) and ``scaled_masks``
-        (how many masks are scaled copies of their images: ``fit_masks`` would fit them).
+        ``ignore_pixel_share``, ``problems`` (a list of ``{file, problem}``), ``scaled_masks``
+        (how many masks are scaled copies of their images: ``fit_masks`` would fit them) and
+        ``label_map_suggestion`` (labelme labels numbered per object: the ``--label-map`` merging
+        them, ``{regular expression: class}``; empty when there are none).
     """
     from tqdm import tqdm
 
@@ -167,8 +173,9 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
     sizes: list[tuple[int, int]] = []
     modes: Counter[str] = Counter()
     errors: list[SegkitError] = []
+    label_counts: Counter[str] = Counter()
     for ref in tqdm(source.samples, desc="inspect", unit="pair", disable=not progress):
-        mode, shape, mask = _read_pair(source, ref, errors)
+        mode, shape, mask = _read_pair(source, ref, errors, label_counts)
         if shape is not None and mode is not None:
             sizes.append((shape[1], shape[0]))
             modes[mode] += 1
@@ -185,7 +192,9 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
         counts = value_counts(mask)
         pixels += counts
         images_with += counts > 0
-    return _report(source, pixels, images_with, sizes, modes, errors)
+    report = _report(source, pixels, images_with, sizes, modes, errors)
+    report["label_map_suggestion"] = suggest_label_map(label_counts)
+    return report
 
 
 def _report(
@@ -267,6 +276,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"  {item['file']}: {item['problem']}" for item in problems[:_PROBLEMS_SHOWN]]
     if len(problems) > _PROBLEMS_SHOWN:
         lines.append(f"  ... and {len(problems) - _PROBLEMS_SHOWN} more (see --json)")
+    if report.get("label_map_suggestion"):
+        lines += ["", "labels numbered per object: this --label-map (YAML) would make one class of each kind:"]
+        lines += [f"  '{pattern}': {name}" for pattern, name in report["label_map_suggestion"].items()]
     if report["scaled_masks"]:
         lines.append(
             f"  {report['scaled_masks']} masks are scaled copies of their images: add --fit-masks to resize them "

@@ -12,7 +12,8 @@ import base64
 import binascii
 import logging
 import math
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -62,8 +63,8 @@ class LabelmeAnnotation:
     image_format: str | None = None
 
 
-def read_labelme(json_path: str | Path) -> LabelmeAnnotation:
-    """Read a labelme JSON file and its image.
+def read_labelme(json_path: str | Path, label_map: Callable[[str], str] | None = None) -> LabelmeAnnotation:
+    """Read a labelme JSON file and its image (labels through ``label_map``, when given).
 
     Like labelme, the embedded base64 ``imageData`` is used when present; otherwise
     ``imagePath`` is resolved relative to the JSON's folder, falling back to the bare
@@ -82,7 +83,7 @@ def read_labelme(json_path: str | Path) -> LabelmeAnnotation:
     """
     path = Path(json_path)
     data = _load_json(path)
-    shapes = _validated_shapes(path, data)
+    shapes = mapped(_validated_shapes(path, data), label_map)
     image_data = data.get("imageData")
     if image_data:
         image, image_format = _decode_image_data(path, image_data)
@@ -146,34 +147,59 @@ def labels_in_class_order(labels: Iterable[str]) -> list[str]:
     return [background, *sorted(found - {background})]
 
 
-def scan_labels(paths: Iterable[Path], problems: list[SegkitError]) -> tuple[list[Path], list[str]]:
-    """Parse each annotation once: the files that are labelme, and their labels in class order.
+def count_labels(
+    paths: Iterable[Path],
+    problems: list[SegkitError],
+    label_map: Callable[[str], str] | None = None,
+    first_files: dict[str, Path] | None = None,
+) -> tuple[list[Path], Counter[str]]:
+    """Parse each annotation once: the files that are labelme, and how many shapes carry each label.
 
     A file that is not labelme is left out; a file that cannot be read is kept (reading
-    it reports the problem again) and its error added to ``problems``.
+    it reports the problem again) and its error added to ``problems``. ``first_files``
+    collects the first file holding each label.
     """
     kept: list[Path] = []
-    labels: set[str] = set()
+    counts: Counter[str] = Counter()
     for path in paths:
         try:
-            labels.update(shape["label"] for shape in read_shapes(path))
+            labels = [shape["label"] for shape in read_shapes(path, label_map)]
+            counts.update(labels)
+            if first_files is not None:
+                for label in labels:
+                    first_files.setdefault(label, path)
         except NotLabelme:
             continue
         except SegkitError as error:
             problems.append(error)
         kept.append(path)
-    return kept, labels_in_class_order(labels)
+    return kept, counts
 
 
-def read_shapes(json_path: str | Path) -> list[dict]:
-    """The checked shapes of a labelme file, without reading its image.
+def scan_labels(
+    paths: Iterable[Path], problems: list[SegkitError], label_map: Callable[[str], str] | None = None
+) -> tuple[list[Path], list[str]]:
+    """:func:`count_labels`, with the labels in class order (:func:`labels_in_class_order`)."""
+    kept, counts = count_labels(paths, problems, label_map)
+    return kept, labels_in_class_order(counts)
+
+
+def read_shapes(json_path: str | Path, label_map: Callable[[str], str] | None = None) -> list[dict]:
+    """The checked shapes of a labelme file (labels through ``label_map``), without reading its image.
 
     Raises:
         NotLabelme: JSON, but not labelme.
         SegkitError: unreadable file, malformed shapes or labels.
     """
     path = Path(json_path)
-    return _validated_shapes(path, _load_json(path))
+    return mapped(_validated_shapes(path, _load_json(path)), label_map)
+
+
+def mapped(shapes: list[dict], label_map: Callable[[str], str] | None) -> list[dict]:
+    """``shapes`` with each label replaced by its class under ``label_map`` (as they are without one)."""
+    if label_map is None:
+        return shapes
+    return [{**shape, "label": label_map(shape["label"])} for shape in shapes]
 
 
 def rasterize(
@@ -360,11 +386,16 @@ def _find_image(json_path: Path, image_path: Any) -> Path:
         raise SegkitError(json_path, "no imageData and no imagePath; cannot find the image")
     portable = image_path.replace("\\", "/")
     folder = json_path.parent
-    for candidate in (folder / image_path, folder / portable, folder / PurePosixPath(portable).name):
+    name = PurePosixPath(portable).name
+    # beside the JSON (as written, or by file name), then in an images/ folder below or beside it
+    candidates = (folder / image_path, folder / portable, folder / name, folder / "images" / name)
+    for candidate in (*candidates, folder.parent / "images" / name):
         if candidate.is_file():
             return candidate
     raise SegkitError(
-        json_path, f"image '{image_path}' not found (looked in {json_path.parent}) and no imageData embedded"
+        json_path,
+        f"image '{image_path}' not found (looked in {folder}, {folder / 'images'} and {folder.parent / 'images'}) "
+        "and no imageData embedded",
     )
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from segkit.data.classes import (
+    IGNORE_LABEL,
     LABELME_CLASS_FILES,
     ClassList,
     default_class_list,
@@ -42,6 +43,7 @@ from segkit.data.classes import (
 )
 from segkit.data.colors import ColorTable, load_color_table
 from segkit.data.io import glob_image_files, index_image_files, read_image, read_text
+from segkit.data.label_map import LabelMap, check_known_labels, describe_groups, instance_groups, read_label_map
 from segkit.data.masks import (
     BINARY_MESSAGE,
     check_same_size,
@@ -201,6 +203,7 @@ class DataSource:
             ``"--classes"``, ``"classes.json colour table"``, ``"VOC names"``,
             ``"0/255 masks"``, ``"values found"``, ``"labels found"`` ...).
         fit_masks: resize (nearest) a mask that is a scaled copy of its image to the image's size.
+        label_map: labelme labels -> classes (``--label-map``), or None.
     """
 
     root: Path
@@ -215,6 +218,7 @@ class DataSource:
     splits: list[str] = field(default_factory=list)
     classes_origin: str = ""
     fit_masks: bool = False
+    label_map: LabelMap | None = None
 
     @property
     def num_classes(self) -> int:
@@ -251,7 +255,7 @@ class DataSource:
         if self.layout == "labelme":
             from segkit.data.labelme import rasterize, read_labelme
 
-            annotation = read_labelme(ref.label_file)
+            annotation = read_labelme(ref.label_file, self.label_map)
             image = np.asarray(annotation.image)
             mask = rasterize(annotation, self.label_to_index(), ignore_index=self.ignore_index)
             check_same_size(ref.label_file, mask.shape, image.shape)
@@ -305,6 +309,7 @@ def open_source(
     images: str | None = None,
     roi_masks: str | None = None,
     fit_masks: bool = False,
+    label_map: str | Path | LabelMap | None = None,
 ) -> DataSource:
     """Detect a dataset folder's layout, pairs, classes and mask encoding.
 
@@ -317,6 +322,7 @@ def open_source(
         images: the images, likewise (default: ``images/``, ``image/`` or ``imgs/``).
         roi_masks: region-of-interest masks, likewise: pixels where they are 0 get the ignore value.
         fit_masks: resize a mask that is a scaled copy of its image (same aspect within 1 %) to it.
+        label_map: labelme labels to classes: a ``--label-map`` file or a :class:`LabelMap`.
         colors: colour table (file or :class:`ColorTable`) for RGB colour-coded masks.
         classes: class names in index order, read by
             :func:`segkit.data.classes.read_class_list` (a list, ``"a,b,c"`` or a
@@ -336,7 +342,8 @@ def open_source(
     where = _Where(images, masks, roi_masks)
     folder, layout, split, splits = _resolve_folder(root, split, where)
     if layout == "labelme":
-        return _open_labelme(folder, classes, ignore_index, split, splits)
+        rules = read_label_map(label_map) if isinstance(label_map, (str, Path)) else label_map
+        return _open_labelme(folder, classes, ignore_index, split, splits, rules)
     table = colors if isinstance(colors, ColorTable) or colors is None else load_color_table(colors)
     class_file = find_class_file(folder, search_parent=folder != root)
     from_file = read_class_file(class_file, ignore_index=ignore_index) if class_file else None
@@ -570,27 +577,35 @@ def _open_labelme(
     ignore_index: int,
     split: str | None,
     splits: list[str],
+    label_map: LabelMap | None,
 ) -> DataSource:
-    """A labelme folder: each annotation is parsed here only when its labels are needed for the class list."""
-    from segkit.data.labelme import find_labelme_files, scan_labels
+    """A labelme folder: every annotation's labels are counted once (through ``label_map``) for the class list."""
+    from segkit.data.labelme import count_labels, find_labelme_files, labels_in_class_order
 
     errors: list[SegkitError] = []
-    json_paths = find_labelme_files(folder, errors)
+    first_files: dict[str, Path] = {}
+    json_paths, counts = count_labels(find_labelme_files(folder, errors), errors, label_map, first_files)
     class_file = find_class_file(folder, search_parent=True, names=LABELME_CLASS_FILES)
     if classes is not None:
         class_list = with_background_first(read_class_list(classes, ignore_index=ignore_index))
     elif class_file is not None:
         class_list = with_background_first(read_class_file(class_file, ignore_index=ignore_index))
     else:
-        json_paths, labels = scan_labels(json_paths, errors)
-        class_list = ClassList(labels, "labels found")
+        class_list = ClassList(labels_in_class_order(counts), "labels found")
     if not json_paths:
         raise SegkitError(folder, NO_PAIRS)
+    check_known_labels(counts, [*class_list.names, IGNORE_LABEL], class_list.origin, first_files, folder)
+    if label_map is None and instance_groups(counts):
+        logger.warning(
+            "labels look numbered per object (%s), and each is a class; segkit inspect %s suggests a --label-map",
+            describe_groups(counts),
+            folder,
+        )
     refs = [SampleRef(path.stem, None, None, path) for path in json_paths]
     problems = [Problem(str(error.path), error.problem) for error in errors]
     return DataSource(
         folder, "labelme", _checked_count(folder, class_list), ignore_index, "labelme", refs, problems, None,
-        split, splits, class_list.origin,
+        split, splits, class_list.origin, label_map=label_map,
     )  # fmt: skip
 
 

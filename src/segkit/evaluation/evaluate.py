@@ -46,6 +46,7 @@ def evaluate(
     images: str | None = None,
     roi_masks: str | None = None,
     fit_masks: bool = False,
+    label_map: str | Path | None = None,
     **prediction: Any,
 ) -> dict[str, Any]:
     """Pixel accuracy, IoU, Dice ... of a checkpoint on a dataset, or of predicted masks: ``segkit evaluate``.
@@ -103,6 +104,7 @@ def evaluate(
         "images": images,
         "roi_masks": roi_masks,
         "fit_masks": fit_masks or None,
+        "label_map": label_map,
     }
     _check_form(checkpoint, data, pred, true, num_classes, data_options, prediction)
     inputs = [item for item in (checkpoint, data, pred, true) if isinstance(item, (str, Path))]
@@ -192,6 +194,7 @@ def open_evaluation_source(
     images: str | None = None,
     roi_masks: str | None = None,
     fit_masks: bool | None = None,
+    label_map: str | Path | None = None,
 ) -> Any:
     """Open ``data`` as ``segkit train`` does; with splits and no ``split`` given, the validation split.
 
@@ -217,6 +220,7 @@ def open_evaluation_source(
         images=images,
         roi_masks=roi_masks,
         fit_masks=bool(fit_masks),
+        label_map=label_map,
     )
 
 
@@ -292,6 +296,7 @@ def evaluate_checkpoint(
     images: str | None = None,
     roi_masks: str | None = None,
     fit_masks: bool | None = None,
+    label_map: str | Path | None = None,
     on_image: ImageCallback | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -341,6 +346,7 @@ def evaluate_checkpoint(
             images=images,
             roi_masks=roi_masks,
             fit_masks=fit_masks,
+            label_map=label_map,
         )
     else:
         source = data

@@ -136,5 +136,6 @@ def _validation_source(
         images=config.get("images"),
         roi_masks=config.get("roi_masks"),
         fit_masks=bool(config.get("fit_masks")),
+        label_map=config.get("label_map"),
     )
     return source, where.held_out, where.describe()

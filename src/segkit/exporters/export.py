@@ -51,6 +51,7 @@ def export(
     images: str | None = None,
     roi_masks: str | None = None,
     fit_masks: bool = False,
+    label_map: str | Path | None = None,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     max_drop: float = DEFAULT_MAX_DROP,
     force: bool = False,
@@ -109,6 +110,7 @@ def export(
         "images": images,
         "roi_masks": roi_masks,
         "fit_masks": fit_masks,
+        "label_map": label_map,
         "force": force,
     }
     onnx_options = {"--opset": opset != DEFAULT_OPSET, "--no-dynamic": not dynamic, "--exporter": exporter != "auto"}

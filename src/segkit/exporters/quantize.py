@@ -165,6 +165,7 @@ def quantize_onnx(
     images: str | None = None,
     roi_masks: str | None = None,
     fit_masks: bool = False,
+    label_map: str | Path | None = None,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     max_drop: float = DEFAULT_MAX_DROP,
     force: bool = False,
@@ -215,6 +216,7 @@ def quantize_onnx(
         images=images,
         roi_masks=roi_masks,
         fit_masks=fit_masks,
+        label_map=label_map,
     )
     with tempfile.TemporaryDirectory(prefix="segkit-quantize-") as work:
         if model.suffix.lower() != ".onnx":

@@ -71,6 +71,7 @@ def open_training_data(config: TrainConfig) -> TrainingData:
             images=config.images,
             roi_masks=config.roi_masks,
             fit_masks=config.fit_masks,
+            label_map=config.label_map,
         )
 
     train_source = open_folder(config.data, None, config.classes)
