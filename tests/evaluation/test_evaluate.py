@@ -119,3 +119,42 @@ def test_json_and_report_never_overwrite_the_model_or_the_data(tmp_path: Path, c
         assert f"{option} is" in capsys.readouterr().err
     assert {path: path.read_bytes() for path in before} == before
     assert not (tmp_path / "data" / "report.html").exists()
+
+
+def test_evaluating_on_the_training_folder_scores_the_held_out_images(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's first session: `segkit evaluate best.pt data/` on the folder the model trained on."""
+    from segkit.data.sources import open_source, split_by_name
+    from segkit.evaluation.evaluate import evaluate
+
+    def save_pairs(root: Path, count: int, prefix: str) -> None:
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        for index in range(count):
+            image, mask = squares(24 + 2 * index, 32)
+            Image.fromarray(image).save(root / "images" / f"{prefix}{index}.png")
+            Image.fromarray(mask).save(root / "masks" / f"{prefix}{index}.png")
+        (root / "class_names.txt").write_text("background\nred\nblue\n")
+
+    data = tmp_path / "data"
+    save_pairs(data, 10, "img")
+    checkpoint = tiny_checkpoint(["background", "red", "blue"], seed=1)
+    checkpoint.card.training.epoch = 3
+    checkpoint.card.training.config = {"data": str(data), "val_split": 0.3}
+    path = tmp_path / "best.pt"
+    save_checkpoint(checkpoint, path)
+    names = [sample.name for sample in open_source(data).samples]
+    with caplog.at_level("INFO"):
+        metrics = evaluate(path, data, device="cpu")
+    assert metrics["num_images"] == len(split_by_name(names, 0.3)[1]) == 3
+    assert "scoring only the images the run held out for validation (--val-split 0.3" in caplog.text
+    other = tmp_path / "other"
+    save_pairs(other, 4, "x")
+    assert evaluate(path, other, device="cpu")["num_images"] == 4  # other data: every image
+    checkpoint.card.training.config = {}
+    save_checkpoint(checkpoint, path)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert evaluate(path, data, device="cpu")["num_images"] == 10
+    assert "does not say which images it trained on" in caplog.text

@@ -224,6 +224,44 @@ def open_evaluation_source(
     )
 
 
+def held_out_by_the_run(card: Any, data: Path, source: Any) -> float | None:
+    """The ``--val-split`` share to score when ``data`` is the folder the model trained on (else None).
+
+    A model is scored honestly on images it did not train on: on its own training folder,
+    only the share the run held out for validation (said in one line). When the run
+    validated on another folder, or the card does not say where it trained, one line warns
+    that the scores may include training images.
+    """
+    from segkit.data.sources import validation_images
+
+    config = getattr(card.training, "config", None) or {}
+    trained_on = config.get("data")
+    if not trained_on:
+        if card.training.epoch:  # a trained model that does not say on what
+            logger.warning("%s: the model does not say which images it trained on; scores on them flatter it", data)
+        return None
+    if not Path(trained_on).exists() or Path(trained_on).resolve() != data.resolve():
+        return None
+    where = validation_images(
+        trained_on, config.get("val"), config.get("masks"), float(config.get("val_split") or 0), config.get("images")
+    )
+    if where.held_out is None:  # validated on another folder or split: every image here trained it
+        if where.split is None or source.split != where.split:
+            logger.warning(
+                "%s is the folder the model trained on (it validated on %s): these scores include training images",
+                data,
+                where.describe(),
+            )
+        return None
+    logger.info(
+        "%s is the folder the model trained on: scoring only the images the run held out for validation "
+        "(--val-split %g, by name)",
+        data,
+        where.held_out,
+    )
+    return where.held_out
+
+
 def evaluate_predictor(
     predictor: Any,
     source: Any,
@@ -350,6 +388,8 @@ def evaluate_checkpoint(
         )
     else:
         source = data
+    if val_split is None and split is None and name is not None:
+        val_split = held_out_by_the_run(predictor.card, Path(name), source)
     indices = None
     if val_split is not None:
         from segkit.data.sources import split_by_name
