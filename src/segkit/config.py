@@ -156,6 +156,13 @@ class TrainConfig:
         group="data",
         metavar="FILE",
     )
+    skip_bad: bool = option(
+        False,
+        help="leave out samples whose files cannot be read or do not fit together (said with a count); "
+        "without it they are all listed at once and nothing trains",
+        group="data",
+        parse=bool,
+    )
     fit_masks: bool = option(
         False,
         help="resize (nearest) masks that are scaled copies of their images (same aspect ratio within 1%) "

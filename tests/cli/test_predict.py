@@ -78,39 +78,27 @@ def test_predict_files_folders_and_globs(tmp_path: Path, checkpoint: Path, capsy
     assert not list(tmp_path.glob(".out.*"))  # no staging folder left behind
 
 
-def test_bad_image_writes_nothing_and_keeps_the_folder(
+def test_a_bad_image_is_named_the_others_written_and_the_folder_kept(
     tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    images = write_images(tmp_path / "in", {"a.png": (20, 20), "b.png": (20, 20)})
+    write_images(tmp_path / "in", {"a.png": (20, 20), "b.png": (20, 20)})
     (tmp_path / "in" / "c.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     (out / "a.png").write_bytes(b"previous result")
-    before = listing(out)
     code = main(["predict", str(checkpoint), str(tmp_path / "in"), "--out", str(out), "--device", "cpu"])
     assert code == 2
-    assert "c.png" in capsys.readouterr().err
-    assert listing(out) == before
-    assert not list(tmp_path.glob(".out.*"))
-    # a successful run replaces a.png and b.png but keeps other files
-    assert (
-        main(
-            [
-                "predict",
-                str(checkpoint),
-                str(images["a.png"]),
-                str(images["b.png"]),
-                "--out",
-                str(out),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert "c.png: not a readable image" in capsys.readouterr().err
     assert sorted(listing(out)) == ["a.png", "b.png", "keep.txt"]
     assert (out / "keep.txt").read_text() == "mine" and Image.open(out / "a.png").size == (20, 20)
+    assert not list(tmp_path.glob(".out.*"))
+    # only unreadable images: nothing is written, nothing there is touched
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"")
+    before = listing(out)
+    assert main(["predict", str(checkpoint), str(tmp_path / "bad"), "--out", str(out), "--device", "cpu"]) == 2
+    assert "nothing was written" in capsys.readouterr().err and listing(out) == before
 
 
 def test_same_stem_twice_is_an_error_naming_both(
@@ -199,3 +187,18 @@ def test_torchrun_shards_a_folder_across_ranks(tmp_path: Path) -> None:
     for index, (height, width) in enumerate(sizes):
         assert Image.open(tmp_path / "out" / f"img{index}.png").size == (width, height)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_unreadable_images_are_listed_at_once_and_the_rest_written(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = write_images(tmp_path / "in", {"a.png": (12, 14), "c.png": (10, 10)})
+    folder = images["a.png"].parent
+    (folder / "b.jpg").write_bytes(b"not a jpeg at all")
+    (folder / "d.png").write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint), str(folder), "--out", str(out), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "b.jpg: not a readable image" in error
+    assert "1 more: d.png" in error and f"the masks of the other 2 images are in {out}" in error
+    assert sorted(path.name for path in out.iterdir()) == ["a.png", "c.png"]

@@ -184,3 +184,40 @@ def test_human_segmentation_reads_as_published(shared_datasets: Path, capsys: py
     assert main(["inspect", str(data), *folders, "--fit-masks"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["num_pairs"] == 290 and report["problems"] == [] and report["classes"][0] == "background"
+
+
+def bad_files_dataset(root: Path) -> Path:
+    """Six good pairs, one truncated photo and one mask of another aspect ratio."""
+    people = human_like(root, count=8)
+    (people / "Ground_Truth").rename(people / "masks")
+    (people / "Training_Images").rename(people / "images")
+    for index in range(1, 9):  # every mask at the photo's size
+        mask = Image.open(people / "masks" / f"{index}.png")
+        mask.resize((64, 48), Image.Resampling.NEAREST).save(people / "masks" / f"{index}.png")
+    (people / "images" / "3.jpg").write_bytes((people / "images" / "3.jpg").read_bytes()[:40])
+    Image.new("L", (30, 5)).save(people / "masks" / "6.png")
+    return people
+
+
+def test_every_unusable_file_is_said_at_once_or_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from segkit.data.sources import usable
+
+    data = bad_files_dataset(tmp_path / "data")
+    source = open_source(data)
+    with pytest.raises(SegkitError) as error:
+        usable(source)
+    message = str(error.value)
+    assert "3.jpg" in message and "1 more: masks/6.png: mask is 30x5 but its image is 64x48" in message
+    assert "--skip-bad leaves such samples out" in message
+    with caplog.at_level("WARNING"):
+        kept = usable(source, skip_bad=True)
+    assert len(kept) == 6 and "--skip-bad: 2 of 8 samples left out" in caplog.text
+    tiny = ["--model-kwargs", "base_channels=4,depth=2", "--img-size", "32", "--device", "cpu", "--no-plan"]
+    run = tmp_path / "run"
+    assert main(["train", str(data), *tiny, "--epochs", "1", "--out", str(run)]) == 2
+    assert "or --skip-bad leaves such samples out" in capsys.readouterr().err and not (run / "best.pt").exists()
+    assert main(["train", str(data), *tiny, "--epochs", "1", "--out", str(run), "--skip-bad"]) == 0
+    assert main(["evaluate", str(run / "best.pt"), str(data), "--device", "cpu"]) == 2
+    assert "3.jpg" in capsys.readouterr().err

@@ -19,7 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Predict a mask for every input image and write DIR/<stem>.png: a palette PNG of class "
             "indices at the image's original size. INPUT may be files, folders (their images, sorted) "
-            "or quoted globs ('photos/**/*.jpg'). Outputs appear only when every image succeeded; "
+            "or quoted globs ('photos/**/*.jpg'). Unreadable images are all named at once (exit 2) and the "
+            "others' masks written; outputs appear together, once every readable image is done; "
             "other files in DIR are kept."
         ),
     )

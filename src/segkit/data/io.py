@@ -29,6 +29,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 
 # Refuse images whose pixel count would exhaust memory (decompression bombs).
 MAX_IMAGE_PIXELS = 20_000 * 20_000
+ORIENTATION_TAG = 0x0112  # EXIF: values 5-8 turn the image by 90 degrees
 
 
 def is_image_file(path: Path) -> bool:
@@ -144,6 +145,23 @@ def peek_image(path: str | Path) -> tuple[str, tuple[int, int]]:
     with _image_errors(path, None):
         with Image.open(path) as image:
             return image.mode, image.size
+
+
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as a viewer shows it (EXIF orientation applied), from the header only.
+
+    Raises:
+        SegkitError: unreadable file or a header announcing a decompression bomb.
+    """
+    path = Path(path)
+    with _image_errors(path, None):
+        with Image.open(path) as image:
+            width, height = image.size
+            try:
+                turned = image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
+            except Exception:  # a broken EXIF block is ignored as upright_rgb ignores it
+                turned = False
+    return (height, width) if turned else (width, height)
 
 
 def upright_rgb(image: Image.Image) -> np.ndarray:

@@ -20,6 +20,7 @@ testing; ``train``, ``evaluate`` and ``inspect`` all ask it.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
@@ -42,7 +43,7 @@ from segkit.data.classes import (
     with_background_first,
 )
 from segkit.data.colors import ColorTable, load_color_table
-from segkit.data.io import glob_image_files, index_image_files, read_image, read_text
+from segkit.data.io import glob_image_files, index_image_files, peek_image, read_image, read_text, upright_size
 from segkit.data.label_map import LabelMap, check_known_labels, describe_groups, instance_groups, read_label_map
 from segkit.data.masks import (
     BINARY_MESSAGE,
@@ -288,10 +289,48 @@ class DataSource:
         Raises:
             SegkitError: naming ``path``, when the sizes differ otherwise.
         """
-        if self.fit_masks and mask.shape[:2] != image_shape[:2] and is_scaled_copy(mask.shape, image_shape):
+        if self._fits(path, mask.shape, image_shape):
             return fit_mask(mask, image_shape)
-        check_same_size(path, mask.shape, image_shape)
         return mask
+
+    def _fits(self, path: Path, mask_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> bool:
+        """Whether a mask of ``mask_shape`` is to be fitted to the image (else it is of its size already).
+
+        Raises:
+            SegkitError: naming ``path``, when the sizes differ and fitting does not apply.
+        """
+        if self.fit_masks and mask_shape[:2] != image_shape[:2] and is_scaled_copy(mask_shape, image_shape):
+            return True
+        check_same_size(path, mask_shape, image_shape)
+        return False
+
+    def unusable(self) -> list[SegkitError]:
+        """Every sample whose files cannot be read or do not fit together, from the file headers alone.
+
+        One pass over the headers (nothing decoded) finds every unreadable image, mask or region
+        mask and every size mismatch at once, so a user fixes them all in one go.
+        """
+        if self.layout == "labelme":  # their labels were read as the folder was opened
+            return []
+        problems = []
+        for ref in self.samples:
+            try:
+                width, height = upright_size(ref.image_file)
+                for path in filter(None, (ref.label_file, ref.roi)):
+                    mask_width, mask_height = peek_image(path)[1]
+                    self._fits(path, (mask_height, mask_width), (height, width))
+            except SegkitError as error:
+                problems.append(error)
+        return problems
+
+    def without(self, files: set[str]) -> DataSource:
+        """This source without the samples any of whose ``files`` are named (kept as problems)."""
+        kept = [
+            ref for ref in self.samples if not files & {str(path) for path in (ref.image, ref.mask, ref.roi) if path}
+        ]
+        dropped = len(self.samples) - len(kept)
+        problem = Problem(str(self.root), f"{dropped} samples left out (--skip-bad)")
+        return dataclasses.replace(self, samples=kept, problems=[*self.problems, problem])
 
     def label_to_index(self) -> dict[str, int]:
         """Class name -> index (labelme's ``__ignore__`` label paints the ignore value)."""
@@ -607,6 +646,28 @@ def _open_labelme(
         folder, "labelme", _checked_count(folder, class_list), ignore_index, "labelme", refs, problems, None,
         split, splits, class_list.origin, label_map=label_map,
     )  # fmt: skip
+
+
+def usable(source: DataSource, skip_bad: bool = False) -> DataSource:
+    """``source`` once every sample's files were checked from their headers (:meth:`DataSource.unusable`).
+
+    Raises:
+        SegkitError: naming the first unusable file, how many there are and the next few, and
+            ``--skip-bad`` (unless ``skip_bad``: then they are left out, with a count said once).
+    """
+    bad = source.unusable()
+    if not bad:
+        return source
+    if skip_bad:
+        logger.warning("--skip-bad: %d of %d samples left out (%s ...)", len(bad), len(source), bad[0])
+        return source.without({str(error.path) for error in bad})
+    more = "; ".join(f"{_relative(str(error.path), source.root)}: {error.problem}" for error in bad[1:4])
+    others = f"; {len(bad) - 1} more: {more}" + (" ..." if len(bad) > 4 else "") if len(bad) > 1 else ""
+    raise SegkitError(
+        bad[0].path,
+        f"{bad[0].problem}{others}; fix {'them' if len(bad) > 1 else 'it'} (segkit inspect lists every one), "
+        "or --skip-bad leaves such samples out",
+    )
 
 
 def split_by_name(names: list[str], fraction: float) -> tuple[list[int], list[int]]:

@@ -203,24 +203,26 @@ def open_evaluation_source(
     ``masks``, ``colors``, ``classes``, ``images``, ``roi_masks`` and ``fit_masks`` are
     :func:`segkit.data.sources.open_source`'s.
     """
-    from segkit.data.sources import list_splits, open_source, split_roles
+    from segkit.data.sources import list_splits, open_source, split_roles, usable
 
     if split is None and Path(data).is_dir():  # else open_source says what is wrong with it
         splits = list_splits(data, masks, images)
         split = split_roles(splits).evaluation
         if splits and split is None:
             logger.warning("%s has no validation or test split; evaluating on its default split", data)
-    return open_source(
-        data,
-        split=split,
-        masks=masks,
-        colors=colors,
-        classes=classes,
-        ignore_index=ignore_index,
-        images=images,
-        roi_masks=roi_masks,
-        fit_masks=bool(fit_masks),
-        label_map=label_map,
+    return usable(
+        open_source(
+            data,
+            split=split,
+            masks=masks,
+            colors=colors,
+            classes=classes,
+            ignore_index=ignore_index,
+            images=images,
+            roi_masks=roi_masks,
+            fit_masks=bool(fit_masks),
+            label_map=label_map,
+        )
     )
 
 

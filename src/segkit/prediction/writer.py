@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from segkit.data.io import glob_image_files, is_image_file, write_image, write_mask
+from segkit.data.io import glob_image_files, is_image_file, peek_image, write_image, write_mask
 from segkit.errors import OptionError, SegkitError
 from segkit.files import atomic_write, make_staging_dir
 from segkit.prediction.labelme_export import (
@@ -126,8 +126,9 @@ def predict(
     Raises:
         OptionError: an option out of range or without its companion (the command line
             shows these with its usage).
-        SegkitError: a missing input, unreadable model or image, or outputs that would
-            collide or overwrite an input; nothing is written then.
+        SegkitError: a missing input, an unreadable model, or outputs that would collide or
+            overwrite an input (nothing is written then); unreadable images, all named in one
+            line after the masks of the others were written (with ``out``).
 
     Example:
         >>> import segkit
@@ -330,12 +331,19 @@ def predict_to_folder(
             :mod:`segkit.prediction.labelme_export`) instead of a PNG, and ``labels.txt``.
 
     Raises:
-        SegkitError: an unreadable input (named), colliding names; nothing is written then.
+        SegkitError: colliding names (nothing is written then); or unreadable inputs, all named
+            in one line after the masks of the readable ones were written.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SegkitError(out_dir, "exists and is not a folder")
     stems = output_stems(inputs, out_dir, color, overlay_images, labelme is not None)
+    unreadable = unreadable_images(inputs)  # one pass over the headers: every bad file is said at once
+    if unreadable and len(unreadable) == len(inputs):
+        raise _unreadable_error(unreadable, 0, out_dir)
+    bad = {str(error.path) for error in unreadable}
+    stems = [stem for path, stem in zip(inputs, stems) if str(path) not in bad]
+    inputs = [path for path in inputs if str(path) not in bad]
     staging = make_staging_dir(out_dir, prefix=f".{out_dir.name}.partial.")
     summary = PredictionSummary.empty(predictor.classes)
     try:
@@ -371,7 +379,34 @@ def predict_to_folder(
         _move_into(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if unreadable:
+        raise _unreadable_error(unreadable, len(inputs), out_dir)
     return summary
+
+
+def unreadable_images(inputs: Sequence[Path]) -> list[SegkitError]:
+    """The inputs that are not readable images, from their headers (nothing decoded)."""
+    problems = []
+    for path in inputs:
+        try:
+            peek_image(path)
+        except SegkitError as error:
+            problems.append(error)
+    return problems
+
+
+def _unreadable_error(unreadable: list[SegkitError], written: int, out_dir: Path) -> SegkitError:
+    """One line: the first unreadable input, how many more, and what was written."""
+    first, rest = unreadable[0], unreadable[1:]
+    more = (
+        f"; {len(rest)} more: "
+        + ", ".join(Path(str(e.path)).name for e in rest[:5])
+        + (" ..." if len(rest) > 5 else "")
+        if rest
+        else ""
+    )
+    done = f"; the masks of the other {written} images are in {out_dir}" if written else "; nothing was written"
+    return SegkitError(first.path, f"{first.problem}{more}{done}")
 
 
 def _move_into(staging: Path, out_dir: Path) -> None:

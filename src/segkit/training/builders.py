@@ -58,10 +58,10 @@ class TrainingData:
 def open_training_data(config: TrainConfig) -> TrainingData:
     """Open the training and validation samples as ``config`` says (``--val``, a val/valid split, or ``--val-split``)."""
     from segkit.data.dataset import DecodedSource
-    from segkit.data.sources import open_source, split_by_name, validation_images
+    from segkit.data.sources import open_source, split_by_name, usable, validation_images
 
     def open_folder(path: str, split: str | None, classes: Any) -> Any:
-        return open_source(
+        opened = open_source(
             path,
             split=split,
             masks=config.masks,
@@ -73,6 +73,7 @@ def open_training_data(config: TrainConfig) -> TrainingData:
             fit_masks=config.fit_masks,
             label_map=config.label_map,
         )
+        return usable(opened, config.skip_bad)  # every unusable file said at once, before anything is decoded
 
     train_source = open_folder(config.data, None, config.classes)
     classes = list(train_source.classes)
