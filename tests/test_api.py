@@ -35,6 +35,8 @@ COMMAND_OF = {  # API function -> its command's argv prefix
     "predict": ["predict"],
     "export": ["export"],
     "serve": ["serve"],
+    "show": ["show"],
+    "report": ["report"],
 }
 OUTPUT_ONLY = {"inspect": {"json"}}  # how the command prints: the function returns the report instead
 
@@ -90,6 +92,11 @@ class Called(Exception):
         ("predict", "segkit.prediction.writer:predict", ["predict", "model.pt", "a.png", "--out", "o"]),
         ("export", "segkit.exporters.export:export", ["export", "model.pt", "--out", "o.onnx"]),
         ("serve", "segkit.serving.server:serve_model", ["serve", "model.pt"]),
+        ("show", "segkit.data.masks:show_masks", ["show", "m.png"]),
+        ("report", "segkit.evaluation.run_report:report_run", ["report", "run"]),
+        ("describe_models", "segkit.models.registry:describe_models", ["models"]),
+        ("weights", "segkit.models.weights:weights_report", ["weights"]),
+        ("run_demo", "segkit.demo:run_demo", ["demo"]),
     ],
 )
 def test_each_command_runs_its_function(
@@ -100,7 +107,9 @@ def test_each_command_runs_its_function(
     module = importlib.import_module(module_name)
     function = getattr(module, function_name)
     assert name == "plan" or getattr(segkit, name) is function
-    assert "Example:" in getattr(segkit, name).__doc__ and "Args:" in getattr(segkit, name).__doc__
+    documented = getattr(segkit, name).__doc__
+    takes_arguments = bool(pyinspect.signature(function).parameters)
+    assert "Example:" in documented and ("Args:" in documented or not takes_arguments)
 
     def stand_in(*args: Any, **kwargs: Any) -> None:
         raise Called
@@ -114,7 +123,8 @@ def test_no_function_is_hidden_by_a_sub_package() -> None:
     """Importing ``segkit.serving`` must not replace ``segkit.serve`` (hence the package names)."""
     submodules = {module.name for module in pkgutil.iter_modules(segkit.__path__)}
     assert not submodules & set(segkit.__all__)
-    assert sorted(segkit.__all__) == sorted([*COMMAND_OF, "train", "plan", "load", "__version__"])
+    extra = ["train", "plan", "load", "describe_models", "weights", "run_demo", "__version__"]
+    assert sorted(segkit.__all__) == sorted([*COMMAND_OF, *extra])
 
 
 @pytest.mark.parametrize("name", sorted(COMMAND_OF))
@@ -127,8 +137,11 @@ def test_every_command_option_is_a_keyword_with_the_same_default(name: str) -> N
         "predict": ["model.pt", "a.png", "--out", "o"],
         "export": ["model.pt", "--out", "o.onnx"],
         "serve": ["model.pt"],
+        "show": ["m.png"],
+        "report": ["run"],
     }[name]
-    skipped = {"func", "commands", "command", "verbose", "checkpoint", "inputs", "src", "out", "data"}
+    skipped = {"func", "commands", "command", "verbose", "checkpoint", "inputs", "src", "out", "data", "masks"}
+    skipped |= {"run_dir"}
     skipped |= OUTPUT_ONLY.get(name, set()) | (
         {"format"} if name == "convert_labelme" else set()
     )  # labelme: the sub-command

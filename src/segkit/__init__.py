@@ -39,26 +39,41 @@ _LIBRARY_FUNCTIONS: dict[str, str] = {
     "predict": "segkit.prediction.writer:predict",
     "export": "segkit.exporters.export:export",
     "serve": "segkit.serving.server:serve_model",
+    "show": "segkit.data.masks:show_masks",
+    "report": "segkit.evaluation.run_report:report_run",
+    "describe_models": "segkit.models.registry:describe_models",
+    "weights": "segkit.models.weights:weights_report",
+    "run_demo": "segkit.demo:run_demo",
 }
 
 __all__ = [
     "__version__",
     "convert_labelme",
+    "describe_models",
     "evaluate",
     "export",
     "inspect",
     "load",
     "plan",
     "predict",
+    "report",
+    "run_demo",
     "serve",
+    "show",
     "train",
+    "weights",
 ]
 
 if TYPE_CHECKING:
     from segkit.data.convert import convert_labelme as convert_labelme
     from segkit.data.inspect import inspect_dataset as inspect
+    from segkit.data.masks import show_masks as show
+    from segkit.demo import run_demo as run_demo
     from segkit.evaluation.evaluate import evaluate as evaluate
+    from segkit.evaluation.run_report import report_run as report
     from segkit.exporters.export import export as export
+    from segkit.models.registry import describe_models as describe_models
+    from segkit.models.weights import weights_report as weights
     from segkit.planning.planner import Plan
     from segkit.prediction.predictor import Predictor
     from segkit.prediction.writer import predict as predict

@@ -24,9 +24,29 @@ class DemoResult:
 
 
 def run_demo(
-    out: str | Path = "demo_out", time_budget: float = 120.0, overwrite: bool = False, device: str = "auto"
+    out: str | Path = "demo_out", time_budget: float | str = 120.0, overwrite: bool = False, device: str = "auto"
 ) -> DemoResult:
-    """Run segkit's whole job on data it generates itself, in about ``time_budget`` seconds of training."""
+    """Run segkit's whole job on data it generates itself: ``segkit demo``.
+
+    Args:
+        out: the output folder (labelme data, the converted dataset, the run, predictions).
+        time_budget: training time: seconds, or a duration such as ``"2m"``.
+        overwrite: replace an earlier demo output.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+
+    Returns:
+        A :class:`DemoResult`: ``out``, ``checkpoint``, ``test_metrics``, ``predictions``, ``seconds``.
+
+    Raises:
+        SegkitError: ``out`` exists and is not empty (without ``overwrite``), or a bad duration.
+
+    Example:
+        >>> import segkit
+        >>> segkit.run_demo("demo_out", time_budget="2m").test_metrics["mIoU"]
+    """
+    from segkit.config import parse_duration
+
+    time_budget = parse_duration(time_budget) if isinstance(time_budget, str) else float(time_budget)
     from segkit.data.convert import convert_labelme
     from segkit.data.synthetic import DemoSpec, generate_demo_dataset
     from segkit.evaluation.evaluate import evaluate_checkpoint

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from segkit.errors import SegkitError
-
 COLUMNS = ("name", "family", "params", "GFLOPs@{size}", "stride", "pretrained", "paper")
 
 
@@ -27,14 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkit.models import list_models, summarize_model
+    from segkit.models.registry import describe_models
 
-    if args.size < 1:
-        raise SegkitError(None, f"--size must be positive, got {args.size}")
-    names = list_models(args.pattern)
-    if not names:
-        raise SegkitError(None, f"no model matches {args.pattern!r}; available: {', '.join(list_models())}")
-    summaries = [summarize_model(name, input_size=args.size).to_dict() for name in names]
+    summaries = [summary.to_dict() for summary in describe_models(args.pattern, args.size)]
     if args.json:
         print(json.dumps(summaries, indent=2))
         return 0

@@ -32,16 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--worst", type=int, default=8, metavar="K", help="worst images shown (default 8)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda:N, mps (default auto)")
-    parser.set_defaults(func=run, report_parser=parser)
+    parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    parser: argparse.ArgumentParser = args.report_parser
-    if args.val_split is not None and args.data is None:
-        parser.error("--val-split only applies with --data (the run's own split is used otherwise)")
-    if args.worst < 0 or args.batch_size < 1:
-        parser.error("--worst must be at least 0 and --batch-size at least 1")
     from segkit.evaluation.run_report import report_run
 
     out = report_run(

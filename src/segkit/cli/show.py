@@ -9,8 +9,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "show",
         help="colour mask files (and overlay them on their images) for a quick look",
-        description="Write <stem>_color.png for each MASK (class 0 black, 255 white, VOC palette) and, "
-        "with --overlay, <stem>_overlay.png blended onto the image.",
+        description="Write <stem>_color.png for each MASK in the dataset's colours (a colour table, or the class "
+        "names in a class file beside the masks' folder; else the VOC palette, 255 white) and, with --overlay, "
+        "<stem>_overlay.png blended onto the image.",
     )
     parser.add_argument("masks", nargs="+", metavar="MASK", help="mask files (values as stored are the class ids)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: beside each mask)")
@@ -25,14 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkit.data.colors import load_color_table
-    from segkit.data.masks import write_previews
-    from segkit.errors import SegkitError
+    from segkit.data.masks import show_masks
 
-    if not 0.0 <= args.alpha <= 1.0:
-        raise SegkitError(None, f"--alpha must be between 0 and 1, got {args.alpha}")
-    table = load_color_table(args.colors) if args.colors else None
     for mask in args.masks:
-        written = write_previews(mask, out_dir=args.out, image=args.overlay, alpha=args.alpha, color_table=table)
+        written = show_masks(mask, out=args.out, overlay=args.overlay, alpha=args.alpha, colors=args.colors)
         print(" ".join(["wrote", *map(str, written)]))
     return 0

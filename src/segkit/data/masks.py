@@ -23,7 +23,7 @@ from PIL import Image
 
 from segkit.data.colors import UNKNOWN_COLOR, ColorTable, pack_rgb
 from segkit.data.io import index_image_files, peek_image, read_image, read_mask_file, write_image
-from segkit.errors import SegkitError
+from segkit.errors import OptionError, SegkitError
 from segkit.visualize import colorize, overlay
 
 ENCODINGS = ("index", "palette", "binary-0-255", "rgb")
@@ -305,6 +305,63 @@ def _find_image(mask_path: Path, image: Path) -> Path:
     return found
 
 
+def show_masks(
+    masks: str | Path | Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    overlay: str | Path | None = None,
+    alpha: float = 0.5,
+    colors: str | Path | None = None,
+) -> list[Path]:
+    """Colour previews (and overlays) of mask files: ``segkit show``.
+
+    The colours are the dataset's: a colour table (``colors``, or a ``classes.json`` beside
+    the masks' folder), else :func:`segkit.data.classes.default_palette` of the class names found
+    there (class 0 black only when it is a background), else the VOC palette. Pixels of the
+    background class stay as they are in overlays; a class 0 that is not a background is drawn.
+
+    Args:
+        masks: mask files (their stored values are the class ids; RGB masks through the table).
+        out: output folder (default: beside each mask).
+        overlay: image to blend onto: a file, or a folder holding an image with each mask's name.
+        alpha: overlay opacity of the colours, in ``[0, 1]``.
+        colors: a colour table (JSON or CSV) to read RGB colour-coded masks and colour the classes.
+
+    Returns:
+        The files written.
+
+    Raises:
+        OptionError: ``alpha`` outside ``[0, 1]``.
+        SegkitError: an unreadable mask or image, or a mask and image of different sizes.
+
+    Example:
+        >>> import segkit
+        >>> segkit.show(["data/masks/a.png"], overlay="data/images", out="previews/")
+    """
+    from segkit.data.classes import background_index, default_palette, find_class_file, read_class_file
+    from segkit.data.colors import load_color_table
+
+    if not 0.0 <= alpha <= 1.0:
+        raise OptionError(f"--alpha must be between 0 and 1, not {alpha}")
+    written: list[Path] = []
+    for mask in [masks] if isinstance(masks, (str, Path)) else masks:
+        mask_path = Path(mask)
+        table = load_color_table(colors) if colors is not None else None
+        class_file = find_class_file(mask_path.parent, search_parent=True) if table is None else None
+        listed = read_class_file(class_file) if class_file is not None else None
+        if table is None and listed is not None:
+            table = listed.color_table
+        names = table.class_names() if table is not None else listed.names if listed is not None else None
+        palette = None
+        if names:
+            colours = table.class_colors(len(names)) if table is not None else None
+            palette = np.asarray(colours, dtype=np.uint8) if colours is not None else default_palette(names)
+        background = background_index(names) if names else 0
+        written += write_previews(mask_path, out_dir=out, image=overlay, alpha=alpha, color_table=table,
+                                  palette=palette, background=background)  # fmt: skip
+    return written
+
+
 def write_previews(
     mask_path: str | Path,
     *,
@@ -312,22 +369,25 @@ def write_previews(
     image: str | Path | None = None,
     alpha: float = 0.5,
     color_table: ColorTable | None = None,
+    palette: np.ndarray | None = None,
+    background: int | None = 0,
 ) -> list[Path]:
     """Write ``<stem>_color.png`` (and ``<stem>_overlay.png`` with ``image``) for one mask.
 
-    The mask's stored values are the class ids (0 black, 255 white, VOC palette);
-    ``image`` is an image file or a folder holding an image with the mask's stem.
-    Files go to ``out_dir`` (default: beside the mask). Returns the files written.
+    The mask's stored values are the class ids, coloured by ``palette`` (default: VOC's,
+    0 black, 255 white); ``image`` is an image file or a folder holding an image with the
+    mask's stem, onto which every class but ``background`` is blended. Files go to ``out_dir``
+    (default: beside the mask). Returns the files written.
     """
     mask_path = Path(mask_path)
     out = mask_path.parent if out_dir is None else Path(out_dir)
     ids = read_mask(mask_path, "index", color_table=color_table)
     written = [out / f"{mask_path.stem}_color.png"]
-    write_image(written[0], colorize(ids))
+    write_image(written[0], colorize(ids, palette))
     if image is not None:
         image_path = _find_image(mask_path, Path(image))
         rgb = read_image(image_path)
         check_same_size(mask_path, ids.shape, rgb.shape)
         written.append(out / f"{mask_path.stem}_overlay.png")
-        write_image(written[1], overlay(rgb, ids, alpha))
+        write_image(written[1], overlay(rgb, ids, alpha, palette, background))
     return written

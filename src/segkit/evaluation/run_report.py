@@ -15,7 +15,7 @@ from typing import Any
 from segkit.checkpoint import ModelCard, load_checkpoint
 from segkit.config import TrainConfig
 from segkit.data.sources import open_source, validation_images
-from segkit.errors import SegkitError
+from segkit.errors import OptionError, SegkitError
 from segkit.evaluation.evaluate import evaluate_checkpoint
 from segkit.evaluation.html_report import write_report
 from segkit.evaluation.per_image import PerImageScores
@@ -55,8 +55,17 @@ def report_run(
         The written file.
 
     Raises:
+        OptionError: ``val_split`` without ``data``, ``worst`` below 0 or ``batch_size`` below 1.
         SegkitError: no ``best.pt`` or ``last.pt`` in ``run_dir``, or unreadable data.
+
+    Example:
+        >>> import segkit
+        >>> segkit.report("runs/exp")  # runs/exp/report.html
     """
+    if val_split is not None and data is None:
+        raise OptionError("--val-split only applies with --data (the run's own split is used otherwise)")
+    if worst < 0 or batch_size < 1:
+        raise OptionError("--worst must be at least 0 and --batch-size at least 1")
     run_dir = Path(run_dir)
     best = run_dir / "best.pt"
     if not best.is_file():

@@ -257,3 +257,28 @@ def summarize_model(name: str, num_classes: int = 2, input_size: int = 512) -> M
     parameters = sum(parameter.numel() for parameter in model.parameters())
     flops = count_flops(model, (1, 3, input_size, input_size))
     return ModelSummary(info=info, parameters=parameters, gflops=flops / 1e9, input_size=input_size)
+
+
+def describe_models(pattern: str | None = None, input_size: int = 512) -> list[ModelSummary]:
+    """Every registered model matching ``pattern`` with its size and cost: ``segkit models``.
+
+    Args:
+        pattern: a shell pattern filtering the names (``"unet*"``); None: every model.
+        input_size: the input side of the GFLOP count (one ``1 x 3 x size x size`` forward pass).
+
+    Returns:
+        One :class:`ModelSummary` per model (``.to_dict()``: name, family, parameters, gflops ...).
+
+    Raises:
+        SegkitError: ``input_size`` below 1, or no model matching ``pattern``.
+
+    Example:
+        >>> import segkit
+        >>> [(summary.info.name, summary.parameters) for summary in segkit.describe_models("unet*")]
+    """
+    if input_size < 1:
+        raise SegkitError(None, f"--size must be positive, got {input_size}")
+    names = list_models(pattern)
+    if not names:
+        raise SegkitError(None, f"no model matches {pattern!r}; available: {', '.join(list_models())}")
+    return [summarize_model(name, input_size=input_size) for name in names]

@@ -174,7 +174,16 @@ def weights_status(encoder: str) -> WeightsStatus:
 
 
 def weights_report() -> list[WeightsStatus]:
-    """The status of every known encoder (``segkit weights``)."""
+    """Which ImageNet encoder weights can be had on this machine: ``segkit weights``.
+
+    Returns:
+        One :class:`WeightsStatus` per known encoder: ``.path`` (the local file found, or None),
+        ``.downloadable``, ``.describe()``.
+
+    Example:
+        >>> import segkit
+        >>> [(status.encoder, status.path) for status in segkit.weights() if status.available]
+    """
     return [weights_status(encoder) for encoder in KNOWN_WEIGHTS]
 
 

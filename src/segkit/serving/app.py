@@ -37,13 +37,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
-import segkit
 from segkit.checkpoint import Checkpoint
 from segkit.errors import SegkitError
 from segkit.serving.batching import MicroBatcher, PixelBudget, release_freed_memory
 from segkit.serving.options import ServeOptions
 from segkit.serving.security import add_access_middleware, api_key_dependency
 from segkit.serving.uploads import RequestBodyGuard, UploadRejected, decode_upload, open_upload, read_upload
+from segkit.version import __version__
 from segkit.visualize import overlay
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def model_info(predictor: Predictor, options: ServeOptions) -> dict[str, Any]:
         "max_upload_bytes": options.max_upload_bytes,
         "max_pixels": options.max_pixels,
         "batch_size": options.batch_size,
-        "segkit_version": segkit.__version__,
+        "segkit_version": __version__,
     }
 
 
@@ -253,7 +253,7 @@ def create_app(
 
     app = FastAPI(
         title="segkit",
-        version=segkit.__version__,
+        version=__version__,
         description="Semantic segmentation of uploaded images with a segkit checkpoint.",
         lifespan=lifespan,
     )
