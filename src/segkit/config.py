@@ -324,7 +324,11 @@ class TrainConfig:
         0, help="stop after N validations without a mIoU gain (0 = off)", parse=int, metavar="N", group="run"
     )
     num_samples: int = option(
-        4, help="validation images drawn in samples/epoch_NNN.png", parse=int, metavar="N", group="run"
+        4,
+        help="validation images drawn in samples/epoch_NNN.png (chosen to show every class)",
+        parse=int,
+        metavar="N",
+        group="run",
     )
     logger: list[str] = option(
         default_factory=lambda: ["csv"],

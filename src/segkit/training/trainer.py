@@ -46,7 +46,13 @@ from segkit.training.learner import Learner, LossNotFinite, restore_rng_state, r
 from segkit.training.race import Measured, Race, plan_candidates
 from segkit.training.record import RunRecord
 from segkit.training.run_folder import RunLock, StopSignals, choose_run_folder
-from segkit.training.validation import ValidationResult, never_predicted, validate_model, validation_row
+from segkit.training.validation import (
+    ValidationResult,
+    covering_samples,
+    never_predicted,
+    validate_model,
+    validation_row,
+)
 
 if TYPE_CHECKING:
     from segkit.planning.planner import Plan
@@ -135,6 +141,8 @@ class Trainer:
         logger.info("data: %s", self.data.describe(len(self.learner.train_set), self.learner.binary))
         self.record = RunRecord(config.val_every, list(self.data.val_indices))
         self.stop_signals = StopSignals()
+        self._samples_for: tuple[int, ...] | None = None  # the scored images the sample choice was made for
+        self._samples: list[int] = []
         self.measured = resumed is not None or not config.time_budget or self.dist.enabled
         if resumed is not None:
             self._restore(resumed)
@@ -315,8 +323,17 @@ class Trainer:
             device=self.device,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
-            num_samples=self.config.num_samples if self.dist.is_main else 0,
+            sample_indices=self._sample_indices() if self.dist.is_main else (),
         )
+
+    def _sample_indices(self) -> list[int]:
+        """The validation images shown as samples: covering every class, chosen once per set of scored images."""
+        scored = tuple(self.record.val_indices)
+        if self._samples_for != scored:
+            count, ignore = self.config.num_samples, self.card.ignore_index
+            self._samples = covering_samples(self.data.val_source, list(scored), count, ignore)
+            self._samples_for = scored
+        return self._samples
 
     # ------------------------------------------------------------- checkpoints
     def checkpoint(self, epoch: int, weights: str = "raw", full: bool = False) -> Checkpoint:

@@ -9,6 +9,7 @@ made on that number, never on a score at the network's input size.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ class ValidationResult:
 
     Attributes:
         metrics: ``ConfusionMatrix.compute()`` over all validation images (all ranks).
-        samples: the first validation images with truth and prediction (main rank).
+        samples: the sample validation images with truth and prediction (main rank).
         seconds: wall time.
     """
 
@@ -52,12 +53,13 @@ def validate_model(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
-    num_samples: int = 0,
+    sample_indices: Collection[int] = (),
 ) -> ValidationResult:
     """Score ``model`` on ``source``'s ``indices`` at original size (each rank takes every ``world_size``-th image).
 
     The confusion matrix is summed over ranks, so every rank gets the metrics a single
-    process would compute. Leaves ``model`` in eval mode.
+    process would compute; the images of ``sample_indices`` come back with their truth and
+    prediction (:func:`covering_samples` chooses them). Leaves ``model`` in eval mode.
     """
     from segkit.evaluation.confusion import ConfusionMatrix
     from segkit.prediction.predictor import Predictor
@@ -70,15 +72,41 @@ def validate_model(
     for begin in range(0, len(mine), VALIDATION_BATCH):
         loaded = [source.load(index) for index in mine[begin : begin + VALIDATION_BATCH]]
         predictions = predictor.predict_batch([np.asarray(sample.image) for sample in loaded])
-        for sample, prediction in zip(loaded, predictions):
+        for index, sample, prediction in zip(mine[begin : begin + VALIDATION_BATCH], loaded, predictions):
             matrix.update(prediction, np.asarray(sample.mask))
-            if len(samples) < num_samples:
+            if index in sample_indices:
                 samples.names.append(sample.name)
                 samples.images.append(np.asarray(sample.image))
                 samples.truths.append(np.asarray(sample.mask))
                 samples.predictions.append(prediction)
     matrix.all_reduce()
     return ValidationResult(matrix.compute(), samples, time.monotonic() - start)
+
+
+def covering_samples(source: Any, indices: list[int], count: int, ignore_index: int) -> list[int]:
+    """``count`` of ``indices`` to show as sample images: together they hold every class their masks hold.
+
+    Greedy set cover (each pick adds the most classes not shown yet), then evenly spread
+    images for the rest: on a dataset sorted by class the first images would all show one.
+    """
+    if count <= 0:
+        return []
+    classes = {
+        index: set(np.unique(np.asarray(source.load(index).mask)).tolist()) - {ignore_index} for index in indices
+    }
+    chosen: list[int] = []
+    shown: set[int] = set()
+    while len(chosen) < count:
+        best = max(
+            (index for index in indices if index not in chosen), key=lambda i: len(classes[i] - shown), default=None
+        )
+        if best is None or not classes[best] - shown:
+            break
+        chosen.append(best)
+        shown |= classes[best]
+    rest = [index for index in indices if index not in chosen]
+    chosen += spread(rest, count - len(chosen))
+    return sorted(chosen)
 
 
 def spread(indices: list[int], count: int) -> list[int]:
