@@ -221,3 +221,19 @@ def test_every_unusable_file_is_said_at_once_or_skipped(
     assert main(["train", str(data), *tiny, "--epochs", "1", "--out", str(run), "--skip-bad"]) == 0
     assert main(["evaluate", str(run / "best.pt"), str(data), "--device", "cpu"]) == 2
     assert "3.jpg" in capsys.readouterr().err
+
+
+def test_predict_blacks_out_what_lies_outside_the_regions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = drive_like(tmp_path / "drive", count=2, split="test")
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(tiny_checkpoint(["background", "vessel"], binary=True, seed=3), checkpoint)
+    out = tmp_path / "out"
+    images = str(data / "images")
+    roi = str(data / "mask" / "{id}_mask.gif")
+    assert main(["predict", str(checkpoint), images, "--out", str(out), "--roi-masks", roi, "--threshold", "0"]) == 0
+    _, _, view = vessels(0)
+    predicted = np.asarray(Image.open(out / "21_test.png"))
+    assert (predicted[view == 0] == 0).all() and (predicted[view > 0] == 1).all()  # threshold 0: all vessel inside
+    (data / "mask" / "22_test_mask.gif").unlink()
+    assert main(["predict", str(checkpoint), images, "--out", str(tmp_path / "o2"), "--roi-masks", roi]) == 2
+    assert "22_test.tif: no region mask in" in capsys.readouterr().err and not (tmp_path / "o2").exists()

@@ -62,6 +62,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="PX",
         help="with --format labelme: regions of fewer pixels are left out (default 16)",
     )
+    parser.add_argument(
+        "--roi-masks",
+        metavar="DIR|PATTERN",
+        help="region-of-interest masks of the inputs: a folder (<stem>.*) or a pattern with {id} standing for each "
+        "input's file name stem ('mask/{id}_mask.gif'); predictions outside them become the background class",
+    )
     add_prediction_options(parser)
     parser.set_defaults(func=run)
     return parser
@@ -81,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         image_data=args.image_data,
         polygon_tolerance=args.polygon_tolerance,
         min_area=args.min_area,
+        roi_masks=args.roi_masks,
         **prediction_options(args),
     )
     assert isinstance(summary, PredictionSummary)  # masks are written to a folder, not returned

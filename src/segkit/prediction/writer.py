@@ -35,6 +35,7 @@ from segkit.prediction.labelme_export import (
 )
 from segkit.prediction.options import DEFAULT_ALPHA, PredictionOptions
 from segkit.prediction.predictor import Predictor, load_predictor
+from segkit.prediction.regions import Regions
 from segkit.visualize import colorize, legend, overlay
 
 FORMATS = ("png", "labelme")  # what ``segkit predict --format`` writes per image
@@ -93,6 +94,7 @@ def predict(
     image_data: bool = False,
     polygon_tolerance: float = LabelmeOptions.tolerance,
     min_area: int = LabelmeOptions.min_area,
+    roi_masks: str | Path | None = None,
     **prediction: Any,
 ) -> PredictionSummary | dict[Path, np.ndarray]:
     """Masks for image files, folders or globs at each image's size: ``segkit predict``.
@@ -114,6 +116,9 @@ def predict(
         polygon_tolerance: with ``format="labelme"``: largest distance in pixels of a
             simplified polygon from the region's outline.
         min_area: with ``format="labelme"``: regions of fewer pixels are left out.
+        roi_masks: region-of-interest masks of the inputs: a folder (``<stem>.*``) or a pattern
+            with ``{id}`` (the input's stem, ``mask/{id}_mask.gif``); pixels outside become the
+            background class (the ignore value when class 0 is not a background).
         **prediction: how the model predicts, as :class:`~segkit.prediction.options.PredictionOptions`:
             ``batch_size=8``, ``device="auto"``, ``threshold=None``, ``tile="auto"``,
             ``overlap=0.25``, ``tta="none"``, ``crf=False``.
@@ -145,13 +150,38 @@ def predict(
     patterns = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if out is not None:
         return predict_files(
-            model, patterns, out, color=color, overlay_images=overlay, alpha=alpha, labelme=labelme, **options
+            model,
+            patterns,
+            out,
+            color=color,
+            overlay_images=overlay,
+            alpha=alpha,
+            labelme=labelme,
+            roi_masks=roi_masks,
+            **options,
         )
     if color or overlay or labelme is not None:
         raise OptionError("color, overlay and format='labelme' write files: give out=FOLDER")
     paths = expand_inputs(patterns)
     predictor = load_predictor(model, **options)
-    return dict(zip(paths, predictor.predict_batch(paths)))
+    regions = regions_of(predictor, roi_masks, paths)
+    masks = predictor.predict_batch(paths)
+    return {path: regions.apply(path, mask) if regions else mask for path, mask in zip(paths, masks)}
+
+
+def regions_of(predictor: Predictor, roi_masks: str | Path | None, inputs: Sequence[Path]) -> Regions | None:
+    """The inputs' regions of interest (checked: every input has one), or None; says when the model wants them."""
+    trained_with = (getattr(predictor.card.training, "config", None) or {}).get("roi_masks")
+    if roi_masks is None:
+        if trained_with:
+            logger.info(
+                "the model was trained inside regions of interest (%s); --roi-masks blacks out the rest", trained_with
+            )
+        return None
+    fill = predictor.background if predictor.background is not None else predictor.ignore_index
+    regions = Regions(roi_masks, fill)
+    regions.check(inputs)
+    return regions
 
 
 def _labelme_options(format: str, image_data: bool, tolerance: float, min_area: int) -> LabelmeOptions | None:
@@ -179,6 +209,7 @@ def predict_files(
     overlay_images: bool = False,
     alpha: float = DEFAULT_ALPHA,
     labelme: LabelmeOptions | None = None,
+    roi_masks: str | Path | None = None,
     **options: Any,
 ) -> PredictionSummary:
     """Expand the inputs, take this process's share under ``torchrun``, predict, write (see :func:`predict`).
@@ -193,7 +224,7 @@ def predict_files(
         patterns: image files, folders and globs (:func:`expand_inputs`).
         out_dir: output folder (see :func:`predict_to_folder`).
         device: ``auto``, ``cpu``, ``cuda:N``, ``mps``.
-        color, overlay_images, alpha, labelme: as :func:`predict_to_folder`.
+        color, overlay_images, alpha, labelme, roi_masks: as :func:`predict_to_folder` and :func:`predict`.
         **options: :class:`~segkit.prediction.predictor.Predictor` options (``tiling``,
             ``tta``, ``crf``, ``threshold``, ``batch_size``).
 
@@ -209,7 +240,14 @@ def predict_files(
         logger.info("rank %d of %d: %d images", shard.rank, shard.world_size, len(inputs))
     predictor = load_predictor(checkpoint, device, **options)
     return predict_to_folder(
-        predictor, inputs, out_dir, color=color, overlay_images=overlay_images, alpha=alpha, labelme=labelme
+        predictor,
+        inputs,
+        out_dir,
+        color=color,
+        overlay_images=overlay_images,
+        alpha=alpha,
+        labelme=labelme,
+        regions=regions_of(predictor, roi_masks, inputs),
     )
 
 
@@ -317,6 +355,7 @@ def predict_to_folder(
     overlay_images: bool = False,
     alpha: float = DEFAULT_ALPHA,
     labelme: LabelmeOptions | None = None,
+    regions: Regions | None = None,
 ) -> PredictionSummary:
     """Write ``<stem>.png`` index masks (palette PNG at each input's size) for ``inputs`` into ``out_dir``.
 
@@ -329,6 +368,7 @@ def predict_to_folder(
         alpha: overlay opacity of the class colours.
         labelme: write each mask as a labelme annotation ``<stem>.json`` (see
             :mod:`segkit.prediction.labelme_export`) instead of a PNG, and ``labels.txt``.
+        regions: the inputs' regions of interest: pixels outside are blacked out.
 
     Raises:
         SegkitError: colliding names (nothing is written then); or unreadable inputs, all named
@@ -350,6 +390,8 @@ def predict_to_folder(
         results = predictor.iter_predict(inputs)
         progress = tqdm(zip(inputs, stems, results), total=len(stems), unit="image", disable=None)
         for path, stem, (image, mask) in progress:
+            if regions is not None:
+                mask = regions.apply(path, mask)
             if labelme is None:
                 write_mask(staging / (stem + MASK_SUFFIX), mask, palette=predictor.palette)
             else:
