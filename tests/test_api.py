@@ -13,6 +13,7 @@ import inspect as pyinspect
 import io
 import json
 import pkgutil
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -229,12 +230,13 @@ def test_convert_labelme(work: Path, data: Path, capsys: pytest.CaptureFixture[s
     result = segkit.convert_labelme(work / "labelme", work / "given", classes="square,disk,triangle", noviz=True)
     assert result.class_names == ["_background_", "square", "disk", "triangle"] and result.num_images == 8
     assert result.format().startswith("using 4 labels (--classes + _background_): _background_, square, disk")
-    assert (data / "class_names.txt").read_text().split() == ["_background_", "disk", "square", "triangle"]
+    # labelme's labels.txt beside the annotations gives the class order (as training on them directly does)
+    assert (data / "class_names.txt").read_text().split() == ["_background_", "disk", "triangle", "square"]
     capsys.readouterr()
     assert main(["convert", "labelme", str(work / "labelme"), str(work / "cli"), "--noviz"]) == 0
     assert tree(work / "cli") == tree(data)  # the command writes the same dataset
     assert capsys.readouterr().out.startswith(
-        "found 4 labels: _background_, disk, square, triangle\nconverted 8 images"
+        "using 4 labels (labels.txt): _background_, disk, triangle, square\nconverted 8 images"
     )
     with pytest.raises(SegkitError, match="not empty"):
         segkit.convert_labelme(work / "labelme", data)
@@ -268,8 +270,10 @@ def test_train(trained: TrainResult) -> None:
 
 def test_evaluate(trained: TrainResult, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = str(trained.best_checkpoint)
+    assert segkit.evaluate(checkpoint, data, device="cpu")["num_images"] == 2  # its own folder: the held-out images
+    data = Path(shutil.copytree(data, tmp_path / "copy"))  # the same images elsewhere: every one of them
     metrics = segkit.evaluate(checkpoint, data, device="cpu", json=tmp_path / "api.json", tile=24, overlap=0.5)
-    assert metrics["num_images"] == 8 and list(metrics["per_class"]) == ["_background_", "disk", "square", "triangle"]
+    assert metrics["num_images"] == 8 and list(metrics["per_class"]) == ["_background_", "disk", "triangle", "square"]
     argv = [
         "evaluate",
         checkpoint,
@@ -327,8 +331,8 @@ def test_predict(trained: TrainResult, data: Path, tmp_path: Path) -> None:
         "__ignore__",
         "_background_",
         "disk",
-        "square",
         "triangle",
+        "square",
     ]
     with pytest.raises(OptionError, match="write files: give out"):
         segkit.predict(checkpoint, images, color=True)
@@ -406,7 +410,7 @@ def test_serve(trained: TrainResult, data: Path, monkeypatch: pytest.MonkeyPatch
     Image.open(next((data / "images").iterdir())).save(image, "PNG")
     with TestClient(api.app, base_url="http://localhost") as client:  # a loopback host accepts loopback names
         headers = {"Authorization": "Bearer secret"}
-        assert client.get("/info", headers=headers).json()["classes"][1:] == ["disk", "square", "triangle"]
+        assert client.get("/info", headers=headers).json()["classes"][1:] == ["disk", "triangle", "square"]
         response = client.post("/predict", content=image.getvalue(), headers={**headers, "Content-Type": "image/png"})
         assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).size == (48, 40)
     with pytest.raises(SegkitError, match="must be positive"):

@@ -23,6 +23,15 @@ from typing import Any
 
 import yaml
 
+from segkit.data.options import (
+    colors_option,
+    fit_masks_option,
+    images_option,
+    label_map_option,
+    masks_option,
+    roi_masks_option,
+    skip_bad_option,
+)
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
 from segkit.options import check_choices, nested, option
@@ -128,51 +137,13 @@ class TrainConfig:
         metavar="F",
         group="data",
     )
-    images: str | None = option(
-        None,
-        help="the images: a folder name (default images/) or a file name pattern with {id}, e.g. "
-        "'images/{id}_training.tif'",
-        group="data",
-        metavar="DIR|PATTERN",
-    )
-    masks: str | None = option(
-        None,
-        help="the masks: a folder name (e.g. masks_rgb; default masks/) or a file name pattern with {id}, e.g. "
-        "'1st_manual/{id}_manual1.gif' (paired with the images by id)",
-        group="data",
-        metavar="DIR|PATTERN",
-    )
-    roi_masks: str | None = option(
-        None,
-        help="region-of-interest masks (folder or {id} pattern): pixels where they are 0 are ignored in "
-        "training, validation and evaluation",
-        group="data",
-        metavar="DIR|PATTERN",
-    )
-    label_map: str | None = option(
-        None,
-        help="labelme labels to classes: a YAML or JSON file of 'label: class' (regular expressions allowed, "
-        "e.g. 'bottle[_ ]?\\d+: bottle'); segkit inspect suggests one for labels numbered per object",
-        group="data",
-        metavar="FILE",
-    )
-    skip_bad: bool = option(
-        False,
-        help="leave out samples whose files cannot be read or do not fit together (said with a count); "
-        "without it they are all listed at once and nothing trains",
-        group="data",
-        parse=bool,
-    )
-    fit_masks: bool = option(
-        False,
-        help="resize (nearest) masks that are scaled copies of their images (same aspect ratio within 1%) "
-        "to the image size as they are read",
-        group="data",
-        parse=bool,
-    )
-    colors: str | None = option(
-        None, help="colour table (JSON or CSV) of RGB colour-coded masks", group="data", metavar="FILE"
-    )
+    images: str | None = images_option()
+    masks: str | None = masks_option()
+    roi_masks: str | None = roi_masks_option()
+    label_map: str | None = label_map_option()
+    skip_bad: bool = skip_bad_option()
+    fit_masks: bool = fit_masks_option()
+    colors: str | None = colors_option()
     classes: str | None = option(
         None, help="class names: a file (txt, json, csv) or a,b,c", group="data", metavar="FILE|a,b"
     )

@@ -60,7 +60,7 @@ def test_rgb_masks_need_colors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "pass --colors" in capsys.readouterr().err
     (tmp_path / "c.csv").write_text("bg,0,0,0\nthing,10,20,30\n")
     assert main(["show", str(mask), "--colors", str(tmp_path / "c.csv")]) == 0
-    assert read(tmp_path / "rgb_color.png")[0, 0].tolist() == PALETTE[1].tolist()
+    assert read(tmp_path / "rgb_color.png")[0, 0].tolist() == [10, 20, 30]  # the dataset's own colour
 
 
 def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,5 +70,19 @@ def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     save(tmp_path / "small.png", np.zeros((1, 1, 3), np.uint8))
     assert main(["show", str(mask), "--overlay", str(tmp_path / "small.png")]) == 2
     assert "mask is 4x2 but its image is 1x1" in capsys.readouterr().err
-    assert main(["show", str(mask), "--alpha", "2"]) == 2
+    with pytest.raises(SystemExit):  # an option out of range: shown with the usage, as argparse does
+        main(["show", str(mask), "--alpha", "2"])
     assert "--alpha must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_dataset_colours_and_a_class_0_that_is_not_background(tmp_path: Path) -> None:
+    """Beside a class file, masks are drawn in its colours; overlays colour class 0 when it is not a background."""
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "class_names.txt").write_text("road\ncar\n")  # class 0 is a real class here
+    mask = save(tmp_path / "masks" / "m.png", np.array([[0, 1]], np.uint8))
+    image = save(tmp_path / "m.jpg", np.full((1, 2, 3), 200, np.uint8))
+    assert main(["show", str(mask), "--overlay", str(image), "--alpha", "1"]) == 0
+    coloured = read(tmp_path / "masks" / "m_color.png")
+    assert coloured[0, 0].tolist() != [0, 0, 0]  # 'road' is not drawn as nothing
+    overlay = read(tmp_path / "masks" / "m_overlay.png")
+    assert overlay[0, 0].tolist() == coloured[0, 0].tolist()  # and it is coloured in the overlay

@@ -1110,7 +1110,7 @@ ENTRIES: list[Entry] = [
     Entry(
         "labelme_background_not_first",
         labelme_with("odd.json", odd_label_json("cat"), misplaced_background),
-        {"convert": OK, **{c: error("labels.txt") for c in DATA_COMMANDS}},
+        {"convert": error("labels.txt"), **{c: error("labels.txt") for c in DATA_COMMANDS}},
         sizes={stem: SIZE for stem in ("000_ok", "001_ok", "odd")},
         data="labelme",
     ),

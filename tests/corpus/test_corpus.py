@@ -32,7 +32,7 @@ from segkit.cli import main
 
 from .conftest import TRAIN_ARGS, Corpus
 from .hostile_models import MODEL_ENTRIES, MODEL_ENTRY_BY_NAME, ModelEntry
-from .make_corpus import BASE, CLASSES, ENTRIES, ENTRY_BY_NAME, Entry, Outcome
+from .make_corpus import BASE, CLASSES, ENTRIES, ENTRY_BY_NAME, SIZE, Entry, Outcome
 
 ERROR_PREFIX = "segkit: error: "
 OUT = "out"  # the output folder inside each test's work folder
@@ -182,7 +182,10 @@ def test_convert(entry: Entry, expect: Outcome, corpus: Corpus, work: Path, caps
     out = work / OUT
     assert image_sizes(out / "masks") == entry.sizes
     assert image_sizes(out / "images") == entry.sizes
-    assert (out / "class_names.txt").read_text(encoding="utf-8").split() == ["_background_", "cat", "dog"]
+    # labelme's labels.txt names the classes when there is one; else every label found, background first
+    listed = corpus.entry(entry.name) / entry.labelme / "labels.txt"
+    expected = list(CLASSES) if listed.exists() else ["_background_", "cat", "dog"]
+    assert (out / "class_names.txt").read_text(encoding="utf-8").splitlines() == expected
     only_output(work)
 
 
@@ -230,9 +233,13 @@ def test_predict(
 ) -> None:
     argv = predict_argv(entry, corpus.entry(entry.name), work, checkpoint)
     if expect.kind == "error":
-        assert_refused(argv, expect, work, capsys)
-        prefill(work / OUT, {"000_ok.png": b"an earlier mask", "notes.txt": b"keep me"})
-        assert_refused(argv, expect, work, capsys)
+        # an unreadable image is named (exit 2) after the masks of the readable ones are written; other files stay
+        prefill(work / OUT, {"notes.txt": b"keep me"})
+        assert_error(run_cli(argv, capsys), expect)
+        assert (work / OUT / "notes.txt").read_bytes() == b"keep me"
+        written = [path for path in (work / OUT).iterdir() if path.name != "notes.txt"]
+        assert all(path.suffix == ".png" and Image.open(path).size == SIZE for path in written)
+        only_output(work)
         return
     assert_ok(run_cli(argv, capsys))
     assert image_sizes(work / OUT) == entry.sizes

@@ -245,7 +245,8 @@ def test_report_of_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[st
     html = (run / "report.html").read_text(encoding="utf-8")
     assert "held out 0.5" in html and html.count('<tr><td class="name" data-value=') == 3  # the 3 held-out images
     assert html.count('<div class="worst">') == 1
-    assert main(["report", str(run), "--data", str(data), "--out", str(tmp_path / "all.html"), "--device", "cpu"]) == 0
+    other = make_dataset(tmp_path / "other")  # other data: every image is scored
+    assert main(["report", str(run), "--data", str(other), "--out", str(tmp_path / "all.html"), "--device", "cpu"]) == 0
     assert (tmp_path / "all.html").read_text(encoding="utf-8").count('<tr><td class="name" data-value=') == 6
 
     # The run's data is gone: the stored validation metrics, said so.

@@ -112,7 +112,7 @@ def test_checkpoint_carries_everything_and_loads_weights_only(shapes_dataset: Pa
         "in_channels": 3,
         "kwargs": {"base_channels": 4, "depth": 2},
     }
-    assert best.classes == ["_background_", "disk", "square", "triangle"] and best.background == 0
+    assert best.classes == ["_background_", "disk", "triangle", "square"] and best.background == 0  # labels.txt
     assert len(best.palette) == 4 and best.palette[0] == [0, 0, 0]
     assert best.preprocess.img_size == (32, 32) and best.preprocess.resize == "letterbox"
     assert best.ignore_index == 255 and best.binary is False and best.threshold == 0.5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segkit.cli.option_groups import add_train_option
+from segkit.cli.option_groups import add_read_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "skipped; JSON; CSV) or a comma list; _background_ is put first when no background is named; "
         "default: a labels.txt in SRC, else all labels found, sorted, _background_ first",
     )
-    add_train_option(labelme, "label_map")
+    add_read_option(labelme, "label_map")
     labelme.add_argument("--noviz", action="store_true", help="do not write visualization/ overlays")
     labelme.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT once the new one is done")
     parser.set_defaults(func=run)

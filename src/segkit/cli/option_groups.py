@@ -12,7 +12,7 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
-from segkit.config import TrainConfig
+from segkit.data.options import ReadOptions
 from segkit.prediction.options import MAX_TILE_BATCH, PredictionOptions
 
 DEFAULTS = PredictionOptions()
@@ -75,14 +75,14 @@ def add_data_options(
     group.add_argument(
         "--split", metavar="NAME", help=f"split sub-folder or VOC ImageSets list (default: {split_default})"
     )
-    for name in ("images", "masks", "roi_masks", "fit_masks", "label_map", "colors"):
-        add_train_option(group, name)
+    for item in fields(ReadOptions):
+        add_read_option(group, item.name)
     return group
 
 
-def add_train_option(group: argparse._ActionsContainer, name: str) -> None:
-    """Add ``segkit train``'s option ``name`` (a :class:`~segkit.config.TrainConfig` field) as it is declared there."""
-    item = next(item for item in fields(TrainConfig) if item.name == name)
+def add_read_option(group: argparse._ActionsContainer, name: str) -> None:
+    """Add the read option ``name`` (a :class:`~segkit.data.options.ReadOptions` field) as it is declared there."""
+    item = next(item for item in fields(ReadOptions) if item.name == name)
     flag, text = "--" + name.replace("_", "-"), item.metadata["help"].replace("%", "%%")
     if item.metadata["parse"] is bool:
         group.add_argument(flag, action="store_true", help=text)

@@ -28,7 +28,6 @@ from PIL import Image, ImageDraw, ImageFont
 from segkit.data import labelme
 from segkit.data.classes import (
     IGNORE_LABEL,
-    LABELME_CLASS_FILES,
     find_class_file,
     read_class_file,
     read_class_list,
@@ -52,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 JPEG_QUALITY = 95
+PREDICTED_LABELS = "labels.txt"  # labelme's class list, as segkit predict --format labelme writes it
 STAGING_PREFIX = ".segkit-convert-"  # the hidden folder OUT is built in (stale ones are removed on the next run)
 
 
@@ -118,9 +118,9 @@ def convert_labelme(
         classes: Class names in index order: a list, ``"a,b,c"`` or a class file (labelme's
             ``labels.txt``: one per line, ``__ignore__`` skipped; JSON; CSV), read by
             :func:`segkit.data.classes.read_class_list`; ``_background_`` is put first when
-            no background is named. None: a ``labels.txt`` (or another class file) in ``src``,
-            as ``segkit predict --format labelme`` writes beside its annotations; else the
-            labels of all files (background first, then sorted).
+            no background is named. None: a ``labels.txt`` in ``src`` (labelme's class file, which
+            ``segkit predict --format labelme`` writes beside its annotations); else the labels
+            of all files (background first, then sorted).
         noviz: Skip the ``visualization/`` overlays.
         overwrite: Replace a non-empty ``out`` (only once the new one is complete).
         label_map: a ``--label-map`` file (YAML or JSON ``label: class``, regular expressions
@@ -145,7 +145,8 @@ def convert_labelme(
     if not files:
         raise SegkitError(src, "no labelme JSON files found")
     _check_output(src, out, overwrite)
-    class_file = find_class_file(src, search_parent=False, names=LABELME_CLASS_FILES) if classes is None else None
+    # labelme's own labels.txt (which `segkit predict --format labelme` writes beside its pre-labels)
+    class_file = find_class_file(src, search_parent=False, names=(PREDICTED_LABELS,)) if classes is None else None
     listed = read_class_list(classes) if classes is not None else read_class_file(class_file) if class_file else None
     given = None if listed is None else with_background_first(listed)
     rules = None if label_map is None else read_label_map(label_map)
