@@ -40,6 +40,7 @@ _LIBRARY_FUNCTIONS: dict[str, str] = {
     "export": "segkit.exporters.export:export",
     "serve": "segkit.serving.server:serve_model",
     "show": "segkit.data.masks:show_masks",
+    "suggest": "segkit.labelling.suggest:suggest",
     "report": "segkit.evaluation.run_report:report_run",
     "describe_models": "segkit.models.registry:describe_models",
     "weights": "segkit.models.weights:weights_report",
@@ -60,6 +61,7 @@ __all__ = [
     "run_demo",
     "serve",
     "show",
+    "suggest",
     "train",
     "weights",
 ]
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from segkit.evaluation.evaluate import evaluate as evaluate
     from segkit.evaluation.run_report import report_run as report
     from segkit.exporters.export import export as export
+    from segkit.labelling.suggest import suggest as suggest
     from segkit.models.registry import describe_models as describe_models
     from segkit.models.weights import weights_report as weights
     from segkit.planning.planner import Plan

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "models": "models",
     "serve": "serve",
     "predict": "predict",
+    "suggest": "suggest",
     "export": "export",
     "plan": "plan",
     "weights": "weights",

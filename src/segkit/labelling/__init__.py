@@ -1,0 +1,1 @@
+"""Labelling less and right: which images to label next (``suggest``)."""
