@@ -38,6 +38,7 @@ COMMAND_OF = {  # API function -> its command's argv prefix
     "serve": ["serve"],
     "show": ["show"],
     "report": ["report"],
+    "suggest": ["suggest"],
 }
 OUTPUT_ONLY = {"inspect": {"json"}}  # how the command prints: the function returns the report instead
 
@@ -94,6 +95,7 @@ class Called(Exception):
         ("export", "segkit.exporters.export:export", ["export", "model.pt", "--out", "o.onnx"]),
         ("serve", "segkit.serving.server:serve_model", ["serve", "model.pt"]),
         ("show", "segkit.data.masks:show_masks", ["show", "m.png"]),
+        ("suggest", "segkit.labelling.suggest:suggest", ["suggest", "model.pt", "unlabeled/"]),
         ("report", "segkit.evaluation.run_report:report_run", ["report", "run"]),
         ("describe_models", "segkit.models.registry:describe_models", ["models"]),
         ("weights", "segkit.models.weights:weights_report", ["weights"]),
@@ -140,9 +142,10 @@ def test_every_command_option_is_a_keyword_with_the_same_default(name: str) -> N
         "serve": ["model.pt"],
         "show": ["m.png"],
         "report": ["run"],
+        "suggest": ["model.pt", "unlabeled/"],
     }[name]
     skipped = {"func", "commands", "command", "verbose", "checkpoint", "inputs", "src", "out", "data", "masks"}
-    skipped |= {"run_dir"}
+    skipped |= {"run_dir", "model", "unlabeled"}
     skipped |= OUTPUT_ONLY.get(name, set()) | (
         {"format"} if name == "convert_labelme" else set()
     )  # labelme: the sub-command

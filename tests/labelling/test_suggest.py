@@ -125,5 +125,5 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "no readable image to rank" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["suggest", str(checkpoint), str(tmp_path / "junk"), "--count", "0"])
-    with pytest.raises(SegkitError, match="is an input"):
+    with pytest.raises(SegkitError, match="choose another --json"):
         segkit.suggest(checkpoint, tmp_path / "junk", json=tmp_path / "junk" / "a.png")

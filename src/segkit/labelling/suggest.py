@@ -262,9 +262,17 @@ def _write_folder(out: Path, result: SuggestResult, predictor: Any, overwrite: b
     """The picks, their labelme pre-labels, the ranking and the contact sheet, moved into ``out`` when complete."""
     from segkit.data.classes import default_palette
     from segkit.data.io import read_image, write_image
-    from segkit.prediction.labelme_export import LABELS_FILE, label_list, labelme_document, write_labelme
+    from segkit.prediction.labelme_export import (
+        LABELS_FILE,
+        LabelmeOptions,
+        label_list,
+        labelme_document,
+        write_labelme,
+    )
     from segkit.visualize import fit_within, labelled_grid, legend, overlay
 
+    # pre-labels keep every region the model predicts (no specks dropped): they convert back to its masks
+    exact = LabelmeOptions(min_area=0)
     staging = make_staging_dir(out, prefix=f".{out.name}.partial.")
     try:
         rows = []
@@ -275,7 +283,7 @@ def _write_folder(out: Path, result: SuggestResult, predictor: Any, overwrite: b
             image = read_image(pick.image)
             mask = predictor.predict(image)
             document = labelme_document(mask, predictor.classes, out / pick.image.name, out, image=image,
-                                        background=predictor.background)  # fmt: skip
+                                        background=predictor.background, options=exact)  # fmt: skip
             write_labelme(staging / f"{pick.image.stem}.json", document)
             shown = fit_within(image, SHEET_SIDE)
             drawn = fit_within(overlay(image, mask, 0.5, palette, predictor.background), SHEET_SIDE)
