@@ -87,6 +87,7 @@ class Called(Exception):
     "name, where, argv",
     [
         ("convert_labelme", "segkit.data.convert:convert_labelme", ["convert", "labelme", "src", "out"]),
+        ("convert_masks", "segkit.data.convert:convert_masks", ["convert", "masks", "src", "out"]),
         ("inspect", "segkit.data.inspect:inspect_dataset", ["inspect", "data"]),
         ("plan", "segkit.training.race:plan_training", ["plan", "data"]),
         ("train", "segkit.training.trainer:train", ["train", "data"]),
@@ -126,7 +127,7 @@ def test_no_function_is_hidden_by_a_sub_package() -> None:
     """Importing ``segkit.serving`` must not replace ``segkit.serve`` (hence the package names)."""
     submodules = {module.name for module in pkgutil.iter_modules(segkit.__path__)}
     assert not submodules & set(segkit.__all__)
-    extra = ["train", "plan", "load", "describe_models", "weights", "run_demo", "__version__"]
+    extra = ["train", "plan", "load", "describe_models", "weights", "run_demo", "convert_masks", "__version__"]
     assert sorted(segkit.__all__) == sorted([*COMMAND_OF, *extra])
 
 

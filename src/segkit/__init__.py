@@ -33,6 +33,7 @@ from segkit.version import __version__
 # Each command's run() calls the same function (src/segkit/cli/<command>.py).
 _LIBRARY_FUNCTIONS: dict[str, str] = {
     "convert_labelme": "segkit.data.convert:convert_labelme",
+    "convert_masks": "segkit.data.convert:convert_masks",
     "inspect": "segkit.data.inspect:inspect_dataset",
     "train": "segkit.training.trainer:train",
     "evaluate": "segkit.evaluation.evaluate:evaluate",
@@ -50,6 +51,7 @@ _LIBRARY_FUNCTIONS: dict[str, str] = {
 __all__ = [
     "__version__",
     "convert_labelme",
+    "convert_masks",
     "describe_models",
     "evaluate",
     "export",
@@ -68,6 +70,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from segkit.data.convert import convert_labelme as convert_labelme
+    from segkit.data.convert import convert_masks as convert_masks
     from segkit.data.inspect import inspect_dataset as inspect
     from segkit.data.masks import show_masks as show
     from segkit.demo import run_demo as run_demo

@@ -18,7 +18,7 @@ from segkit.data.sources import open_source
 REPORT_KEYS = {
     "root", "layout", "split", "split_roles", "num_pairs", "num_classes", "classes", "classes_origin", "encoding",
     "ignore_index", "image_sizes", "image_modes", "num_mask_pixels", "class_pixel_share", "class_image_count",
-    "ignore_pixel_share", "problems", "scaled_masks", "label_map_suggestion",
+    "ignore_pixel_share", "problems", "scaled_masks", "label_map_suggestion", "labelme_images",
 }  # fmt: skip
 
 

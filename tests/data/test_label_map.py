@@ -63,6 +63,14 @@ def test_label_map_files_exact_names_first_then_expressions(tmp_path: Path) -> N
         read_label_map(tmp_path / "list.yaml")
 
 
+def test_inspect_says_where_labelme_images_were_found(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = litter_folder(tmp_path / "litter", images_below=True)
+    assert main(["inspect", str(src), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["labelme_images"] == {"in images/ below the JSON": 3}
+    assert main(["inspect", str(src)]) == 0
+    assert "labelme   images in images/ below the JSON: 3" in capsys.readouterr().out
+
+
 def test_convert_suggests_then_applies_a_label_map(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:

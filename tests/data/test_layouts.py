@@ -237,3 +237,20 @@ def test_predict_blacks_out_what_lies_outside_the_regions(tmp_path: Path, capsys
     (data / "mask" / "22_test_mask.gif").unlink()
     assert main(["predict", str(checkpoint), images, "--out", str(tmp_path / "o2"), "--roi-masks", roi]) == 2
     assert "22_test.tif: no region mask in" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+def test_convert_masks_writes_a_fixed_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    people = human_like(tmp_path / "people")
+    fixed = tmp_path / "fixed"
+    argv = ["convert", "masks", str(people), str(fixed), "--images", "Training_Images", "--masks", "Ground_Truth"]
+    assert main([*argv, "--fit-masks"]) == 0
+    assert sorted(path.name for path in (fixed / "images").iterdir()) == [f"{index}.jpg" for index in range(1, 7)]
+    for index in range(1, 7):
+        mask = Image.open(fixed / "masks" / f"{index}.png")
+        assert mask.size == (64, 48) and set(np.unique(np.asarray(mask))) <= {0, 1}
+    assert main(["inspect", str(fixed), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_pairs"] == 6 and report["problems"] == []
+    other = [*argv[:3], str(tmp_path / "other"), *argv[4:]]
+    assert main(other) == 2  # without --fit-masks: the scaled masks are named, nothing is written
+    assert "--fit-masks" in capsys.readouterr().err and not (tmp_path / "other").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segkit.cli.option_groups import add_read_option
+from segkit.cli.option_groups import add_data_options, add_read_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,14 +35,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_read_option(labelme, "label_map")
     labelme.add_argument("--noviz", action="store_true", help="do not write visualization/ overlays")
     labelme.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT once the new one is done")
+    masks = formats.add_parser(
+        "masks",
+        help="any dataset segkit reads, as images/ + index masks/ + class_names.txt",
+        description="Write the dataset SRC as segkit reads it (with --images/--masks patterns, --fit-masks, "
+        "--roi-masks, --colors, --label-map) into OUT: each image file copied, each mask as the class indices "
+        "segkit trains on (fitted, regions applied, colours mapped), and class_names.txt: a fixed copy any tool reads.",
+    )
+    masks.add_argument("src", metavar="SRC", help="dataset folder")
+    masks.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
+    masks.add_argument("--classes", metavar="FILE|a,b,c", help="class names in index order, as segkit train --classes")
+    masks.add_argument("--ignore-index", type=int, default=255, metavar="V", help="mask value of unlabelled pixels")
+    add_data_options(masks, "data", split_default="the training split")
+    masks.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT once the new one is done")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkit.data.convert import convert_labelme
+    from segkit.data.convert import convert_labelme, convert_masks
 
-    result = convert_labelme(
-        args.src, args.out, classes=args.classes, noviz=args.noviz, overwrite=args.overwrite, label_map=args.label_map
-    )
+    if args.format == "masks":
+        options = {item: getattr(args, item) for item in ("images", "masks", "roi_masks", "fit_masks", "colors")}
+        result = convert_masks(
+            args.src,
+            args.out,
+            overwrite=args.overwrite,
+            split=args.split,
+            classes=args.classes,
+            ignore_index=args.ignore_index,
+            label_map=args.label_map,
+            **options,
+        )
+    else:
+        result = convert_labelme(
+            args.src,
+            args.out,
+            classes=args.classes,
+            noviz=args.noviz,
+            overwrite=args.overwrite,
+            label_map=args.label_map,
+        )
     print(result.format())
     return 0

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -57,7 +58,7 @@ STAGING_PREFIX = ".segkit-convert-"  # the hidden folder OUT is built in (stale 
 
 @dataclass
 class ConvertResult:
-    """What :func:`convert_labelme` wrote.
+    """What :func:`convert_labelme` (or :func:`convert_masks`) wrote.
 
     Attributes:
         out: The output folder.
@@ -192,6 +193,71 @@ def convert_labelme(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return ConvertResult(out, class_names, len(converted), messages, given.origin if given else None)
+
+
+def convert_masks(
+    src: str | Path,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    split: str | None = None,
+    classes: Sequence[str] | str | Path | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    **read_options: Any,
+) -> ConvertResult:
+    """A dataset as segkit reads it, written as ``images/`` + ``masks/`` + ``class_names.txt``: ``segkit convert masks``.
+
+    Whatever the layout and the read options (``images``/``masks`` patterns, ``fit_masks``,
+    ``roi_masks``, ``colors``, ``label_map``), each image file is copied as it is and its mask
+    written as the class indices segkit trains on: fitted to the photo with ``fit_masks``,
+    the ignore value outside a region of interest, colours and labels mapped to indices. A
+    fixed copy, that any tool reads without those options.
+
+    Args:
+        src: the dataset folder.
+        out: the output folder; must not exist or be empty unless ``overwrite``.
+        overwrite: replace a non-empty ``out`` (only once the new one is complete).
+        split: the split of a dataset with splits (default: the training split).
+        classes: class names, as ``segkit train --classes``.
+        ignore_index: mask value of unlabelled pixels.
+        **read_options: :func:`segkit.data.sources.open_source`'s ``images``, ``masks``,
+            ``roi_masks``, ``fit_masks``, ``colors``, ``label_map``.
+
+    Raises:
+        SegkitError: unreadable data (every unusable file named at once), an output over the input.
+
+    Example:
+        >>> import segkit
+        >>> segkit.convert_masks("people/", "people_fixed/", images="Training_Images", masks="Ground_Truth", fit_masks=True)
+    """
+    from segkit.data.sources import open_source, usable
+
+    src, out = Path(src), Path(out)
+    _check_output(src, out, overwrite)
+    source = usable(open_source(src, split=split, classes=classes, ignore_index=ignore_index, **read_options))
+    temp = make_staging_dir(out, prefix=STAGING_PREFIX)
+    try:
+        for index, ref in enumerate(source.samples):
+            sample = source.load(index)
+            image = Path(ref.image) if ref.image is not None else None
+            if image is None:  # a labelme sample: its decoded image
+                _write_rgb(temp / "images" / f"{ref.name}.png", sample.image)
+            else:
+                target = temp / "images" / f"{ref.name}{image.suffix.lower()}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(image, target)
+            write_mask(temp / "masks" / f"{ref.name}.png", sample.mask, PALETTE)
+        names = "\n".join(source.classes) + "\n"
+        atomic_write(temp / "class_names.txt", lambda t: t.write_text(names, encoding="utf-8"))
+        with writing(out):
+            _move_into_place(temp, out)
+    except SegkitError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise _as_output_path(error, temp, out) from None
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return ConvertResult(out, list(source.classes), len(source.samples), [], source.classes_origin)
 
 
 def _as_output_path(error: SegkitError, temp: Path, out: Path) -> SegkitError:

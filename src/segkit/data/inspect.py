@@ -39,16 +39,32 @@ def _image_mode(path: Path) -> str:
     return peek_image(path)[0]  # header only
 
 
+def _image_place(json_path: Path, image_path: Path | None) -> str:
+    """Where a labelme annotation's image was found, as ``inspect`` says it."""
+    if image_path is None:
+        return "imageData (embedded)"
+    folder = image_path.parent.resolve()
+    if folder == json_path.parent.resolve():
+        return "beside the JSON"
+    if folder == (json_path.parent / "images").resolve():
+        return "in images/ below the JSON"
+    if folder == (json_path.parent.parent / "images").resolve():
+        return "in images/ beside the JSON's folder"
+    return "at its imagePath"
+
+
 def _read_pair(
-    source: DataSource, ref: SampleRef, problems: list[SegkitError], label_counts: Counter[str]
+    source: DataSource, ref: SampleRef, problems: list[SegkitError], label_counts: Counter[str], places: Counter[str]
 ) -> tuple[str | None, tuple[int, ...] | None, np.ndarray | None]:
-    """``(image mode, image shape, mask)`` of one sample, None for what could not be read; labelme labels counted."""
+    """``(image mode, image shape, mask)`` of one sample, None for what could not be read; labelme labels
+    and where labelme images were found are counted."""
     if source.layout == "labelme":
         from segkit.data.labelme import rasterize, read_labelme
 
         try:
             annotation = read_labelme(ref.label_file, source.label_map)
             label_counts.update(shape["label"] for shape in annotation.shapes)
+            places[_image_place(ref.label_file, annotation.image_path)] += 1
             labels = rasterize(annotation, source.label_to_index(), ignore_index=source.ignore_index)
         except SegkitError as error:
             problems.append(error)
@@ -164,7 +180,9 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
         ``ignore_pixel_share``, ``problems`` (a list of ``{file, problem}``), ``scaled_masks``
         (how many masks are scaled copies of their images: ``fit_masks`` would fit them) and
         ``label_map_suggestion`` (labelme labels numbered per object: the ``--label-map`` merging
-        them, ``{regular expression: class}``; empty when there are none).
+        them, ``{regular expression: class}``; empty when there are none) and ``labelme_images``
+        (how many labelme images were found where: beside the JSON, in an ``images/`` folder, or
+        embedded; empty for other layouts).
     """
     from tqdm import tqdm
 
@@ -174,8 +192,9 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
     modes: Counter[str] = Counter()
     errors: list[SegkitError] = []
     label_counts: Counter[str] = Counter()
+    places: Counter[str] = Counter()
     for ref in tqdm(source.samples, desc="inspect", unit="pair", disable=not progress):
-        mode, shape, mask = _read_pair(source, ref, errors, label_counts)
+        mode, shape, mask = _read_pair(source, ref, errors, label_counts, places)
         if shape is not None and mode is not None:
             sizes.append((shape[1], shape[0]))
             modes[mode] += 1
@@ -194,6 +213,7 @@ def inspect_source(source: DataSource, progress: bool = False) -> dict[str, Any]
         images_with += counts > 0
     report = _report(source, pixels, images_with, sizes, modes, errors)
     report["label_map_suggestion"] = suggest_label_map(label_counts)
+    report["labelme_images"] = dict(places.most_common())
     return report
 
 
@@ -261,6 +281,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"encoding  {report['encoding']} (ignore value {report['ignore_index']})",
         f"images    {size_text} (w x h, per dimension)",
         f"modes     {modes}",
+        *(
+            [f"labelme   images {', '.join(f'{place}: {n}' for place, n in report['labelme_images'].items())}"]
+            if report.get("labelme_images")
+            else []
+        ),
         f"classes   {report['num_classes']} (from {report['classes_origin']})",
         "",
     ]
