@@ -248,6 +248,7 @@ def test_convert_masks_writes_a_fixed_copy(tmp_path: Path, capsys: pytest.Captur
     for index in range(1, 7):
         mask = Image.open(fixed / "masks" / f"{index}.png")
         assert mask.size == (64, 48) and set(np.unique(np.asarray(mask))) <= {0, 1}
+    capsys.readouterr()
     assert main(["inspect", str(fixed), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["num_pairs"] == 6 and report["problems"] == []

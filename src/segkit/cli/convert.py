@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segkit.cli.option_groups import add_data_options, add_read_option
+from segkit.cli.option_groups import add_data_options, add_read_option, data_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -55,16 +55,13 @@ def run(args: argparse.Namespace) -> int:
     from segkit.data.convert import convert_labelme, convert_masks
 
     if args.format == "masks":
-        options = {item: getattr(args, item) for item in ("images", "masks", "roi_masks", "fit_masks", "colors")}
         result = convert_masks(
             args.src,
             args.out,
             overwrite=args.overwrite,
-            split=args.split,
             classes=args.classes,
             ignore_index=args.ignore_index,
-            label_map=args.label_map,
-            **options,
+            **data_options(args),
         )
     else:
         result = convert_labelme(

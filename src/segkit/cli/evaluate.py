@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segkit.cli.option_groups import add_data_options, add_prediction_options, prediction_options
+from segkit.cli.option_groups import add_data_options, add_prediction_options, data_options, prediction_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -75,14 +75,8 @@ def run(args: argparse.Namespace) -> int:
         json=args.json,
         report=args.report,
         worst=args.worst,
-        split=args.split,
         val_split=args.val_split,
-        masks=args.masks,
-        images=args.images,
-        roi_masks=args.roi_masks,
-        fit_masks=args.fit_masks,
-        label_map=args.label_map,
-        colors=args.colors,
+        **data_options(args),
         **prediction_options(args),
     )
     print(format_table(metrics))

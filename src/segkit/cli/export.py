@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segkit.cli.option_groups import add_data_options
+from segkit.cli.option_groups import add_data_options, data_options
 from segkit.exporters.options import (  # light: no torch, no onnx
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_MAX_DROP,
@@ -104,13 +104,7 @@ def run(args: argparse.Namespace) -> int:
         push_to_hub=args.push_to_hub,
         quantize=args.quantize,
         calibration=args.calibration,
-        split=args.split,
-        masks=args.masks,
-        images=args.images,
-        roi_masks=args.roi_masks,
-        fit_masks=args.fit_masks,
-        label_map=args.label_map,
-        colors=args.colors,
+        **data_options(args),
         classes=args.classes,
         calibration_images=args.calibration_images,
         max_drop=args.max_drop,

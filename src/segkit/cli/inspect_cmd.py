@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segkit.cli.option_groups import add_data_options
+from segkit.cli.option_groups import add_data_options, data_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,13 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = inspect_dataset(
         args.data,
-        split=args.split,
-        masks=args.masks,
-        images=args.images,
-        roi_masks=args.roi_masks,
-        fit_masks=args.fit_masks,
-        label_map=args.label_map,
-        colors=args.colors,
+        **data_options(args),
         classes=args.classes,
         ignore_index=args.ignore_index,
         sheet=args.sheet,

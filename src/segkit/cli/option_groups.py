@@ -88,3 +88,8 @@ def add_read_option(group: argparse._ActionsContainer, name: str) -> None:
         group.add_argument(flag, action="store_true", help=text)
     else:
         group.add_argument(flag, metavar=item.metadata["metavar"], help=text)
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`add_data_options`, by their library names (``split`` and every read option)."""
+    return {"split": args.split, **{item.name: getattr(args, item.name) for item in fields(ReadOptions)}}
