@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 VALIDATION_SHARE = 0.15  # validation during training takes at most this share of the time (spaced out) ...
 VALIDATION_CAP = 0.05  # ... one validation at most this share of the budget (else it scores an evenly spread subset)
 FINAL_RESERVE = 1.25  # the final validations (EMA and raw weights) are reserved this many times their expected time
+LAST_EPOCH_SHARE = 0.25  # no epoch starts with less time left than this share of the one before
 END_RESERVE = 3.0  # seconds kept free at the end of a budget for the last checkpoint and metrics.json
 
 
@@ -44,6 +45,14 @@ class RunClock:
     final_validations: int = 1
     started: float = field(default_factory=time.monotonic)
 
+    def state(self) -> dict[str, float]:
+        """The times a ``last.pt`` saves (its ``resume["progress"]``), read back by :meth:`restore`."""
+        return {
+            "elapsed": self.elapsed,
+            "last_validation_seconds": self.last_validation_seconds,
+            "loser_seconds": self.loser_seconds,
+        }
+
     def restore(self, progress: dict[str, Any]) -> None:
         """Go on from the times a ``last.pt`` saved (its ``resume["progress"]``)."""
         self.elapsed_before = float(progress["elapsed"])
@@ -59,6 +68,13 @@ class RunClock:
         """When training must stop so that the final validations and checkpoints fit the budget."""
         reserve = FINAL_RESERVE * self.final_validations * self.last_validation_seconds + END_RESERVE
         return float(self.time_budget or math.inf) - reserve
+
+    def no_room_after(self, epoch_seconds: float) -> bool:
+        """Whether, after an epoch of ``epoch_seconds``, too little is left for a quarter of another.
+
+        That epoch is the last: it gets the final validation.
+        """
+        return bool(self.time_budget) and self.elapsed + LAST_EPOCH_SHARE * epoch_seconds > self.time_limit()
 
     def out_of_time(self) -> bool:
         return bool(self.time_budget) and self.elapsed >= self.time_limit()

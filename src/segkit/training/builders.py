@@ -45,6 +45,21 @@ class TrainingData:
     classes_origin: str = ""
     problems: str = ""
 
+    def release_training_images(self) -> None:
+        """Free the decoded training images (not the validation ones): the training dataset keeps its own copies."""
+        if self.train_source is not self.val_source:
+            self.train_source.release(self.train_indices)
+
+    def facts(self, path: str, val_scored: int) -> dict[str, Any]:
+        """What the model card says about the data: its folder, the image counts, where the classes came from."""
+        return {
+            "path": path,
+            "train_images": len(self.train_indices),
+            "val_images": len(self.val_indices),
+            "val_images_scored": val_scored,
+            "classes_from": self.classes_origin,
+        }
+
     def describe(self, train_images: int, binary: bool) -> str:
         """One line: the training and validation images, the classes, the mode."""
         origin = f", from {self.classes_origin}" if self.classes_origin else ""

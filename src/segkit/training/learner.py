@@ -282,6 +282,11 @@ class Learner:
         return images, masks
 
     # ------------------------------------------------------------------- state
+    @property
+    def keeps_resized(self) -> bool:
+        """Whether the training dataset keeps resized copies of its images (so the decoded originals can go)."""
+        return bool(self.train_set.cached) and self.config.preprocess.resize != "crop"
+
     def weights(self, kind: str = "raw") -> nn.Module:
         """The ``raw`` model or its ``ema`` average (the raw model when there is no EMA)."""
         return self.ema.module if kind == "ema" and self.ema is not None else unwrap(self.model)

@@ -458,6 +458,55 @@ def plan_candidates(plan: Any, config: Any) -> tuple[list[RaceCandidate], str]:
     return candidates or as_configured, ""
 
 
+def race_plan(
+    plan: Any,
+    config: Any,
+    first: Learner,
+    *,
+    data: Any,
+    device: torch.device,
+    clock: RunClock,
+    build: Callable[[Any], Learner],
+    stop: Callable[[], str | None],
+) -> tuple[Learner, Measured, list[int] | None]:
+    """The race stage of a run: the plan's candidates race (or the one recipe is measured) on ``clock``'s budget.
+
+    The clock learns what the losers cost, how many final validations the winner needs and
+    what one validation takes; the plan adopts the winner's choices and records the race.
+
+    Returns:
+        The winner's Learner, what was measured of it, and the validation images to score
+        (evenly spread, sized to the budget; ``None`` when validation was not timed).
+    """
+    budget = float(config.time_budget or 0.0)
+    candidates, skip = plan_candidates(plan, config)
+    before = clock.elapsed  # opening, decoding and planning: part of every candidate's schedule
+    race = Race(
+        candidates,
+        build=build,
+        progress=lambda seconds: clock.progress_at(before + seconds),
+        stop=stop,
+        val_source=data.val_source,
+        val_indices=data.val_indices,
+        device=device,
+        budget=budget,
+        first=first,
+        skip=skip,
+    )
+    clock.loser_seconds = race.planned_loser_seconds  # until the race is over: what it plans to spend
+    winner, learner, measured = race.run()
+    clock.final_validations = 2 if learner.ema is not None else 1
+    clock.loser_seconds = race.record.loser_seconds
+    scored = None
+    if measured.validation_seconds_per_pixel is not None:
+        scored, clock.last_validation_seconds = size_validation(
+            data.val_source, data.val_indices, measured.validation_seconds_per_pixel, budget
+        )
+    if plan is not None:
+        plan.adopt(candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
+    return learner, measured, scored
+
+
 def plan_training(config: Any) -> Any:
     """The plan ``segkit train`` would follow for ``config`` (``segkit plan``, ``--plan-only``).
 

@@ -41,6 +41,10 @@ class RunRecord:
     resume_step: int = 0
     partial_epoch: dict[str, float] = field(default_factory=dict)
 
+    def position(self) -> str:
+        """Where training goes on: ``"epoch 3"``, or ``"epoch 3, step 12"`` inside an interrupted epoch."""
+        return f"epoch {self.start_epoch}" + (f", step {self.resume_step}" if self.resume_step else "")
+
     def keep_best(self, epoch: int, metrics: dict[str, Any], weights: str) -> bool:
         """Note a validation; whether it is the best so far (by mIoU)."""
         improved = metrics["mIoU"] is not None and metrics["mIoU"] > self.best_metric

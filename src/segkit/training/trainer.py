@@ -33,7 +33,7 @@ from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint, save_check
 from segkit.config import TrainConfig
 from segkit.errors import SegkitError
 from segkit.files import atomic_write, to_json_safe
-from segkit.training.budget import RunClock, size_validation
+from segkit.training.budget import RunClock
 from segkit.training.builders import TrainingData, check_resumable, data_fingerprint, open_training_data
 from segkit.training.callbacks import Callback, TrainResult
 from segkit.training.distributed import (
@@ -43,12 +43,12 @@ from segkit.training.distributed import (
     training_device,
 )
 from segkit.training.learner import Learner, LossNotFinite, restore_rng_state, rng_state
-from segkit.training.race import Measured, Race, plan_candidates
+from segkit.training.race import Measured, race_plan
 from segkit.training.record import RunRecord
 from segkit.training.run_folder import RunLock, StopSignals, choose_run_folder
 from segkit.training.validation import (
+    SampleChoice,
     ValidationResult,
-    covering_samples,
     never_predicted,
     validate_model,
     validation_row,
@@ -59,8 +59,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# No epoch starts with less time left than this share of the one before.
-LAST_EPOCH_SHARE = 0.25
 # last.pt is written at least this often (seconds), and at every validation.
 LAST_CHECKPOINT_INTERVAL = 30.0
 
@@ -86,6 +84,11 @@ class EpochResult:
     images: int
     seconds: float
     stopped: str | None = None
+
+    def row(self, epoch: int, lr: float) -> dict[str, Any]:
+        """The epoch's ``history`` row (validation columns are added to it)."""
+        rate = self.images / max(self.seconds, 1e-9)
+        return {"epoch": epoch, "train_loss": self.loss, "lr": lr, "seconds": self.seconds, "images_per_second": rate}
 
 
 class Trainer:
@@ -141,8 +144,7 @@ class Trainer:
         logger.info("data: %s", self.data.describe(len(self.learner.train_set), self.learner.binary))
         self.record = RunRecord(config.val_every, list(self.data.val_indices))
         self.stop_signals = StopSignals()
-        self._samples_for: tuple[int, ...] | None = None  # the scored images the sample choice was made for
-        self._samples: list[int] = []
+        self.samples = SampleChoice(self.data.val_source, config.num_samples, self.card.ignore_index)
         self.measured = resumed is not None or not config.time_budget or self.dist.enabled
         if resumed is not None:
             self._restore(resumed)
@@ -163,9 +165,7 @@ class Trainer:
         self.clock.restore(progress)
         self._resume_rng = state["rng"]
         restore_rng_state(state["rng"])
-        record = self.record
-        where = f"epoch {record.start_epoch}" + (f", step {record.resume_step}" if record.resume_step else "")
-        logger.info("resumed from %s at %s", self.config.resume, where)
+        logger.info("resumed from %s at %s", self.config.resume, self.record.position())
 
     # ------------------------------------------------------------ what callbacks read
     @property
@@ -204,33 +204,19 @@ class Trainer:
     # ------------------------------------------------------------------ the race
     def _race(self) -> Measured:
         """Race the plan's candidates (or measure the one recipe); go on with the winner, sized to the budget."""
-        budget = float(self.config.time_budget or 0.0)
-        candidates, skip = plan_candidates(self.plan, self.config)
-        before = self.elapsed  # opening, decoding and planning: part of every candidate's schedule
-        race = Race(
-            candidates,
-            build=self._build_learner,
-            progress=lambda seconds: self.clock.progress_at(before + seconds),
-            stop=lambda: self.stop_signals.received,
-            val_source=self.data.val_source,
-            val_indices=self.data.val_indices,
+        self.learner, measured, scored = race_plan(
+            self.plan,
+            self.config,
+            self.learner,
+            data=self.data,
             device=self.device,
-            budget=budget,
-            first=self.learner,
-            skip=skip,
+            clock=self.clock,
+            build=self._build_learner,
+            stop=lambda: self.stop_signals.received,
         )
-        self.clock.loser_seconds = race.planned_loser_seconds  # until the race is over: what it plans to spend
-        winner, self.learner, measured = race.run()
-        self.clock.final_validations = 2 if self.learner.ema is not None else 1
-        self.config = self.learner.config
-        self.clock.loser_seconds = race.record.loser_seconds
-        if measured.validation_seconds_per_pixel is not None:
-            self.record.val_indices, self.clock.last_validation_seconds = size_validation(
-                self.data.val_source, self.data.val_indices, measured.validation_seconds_per_pixel, budget
-            )
-        if self.plan is not None:
-            self.plan.adopt(candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
-        self.measured = True
+        self.config, self.measured = self.learner.config, True
+        if scored is not None:
+            self.record.val_indices = scored
         return measured
 
     def _announce(self, measured: Measured) -> None:
@@ -245,11 +231,10 @@ class Trainer:
         if self.plan is not None:
             self.plan.epochs = epochs
         validation = self.clock.last_validation_seconds
+        timed = f", validation {validation:.1f}s on {len(self.record.val_indices)} images" if validation else ""
+        rate = measured.images_per_second
         logger.info(
-            "expected: ~%d epochs in the budget (measured on this data: %.1f training images/s%s)",
-            epochs,
-            measured.images_per_second,
-            f", validation {validation:.1f}s on {len(self.record.val_indices)} images" if validation else "",
+            "expected: ~%d epochs in the budget (measured on this data: %.1f training images/s%s)", epochs, rate, timed
         )
 
     # ---------------------------------------------------------------- training
@@ -280,10 +265,8 @@ class Trainer:
         if skip:
             restore_rng_state(self._resume_rng)
         show, total = self._show_progress(), len(self.learner.train_loader)
-        disable = None if show is None else not show
-        bar = tqdm(
-            batches, desc=f"epoch {epoch}", total=total, initial=skip, leave=False, disable=disable, unit="batch"
-        )
+        options = {"total": total, "initial": skip, "leave": False, "disable": None if show is None else not show}
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", **options)
         for images, masks in bar:
             lr = self.learner.lr_at(self._progress())
             try:
@@ -323,47 +306,19 @@ class Trainer:
             device=self.device,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
-            sample_indices=self._sample_indices() if self.dist.is_main else (),
+            sample_indices=self.samples.among(self.record.val_indices) if self.dist.is_main else (),
         )
-
-    def _sample_indices(self) -> list[int]:
-        """The validation images shown as samples: covering every class, chosen once per set of scored images."""
-        scored = tuple(self.record.val_indices)
-        if self._samples_for != scored:
-            count, ignore = self.config.num_samples, self.card.ignore_index
-            self._samples = covering_samples(self.data.val_source, list(scored), count, ignore)
-            self._samples_for = scored
-        return self._samples
 
     # ------------------------------------------------------------- checkpoints
     def checkpoint(self, epoch: int, weights: str = "raw", full: bool = False) -> Checkpoint:
         """A checkpoint of the ``raw`` or ``ema`` weights; ``full`` adds what resuming needs."""
-        data = self.data
         card = replace(self.card)
-        card.training = self.record.summary(
-            epoch,
-            weights,
-            config=self.config.to_dict(),
-            plan=self.plan.to_dict() if self.plan is not None else {},
-            seconds=self.elapsed,
-            data={
-                "path": self.config.data,
-                "train_images": len(data.train_indices),
-                "val_images": len(data.val_indices),
-                "val_images_scored": len(self.record.val_indices),
-                "classes_from": data.classes_origin,
-            },
-        )
+        facts = {"config": self.config.to_dict(), "plan": self.plan.to_dict() if self.plan is not None else {}}
+        data = self.data.facts(self.config.data, len(self.record.val_indices))
+        card.training = self.record.summary(epoch, weights, seconds=self.elapsed, data=data, **facts)
         resume = None
         if full:
-            clock = self.clock
-            progress = {
-                **self.record.progress(epoch),
-                "steps_done": self.learner.steps_done,
-                "elapsed": clock.elapsed,
-                "last_validation_seconds": clock.last_validation_seconds,
-                "loser_seconds": clock.loser_seconds,
-            }
+            progress = {**self.record.progress(epoch), **self.clock.state(), "steps_done": self.learner.steps_done}
             resume = {**self.learner.state_dict(), "rng": rng_state(), "data": {"fingerprint": self.data_fingerprint}}
             resume["progress"] = progress
         return Checkpoint(card, self.learner.weights(weights).state_dict(), resume)
@@ -396,12 +351,8 @@ class Trainer:
             if self.plan is not None:
                 logger.info("%s", self.plan.format())
         measured = None if self.measured else self._race()
-        if (
-            self.learner.train_set.cached
-            and self.config.preprocess.resize != "crop"
-            and self.data.train_source is not self.data.val_source
-        ):
-            self.data.train_source.release(self.data.train_indices)  # kept resized in the dataset now
+        if self.learner.keeps_resized:
+            self.data.release_training_images()
         config = self.config
         if self.dist.is_main:
             text = config.to_yaml()
@@ -419,19 +370,9 @@ class Trainer:
             stop_signal = result.stopped if result.stopped is not None and result.stopped.startswith("SIG") else None
             if stop_signal is not None and self.record.partial_epoch:
                 self._interrupted(epoch, stop_signal)
-            # the last epoch is the one that reaches the time limit, or after which too little is left for
-            # a quarter of another: it gets the final validation
-            out_of_time = result.stopped == "time budget" or (
-                bool(config.time_budget) and self.elapsed + LAST_EPOCH_SHARE * result.seconds > self.clock.time_limit()
-            )
+            out_of_time = result.stopped == "time budget" or self.clock.no_room_after(result.seconds)
             final = out_of_time or epoch == config.max_epochs
-            row: dict[str, Any] = {
-                "epoch": epoch,
-                "train_loss": result.loss,
-                "lr": self.learner.optimizer.param_groups[0]["lr"],
-                "seconds": result.seconds,
-                "images_per_second": result.images / max(result.seconds, 1e-9),
-            }
+            row = result.row(epoch, self.learner.optimizer.param_groups[0]["lr"])
             self.history.append(row)
             validated = self.record.due_for_validation(epoch, final)
             if validated:

@@ -109,6 +109,22 @@ def covering_samples(source: Any, indices: list[int], count: int, ignore_index: 
     return sorted(chosen)
 
 
+class SampleChoice:
+    """The validation images shown as samples (:func:`covering_samples`), chosen once per set of scored images."""
+
+    def __init__(self, source: Any, count: int, ignore_index: int) -> None:
+        self.source, self.count, self.ignore_index = source, count, ignore_index
+        self.scored: tuple[int, ...] | None = None
+        self.chosen: list[int] = []
+
+    def among(self, scored: list[int]) -> list[int]:
+        """The sample images among the validation images ``scored``."""
+        if self.scored != tuple(scored):
+            self.chosen = covering_samples(self.source, list(scored), self.count, self.ignore_index)
+            self.scored = tuple(scored)
+        return self.chosen
+
+
 def spread(indices: list[int], count: int) -> list[int]:
     """``count`` of ``indices`` evenly spread over them (all of them when ``count`` is not smaller)."""
     if count >= len(indices):
