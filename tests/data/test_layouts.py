@@ -255,3 +255,68 @@ def test_convert_masks_writes_a_fixed_copy(tmp_path: Path, capsys: pytest.Captur
     other = [*argv[:3], str(tmp_path / "other"), *argv[4:]]
     assert main(other) == 2  # without --fit-masks: the scaled masks are named, nothing is written
     assert "--fit-masks" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow
+def test_real_human_segmentation_and_drive_train_and_evaluate_as_published(
+    shared_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's promise: no renaming, no resizing by hand, DRIVE scored inside its field of view."""
+    people = dataset_path(shared_datasets, "human_segmentation")
+    drive = dataset_path(shared_datasets, "drive")
+    tiny = ["--model-kwargs", "base_channels=4,depth=2", "--img-size", "32", "--device", "cpu", "--no-plan"]
+    folders = ["--images", "Training_Images", "--masks", "Ground_Truth", "--fit-masks"]
+    run = tmp_path / "people"
+    assert main(["train", str(people), *folders, *tiny, "--epochs", "1", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run / "best.pt"),
+                str(people),
+                *folders,
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "p.json"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "p.json").read_text())["num_images"] == 58  # the 20 % the run held out
+    train = [
+        "--images",
+        "images/{id}_training.tif",
+        "--masks",
+        "1st_manual/{id}_manual1.gif",
+        "--roi-masks",
+        "mask/{id}_training_mask.gif",
+    ]
+    run = tmp_path / "drive"
+    assert main(["train", str(drive / "training"), *train, *tiny, "--epochs", "1", "--out", str(run)]) == 0
+    test = [
+        "--images",
+        "images/{id}_test.tif",
+        "--masks",
+        "1st_manual/{id}_manual1.gif",
+        "--roi-masks",
+        "mask/{id}_test_mask.gif",
+    ]
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run / "best.pt"),
+                str(drive / "test"),
+                *test,
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "d.json"),
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((tmp_path / "d.json").read_text())
+    # 20 images of 565 x 584: the pixels outside the field of view (about a third) are not scored
+    assert metrics["num_images"] == 20 and metrics["num_pixels"] < 0.8 * 20 * 565 * 584
