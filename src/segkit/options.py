@@ -130,7 +130,13 @@ def _collect(given: dict[str, Any], cls: type, prefix: str, values: dict[str, An
         elif item.metadata.get("cli") and prefix + item.name in given:
             raw = given[prefix + item.name]
             parse = item.metadata.get("parse")
-            values[item.name] = parse(raw) if parse not in (None, bool) else raw
+            try:
+                values[item.name] = parse(raw) if parse not in (None, bool) else raw
+            except (ValueError, TypeError) as error:  # as argparse says a bad value: one line, with the usage
+                from segkit.errors import OptionError
+
+                flag = item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+                raise OptionError(f"{flag}: invalid value {raw!r} ({error})") from None
 
 
 def _nested_type(cls: type, name: str) -> type:

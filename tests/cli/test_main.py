@@ -49,3 +49,10 @@ def test_one_command_parser_matches_the_full_one() -> None:
     assert set(alone.pop("commands")) == {"evaluate"}
     assert set(full.pop("commands")) == set(COMMANDS)
     assert alone == full
+
+
+def test_a_bad_number_is_a_usage_error_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path), "--epochs", "abc"])
+    assert exit_info.value.code == 2
+    assert "--epochs: invalid value 'abc'" in capsys.readouterr().err
