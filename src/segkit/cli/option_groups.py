@@ -13,54 +13,19 @@ from dataclasses import fields
 from typing import Any
 
 from segkit.data.options import ReadOptions
-from segkit.prediction.options import MAX_TILE_BATCH, PredictionOptions
-
-DEFAULTS = PredictionOptions()
+from segkit.options import add_arguments, collect
+from segkit.prediction.options import PredictionOptions
 
 
 def add_prediction_options(parser: argparse.ArgumentParser) -> None:
-    """How images are predicted: shared by ``segkit predict`` and ``segkit evaluate``, so what is scored is what is shipped."""
-    group = parser.add_argument_group("prediction (as segkit predict)")
-    group.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULTS.batch_size,
-        help=f"images per forward pass (default %(default)s; tile windows: at most {MAX_TILE_BATCH})",
-    )
-    group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
-    group.add_argument(
-        "--threshold", type=float, metavar="T", help="binary checkpoints: foreground probability threshold"
-    )
-    group.add_argument(
-        "--tile",
-        default=DEFAULTS.tile,
-        metavar="N|HxW",
-        help="predict in overlapping N x N (or H x W) windows of original pixels, blended with a Gaussian "
-        "weight; 0 never tiles; default auto: crop checkpoints tile images larger than 4 x img_size",
-    )
-    group.add_argument(
-        "--overlap",
-        type=float,
-        default=DEFAULTS.overlap,
-        help="fraction of a window shared with its neighbour (default %(default)s)",
-    )
-    group.add_argument(
-        "--tta",
-        default=DEFAULTS.tta,
-        metavar="AUG",
-        help="test-time augmentation: none (default), flip, vflip, scale or a combination such as flip+scale",
-    )
-    group.add_argument(
-        "--crf",
-        action="store_true",
-        help="refine the probabilities with a dense CRF on the image colours (DeepLab v1/v2 post-processing; "
-        "needs PyTorch)",
-    )
+    """How images are predicted: shared by ``predict``, ``evaluate`` and ``suggest``, so what is scored is what is
+    shipped. The options are :class:`PredictionOptions`'s fields, with their help."""
+    add_arguments(parser, PredictionOptions)
 
 
 def prediction_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options of :func:`add_prediction_options`, by their :class:`PredictionOptions` names."""
-    return {item.name: getattr(args, item.name) for item in fields(PredictionOptions)}
+    """The prediction options the user gave (parsed), by their :class:`PredictionOptions` names; the rest default."""
+    return collect(args, PredictionOptions)
 
 
 def add_data_options(

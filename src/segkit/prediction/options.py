@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from segkit.errors import OptionError
+from segkit.options import option
 
 if TYPE_CHECKING:
     from segkit.prediction.tta import TTAConfig
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 TileSpec = str | int | tuple[int, int] | None
 # Windows are up to 4x the network input's area: at most 4 per pass keeps a 4096x4096 image under 2 GiB.
 MAX_TILE_BATCH = 4
+GROUP = "prediction (as segkit predict)"  # the help section of these options in every command that takes them
 DEFAULT_ALPHA = 0.5  # opacity of the class colours in overlay images
 
 
@@ -57,6 +59,9 @@ def _is_whole_number(part: Any) -> bool:
 class PredictionOptions:
     """How a checkpoint predicts, in the command line's terms (validated when made).
 
+    Each field is also the command-line option of ``predict``, ``evaluate`` and ``suggest``
+    (declared here once, with its help).
+
     Attributes:
         batch_size: images per forward pass (tile windows: at most 4).
         device: ``auto`` (CUDA, MPS, CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
@@ -73,13 +78,36 @@ class PredictionOptions:
         OptionError: a value out of range.
     """
 
-    batch_size: int = 8
-    device: str = "auto"
-    threshold: float | None = None
-    tile: TileSpec = "auto"
-    overlap: float = 0.25
-    tta: str | TTAConfig = "none"
-    crf: bool = False
+    batch_size: int = option(
+        8, help=f"images per forward pass (tile windows: at most {MAX_TILE_BATCH})", parse=int, metavar="N", group=GROUP
+    )
+    device: str = option("auto", help="auto, cpu, cuda, cuda:1, mps", metavar="DEVICE", group=GROUP)
+    threshold: float | None = option(
+        None, help="binary checkpoints: foreground probability threshold", parse=float, metavar="T", group=GROUP
+    )
+    tile: TileSpec = option(
+        "auto",
+        help="predict in overlapping N x N (or H x W) windows of original pixels, blended with a Gaussian weight; "
+        "0 never tiles; auto: crop checkpoints tile images larger than 4 x img_size",
+        metavar="N|HxW",
+        group=GROUP,
+    )
+    overlap: float = option(
+        0.25, help="fraction of a window shared with its neighbour", parse=float, metavar="F", group=GROUP
+    )
+    tta: str | TTAConfig = option(
+        "none",
+        help="test-time augmentation: none, flip, vflip, scale or a combination such as flip+scale",
+        metavar="AUG",
+        group=GROUP,
+    )
+    crf: bool = option(
+        False,
+        help="refine the probabilities with a dense CRF on the image colours (DeepLab v1/v2 post-processing; "
+        "needs PyTorch)",
+        parse=bool,
+        group=GROUP,
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
