@@ -549,7 +549,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
     from segkit.files import atomic_write
 
     state = checkpoint.to_dict()
-    atomic_write(path, lambda temp: torch.save(state, temp))
+    atomic_write(path, lambda temp: torch.save(state, temp), durable=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:

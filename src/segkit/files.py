@@ -58,8 +58,12 @@ def writing(path: str | Path) -> Iterator[None]:
         raise SegkitError(path, f"cannot write ({reason})") from None
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
-    """Write a file through ``write(temp_path)``, flush it to disk, then rename it into place.
+def atomic_write(path: str | Path, write: Callable[[Path], Any], durable: bool = False) -> None:
+    """Write a file through ``write(temp_path)`` then rename it into place.
+
+    ``durable`` (checkpoints): the bytes are flushed to disk before the rename and the rename
+    itself after it, so a power cut leaves the old file or the new one, never an empty one.
+    Other files skip the two ``fsync`` calls: a folder of masks would pay them per file.
 
     Raises:
         SegkitError: ``path`` is a folder, or the disk refused the write; the old file is untouched.
@@ -74,9 +78,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
         try:
             write(Path(temp))
             os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates files private to the user
-            _sync(Path(temp))  # the bytes reach the disk before the name points at them
+            if durable:
+                _sync(Path(temp))  # the bytes reach the disk before the name points at them
             os.replace(temp, path)
-            _sync(path.parent)  # and the rename itself survives a power cut
+            if durable:
+                _sync(path.parent)  # and the rename itself survives a power cut
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise

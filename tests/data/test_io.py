@@ -209,3 +209,21 @@ def test_a_killed_process_leaves_a_folder_the_next_run_removes(tmp_path: Path) -
     assert len(left) == 1 and left[0].startswith(".segkit-convert-")
     make_staging_dir(tmp_path / "out", ".segkit-convert-")
     assert left[0] not in [p.name for p in tmp_path.iterdir()]
+
+
+def test_checkpoints_reach_the_disk_before_and_after_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints are written durably (fsync of the file, then of its folder); other files skip the cost."""
+    from conftest import tiny_checkpoint
+
+    from segkit.checkpoint import save_checkpoint
+    from segkit.files import atomic_write
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda handle: (synced.append(handle), real(handle))[1])
+    atomic_write(tmp_path / "mask.txt", lambda temp: temp.write_text("x"))
+    assert synced == []
+    save_checkpoint(tiny_checkpoint(), tmp_path / "best.pt")
+    assert len(synced) == 2 and (tmp_path / "best.pt").stat().st_size > 0

@@ -162,19 +162,16 @@ def test_folders_report_reads_every_class_list_form(
         assert colour in html.lower()
 
 
-def test_evaluate_checkpoint_report(tmp_path: Path) -> None:
-    data = make_dataset(tmp_path / "data")
+def evaluate_with_report(tmp_path: Path) -> Path:
+    """``segkit evaluate best.pt data/ --report report.html`` on a fresh dataset; the report's path."""
     report = tmp_path / "report.html"
-    argv = [
-        "evaluate",
-        str(checkpoint_file(tmp_path / "best.pt")),
-        str(data),
-        "--device",
-        "cpu",
-        "--report",
-        str(report),
-    ]
-    assert main(argv) == 0
+    argv = ["evaluate", str(checkpoint_file(tmp_path / "best.pt")), str(make_dataset(tmp_path / "data"))]
+    assert main([*argv, "--device", "cpu", "--report", str(report)]) == 0
+    return report
+
+
+def test_evaluate_checkpoint_report(tmp_path: Path) -> None:
+    report = evaluate_with_report(tmp_path)
     html = report.read_text(encoding="utf-8")
     assert 'id="model"' in html and "unet (base_channels=4, depth=2)" in html
     assert 'id="curves"' in html and "best epoch 3" in html
@@ -280,18 +277,7 @@ def test_report_of_a_run_on_train_and_valid_scores_valid(tmp_path: Path) -> None
 
 
 def test_report_in_chromium(browser, tmp_path: Path) -> None:
-    data = make_dataset(tmp_path / "data")
-    report = tmp_path / "report.html"
-    argv = [
-        "evaluate",
-        str(checkpoint_file(tmp_path / "best.pt")),
-        str(data),
-        "--device",
-        "cpu",
-        "--report",
-        str(report),
-    ]
-    assert main(argv) == 0
+    report = evaluate_with_report(tmp_path)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

@@ -8,32 +8,11 @@ from pathlib import Path
 import pytest
 
 from segkit.cli import main
-from training.conftest import TINY_MODEL
+from training.test_distributed import train_command
 
 
 def train_once(data: Path, out: Path) -> Path:
-    kwargs = ",".join(f"{key}={value}" for key, value in TINY_MODEL.items())
-    argv = [
-        "train",
-        str(data),
-        "--out",
-        str(out),
-        "--model",
-        "unet",
-        "--model-kwargs",
-        kwargs,
-        "--img-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--device",
-        "cpu",
-        "--val-split",
-        "0.25",
-    ]
-    assert main(argv) == 0
+    assert main([*train_command(data, out), "--epochs", "1"]) == 0
     return out / "last.pt"
 
 

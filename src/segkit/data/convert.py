@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 JPEG_QUALITY = 95
-PREDICTED_LABELS = "labels.txt"  # labelme's class list, as segkit predict --format labelme writes it
 STAGING_PREFIX = ".segkit-convert-"  # the hidden folder OUT is built in (stale ones are removed on the next run)
 
 
@@ -147,12 +146,11 @@ def convert_labelme(
         raise SegkitError(src, "no labelme JSON files found")
     _check_output(src, out, overwrite)
     # labelme's own labels.txt (which `segkit predict --format labelme` writes beside its pre-labels)
-    class_file = find_class_file(src, search_parent=False, names=(PREDICTED_LABELS,)) if classes is None else None
+    class_file = find_class_file(src, search_parent=False, names=(labelme.LABELS_FILE,)) if classes is None else None
     listed = read_class_list(classes) if classes is not None else read_class_file(class_file) if class_file else None
     given = None if listed is None else with_background_first(listed)
     rules = None if label_map is None else read_label_map(label_map)
-    temp = make_staging_dir(out, prefix=STAGING_PREFIX)
-    try:
+    with _built_into(out) as temp:
         with _captured_warnings() as messages:
             converted = [item for item in (_write_image(path, temp, rules) for path in files) if item is not None]
             if not converted:
@@ -184,14 +182,6 @@ def convert_labelme(
                 _write_mask(item, temp, label_to_index, class_names, noviz)
         atomic_write(temp / "class_names.txt", lambda t: t.write_text("\n".join(class_names) + "\n", encoding="utf-8"))
         check_output_path(out, [item.source_image for item in converted if item.source_image], "output folder")
-        with writing(out):
-            _move_into_place(temp, out)
-    except SegkitError as error:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise _as_output_path(error, temp, out) from None
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return ConvertResult(out, class_names, len(converted), messages, given.origin if given else None)
 
 
@@ -235,8 +225,7 @@ def convert_masks(
     src, out = Path(src), Path(out)
     _check_output(src, out, overwrite)
     source = usable(open_source(src, split=split, classes=classes, ignore_index=ignore_index, **read_options))
-    temp = make_staging_dir(out, prefix=STAGING_PREFIX)
-    try:
+    with _built_into(out) as temp:
         for index, ref in enumerate(source.samples):
             sample = source.load(index)
             image = Path(ref.image) if ref.image is not None else None
@@ -249,6 +238,19 @@ def convert_masks(
             write_mask(temp / "masks" / f"{ref.name}.png", sample.mask, PALETTE)
         names = "\n".join(source.classes) + "\n"
         atomic_write(temp / "class_names.txt", lambda t: t.write_text(names, encoding="utf-8"))
+    return ConvertResult(out, list(source.classes), len(source.samples), [], source.classes_origin)
+
+
+@contextmanager
+def _built_into(out: Path) -> Iterator[Path]:
+    """A hidden folder beside ``out`` to build the dataset in, renamed to ``out`` when the block succeeds.
+
+    On any error it is removed (``out`` untouched), and an error about a file being built names
+    it where it was going.
+    """
+    temp = make_staging_dir(out, prefix=STAGING_PREFIX)
+    try:
+        yield temp
         with writing(out):
             _move_into_place(temp, out)
     except SegkitError as error:
@@ -257,7 +259,6 @@ def convert_masks(
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return ConvertResult(out, list(source.classes), len(source.samples), [], source.classes_origin)
 
 
 def _as_output_path(error: SegkitError, temp: Path, out: Path) -> SegkitError:

@@ -28,6 +28,7 @@ from segkit.errors import SegkitError
 logger = logging.getLogger(__name__)
 
 # labelme's shape_to_mask defaults: stroke width of lines, radius of points.
+LABELS_FILE = "labels.txt"  # labelme's class list: __ignore__, then the classes in index order
 LINE_WIDTH = 10
 POINT_SIZE = 5
 

@@ -338,28 +338,39 @@ def show_masks(
         >>> import segkit
         >>> segkit.show(["data/masks/a.png"], overlay="data/images", out="previews/")
     """
-    from segkit.data.classes import background_index, default_palette, find_class_file, read_class_file
     from segkit.data.colors import load_color_table
 
     if not 0.0 <= alpha <= 1.0:
         raise OptionError(f"--alpha must be between 0 and 1, not {alpha}")
+    given = load_color_table(colors) if colors is not None else None
+    colouring: dict[Path, tuple[ColorTable | None, np.ndarray | None, int | None]] = {}
     written: list[Path] = []
     for mask in [masks] if isinstance(masks, (str, Path)) else masks:
         mask_path = Path(mask)
-        table = load_color_table(colors) if colors is not None else None
-        class_file = find_class_file(mask_path.parent, search_parent=True) if table is None else None
-        listed = read_class_file(class_file) if class_file is not None else None
-        if table is None and listed is not None:
-            table = listed.color_table
-        names = table.class_names() if table is not None else listed.names if listed is not None else None
-        palette = None
-        if names:
-            colours = table.class_colors(len(names)) if table is not None else None
-            palette = np.asarray(colours, dtype=np.uint8) if colours is not None else default_palette(names)
-        background = background_index(names) if names else 0
+        if mask_path.parent not in colouring:  # the dataset's class list is read once per folder
+            colouring[mask_path.parent] = _colouring(mask_path.parent, given)
+        table, palette, background = colouring[mask_path.parent]
         written += write_previews(mask_path, out_dir=out, image=overlay, alpha=alpha, color_table=table,
                                   palette=palette, background=background)  # fmt: skip
     return written
+
+
+def _colouring(folder: Path, table: ColorTable | None) -> tuple[ColorTable | None, np.ndarray | None, int | None]:
+    """``(colour table, palette, background class)`` of the masks in ``folder``: ``table``, else the class file
+    beside the folder (its colour table or :func:`~segkit.data.classes.default_palette` of its names), else VOC's."""
+    from segkit.data.classes import background_index, default_palette, find_class_file, read_class_file
+
+    listed = None
+    if table is None:
+        class_file = find_class_file(folder, search_parent=True)
+        listed = read_class_file(class_file) if class_file is not None else None
+        table = listed.color_table if listed is not None else None
+    names = table.class_names() if table is not None else listed.names if listed is not None else None
+    if not names:
+        return table, None, 0
+    colours = table.class_colors(len(names)) if table is not None else None
+    palette = np.asarray(colours, dtype=np.uint8) if colours is not None else default_palette(names)
+    return table, palette, background_index(names)
 
 
 def write_previews(

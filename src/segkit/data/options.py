@@ -95,3 +95,8 @@ class ReadOptions:
     label_map: str | None = label_map_option()
     fit_masks: bool = fit_masks_option()
     colors: str | None = colors_option()
+
+
+# Keywords of :func:`segkit.data.sources.open_source` that say how a labelled folder is read (the command
+# line's read options and ``--classes``): functions that pass them on take them as ``**read``.
+READ_KEYWORDS = ("images", "masks", "roi_masks", "label_map", "fit_masks", "colors", "classes")

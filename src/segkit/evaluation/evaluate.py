@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from segkit.data.options import READ_KEYWORDS
 from segkit.errors import OptionError, SegkitError
 from segkit.evaluation.per_image import ImageCallback, ImageResult, PerImageScores
 from segkit.files import check_output_path
@@ -103,7 +104,7 @@ def evaluate(
         "colors": colors,
         "images": images,
         "roi_masks": roi_masks,
-        "fit_masks": fit_masks or None,
+        "fit_masks": fit_masks,
         "label_map": label_map,
     }
     _check_form(checkpoint, data, pred, true, num_classes, data_options, prediction)
@@ -171,7 +172,7 @@ def _check_form(
     if checkpoint_form and num_classes is not None:
         raise OptionError("--num-classes only applies with --pred/--true (a checkpoint knows its classes)")
     defaults = PredictionOptions()
-    given = [name for name, value in data_options.items() if value is not None]
+    given = [name for name, value in data_options.items() if value is not None and value is not False]
     given += [
         name
         for name in CHECKPOINT_PREDICTION_OPTIONS
@@ -183,47 +184,22 @@ def _check_form(
         )
 
 
-def open_evaluation_source(
-    data: str | Path,
-    split: str | None = None,
-    ignore_index: int = 255,
-    *,
-    masks: str | None = None,
-    colors: str | Path | None = None,
-    classes: Any = None,
-    images: str | None = None,
-    roi_masks: str | None = None,
-    fit_masks: bool | None = None,
-    label_map: str | Path | None = None,
-) -> Any:
+def open_evaluation_source(data: str | Path, split: str | None = None, ignore_index: int = 255, **read: Any) -> Any:
     """Open ``data`` as ``segkit train`` does; with splits and no ``split`` given, the validation split.
 
     The splits are listed from the folder names first, so only the split evaluated is
-    read; when there is no validation split, the test split, else the default one.
-    ``masks``, ``colors``, ``classes``, ``images``, ``roi_masks`` and ``fit_masks`` are
-    :func:`segkit.data.sources.open_source`'s.
+    read; when there is no validation split, the test split, else the default one. ``read``:
+    :func:`segkit.data.sources.open_source`'s ``masks``, ``colors``, ``classes``, ``images``,
+    ``roi_masks``, ``fit_masks``, ``label_map``. Every unusable file is named at once.
     """
     from segkit.data.sources import list_splits, open_source, split_roles, usable
 
     if split is None and Path(data).is_dir():  # else open_source says what is wrong with it
-        splits = list_splits(data, masks, images)
+        splits = list_splits(data, read.get("masks"), read.get("images"))
         split = split_roles(splits).evaluation
         if splits and split is None:
             logger.warning("%s has no validation or test split; evaluating on its default split", data)
-    return usable(
-        open_source(
-            data,
-            split=split,
-            masks=masks,
-            colors=colors,
-            classes=classes,
-            ignore_index=ignore_index,
-            images=images,
-            roi_masks=roi_masks,
-            fit_masks=bool(fit_masks),
-            label_map=label_map,
-        )
-    )
+    return usable(open_source(data, split=split, ignore_index=ignore_index, **read))
 
 
 def held_out_by_the_run(card: Any, data: Path, source: Any) -> float | None:
@@ -330,13 +306,6 @@ def evaluate_checkpoint(
     ignore_index: int | None = None,
     split: str | None = None,
     val_split: float | None = None,
-    masks: str | None = None,
-    colors: str | Path | None = None,
-    classes: Any = None,
-    images: str | None = None,
-    roi_masks: str | None = None,
-    fit_masks: bool | None = None,
-    label_map: str | Path | None = None,
     on_image: ImageCallback | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -353,15 +322,13 @@ def evaluate_checkpoint(
             :func:`segkit.data.sources.split_roles`).
         val_split: evaluate only the images ``segkit train --val-split`` held out
             (the same deterministic split by name).
-        masks: mask folder name beside ``images/`` (e.g. ``masks_rgb``) or ``{id}`` pattern, as ``segkit train --masks``.
-        colors: colour table of RGB colour-coded masks, as ``segkit train --colors``.
-        images, roi_masks, fit_masks: as ``segkit train --images``, ``--roi-masks``, ``--fit-masks``.
-        classes: class names (list, ``"a,b,c"`` or a file), as ``segkit train --classes``.
         on_image: called with each image's :class:`~segkit.evaluation.per_image.ImageResult`
             (its confusion matrix and pixels), e.g. a
             :class:`~segkit.evaluation.per_image.PerImageScores`.
-        **options: prediction options, as ``segkit predict``'s (``tiling``, ``tta``, ``crf``,
-            ``threshold``, ``batch_size``; see :class:`~segkit.prediction.predictor.Predictor`).
+        **options: how ``data`` is read, as ``segkit train`` reads it (``masks``, ``colors``,
+            ``classes``, ``images``, ``roi_masks``, ``fit_masks``, ``label_map``), and the prediction
+            options, as ``segkit predict``'s (``tiling``, ``tta``, ``crf``, ``threshold``,
+            ``batch_size``; see :class:`~segkit.prediction.predictor.Predictor`).
 
     Returns:
         The metrics dict of :meth:`segkit.evaluation.confusion.ConfusionMatrix.compute`,
@@ -372,24 +339,11 @@ def evaluate_checkpoint(
     """
     from segkit.prediction.predictor import Predictor
 
+    read = {name: options.pop(name) for name in READ_KEYWORDS if name in options}
     predictor = Predictor.from_checkpoint(checkpoint, device=device, **options)
     ignore = predictor.ignore_index if ignore_index is None else ignore_index
     name = data if isinstance(data, (str, Path)) else None
-    if name is not None:
-        source = open_evaluation_source(
-            data,
-            split,
-            ignore,
-            masks=masks,
-            colors=colors,
-            classes=classes,
-            images=images,
-            roi_masks=roi_masks,
-            fit_masks=fit_masks,
-            label_map=label_map,
-        )
-    else:
-        source = data
+    source: Any = open_evaluation_source(data, split, ignore, **read) if name is not None else data
     if val_split is None and split is None and name is not None:
         val_split = held_out_by_the_run(predictor.card, Path(name), source)
     indices = None

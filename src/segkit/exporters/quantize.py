@@ -159,18 +159,12 @@ def quantize_onnx(
     data: str | Path,
     *,
     split: str | None = None,
-    masks: str | None = None,
-    colors: str | Path | None = None,
-    classes: Any = None,
-    images: str | None = None,
-    roi_masks: str | None = None,
-    fit_masks: bool = False,
-    label_map: str | Path | None = None,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     max_drop: float = DEFAULT_MAX_DROP,
     force: bool = False,
     overwrite: bool = False,
     export_options: dict[str, Any] | None = None,
+    **read: Any,
 ) -> QuantizationResult:
     """Quantize a model to int8, calibrated and checked on ``data``.
 
@@ -180,12 +174,14 @@ def quantize_onnx(
         out: the int8 ``.onnx`` file to write.
         data: dataset folder with masks (any layout ``segkit train`` reads): its images
             calibrate the activation ranges and score both models.
-        split, masks, colors, classes, images, roi_masks, fit_masks: how to read ``data``, as ``segkit evaluate``.
+        split: the split of ``data`` (default: as ``segkit evaluate`` chooses it).
         calibration_images: images (evenly spaced by name) used for calibration.
         max_drop: largest accepted fp32 - int8 mIoU difference.
         force: keep a model whose mIoU dropped more (with a warning).
         overwrite: replace an existing ``out``.
         export_options: :func:`segkit.exporters.onnx.export_onnx` options for a ``.pt`` checkpoint.
+        **read: how to read ``data``, as ``segkit evaluate`` (``masks``, ``colors``, ``classes``,
+            ``images``, ``roi_masks``, ``fit_masks``, ``label_map``).
 
     Raises:
         SegkitError: missing tools, unreadable model or data, a failed quantization, or an
@@ -206,18 +202,7 @@ def quantize_onnx(
 
     card = OnnxBackend(model, "cpu").card if model.suffix.lower() == ".onnx" else load_checkpoint(model).card
     # the calibration data is read before the (slow) fp32 export: a wrong folder fails at once
-    source = open_evaluation_source(
-        data,
-        split,
-        card.ignore_index,
-        masks=masks,
-        colors=colors,
-        classes=classes,
-        images=images,
-        roi_masks=roi_masks,
-        fit_masks=fit_masks,
-        label_map=label_map,
-    )
+    source = open_evaluation_source(data, split, card.ignore_index, **read)
     with tempfile.TemporaryDirectory(prefix="segkit-quantize-") as work:
         if model.suffix.lower() != ".onnx":
             from segkit.exporters.onnx import export_onnx

@@ -262,8 +262,8 @@ def _write_folder(out: Path, result: SuggestResult, predictor: Any, overwrite: b
     """The picks, their labelme pre-labels, the ranking and the contact sheet, moved into ``out`` when complete."""
     from segkit.data.classes import default_palette
     from segkit.data.io import read_image, write_image
+    from segkit.data.labelme import LABELS_FILE
     from segkit.prediction.labelme_export import (
-        LABELS_FILE,
         LabelmeOptions,
         label_list,
         labelme_document,

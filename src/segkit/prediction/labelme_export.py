@@ -35,7 +35,6 @@ from segkit.files import atomic_write
 
 LABELME_VERSION = "5.5.0"  # the format written (mask shapes need labelme 5.3 or newer)
 JSON_SUFFIX = ".json"
-LABELS_FILE = "labels.txt"
 
 
 @dataclass(frozen=True)

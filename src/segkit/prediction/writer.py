@@ -23,11 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from segkit.data.io import glob_image_files, is_image_file, peek_image, write_image, write_mask
+from segkit.data.labelme import LABELS_FILE
 from segkit.errors import OptionError, SegkitError
 from segkit.files import atomic_write, make_staging_dir
 from segkit.prediction.labelme_export import (
     JSON_SUFFIX,
-    LABELS_FILE,
     LabelmeOptions,
     label_list,
     labelme_document,
