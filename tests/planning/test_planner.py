@@ -133,10 +133,11 @@ def test_thin_objects_and_a_short_budget_race_native_crops_first(tmp_path: Path,
         choices["preprocess.img_size"].value == (256, 224) and "short budget" in choices["preprocess.img_size"].reason
     )
     labels = [candidate.label for candidate in tight.candidates]
-    # from scratch: the narrower U-Net second (twice as fast: native crops for it), the lower learning rate third,
-    # then the other inputs, native crops first (the leader thins the line to 1 px)
-    assert labels[1] == "unet-8, 256px crops at native scale" and labels[2].endswith("lr 0.001")
-    assert labels[3] == "unet-16, 256px crops at native scale"
+    # each challenger changes one axis: the leader shrinks the images, so native crops second; the narrower
+    # U-Net at the leader's input third, the leader at a lower learning rate fourth, then the other inputs
+    assert labels[1] == "unet-16, 256px crops at native scale"
+    assert labels[2] == "unet-8, whole images 224x256" and labels[3] == "unet-16, whole images 224x256, lr 0.001"
+    assert tight.candidates[2].choices == {"model_kwargs": {"base_channels": 8}}
 
 
 def test_whole_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Path, no_weights, fast_probe) -> None:

@@ -13,10 +13,10 @@ from segkit.checkpoint import load_checkpoint
 from segkit.config import TrainConfig
 from segkit.planning import probe
 from segkit.training import race as race_module
-from segkit.training.budget import expected_epochs, subset_within
+from segkit.training.budget import RunClock, expected_epochs, subset_within
 from segkit.training.builders import open_training_data
 from segkit.training.learner import Learner
-from segkit.training.race import RACE_SHARE, Race, RaceCandidate, loser_units, race_size
+from segkit.training.race import RACE_SHARE, Race, RaceCandidate, choose_racers, loser_units, race_plan, race_size
 from segkit.training.trainer import Trainer
 from segkit.training.validation import spread
 from training.conftest import tiny_options
@@ -31,6 +31,66 @@ def test_successive_halving_spends_at_most_a_quarter_of_the_budget_on_losers() -
     assert count == 3 and first >= race_module.MIN_SLICE["cpu"]
     assert race_size(5, 90.0, "cpu")[0] == 1 and "too short to race" in race_size(5, 90.0, "cpu")[2]
     assert race_size(1, 900.0, "cpu")[0] == 1 and "one candidate" in race_size(1, 900.0, "cpu")[2]
+
+
+def test_every_racer_gets_enough_steps_or_fewer_race() -> None:
+    def racer(label: str, steps_per_second: float) -> RaceCandidate:
+        return RaceCandidate(label, None, {}, steps_per_second)
+
+    minimum = race_module.MIN_STEPS
+    four = race_module.first_slice(4, 600.0)
+    quick = [
+        racer("leader", 2 * minimum / four),
+        racer("b", 1.0e3),
+        racer("slow", 1e-3),
+        racer("c", 1e3),
+        racer("d", 1e3),
+    ]
+    chosen, first, why = choose_racers(quick, 600.0, "cpu")
+    assert [c.label for c in chosen] == ["leader", "b", "c", "d"] and first == four and not why  # "slow" passed over
+    # a leader too slow for four candidates' slices: three race, each longer
+    chosen, first, why = choose_racers([racer("leader", 0.9 * minimum / four), *quick[1:]], 600.0, "cpu")
+    assert len(chosen) == 3 and first == race_module.first_slice(3, 600.0) > four and not why
+    # nobody's first slice gives the leader its steps: no race, and why
+    chosen, first, why = choose_racers([racer("leader", 1e-3), *quick[1:]], 600.0, "cpu")
+    assert [c.label for c in chosen] == ["leader"] and first == 0.0 and f"under {minimum} steps" in why
+
+
+def test_the_plan_adopts_the_winner_even_when_a_candidate_before_it_was_passed_over(
+    shapes_dataset: Path, tmp_path: Path, quick_race: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segkit.planning.planner import make_plan
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(race_module, "MIN_STEPS", 1)
+    config = TrainConfig.from_options(
+        {"data": str(shapes_dataset), "device": "cpu", "time_budget": 12, "model_kwargs": {"base_channels": 4}}
+    )
+    data = open_training_data(config)
+    device = torch.device("cpu")
+    plan = make_plan(config, data, device)
+    assert len(plan.candidates) >= 3
+    plan.candidates[1].steps_per_second = 1e-9  # far too slow: passed over
+    plan.candidates = plan.candidates[:3]
+    config = plan.apply(config)
+    scores = iter([0.1, 0.9])  # the third candidate scores best
+
+    monkeypatch.setattr(Race, "_score", lambda self, index, learner: next(scores))
+    learner, _, _ = race_plan(
+        plan,
+        config,
+        Learner(config, data, device),
+        data=data,
+        device=device,
+        clock=RunClock(12.0),
+        build=lambda options: Learner(options, data, device),
+        stop=lambda: None,
+    )
+    winner = plan.candidates[2]
+    assert winner.choices and plan.race["entries"][plan.race["winner"]]["label"] == winner.label
+    chosen = {choice.option: choice.value for choice in plan.choices}
+    assert all(chosen[option] == value for option, value in winner.choices.items() if option in chosen)
+    assert plan.apply(config) == learner.config  # the plan's choices are the options the run goes on with
 
 
 def test_validation_subsets_are_spread_and_fit_their_time() -> None:

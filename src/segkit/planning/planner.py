@@ -9,15 +9,16 @@ rules order and prune the candidates, the race on the user's data decides.
 
 - **model**: an encoder pretrained on ImageNet whenever its weights can be had (found in
   the caches, or downloadable), since that is worth more than anything else on small
-  datasets; otherwise segkit's plain U-Net, wider on a GPU. The other one races;
+  datasets; otherwise segkit's plain U-Net, wider on a GPU. The other one races at the
+  leader's input;
 - **inputs**: whole images letterboxed on a ladder of sizes (:data:`LADDER`, from the median
   image up to :data:`WHOLE_IMAGE_LIMIT`), random crops at native (and half) scale predicted
   window by window. The leader is the input with the most pixels that still allows
   :data:`MIN_EPOCHS` epochs without thinning any class (its fingerprint *width*) below
   :data:`MIN_OBJECT_PIXELS`; the others race;
 - **batch size** from the input size (and the GPU's memory), **precision** by measured
-  speed (bf16 where the CPU or GPU has it), the **learning rate** (a lower one races last)
-  and the **loss**. The expected number of epochs is measured later, on the real path.
+  speed (bf16 where the CPU or GPU has it), the **learning rate** (the leader at a lower one
+  races too) and the **loss**. Each challenger in the race changes one axis of the leader. The expected number of epochs is measured later, on the real path.
 
 Every choice comes with a one-line reason; the plan is printed and saved as ``plan.json``.
 """
@@ -229,6 +230,7 @@ class _Planner:
         self.measurements: list[Measurement] = []
         self.candidates: list[Candidate] = []
         self.alternative: dict[str, Any] = {}  # the other network the race tries: its options
+        self.lr_place = 2  # where the leader at a lower learning rate races (after the one-axis challengers)
 
     def choose(self, option: str, value: Any, reason: str) -> Any:
         """Record a choice unless the user set the option; return the value in force."""
@@ -454,16 +456,21 @@ class _Planner:
     def race_candidates(
         self, options: list[InputOption], leader: InputOption, measured: Measurement, spec: ModelSpec
     ) -> None:
-        """The leader, then the other inputs (nearest in pixels first; native crops first when the leader
-        thins a class below :data:`MIN_OBJECT_PIXELS`), the other network second or fourth
-        (:meth:`other_network`); the leader at a lower learning rate comes third (:meth:`optimisation`)."""
+        """The leader, then challengers that each change one axis of it.
+
+        When the leader shrinks the images, native crops (the input axis) challenge it second:
+        a short race favours whatever learns the coarse layout fastest, so crops that lead
+        early are a strong signal, and they keep every thin structure. Otherwise the other
+        network at the leader's input comes second from scratch (:meth:`other_network`,
+        fourth beside a pretrained encoder); the leader at a lower learning rate comes third
+        (:meth:`optimisation`); then the other inputs, nearest in pixels first.
+        """
         network = self.network_label()
-        thin_leader, thin_name = self.thinnest(leader)
-        crops_first = thin_leader is not None and thin_leader < MIN_OBJECT_PIXELS
+        shrinks = leader.resize == "letterbox" and leader.scale < 1.0
 
         def order(option: InputOption) -> tuple[bool, float]:
             native_crop = option.resize == "crop" and option.scale == 1.0
-            return (not (crops_first and native_crop), abs(math.log(option.pixels / leader.pixels)))
+            return (not (shrinks and native_crop), abs(math.log(option.pixels / leader.pixels)))
 
         def epochs_text(option: InputOption) -> str:
             return f"first guess ~{self.epochs_at(measured, option):.0f} epochs" if self.seconds_left else ""
@@ -497,36 +504,33 @@ class _Planner:
             )
         network_set = any(self.config.is_set(name) for name in ("model", "model_kwargs", "pretrained", "encoder"))
         if self.alternative and not network_set:
-            self.candidates.insert(*self.other_network(options, leader, spec))
+            place = 3 if self.value("pretrained") else (2 if shrinks and len(self.candidates) > 1 else 1)
+            self.candidates.insert(place, self.other_network(leader))
+            self.lr_place = 3 if place == 2 else 2
 
-    def other_network(self, options: list[InputOption], leader: InputOption, spec: ModelSpec) -> tuple[int, Candidate]:
-        """The other network at the input the same rule gives it (its own measured speed), and its place in the race.
+    def other_network(self, leader: InputOption) -> Candidate:
+        """The other network at the leader's input and batch (one axis changed), with its own measured speed.
 
-        From scratch the narrower U-Net races second: on a CPU it often buys the epochs or the
-        resolution the wider one cannot (thin structures); beside a pretrained encoder, the U-Net
-        from scratch races fourth.
+        From scratch the narrower U-Net: on a CPU it trains about twice the steps of the wider
+        one; beside a pretrained encoder, segkit's U-Net from scratch.
         """
         alternative = {k: v for k, v in self.alternative.items() if k != "label"}
         other = ModelSpec(
-            str(alternative.get("model", spec.name)), 1, 3, dict(alternative.get("model_kwargs", spec.kwargs))
+            str(alternative.get("model", self.value("model"))),
+            1,
+            3,
+            dict(alternative.get("model_kwargs", self.value("model_kwargs"))),
         )
-        batch, _ = self.batch_for(other, options[0].size)
-        measured = self._measure(other, options[0].size, batch, self.value("precision"))
-        option, _ = self.leading_input(options, measured)
-        choices = {**alternative, **(option.choices() if option != leader else {})}
-        batch, _ = self.batch_for(other, option.size)
-        if option != leader and not self.config.is_set("batch_size"):
-            choices["batch_size"] = batch
-        rate = measured.images_per_second * measured.size[0] * measured.size[1] / option.pixels / batch
-        candidate = Candidate(
-            f"{self.alternative['label']}, {option.label}",
-            choices,
-            f"the other network, at the input the rule gives it ({self.epochs_at(measured, option):.0f} epochs first guess)"
+        batch = self.value("batch_size")
+        measured = self._measure(other, leader.size, batch, self.value("precision"))
+        return Candidate(
+            f"{self.alternative['label']}, {leader.label}",
+            alternative,
+            f"the other network at the leader's input ({self.epochs_at(measured, leader):.0f} epochs first guess)"
             if self.seconds_left
-            else "the other network",
-            rate,
+            else "the other network at the leader's input",
+            measured.images_per_second * measured.size[0] * measured.size[1] / leader.pixels / batch,
         )
-        return (3 if self.value("pretrained") else 1), candidate
 
     def workers(self) -> None:
         """DataLoader workers: augmentation in parallel on a GPU machine; none where they compete for the CPU."""
@@ -554,7 +558,7 @@ class _Planner:
         if not self.config.is_set("lr") and self.candidates:
             lower = self.value("lr") * LR_ALTERNATIVE
             self.candidates.insert(
-                min(2, len(self.candidates)),
+                min(self.lr_place, len(self.candidates)),
                 Candidate(
                     f"{self.candidates[0].label}, lr {lower:g}",
                     {"lr": lower},

@@ -41,7 +41,7 @@ RACE_CAP = 0.25  # ... and never more than this (a slow scoring or build is take
 MIN_RACE_BUDGET = 120.0  # seconds: a shorter budget is not raced
 MIN_SLICE = {"cpu": 15.0, "gpu": 8.0}  # training seconds of a candidate's first slice, at least
 MAX_CANDIDATES = 4
-MIN_STEPS = 15  # a candidate expected to take fewer optimiser steps in its first slice does not race
+MIN_STEPS = 30  # optimiser steps every racer is expected to take in its first slice (else fewer race)
 CLEAR_MARGIN = 0.05  # a candidate this far behind the best score after a rung stops, whatever its rank
 TIE_MARGIN, TIE_EPOCHS = 0.03, 1.5  # a final score this close: the candidate with 1.5x the epochs wins
 RACE_VALIDATION_SHARE = 0.1  # scoring a candidate takes about this share of its first slice
@@ -125,6 +125,12 @@ def loser_units(count: int) -> int:
     return units
 
 
+def first_slice(count: int, budget: float) -> float:
+    """Training seconds of each candidate's first rung when ``count`` candidates race in ``budget`` seconds."""
+    allowance = RACE_SHARE * budget - (count - 1) * BUILD_SECONDS
+    return allowance / (loser_units(count) * (1 + RACE_VALIDATION_SHARE))
+
+
 def race_size(candidates: int, budget: float, kind: str) -> tuple[int, float, str]:
     """How many candidates race in ``budget`` seconds, the first slice, and why not when it is one.
 
@@ -135,13 +141,31 @@ def race_size(candidates: int, budget: float, kind: str) -> tuple[int, float, st
         return 1, 0.0, "one candidate (the options you set leave nothing to race)"
     if budget < MIN_RACE_BUDGET:
         return 1, 0.0, f"a budget under {MIN_RACE_BUDGET:.0f}s is too short to race"
-    allowance = RACE_SHARE * budget
     for count in range(min(MAX_CANDIDATES, candidates), 1, -1):
-        units = loser_units(count)
-        first = (allowance - (count - 1) * BUILD_SECONDS) / (units * (1 + RACE_VALIDATION_SHARE))
+        first = first_slice(count, budget)
         if first >= MIN_SLICE[kind]:
             return count, first, ""
     return 1, 0.0, f"the budget allows less than {MIN_SLICE[kind]:.0f}s of training per candidate"
+
+
+def choose_racers(
+    candidates: Sequence[RaceCandidate], budget: float, kind: str
+) -> tuple[list[RaceCandidate], float, str]:
+    """The candidates that race, their first slice, and why there is no race (``""``: there is one).
+
+    Every racer, the leader included, is expected to take :data:`MIN_STEPS` optimiser steps in
+    its first slice (scores after a handful of steps say little): when the leader is slower
+    than that, fewer candidates race with longer slices, and when not even two can, the
+    rule-based leader trains without a race. Too slow challengers are passed over.
+    """
+    count, _, why = race_size(len(candidates), budget, kind)
+    while count > 1:
+        first = first_slice(count, budget)
+        fast = [k for k, c in enumerate(candidates) if (c.steps_per_second or math.inf) * first >= MIN_STEPS]
+        if fast[:1] == [0] and len(fast) >= count:
+            return [candidates[k] for k in fast[:count]], first, ""
+        count -= 1
+    return list(candidates[:1]), 0.0, why or f"a first slice would give the leader under {MIN_STEPS} steps"
 
 
 class Race:
@@ -174,18 +198,11 @@ class Race:
         skip: str = "",
     ) -> None:
         self.kind = "gpu" if device.type == "cuda" else "cpu"
-        candidates = list(candidates)
-        while True:  # candidates too slow for a meaningful first slice do not race (the leader always does)
-            self.count, self.slice, skipped = (1, 0.0, skip) if skip else race_size(len(candidates), budget, self.kind)
-            fast = [
-                c
-                for k, c in enumerate(candidates)
-                if k == 0 or (c.steps_per_second or math.inf) * self.slice >= MIN_STEPS
-            ]
-            if len(fast) == len(candidates) or self.count == 1:
-                break
-            candidates = fast
-        self.candidates = candidates[: self.count]
+        if skip:
+            self.candidates, self.slice, skipped = list(candidates[:1]), 0.0, skip
+        else:
+            self.candidates, self.slice, skipped = choose_racers(candidates, budget, self.kind)
+        self.count = len(self.candidates)
         self.build = build
         self.progress = progress
         self.stop = stop
@@ -503,7 +520,7 @@ def race_plan(
             data.val_source, data.val_indices, measured.validation_seconds_per_pixel, budget
         )
     if plan is not None:
-        plan.adopt(candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
+        plan.adopt(race.candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
     return learner, measured, scored
 
 
