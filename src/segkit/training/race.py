@@ -47,6 +47,7 @@ TIE_MARGIN, TIE_EPOCHS = 0.03, 1.5  # a final score this close: the candidate wi
 RACE_VALIDATION_SHARE = 0.1  # scoring a candidate takes about this share of its first slice
 BUILD_SECONDS = 2.0  # assumed per candidate (resizing its training images, building its model) when sizing slices
 PROBE_SECONDS = 6.0  # without a race: training seconds measured before the epoch estimate (at most 5 % of the budget)
+PROBE_STEPS, PROBE_CAP = 4, 0.1  # ... and at least this many steps, unless they take more than this share of it
 
 
 @dataclass
@@ -216,6 +217,7 @@ class Race:
         self.sizes = validation_sizes(val_source, val_indices)
         self.seconds_per_pixel: dict[int, float] = {}
         self.train_seconds: dict[int, float] = {}
+        self.first_step: dict[int, tuple[float, int]] = {}  # seconds and images of each candidate's first step
 
     @property
     def planned_loser_seconds(self) -> float:
@@ -231,7 +233,7 @@ class Race:
         start = time.monotonic()
         if not self.record.raced:
             learner = self._learner(0)
-            self._train(0, learner, min(PROBE_SECONDS, 0.05 * self.budget))
+            self._train(0, learner, min(PROBE_SECONDS, 0.05 * self.budget), PROBE_STEPS, PROBE_CAP * self.budget)
             self._measure_validation(0, learner)
             self._record_rung(0, learner, None)
             self.record.seconds = time.monotonic() - start
@@ -367,16 +369,20 @@ class Race:
         self._entry(index)
         return learner
 
-    def _train(self, index: int, learner: Learner, until: float) -> None:
-        """Train ``learner`` until it has had ``until`` seconds of training (or a stop signal)."""
+    def _train(self, index: int, learner: Learner, until: float, steps: int = 0, longest: float = 0.0) -> None:
+        """Train ``learner`` until it has had ``until`` seconds of training (or a stop signal), and at least
+        ``steps`` steps unless that passes ``longest`` seconds. The first step is timed apart (warm-up)."""
         spent = self.train_seconds.get(index, 0.0)
-        while spent < until and self.stop() is None:
+        taken = 0
+        while (spent < until or (taken < steps and spent < longest)) and self.stop() is None:
             step_start = time.monotonic()
             images, masks = learner.next_batch()
             learner.train_step(images, masks, learner.lr_at(self.progress(learner.seconds)))
             took = time.monotonic() - step_start
             spent += took
             learner.seconds += took
+            taken += 1
+            self.first_step.setdefault(index, (took, len(images)))
         self.train_seconds[index] = spent
 
     def _measure_validation(self, index: int, learner: Learner) -> list[int]:
@@ -453,8 +459,11 @@ class Race:
         return sum(self.sizes[index][0] * self.sizes[index][1] for index in indices)
 
     def _measured(self, index: int, learner: Learner) -> Measured:
-        seconds = self.train_seconds.get(index, 0.0)
-        rate = learner.images_seen / seconds if seconds > 0 else 0.0
+        """Images per second after the first step (kernels chosen, memory allocated, first images decoded)."""
+        seconds, images = self.train_seconds.get(index, 0.0), learner.images_seen
+        if learner.steps_done > 1 and index in self.first_step:
+            seconds, images = seconds - self.first_step[index][0], images - self.first_step[index][1]
+        rate = images / seconds if seconds > 0 else 0.0
         return Measured(rate, self.seconds_per_pixel.get(index))
 
 
