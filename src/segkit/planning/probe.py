@@ -19,8 +19,9 @@ from segkit.checkpoint import ModelSpec
 
 # SEGKIT_CPU_BF16=0: treat the CPU as one without native bfloat16.
 CPU_BF16_VARIABLE = "SEGKIT_CPU_BF16"
-# Timed steps after one warm-up step; the median is kept.
-PROBE_STEPS = 2
+# Timed steps after one warm-up step; the fastest is kept (as timeit does: other work on the machine only ever
+# slows a step down, and the precision choice compares two measurements, so one slow step must not decide it).
+PROBE_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,7 @@ def measure_training(
         if step:
             times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    median = sorted(times)[len(times) // 2]
-    return Measurement(size, batch_size, precision, batch_size / median, peak)
+    return Measurement(size, batch_size, precision, batch_size / min(times), peak)
 
 
 def _synchronize(device: torch.device) -> None:
