@@ -39,6 +39,7 @@ COMMAND_OF = {  # API function -> its command's argv prefix
     "show": ["show"],
     "report": ["report"],
     "suggest": ["suggest"],
+    "audit": ["audit"],
 }
 OUTPUT_ONLY = {"inspect": {"json"}}  # how the command prints: the function returns the report instead
 
@@ -133,35 +134,85 @@ def test_no_function_is_hidden_by_a_sub_package() -> None:
 
 @pytest.mark.parametrize("name", sorted(COMMAND_OF))
 def test_every_command_option_is_a_keyword_with_the_same_default(name: str) -> None:
-    """Parse the command with only its required arguments: each option is the function's keyword, same default."""
-    required = {
-        "convert_labelme": ["src", "out"],
-        "inspect": ["data"],
-        "evaluate": [],
-        "predict": ["model.pt", "a.png", "--out", "o"],
-        "export": ["model.pt", "--out", "o.onnx"],
-        "serve": ["model.pt"],
-        "show": ["m.png"],
-        "report": ["run"],
-        "suggest": ["model.pt", "unlabeled/"],
-    }[name]
-    skipped = {"func", "commands", "command", "verbose", "checkpoint", "inputs", "src", "out", "data", "masks"}
-    skipped |= {"run_dir", "model", "unlabeled"}
-    skipped |= OUTPUT_ONLY.get(name, set()) | (
-        {"format"} if name == "convert_labelme" else set()
-    )  # labelme: the sub-command
-    args = build_parser().parse_args([*COMMAND_OF[name], *required])
-    parameters = pyinspect.signature(getattr(segkit, name)).parameters
-    takes_prediction = any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values())
-    prediction_defaults = {item.name: item.default for item in dataclasses.fields(PredictionOptions)}
-    for option, value in vars(args).items():
-        if option in skipped:
-            continue
-        if option in parameters:
-            default = parameters[option].default
-            assert default == value or isinstance(default, tuple) and list(default) == value, (name, option)
+    """Every option of the command's parser is the function's keyword (or a field of the dataclass it takes as
+    ``**options``), defaulting to what the option declares: its dataclass field's default (the one ``--help``
+    shows) for a generated option, argparse's for one written in ``cli/``."""
+    import argparse
+
+    from segkit.data.options import ConvertLabelmeOptions, ReadOptions, ShowOptions
+    from segkit.evaluation.options import ReportOptions
+    from segkit.exporters.options import ExportOptions
+    from segkit.serving.options import ServeConfig
+
+    def field_default(item: dataclasses.Field) -> Any:
+        return item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+
+    def keyword_defaults(cls: type) -> dict[str, Any]:
+        """What a function taking ``cls``'s fields as ``**options`` accepts, with the defaults; a field holding
+        another options dataclass (``ExportOptions.read``) stands for that class's fields."""
+        defaults: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            default = field_default(item)
+            defaults.update(
+                keyword_defaults(type(default)) if dataclasses.is_dataclass(default) else {item.name: default}
+            )
+        return defaults
+
+    takes_as_options = {  # the dataclass whose fields the function takes as **options
+        "convert_labelme": ConvertLabelmeOptions,
+        "export": ExportOptions,
+        "serve": ServeConfig,
+        "show": ShowOptions,
+        "report": ReportOptions,
+        "predict": PredictionOptions,
+        "evaluate": PredictionOptions,
+        "suggest": PredictionOptions,
+        "audit": PredictionOptions,
+    }
+    modules = ["config", "data.options", "data.transforms", "prediction.options", "evaluation.options"]
+    modules += ["exporters.options", "serving.options", "labelling.options"]
+    declarations = [  # every field declared with segkit.options.option: where the commands' options come from
+        item
+        for module in modules
+        for cls in vars(importlib.import_module(f"segkit.{module}")).values()
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls)
+        for item in dataclasses.fields(cls)
+        if "help" in item.metadata
+    ]
+    parser = build_parser(COMMAND_OF[name][0])
+    for word in COMMAND_OF[name]:  # down to the (sub-)command's own parser
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+    parameters = pyinspect.signature(getattr(segkit, name)).parameters.values()
+    accepted = keyword_defaults(takes_as_options[name]) if any(p.kind is p.VAR_KEYWORD for p in parameters) else {}
+    if name == "audit":  # and how the data is read, as the commands with data options
+        accepted.update(keyword_defaults(ReadOptions))
+    accepted.update({p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY or p.default is not p.empty})
+    checked = 0
+    for action in parser._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue  # positional arguments: the function's own, written in cli/
+        if action.dest in OUTPUT_ONLY.get(name, set()) or action.required:
+            continue  # how the command prints; a required --out is the function's positional argument
+        flag = action.option_strings[0]
+        assert action.dest in accepted, f"segkit.{name} does not take {flag}"
+        if action.default is argparse.SUPPRESS:  # generated: the declaring field's default applies
+            found = [
+                item
+                for item in declarations
+                if flag == (item.metadata["flag"] or "--" + item.name.replace("_", "-"))
+                and (action.help or "").startswith(item.metadata["help"].replace("%", "%%"))
+            ]
+            assert found, f"{flag} of segkit {' '.join(COMMAND_OF[name])} is declared in no options dataclass"
+            declared = field_default(found[0])
         else:
-            assert takes_prediction and prediction_defaults.get(option, object()) == value, (name, option)
+            declared = action.default
+        default = accepted[action.dest]
+        assert default == declared or isinstance(default, tuple) and list(default) == declared, (
+            f"segkit {' '.join(COMMAND_OF[name])} {flag} defaults to {declared!r}, segkit.{name}'s {action.dest} "
+            f"to {default!r}"
+        )
+        checked += 1
+    assert checked >= 3  # every command has options of its own
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ _LIBRARY_FUNCTIONS: dict[str, str] = {
     "serve": "segkit.serving.server:serve_model",
     "show": "segkit.data.masks:show_masks",
     "suggest": "segkit.labelling.suggest:suggest",
+    "audit": "segkit.labelling.audit:audit",
     "report": "segkit.evaluation.run_report:report_run",
     "describe_models": "segkit.models.registry:describe_models",
     "weights": "segkit.models.weights:weights_report",
@@ -50,6 +51,7 @@ _LIBRARY_FUNCTIONS: dict[str, str] = {
 
 __all__ = [
     "__version__",
+    "audit",
     "convert_labelme",
     "convert_masks",
     "describe_models",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
     from segkit.evaluation.evaluate import evaluate as evaluate
     from segkit.evaluation.run_report import report_run as report
     from segkit.exporters.export import export as export
+    from segkit.labelling.audit import audit as audit
     from segkit.labelling.suggest import suggest as suggest
     from segkit.models.registry import describe_models as describe_models
     from segkit.models.weights import weights_report as weights

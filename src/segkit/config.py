@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from segkit.data.options import (
+    classes_option,
     colors_option,
     fit_masks_option,
     images_option,
@@ -31,6 +32,8 @@ from segkit.data.options import (
     masks_option,
     roi_masks_option,
     skip_bad_option,
+    val_split_option,
+    val_split_problem,
 )
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
@@ -130,13 +133,7 @@ class TrainConfig:
         group="data",
         metavar="DATA",
     )
-    val_split: float = option(
-        0.2,
-        help="fraction of the data held out for validation, deterministic by name",
-        parse=float,
-        metavar="F",
-        group="data",
-    )
+    val_split: float = val_split_option(0.2, help="fraction of the data held out for validation, deterministic by name")
     images: str | None = images_option()
     masks: str | None = masks_option()
     roi_masks: str | None = roi_masks_option()
@@ -144,9 +141,7 @@ class TrainConfig:
     skip_bad: bool = skip_bad_option()
     fit_masks: bool = fit_masks_option()
     colors: str | None = colors_option()
-    classes: str | None = option(
-        None, help="class names: a file (txt, json, csv) or a,b,c", group="data", metavar="FILE|a,b"
-    )
+    classes: str | None = classes_option()
     preprocess: PreprocessConfig = nested(PreprocessConfig)
     oversample: float = option(
         0.33,
@@ -348,8 +343,9 @@ class TrainConfig:
         self.logger = parse_loggers(self.logger)
         self.precision = str(self.precision)
         check_choices(self)
-        if not 0.0 <= self.val_split < 1.0:
-            raise SegkitError(None, f"--val-split must be in [0, 1), not {self.val_split}")
+        problem = val_split_problem(self.val_split)
+        if problem:
+            raise SegkitError(None, problem)
         if self.epochs is not None and self.epochs < 1:
             raise SegkitError(None, f"--epochs must be at least 1, not {self.epochs}")
         if self.val_every < 0:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "predict": "predict",
     "suggest": "suggest",
+    "audit": "audit",
     "export": "export",
     "plan": "plan",
     "weights": "weights",
@@ -42,6 +43,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     **dict.fromkeys(("onnx", "onnxscript"), "export"),
     "onnxruntime": "onnx",
     **dict.fromkeys(("fastapi", "uvicorn", "starlette", "multipart", "python_multipart"), "serve"),
+    **dict.fromkeys(("cleanlab", "scipy"), "audit"),
 }
 
 

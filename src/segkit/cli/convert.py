@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from segkit.cli.option_groups import add_data_options, add_read_option, data_options
+from segkit.cli.option_groups import add_data_options, data_options
+from segkit.data.options import ConvertLabelmeOptions, ConvertMasksOptions
+from segkit.options import add_arguments, collect
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,18 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     labelme.add_argument("src", metavar="SRC", help="folder with labelme .json files and their images")
     labelme.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
-    labelme.add_argument(
-        "--classes",
-        "--labels",
-        dest="classes",
-        metavar="FILE|a,b,c",
-        help="class names in index order, as for every command: a file (labels.txt: one per line, __ignore__ "
-        "skipped; JSON; CSV) or a comma list; _background_ is put first when no background is named; "
-        "default: a labels.txt in SRC, else all labels found, sorted, _background_ first",
-    )
-    add_read_option(labelme, "label_map")
-    labelme.add_argument("--noviz", action="store_true", help="do not write visualization/ overlays")
-    labelme.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT once the new one is done")
+    add_arguments(labelme, ConvertLabelmeOptions)
     masks = formats.add_parser(
         "masks",
         help="any dataset segkit reads, as images/ + index masks/ + class_names.txt",
@@ -44,10 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     masks.add_argument("src", metavar="SRC", help="dataset folder")
     masks.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
-    masks.add_argument("--classes", metavar="FILE|a,b,c", help="class names in index order, as segkit train --classes")
-    masks.add_argument("--ignore-index", type=int, default=255, metavar="V", help="mask value of unlabelled pixels")
+    add_arguments(masks, ConvertMasksOptions)
     add_data_options(masks, "data", split_default="the training split")
-    masks.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT once the new one is done")
     parser.set_defaults(func=run)
 
 
@@ -55,22 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from segkit.data.convert import convert_labelme, convert_masks
 
     if args.format == "masks":
-        result = convert_masks(
-            args.src,
-            args.out,
-            overwrite=args.overwrite,
-            classes=args.classes,
-            ignore_index=args.ignore_index,
-            **data_options(args),
-        )
+        result = convert_masks(args.src, args.out, **collect(args, ConvertMasksOptions), **data_options(args))
     else:
-        result = convert_labelme(
-            args.src,
-            args.out,
-            classes=args.classes,
-            noviz=args.noviz,
-            overwrite=args.overwrite,
-            label_map=args.label_map,
-        )
+        result = convert_labelme(args.src, args.out, **collect(args, ConvertLabelmeOptions))
     print(result.format())
     return 0

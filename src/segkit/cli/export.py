@@ -6,14 +6,8 @@ import argparse
 from pathlib import Path
 
 from segkit.cli.option_groups import add_data_options, data_options
-from segkit.exporters.options import (  # light: no torch, no onnx
-    DEFAULT_CALIBRATION_IMAGES,
-    DEFAULT_MAX_DROP,
-    DEFAULT_OPSET,
-    EXPORTERS,
-    FORMATS,
-    QUANTIZE_CHOICES,
-)
+from segkit.exporters.options import QUANTIZE_GROUP, ExportOptions  # light: no torch, no onnx
+from segkit.options import add_arguments, collect
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,60 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="trained checkpoint (.pt), or an fp32 .onnx with --quantize")
-    parser.add_argument("--format", choices=FORMATS, default="onnx", help="export format: onnx (default) or hf")
     parser.add_argument(
         "--out", type=Path, required=True, metavar="FILE|DIR", help="output file (.onnx) or folder (hf)"
     )
-    parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s; below 18 uses torchscript)"
-    )
-    parser.add_argument(
-        "--dynamic",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="free batch, height and width (default); --no-dynamic fixes 1 x 3 x img_size",
-    )
-    parser.add_argument(
-        "--exporter",
-        choices=EXPORTERS,
-        default="auto",
-        help="torch.onnx exporter: dynamo (torch.export), torchscript (legacy tracer) or auto (default: "
-        "dynamo, falling back to torchscript)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    parser.add_argument(
-        "--push-to-hub",
-        metavar="REPO_ID",
-        help="with --format hf: also upload the folder to this Hugging Face Hub repository (needs huggingface_hub "
-        "and a token: HF_TOKEN or `hf auth login`)",
-    )
-    quantize = add_data_options(parser, "int8 quantization")
-    quantize.add_argument(
-        "--quantize",
-        choices=QUANTIZE_CHOICES,
-        help="int8: static quantization (ONNX Runtime, QDQ, per-channel int8 weights) calibrated on --calibration",
-    )
-    quantize.add_argument(
-        "--calibration", type=Path, metavar="DATA", help="labelled dataset folder to calibrate and score on"
-    )
-    quantize.add_argument(
-        "--classes", metavar="FILE|a,b,c", help="the calibration data's class names (as segkit train)"
-    )
-    quantize.add_argument(
-        "--calibration-images",
-        type=int,
-        default=DEFAULT_CALIBRATION_IMAGES,
-        metavar="N",
-        help="images calibrating the ranges (default %(default)s)",
-    )
-    quantize.add_argument(
-        "--max-drop",
-        type=float,
-        default=DEFAULT_MAX_DROP,
-        metavar="D",
-        help="refuse the int8 model when its mIoU is more than D below the fp32 model's (default 0.01)",
-    )
-    quantize.add_argument("--force", action="store_true", help="keep an int8 model over --max-drop, with a warning")
+    quantize = add_data_options(parser, QUANTIZE_GROUP)
+    add_arguments(parser, ExportOptions, groups={QUANTIZE_GROUP: quantize})
     parser.set_defaults(func=run)
     return parser
 
@@ -93,22 +38,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from segkit.exporters.export import export
 
-    result = export(
-        args.checkpoint,
-        args.out,
-        format=args.format,
-        opset=args.opset,
-        dynamic=args.dynamic,
-        exporter=args.exporter,
-        overwrite=args.overwrite,
-        push_to_hub=args.push_to_hub,
-        quantize=args.quantize,
-        calibration=args.calibration,
-        **data_options(args),
-        classes=args.classes,
-        calibration_images=args.calibration_images,
-        max_drop=args.max_drop,
-        force=args.force,
-    )
+    result = export(args.checkpoint, args.out, **data_options(args), **collect(args, ExportOptions))
     print(result.format())
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from segkit.cli.option_groups import add_data_options, data_options
+from segkit.data.options import InspectOptions
+from segkit.options import add_arguments, collect
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,20 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "data", metavar="DATA", help="dataset folder (labelme, images/+masks/, VOC, or with train/ val/)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument(
-        "--classes",
-        metavar="FILE|a,b",
-        help="class names in index order: a,b,c or a file (.txt one per line, .json list or colour table, .csv)",
-    )
-    parser.add_argument("--ignore-index", type=int, default=255, help="mask value of unlabelled pixels (default 255)")
-    add_data_options(parser, "data", split_default="the training split")
-    parser.add_argument(
-        "--sheet",
-        metavar="FILE",
-        help="also draw a contact sheet (PNG/JPEG): images beside their masks over them, "
-        "with a legend, to see at a glance whether masks line up with images",
-    )
-    parser.add_argument("--sheet-count", type=int, default=16, metavar="N", help="images on the sheet (default 16)")
+    add_arguments(parser, InspectOptions)
     parser.set_defaults(func=run)
 
 
@@ -43,11 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = inspect_dataset(
         args.data,
-        **data_options(args),
-        classes=args.classes,
-        ignore_index=args.ignore_index,
-        sheet=args.sheet,
-        sheet_count=args.sheet_count,
+        **collect(args, InspectOptions),
         progress=not args.json and sys.stderr.isatty(),
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))

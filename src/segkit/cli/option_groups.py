@@ -1,19 +1,20 @@
 """Option groups several commands share, declared once: how images are predicted, how a dataset is read.
 
-``segkit predict`` and ``segkit evaluate`` take the same prediction options (what is scored is
-what is shipped); ``evaluate`` and ``export --quantize`` read labelled data as ``segkit train``
-does. Their checks live in the library (:class:`~segkit.prediction.options.PredictionOptions`,
-:func:`segkit.data.sources.open_source`).
+``segkit predict``, ``evaluate``, ``suggest`` and ``audit`` take the same prediction options (what is
+scored is what is shipped); ``audit``, ``convert masks`` and ``export --quantize`` read labelled data
+as ``segkit train`` does (``evaluate`` and ``inspect`` hold the same declarations in their options
+classes: ``split_option`` and ``nested(ReadOptions, flat=True)``). The options and their checks are declared in the library
+(:class:`~segkit.prediction.options.PredictionOptions`, :mod:`segkit.data.options`); this module
+only adds them to a command's parser and reads them back.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from typing import Any
 
-from segkit.data.options import ReadOptions
-from segkit.options import add_arguments, collect
+from segkit.data.options import ReadOptions, split_option
+from segkit.options import add_arguments, add_option, collect
 from segkit.prediction.options import PredictionOptions
 
 
@@ -31,30 +32,19 @@ def prediction_options(args: argparse.Namespace) -> dict[str, Any]:
 def add_data_options(
     parser: argparse.ArgumentParser, title: str, split_default: str = "val, valid, validation, test"
 ) -> argparse._ArgumentGroup:
-    """How a labelled dataset folder is read (as ``segkit train``): ``--split``, ``--masks``, ``--colors``.
+    """How a labelled dataset folder is read (as ``segkit train``): ``--split`` and the read options, under ``title``.
 
-    ``--classes`` is the command's own (its meaning differs with ``--pred``); ``split_default``
-    says which split the command reads when none is given.
+    ``split_default`` says which split the command reads when none is given. Both are declared in
+    :mod:`segkit.data.options` (:func:`~segkit.data.options.split_option`, :class:`ReadOptions`);
+    ``--classes`` is the command's own. Options not given are left out of the parsed arguments
+    (the library's defaults apply), as :func:`segkit.options.add_arguments` does.
     """
     group = parser.add_argument_group(title)
-    group.add_argument(
-        "--split", metavar="NAME", help=f"split sub-folder or VOC ImageSets list (default: {split_default})"
-    )
-    for item in fields(ReadOptions):
-        add_read_option(group, item.name)
+    add_option(parser, "split", split_option(split_default), {"data": group})
+    add_arguments(parser, ReadOptions, groups={"data": group})
     return group
 
 
-def add_read_option(group: argparse._ActionsContainer, name: str) -> None:
-    """Add the read option ``name`` (a :class:`~segkit.data.options.ReadOptions` field) as it is declared there."""
-    item = next(item for item in fields(ReadOptions) if item.name == name)
-    flag, text = "--" + name.replace("_", "-"), item.metadata["help"].replace("%", "%%")
-    if item.metadata["parse"] is bool:
-        group.add_argument(flag, action="store_true", help=text)
-    else:
-        group.add_argument(flag, metavar=item.metadata["metavar"], help=text)
-
-
 def data_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options of :func:`add_data_options`, by their library names (``split`` and every read option)."""
-    return {"split": args.split, **{item.name: getattr(args, item.name) for item in fields(ReadOptions)}}
+    """The options of :func:`add_data_options` the user gave, by their library names (``split``, the read options)."""
+    return {**({"split": args.split} if hasattr(args, "split") else {}), **collect(args, ReadOptions)}

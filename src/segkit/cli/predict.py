@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from segkit.cli.option_groups import add_prediction_options, prediction_options
-from segkit.prediction.options import DEFAULT_ALPHA
+from segkit.options import add_arguments, collect
+from segkit.prediction.options import OutputOptions  # light: no torch
 
 logger = logging.getLogger(__name__)
 
@@ -27,47 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("checkpoint", type=Path, help="trained checkpoint (.pt) or `segkit export` model (.onnx)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--color", action="store_true", help="also write DIR/<stem>_color.png (class colours)")
-    parser.add_argument(
-        "--overlay", action="store_true", help="also write DIR/<stem>_overlay.jpg (colours on the image)"
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        default=DEFAULT_ALPHA,
-        help="with --overlay: opacity of the overlay colours (default %(default)s)",
-    )
-    parser.add_argument(
-        "--format",
-        choices=("png", "labelme"),
-        default="png",  # segkit.prediction.writer.FORMATS, not imported here
-        help="png: DIR/<stem>.png index masks (default); labelme: DIR/<stem>.json labelme annotations (one polygon "
-        "per region and class, mask shapes for regions with holes) and DIR/labels.txt, to correct in labelme; "
-        "--out DIR may be the images' folder",
-    )
-    parser.add_argument(
-        "--image-data", action="store_true", help="with --format labelme: embed the image in the JSON (imageData)"
-    )
-    parser.add_argument(
-        "--polygon-tolerance",
-        type=float,
-        default=1.0,
-        metavar="PX",
-        help="with --format labelme: largest distance of a simplified polygon from the region's outline (default 1)",
-    )
-    parser.add_argument(
-        "--min-area",
-        type=int,
-        default=16,
-        metavar="PX",
-        help="with --format labelme: regions of fewer pixels are left out (default 16)",
-    )
-    parser.add_argument(
-        "--roi-masks",
-        metavar="DIR|PATTERN",
-        help="region-of-interest masks of the inputs: a folder (<stem>.*) or a pattern with {id} standing for each "
-        "input's file name stem ('mask/{id}_mask.gif'); predictions outside them become the background class",
-    )
+    add_arguments(parser, OutputOptions)
     add_prediction_options(parser)
     parser.set_defaults(func=run)
     return parser
@@ -80,14 +41,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.inputs,
         args.out,
-        color=args.color,
-        overlay=args.overlay,
-        alpha=args.alpha,
-        format=args.format,
-        image_data=args.image_data,
-        polygon_tolerance=args.polygon_tolerance,
-        min_area=args.min_area,
-        roi_masks=args.roi_masks,
+        **collect(args, OutputOptions),
         **prediction_options(args),
     )
     assert isinstance(summary, PredictionSummary)  # masks are written to a folder, not returned

@@ -6,6 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from segkit.evaluation.options import ReportOptions  # light: no torch
+from segkit.options import add_arguments, collect
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,16 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="training run folder (segkit train --out)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="HTML file to write (default RUN_DIR/report.html)")
-    parser.add_argument("--data", type=Path, metavar="DATA", help="evaluate on this dataset instead of the run's")
-    parser.add_argument(
-        "--val-split",
-        type=float,
-        metavar="F",
-        help="with --data: only the images `segkit train --val-split F` held out",
-    )
-    parser.add_argument("--worst", type=int, default=8, metavar="K", help="worst images shown (default 8)")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default 8)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda:N, mps (default auto)")
+    add_arguments(parser, ReportOptions)
     parser.set_defaults(func=run)
     return parser
 
@@ -39,14 +33,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from segkit.evaluation.run_report import report_run
 
-    out = report_run(
-        args.run_dir,
-        args.out,
-        data=args.data,
-        val_split=args.val_split,
-        worst=args.worst,
-        device=args.device,
-        batch_size=args.batch_size,
-    )
+    out = report_run(args.run_dir, args.out, **collect(args, ReportOptions))
     print(f"wrote {out}")
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from segkit.data.options import ShowOptions
+from segkit.options import add_arguments, collect
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,21 +17,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "<stem>_overlay.png blended onto the image.",
     )
     parser.add_argument("masks", nargs="+", metavar="MASK", help="mask files (values as stored are the class ids)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: beside each mask)")
-    parser.add_argument(
-        "--overlay",
-        metavar="IMAGE",
-        help="image to blend the colours onto: a file, or a folder holding an image with each mask's name",
-    )
-    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default 0.5)")
-    parser.add_argument("--colors", metavar="FILE", help="colour table (JSON or CSV) to read RGB colour-coded masks")
+    add_arguments(parser, ShowOptions)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from segkit.data.masks import show_masks
 
+    options = collect(args, ShowOptions)
     for mask in args.masks:
-        written = show_masks(mask, out=args.out, overlay=args.overlay, alpha=args.alpha, colors=args.colors)
+        written = show_masks(mask, **options)
         print(" ".join(["wrote", *map(str, written)]))
     return 0

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from segkit.cli.option_groups import add_prediction_options, prediction_options
+from segkit.labelling.options import SuggestOptions
+from segkit.options import add_arguments, collect
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,10 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("model", type=Path, help="trained checkpoint (.pt), exported model (.onnx) or model folder")
     parser.add_argument("unlabeled", nargs="+", metavar="UNLABELED", help="image files, folders or globs")
-    parser.add_argument("--count", type=int, default=10, metavar="N", help="images to pick (default %(default)s)")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="write the picks, their pre-labels and a contact sheet")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write the ranking as JSON (a list, best first)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    add_arguments(parser, SuggestOptions)
     add_prediction_options(parser)
     parser.set_defaults(func=run)
     return parser
@@ -37,10 +36,7 @@ def run(args: argparse.Namespace) -> int:
     result = suggest(
         args.model,
         args.unlabeled,
-        count=args.count,
-        out=args.out,
-        json=args.json,
-        overwrite=args.overwrite,
+        **collect(args, SuggestOptions),
         **prediction_options(args),
     )
     print(result.format())

@@ -44,6 +44,7 @@ from segkit.data.label_map import (
     suggest_label_map,
     suggestion_yaml,
 )
+from segkit.data.options import ConvertLabelmeOptions, ConvertMasksOptions, read_options
 from segkit.errors import SegkitError
 from segkit.files import atomic_write, check_output_path, make_staging_dir, writing
 from segkit.visualize import PALETTE, overlay
@@ -95,15 +96,7 @@ class _Converted:
     source_image: Path | None
 
 
-def convert_labelme(
-    src: str | Path,
-    out: str | Path,
-    *,
-    classes: Sequence[str] | str | Path | None = None,
-    noviz: bool = False,
-    overwrite: bool = False,
-    label_map: str | Path | None = None,
-) -> ConvertResult:
+def convert_labelme(src: str | Path, out: str | Path, **options: Any) -> ConvertResult:
     """Convert every labelme JSON of ``src`` into images, index masks and class names: ``segkit convert labelme``.
 
     Images are saved as PNG when the source image is PNG, otherwise as JPEG quality 95
@@ -115,18 +108,21 @@ def convert_labelme(
         src: Folder with labelme ``.json`` files (not searched recursively).
         out: Output folder; must not exist or be empty unless ``overwrite``. It may not
             be, contain or lie inside ``src`` or a folder of the annotations' images.
-        classes: Class names in index order: a list, ``"a,b,c"`` or a class file (labelme's
-            ``labels.txt``: one per line, ``__ignore__`` skipped; JSON; CSV), read by
-            :func:`segkit.data.classes.read_class_list`; ``_background_`` is put first when
-            no background is named. None: a ``labels.txt`` in ``src`` (labelme's class file, which
-            ``segkit predict --format labelme`` writes beside its annotations); else the labels
-            of all files (background first, then sorted).
-        noviz: Skip the ``visualization/`` overlays.
-        overwrite: Replace a non-empty ``out`` (only once the new one is complete).
-        label_map: a ``--label-map`` file (YAML or JSON ``label: class``, regular expressions
-            allowed): labels become classes through it. Without one, labels numbered per
-            object (``bottle1`` … ``bottle54``) are said, and the map merging them is written to
-            ``OUT/label_map.suggested.yaml``.
+        **options: the command's options, as :class:`~segkit.data.options.ConvertLabelmeOptions`
+            declares them:
+
+            - ``classes``: class names in index order: a list, ``"a,b,c"`` or a class file
+              (labelme's ``labels.txt``: one per line, ``__ignore__`` skipped; JSON; CSV), read by
+              :func:`segkit.data.classes.read_class_list`; ``_background_`` is put first when no
+              background is named. None: a ``labels.txt`` in ``src`` (labelme's class file, which
+              ``segkit predict --format labelme`` writes beside its annotations); else the labels
+              of all files (background first, then sorted).
+            - ``noviz=False``: skip the ``visualization/`` overlays.
+            - ``overwrite=False``: replace a non-empty ``out`` (only once the new one is complete).
+            - ``label_map``: a ``--label-map`` file (YAML or JSON ``label: class``, regular
+              expressions allowed): labels become classes through it. Without one, labels
+              numbered per object (``bottle1`` … ``bottle54``) are said, and the map merging them
+              is written to ``OUT/label_map.suggested.yaml``.
 
     Raises:
         SegkitError: No labelme files, output not empty or overlapping the inputs, a bad
@@ -138,6 +134,8 @@ def convert_labelme(
         >>> result = segkit.convert_labelme("annotations/", "data/", classes="annotations/labels.txt")
         >>> result.class_names, result.num_images
     """
+    settings = ConvertLabelmeOptions(**options)
+    classes, noviz, overwrite, label_map = settings.classes, settings.noviz, settings.overwrite, settings.label_map
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise SegkitError(src, "not a folder" if src.exists() else "folder not found")
@@ -185,16 +183,7 @@ def convert_labelme(
     return ConvertResult(out, class_names, len(converted), messages, given.origin if given else None)
 
 
-def convert_masks(
-    src: str | Path,
-    out: str | Path,
-    *,
-    overwrite: bool = False,
-    split: str | None = None,
-    classes: Sequence[str] | str | Path | None = None,
-    ignore_index: int = IGNORE_INDEX,
-    **read_options: Any,
-) -> ConvertResult:
+def convert_masks(src: str | Path, out: str | Path, *, split: str | None = None, **options: Any) -> ConvertResult:
     """A dataset as segkit reads it, written as ``images/`` + ``masks/`` + ``class_names.txt``: ``segkit convert masks``.
 
     Whatever the layout and the read options (``images``/``masks`` patterns, ``fit_masks``,
@@ -206,12 +195,13 @@ def convert_masks(
     Args:
         src: the dataset folder.
         out: the output folder; must not exist or be empty unless ``overwrite``.
-        overwrite: replace a non-empty ``out`` (only once the new one is complete).
         split: the split of a dataset with splits (default: the training split).
-        classes: class names, as ``segkit train --classes``.
-        ignore_index: mask value of unlabelled pixels.
-        **read_options: :func:`segkit.data.sources.open_source`'s ``images``, ``masks``,
-            ``roi_masks``, ``fit_masks``, ``colors``, ``label_map``.
+        **options: the command's options, as :class:`~segkit.data.options.ConvertMasksOptions`
+            declares them (``overwrite=False``: replace a non-empty ``out``, only once the new
+            one is complete; ``classes``: class names, as ``segkit train --classes``;
+            ``ignore_index=255``: mask value of unlabelled pixels), and the read options of
+            :class:`~segkit.data.options.ReadOptions` (``images``, ``masks``, ``roi_masks``,
+            ``fit_masks``, ``colors``, ``label_map``).
 
     Raises:
         SegkitError: unreadable data (every unusable file named at once), an output over the input.
@@ -222,9 +212,11 @@ def convert_masks(
     """
     from segkit.data.sources import open_source, usable
 
+    read = read_options(options)
+    settings = ConvertMasksOptions(**options)
     src, out = Path(src), Path(out)
-    _check_output(src, out, overwrite)
-    source = usable(open_source(src, split=split, classes=classes, ignore_index=ignore_index, **read_options))
+    _check_output(src, out, settings.overwrite)
+    source = usable(open_source(src, split=split, classes=settings.classes, ignore_index=settings.ignore_index, **read))
     with _built_into(out) as temp:
         for index, ref in enumerate(source.samples):
             sample = source.load(index)

@@ -29,8 +29,9 @@ import numpy as np
 from segkit.data.io import peek_image, read_image
 from segkit.data.label_map import suggest_label_map
 from segkit.data.masks import FIT_MASKS_HINT, check_same_size, read_mask, value_counts
+from segkit.data.options import InspectOptions
 from segkit.data.sources import DataSource, SampleRef, open_source, split_roles
-from segkit.errors import OptionError, SegkitError
+from segkit.errors import SegkitError
 
 _PROBLEMS_SHOWN = 20  # in the text report; the JSON report lists all
 
@@ -134,7 +135,7 @@ def inspect_dataset(
         ``problems`` ...), with ``sheet``: the contact sheet's path, when one was drawn.
 
     Raises:
-        OptionError: ``sheet_count`` below 1.
+        OptionError: ``sheet_count`` below 1 (:class:`~segkit.data.options.InspectOptions`' checks).
         SegkitError: a folder without image/mask pairs, an unknown split, RGB masks without
             colours, or a bad class list.
 
@@ -143,8 +144,7 @@ def inspect_dataset(
         >>> report = segkit.inspect("data/", sheet="sheet.png")
         >>> report["num_pairs"], report["class_pixel_share"], report["problems"]
     """
-    if sheet_count < 1:
-        raise OptionError(f"--sheet-count must be at least 1, not {sheet_count}")
+    InspectOptions(classes=classes, ignore_index=ignore_index, split=split, sheet=sheet, sheet_count=sheet_count)
     source = open_source(
         data,
         split=split,

@@ -17,13 +17,15 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from segkit.data.colors import UNKNOWN_COLOR, ColorTable, pack_rgb
 from segkit.data.io import index_image_files, peek_image, read_image, read_mask_file, write_image
-from segkit.errors import OptionError, SegkitError
+from segkit.data.options import ShowOptions
+from segkit.errors import SegkitError
 from segkit.visualize import colorize, overlay
 
 ENCODINGS = ("index", "palette", "binary-0-255", "rgb")
@@ -305,14 +307,7 @@ def _find_image(mask_path: Path, image: Path) -> Path:
     return found
 
 
-def show_masks(
-    masks: str | Path | Sequence[str | Path],
-    *,
-    out: str | Path | None = None,
-    overlay: str | Path | None = None,
-    alpha: float = 0.5,
-    colors: str | Path | None = None,
-) -> list[Path]:
+def show_masks(masks: str | Path | Sequence[str | Path], **options: Any) -> list[Path]:
     """Colour previews (and overlays) of mask files: ``segkit show``.
 
     The colours are the dataset's: a colour table (``colors``, or a ``classes.json`` beside
@@ -322,10 +317,11 @@ def show_masks(
 
     Args:
         masks: mask files (their stored values are the class ids; RGB masks through the table).
-        out: output folder (default: beside each mask).
-        overlay: image to blend onto: a file, or a folder holding an image with each mask's name.
-        alpha: overlay opacity of the colours, in ``[0, 1]``.
-        colors: a colour table (JSON or CSV) to read RGB colour-coded masks and colour the classes.
+        **options: the command's options, as :class:`~segkit.data.options.ShowOptions` declares
+            them: ``out`` (output folder; default: beside each mask), ``overlay`` (image to blend
+            onto: a file, or a folder holding an image with each mask's name), ``alpha=0.5``
+            (overlay opacity of the colours, in ``[0, 1]``), ``colors`` (a colour table, JSON or
+            CSV, to read RGB colour-coded masks and colour the classes).
 
     Returns:
         The files written.
@@ -340,8 +336,8 @@ def show_masks(
     """
     from segkit.data.colors import load_color_table
 
-    if not 0.0 <= alpha <= 1.0:
-        raise OptionError(f"--alpha must be between 0 and 1, not {alpha}")
+    settings = ShowOptions(**options)
+    out, overlay, alpha, colors = settings.out, settings.overlay, settings.alpha, settings.colors
     given = load_color_table(colors) if colors is not None else None
     colouring: dict[Path, tuple[ColorTable | None, np.ndarray | None, int | None]] = {}
     written: list[Path] = []

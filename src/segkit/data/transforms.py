@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 import cv2
 import numpy as np
 
+from segkit.data.options import ignore_index_option
 from segkit.errors import SegkitError
 from segkit.options import option
 
@@ -195,13 +196,7 @@ class PreprocessConfig(_DictMixin):
     mean: tuple[float, float, float] = option(IMAGENET_MEAN, help="RGB mean (0..1) for normalisation", cli=False)
     std: tuple[float, float, float] = option(IMAGENET_STD, help="RGB standard deviation (0..1)", cli=False)
     pad_value: int = option(0, help="image value of padding", cli=False)
-    ignore_index: int = option(
-        255,
-        help="mask value ignored by loss and metrics",
-        parse=int,
-        metavar="V",
-        group="data",
-    )
+    ignore_index: int = ignore_index_option(255, help="mask value ignored by loss and metrics", group="data")
     augment: AugmentConfig = option(
         default_factory=AugmentConfig,
         help="training augmentation strength",

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from segkit.data.options import READ_KEYWORDS
 from segkit.errors import OptionError, SegkitError
+from segkit.evaluation.options import EvaluateOptions
 from segkit.evaluation.per_image import ImageCallback, ImageResult, PerImageScores
 from segkit.files import check_output_path
 from segkit.prediction.options import PredictionOptions
@@ -88,7 +89,8 @@ def evaluate(
         ``confusion_matrix`` (rows: true class, columns: predicted).
 
     Raises:
-        OptionError: neither or both forms, or an option of the other form.
+        OptionError: neither or both forms, an option of the other form, or a value out of range
+            (:class:`~segkit.evaluation.options.EvaluateOptions`).
         SegkitError: unreadable checkpoint, data or masks, or classes that do not match.
 
     Example:
@@ -108,6 +110,18 @@ def evaluate(
         "label_map": label_map,
     }
     _check_form(checkpoint, data, pred, true, num_classes, data_options, prediction)
+    EvaluateOptions(  # the options' own checks (the read options have none)
+        pred=pred,
+        true=true,
+        classes=classes,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        json=json,
+        split=split,
+        val_split=val_split,
+        report=report,
+        worst=worst,
+    )
     inputs = [item for item in (checkpoint, data, pred, true) if isinstance(item, (str, Path))]
     for output, option in ((json, "--json"), (report, "--report")):
         if output is not None:  # never write over the model, a truth mask or the data being scored

@@ -93,8 +93,6 @@ def render_report(
         note: a remark shown at the top.
         title: the page title.
     """
-    import jinja2
-
     from segkit.plots import best_epoch_of, curves_png, race_png
 
     names = list(metrics["per_class"])
@@ -107,19 +105,8 @@ def render_report(
     history = card.training.history if card is not None else []
     race = dict(card.training.plan.get("race") or {}) if card is not None else {}
     best_epoch = ((card is not None and card.training.best_epoch) or best_epoch_of(history)) if history else None
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("segkit.evaluation", "templates"),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    environment.filters["num"] = _number
-    environment.filters["sortkey"] = lambda value: "" if _undefined(value) else f"{value:.6f}"
     context = {
         "title": title,
-        "version": __version__,
-        "created": datetime.now().strftime("%Y-%m-%d %H:%M"),
         "sources": list(sources),
         "note": note,
         "summary": [(label, _number(metrics.get(key))) for label, key in SUMMARY],
@@ -145,7 +132,31 @@ def render_report(
         "card": _card_facts(card) if card is not None else [],
         "card_json": _card_json(card) if card is not None else "",
     }
-    return environment.get_template("report.html.j2").render(context)
+    return render_page("report.html.j2", context)
+
+
+def render_page(template: str, context: Mapping[str, Any], package: str = "segkit.evaluation") -> str:
+    """Render one self-contained page in the report's style: ``template`` of ``package``'s ``templates/``.
+
+    The report's templates (its stylesheet ``style.css`` and the table sorting ``sort_table.js``,
+    for a table with ``id="per-image"``) can be included from any package's template; the
+    filters ``num`` (four decimals, or – when undefined) and ``sortkey`` and the variables
+    ``version`` and ``created`` are there too.
+    """
+    import jinja2
+
+    loaders = [jinja2.PackageLoader(name, "templates") for name in dict.fromkeys((package, "segkit.evaluation"))]
+    environment = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["num"] = _number
+    environment.filters["sortkey"] = lambda value: "" if _undefined(value) else f"{value:.6f}"
+    values = {"version": __version__, "created": datetime.now().strftime("%Y-%m-%d %H:%M"), **context}
+    return environment.get_template(template).render(values)
 
 
 def race_rows(race: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -204,7 +215,7 @@ def _counted(metrics: Mapping[str, Any]) -> str:
     return f"{prefix}{metrics['num_pixels']:,} labelled pixels, {metrics['num_classes']} classes."
 
 
-def _hex(colour: Sequence[int]) -> str:
+def hex_colour(colour: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(value) for value in colour))
 
 
@@ -221,7 +232,7 @@ def _class_rows(metrics: Mapping[str, Any], colours: np.ndarray) -> list[dict[st
             {
                 **values,
                 "name": name,
-                "colour": _hex(colours[index]),
+                "colour": hex_colour(colours[index]),
                 "state": state,
                 "bar": 0 if _undefined(iou) else round(80 * iou),
                 "share": f"{values['support'] / total:.2%}",
@@ -262,7 +273,7 @@ def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _image_uri(array: np.ndarray, photo: bool) -> str:
+def image_uri(array: np.ndarray, photo: bool) -> str:
     """An RGB array as a data URI: JPEG for photos, PNG (exact colours) for masks."""
     buffer = io.BytesIO()
     if photo:
@@ -291,13 +302,13 @@ def _worst_item(
     """One gallery entry: the image and overlays of truth and prediction (colour masks without an image)."""
     panels: list[tuple[str, str]] = []
     if pixels.image is not None:
-        panels.append(("image", _image_uri(pixels.image, photo=True)))
+        panels.append(("image", image_uri(pixels.image, photo=True)))
         for caption, mask in (("truth", pixels.truth), ("prediction", pixels.prediction)):
-            panels.append((caption, _image_uri(overlay(pixels.image, mask, ALPHA, colours, background), photo=True)))
+            panels.append((caption, image_uri(overlay(pixels.image, mask, ALPHA, colours, background), photo=True)))
     else:
         for caption, mask in (("truth", pixels.truth), ("prediction", pixels.prediction)):
-            panels.append((caption, _image_uri(colorize(mask, colours), photo=False)))
-    panels.append(("errors (red)", _image_uri(error_map(pixels.truth, pixels.prediction, ignore_index), photo=False)))
+            panels.append((caption, image_uri(colorize(mask, colours), photo=False)))
+    panels.append(("errors (red)", image_uri(error_map(pixels.truth, pixels.prediction, ignore_index), photo=False)))
     defined = [(iou, name) for iou, name in zip(score.iou, names) if not math.isnan(iou)]
     weakest = min(defined)[1] if defined else ""
     return {

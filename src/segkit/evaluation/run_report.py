@@ -15,24 +15,16 @@ from typing import Any
 from segkit.checkpoint import ModelCard, load_checkpoint
 from segkit.config import TrainConfig
 from segkit.data.sources import open_source, validation_images
-from segkit.errors import OptionError, SegkitError
+from segkit.errors import SegkitError
 from segkit.evaluation.evaluate import evaluate_checkpoint
 from segkit.evaluation.html_report import write_report
+from segkit.evaluation.options import ReportOptions
 from segkit.evaluation.per_image import PerImageScores
 
 logger = logging.getLogger(__name__)
 
 
-def report_run(
-    run_dir: str | Path,
-    out: str | Path | None = None,
-    *,
-    data: str | Path | None = None,
-    val_split: float | None = None,
-    worst: int = 8,
-    device: str = "auto",
-    batch_size: int = 8,
-) -> Path:
+def report_run(run_dir: str | Path, out: str | Path | None = None, **options: Any) -> Path:
     """Write the report of a training run folder: its ``best.pt`` (else ``last.pt``) evaluated on the run's validation images.
 
     The validation images are found as the run found them (``--val``, a ``val`` split, or
@@ -45,11 +37,11 @@ def report_run(
     Args:
         run_dir: the run folder (``segkit train --out``).
         out: the HTML file (default ``RUN_DIR/report.html``).
-        data: evaluate on this dataset folder instead.
-        val_split: with ``data``: only the images ``segkit train --val-split`` would hold out.
-        worst: how many of the worst images to show.
-        device: where the model runs.
-        batch_size: images per forward pass.
+        **options: the command's options, as :class:`~segkit.evaluation.options.ReportOptions`
+            declares them: ``data`` (evaluate on this dataset folder instead), ``val_split``
+            (with ``data``: only the images ``segkit train --val-split`` would hold out),
+            ``worst=8`` (how many of the worst images to show), ``batch_size=8`` (images per
+            forward pass), ``device="auto"`` (where the model runs).
 
     Returns:
         The written file.
@@ -62,10 +54,7 @@ def report_run(
         >>> import segkit
         >>> segkit.report("runs/exp")  # runs/exp/report.html
     """
-    if val_split is not None and data is None:
-        raise OptionError("--val-split only applies with --data (the run's own split is used otherwise)")
-    if worst < 0 or batch_size < 1:
-        raise OptionError("--worst must be at least 0 and --batch-size at least 1")
+    settings = ReportOptions(**options)
     run_dir = Path(run_dir)
     best = run_dir / "best.pt"
     if not best.is_file():
@@ -77,7 +66,7 @@ def report_run(
     checkpoint = load_checkpoint(best)
     card = checkpoint.card
     sources = [("run", str(run_dir)), ("model", str(best))]
-    source, held_out, where = _validation_source(card, data, val_split)
+    source, held_out, where = _validation_source(card, settings.data, settings.val_split)
     if source is None:
         metrics = card.training.metrics
         if not metrics:
@@ -99,9 +88,9 @@ def report_run(
             title="segkit training report",
         )
         return out
-    scores = PerImageScores(worst)
+    scores = PerImageScores(settings.worst)
     metrics = evaluate_checkpoint(
-        checkpoint, source, batch_size=batch_size, device=device, val_split=held_out, on_image=scores
+        checkpoint, source, batch_size=settings.batch_size, device=settings.device, val_split=held_out, on_image=scores
     )
     sources.append(("data", where))
     write_report(

@@ -39,7 +39,7 @@ from torch import nn
 
 from segkit.checkpoint import Checkpoint, ModelCard, load_checkpoint
 from segkit.errors import SegkitError
-from segkit.exporters.options import DEFAULT_OPSET, EXPORTERS
+from segkit.exporters.options import EXPORTERS, ExportOptions
 from segkit.files import atomic_write
 from segkit.prediction.onnx_backend import (
     METADATA_KEY,
@@ -98,7 +98,7 @@ def export_onnx(
     checkpoint: str | Path | Checkpoint,
     out: str | Path,
     *,
-    opset: int = DEFAULT_OPSET,
+    opset: int = ExportOptions.opset,
     dynamic: bool = True,
     exporter: str = "auto",
     tolerance: float = 1e-3,

@@ -27,7 +27,7 @@ import numpy as np
 from segkit.checkpoint import load_checkpoint
 from segkit.data.transforms import PreprocessConfig
 from segkit.errors import SegkitError
-from segkit.exporters.options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
+from segkit.exporters.options import ExportOptions
 from segkit.files import atomic_write
 from segkit.prediction.backend import Backend
 from segkit.prediction.onnx_backend import METADATA_KEY, OnnxBackend, first_line
@@ -159,8 +159,8 @@ def quantize_onnx(
     data: str | Path,
     *,
     split: str | None = None,
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
-    max_drop: float = DEFAULT_MAX_DROP,
+    calibration_images: int = ExportOptions.calibration_images,
+    max_drop: float = ExportOptions.max_drop,
     force: bool = False,
     overwrite: bool = False,
     export_options: dict[str, Any] | None = None,
@@ -196,8 +196,7 @@ def quantize_onnx(
         raise SegkitError(out, "the ONNX file name must end in .onnx")
     if out.exists() and not overwrite:
         raise SegkitError(out, "already exists; pass --overwrite to replace it")
-    if calibration_images < 1 or not 0 <= max_drop <= 1:
-        raise SegkitError(None, "--calibration-images must be at least 1 and --max-drop in [0, 1]")
+    ExportOptions(quantize="int8", calibration=data, calibration_images=calibration_images, max_drop=max_drop)  # checks
     from segkit.evaluation.evaluate import open_evaluation_source
 
     card = OnnxBackend(model, "cpu").card if model.suffix.lower() == ".onnx" else load_checkpoint(model).card

@@ -20,9 +20,6 @@ labelme and ``segkit convert`` back.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 import shutil
@@ -34,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from segkit.errors import OptionError, SegkitError
-from segkit.files import atomic_write, check_output_path, make_staging_dir
+from segkit.files import atomic_write, check_output_path
+from segkit.labelling.outputs import built_into, check_out_folder, write_csv, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +216,8 @@ def suggest(
     for output, option in ((out, "--out"), (json, "--json")):
         if output is not None:
             check_output_path(output, [*patterns, model], option)
-    if out is not None and Path(out).is_dir() and any(Path(out).iterdir()) and not overwrite:
-        raise SegkitError(out, "exists and is not empty; use --overwrite")
+    if out is not None:
+        check_out_folder(out, overwrite)
     bad = unreadable_images(inputs)
     skipped = {str(error.path) for error in bad}
     inputs = [path for path in inputs if str(path) not in skipped]
@@ -247,15 +245,10 @@ def suggest(
         picks.append(Suggestion(item.image, *rounded, predicted, reason))
     result = SuggestResult(picks, len(scored), None, sorted(skipped))
     if json is not None:
-        text = _json_text(result)
-        atomic_write(json, lambda temp: temp.write_text(text, encoding="utf-8"))
+        write_json(json, result.to_list())
     if out is not None:
         result.out = _write_folder(Path(out), result, predictor, overwrite)
     return result
-
-
-def _json_text(result: SuggestResult) -> str:
-    return json.dumps(result.to_list(), indent=2) + "\n"
 
 
 def _write_folder(out: Path, result: SuggestResult, predictor: Any, overwrite: bool) -> Path:
@@ -273,8 +266,7 @@ def _write_folder(out: Path, result: SuggestResult, predictor: Any, overwrite: b
 
     # pre-labels keep every region the model predicts (no specks dropped): they convert back to its masks
     exact = LabelmeOptions(min_area=0)
-    staging = make_staging_dir(out, prefix=f".{out.name}.partial.")
-    try:
+    with built_into(out, overwrite) as staging:
         rows = []
         palette = predictor.palette if predictor.palette is not None else default_palette(predictor.classes)
         for rank, pick in enumerate(result.picks, start=1):
@@ -290,15 +282,15 @@ def _write_folder(out: Path, result: SuggestResult, predictor: Any, overwrite: b
             rows.append(([shown, drawn], f"{rank}. {pick.image.name}  score {pick.score:.3f}"))
         labels = label_list(predictor.classes)
         atomic_write(staging / LABELS_FILE, lambda temp: temp.write_text(labels, encoding="utf-8"))
-        text = _json_text(result)
-        atomic_write(staging / "suggestions.json", lambda temp: temp.write_text(text, encoding="utf-8"))
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["rank", "image", "score", "uncertainty", "distance", "reason"])
-        for rank, pick in enumerate(result.picks, start=1):
-            writer.writerow([rank, pick.image.name, pick.score, pick.uncertainty, pick.distance, pick.reason])
-        table = buffer.getvalue()
-        atomic_write(staging / "suggestions.csv", lambda temp: temp.write_text(table, encoding="utf-8"))
+        write_json(staging / "suggestions.json", result.to_list())
+        write_csv(
+            staging / "suggestions.csv",
+            ["rank", "image", "score", "uncertainty", "distance", "reason"],
+            (
+                [rank, pick.image.name, pick.score, pick.uncertainty, pick.distance, pick.reason]
+                for rank, pick in enumerate(result.picks, start=1)
+            ),
+        )
         sheet = labelled_grid(
             [cells for cells, _ in rows],
             column_titles=["image", "the model's mask (pre-label)"],
@@ -307,11 +299,4 @@ def _write_folder(out: Path, result: SuggestResult, predictor: Any, overwrite: b
             footer=legend(predictor.classes, palette[: len(predictor.classes)], width=2 * SHEET_SIDE),
         )
         write_image(staging / "sheet.jpg", sheet)
-        if out.exists():
-            if not overwrite and any(out.iterdir()):
-                raise SegkitError(out, "exists and is not empty; use --overwrite")
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

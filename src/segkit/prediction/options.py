@@ -1,4 +1,5 @@
-"""How images are predicted: the options ``segkit predict`` and ``segkit evaluate`` share, checked in one place.
+"""How images are predicted: the options ``segkit predict`` and ``segkit evaluate`` share, checked in one place;
+and what ``segkit predict`` writes (:class:`OutputOptions`, its own options).
 
 The command line, :func:`segkit.predict`, :func:`segkit.evaluate` and :func:`segkit.load` take
 them by the same names (``--tile 512x768`` is ``tile="512x768"``);
@@ -10,10 +11,12 @@ so the command line can read its defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from segkit.data.options import roi_masks_option
 from segkit.errors import OptionError
-from segkit.options import option
+from segkit.options import check_choices, option
 
 if TYPE_CHECKING:
     from segkit.prediction.tta import TTAConfig
@@ -24,6 +27,7 @@ TileSpec = str | int | tuple[int, int] | None
 MAX_TILE_BATCH = 4
 GROUP = "prediction (as segkit predict)"  # the help section of these options in every command that takes them
 DEFAULT_ALPHA = 0.5  # opacity of the class colours in overlay images
+FORMATS = ("png", "labelme")  # what ``segkit predict --format`` writes per image
 
 
 def parse_tile_size(value: TileSpec) -> str | tuple[int, int] | None:
@@ -55,6 +59,18 @@ def _is_whole_number(part: Any) -> bool:
     return part.isdigit() if isinstance(part, str) else isinstance(part, int) and not isinstance(part, bool)
 
 
+def batch_size_option(group: str = GROUP) -> Any:
+    """``--batch-size``: of :class:`PredictionOptions`, and of the commands that predict with only it and ``--device``."""
+    return option(
+        8, help=f"images per forward pass (tile windows: at most {MAX_TILE_BATCH})", parse=int, metavar="N", group=group
+    )
+
+
+def device_option(group: str = GROUP) -> Any:
+    """``--device``: where the model runs (:class:`PredictionOptions`, ``segkit report``, ``segkit serve``)."""
+    return option("auto", help="auto, cpu, cuda, cuda:1, mps", metavar="DEVICE", group=group)
+
+
 @dataclass(frozen=True)
 class PredictionOptions:
     """How a checkpoint predicts, in the command line's terms (validated when made).
@@ -78,10 +94,8 @@ class PredictionOptions:
         OptionError: a value out of range.
     """
 
-    batch_size: int = option(
-        8, help=f"images per forward pass (tile windows: at most {MAX_TILE_BATCH})", parse=int, metavar="N", group=GROUP
-    )
-    device: str = option("auto", help="auto, cpu, cuda, cuda:1, mps", metavar="DEVICE", group=GROUP)
+    batch_size: int = batch_size_option()
+    device: str = device_option()
     threshold: float | None = option(
         None, help="binary checkpoints: foreground probability threshold", parse=float, metavar="T", group=GROUP
     )
@@ -144,3 +158,56 @@ class PredictionOptions:
             "crf": self.crf,
             "threshold": self.threshold,
         }
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What :func:`segkit.predict` writes beside the masks: ``segkit predict``'s own options, by its keyword names.
+
+    Checked when made, before any model is read.
+
+    Raises:
+        OptionError: an unknown ``format``, labelme-only options without ``format="labelme"``,
+            a negative ``polygon_tolerance`` or ``min_area``, ``alpha`` outside ``[0, 1]`` or
+            set without ``overlay``.
+    """
+
+    color: bool = option(False, help="also write DIR/<stem>_color.png (class colours)", action="store_true")
+    overlay: bool = option(False, help="also write DIR/<stem>_overlay.jpg (colours on the image)", action="store_true")
+    alpha: float = option(DEFAULT_ALPHA, help="with --overlay: opacity of the overlay colours", parse=float)
+    format: str = option(
+        "png",
+        help="png: DIR/<stem>.png index masks; labelme: DIR/<stem>.json labelme annotations (one polygon "
+        "per region and class, mask shapes for regions with holes) and DIR/labels.txt, to correct in labelme; "
+        "--out DIR may be the images' folder",
+        choices=FORMATS,
+    )
+    image_data: bool = option(
+        False, help="with --format labelme: embed the image in the JSON (imageData)", action="store_true"
+    )
+    polygon_tolerance: float = option(
+        1.0,
+        help="with --format labelme: largest distance of a simplified polygon from the region's outline",
+        parse=float,
+        metavar="PX",
+    )
+    min_area: int = option(
+        16, help="with --format labelme: regions of fewer pixels are left out", parse=int, metavar="PX"
+    )
+    roi_masks: str | Path | None = roi_masks_option(
+        help="region-of-interest masks of the inputs: a folder (<stem>.*) or a pattern with {id} standing for each "
+        "input's file name stem ('mask/{id}_mask.gif'); predictions outside them become the background class",
+        group="options",
+    )
+
+    def __post_init__(self) -> None:
+        check_choices(self, OptionError)
+        defaults = OutputOptions.image_data, OutputOptions.polygon_tolerance, OutputOptions.min_area
+        if self.format != "labelme" and (self.image_data, self.polygon_tolerance, self.min_area) != defaults:
+            raise OptionError("--image-data, --polygon-tolerance and --min-area apply with --format labelme")
+        if self.polygon_tolerance < 0 or self.min_area < 0:
+            raise OptionError("--polygon-tolerance and --min-area must be at least 0")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise OptionError(f"--alpha must be between 0 and 1, not {self.alpha}")
+        if self.alpha != DEFAULT_ALPHA and not self.overlay:
+            raise OptionError("--alpha sets the opacity of --overlay images: add --overlay")

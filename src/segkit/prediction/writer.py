@@ -33,12 +33,11 @@ from segkit.prediction.labelme_export import (
     labelme_document,
     write_labelme,
 )
-from segkit.prediction.options import DEFAULT_ALPHA, PredictionOptions
+from segkit.prediction.options import DEFAULT_ALPHA, OutputOptions, PredictionOptions
 from segkit.prediction.predictor import Predictor, load_predictor
 from segkit.prediction.regions import Regions
 from segkit.visualize import colorize, legend, overlay
 
-FORMATS = ("png", "labelme")  # what ``segkit predict --format`` writes per image
 MASK_SUFFIX = ".png"
 COLOR_SUFFIX = "_color.png"
 OVERLAY_SUFFIX = "_overlay.jpg"
@@ -92,8 +91,8 @@ def predict(
     alpha: float = DEFAULT_ALPHA,
     format: str = "png",
     image_data: bool = False,
-    polygon_tolerance: float = LabelmeOptions.tolerance,
-    min_area: int = LabelmeOptions.min_area,
+    polygon_tolerance: float = OutputOptions.polygon_tolerance,
+    min_area: int = OutputOptions.min_area,
     roi_masks: str | Path | None = None,
     **prediction: Any,
 ) -> PredictionSummary | dict[Path, np.ndarray]:
@@ -141,11 +140,21 @@ def predict(
         >>> summary = segkit.predict("runs/exp/best.pt", ["a.jpg", "more/*.png"], out="masks/", overlay=True, tta="flip")
         >>> print(summary.format())
     """
-    labelme = _labelme_options(format, image_data, polygon_tolerance, min_area)
-    if not 0.0 <= alpha <= 1.0:
-        raise OptionError(f"--alpha must be between 0 and 1, not {alpha}")
-    if alpha != DEFAULT_ALPHA and not overlay:
-        raise OptionError("--alpha sets the opacity of --overlay images: add --overlay")
+    OutputOptions(  # their checks, before any model is read
+        color=color,
+        overlay=overlay,
+        alpha=alpha,
+        format=format,
+        image_data=image_data,
+        polygon_tolerance=polygon_tolerance,
+        min_area=min_area,
+        roi_masks=roi_masks,
+    )
+    labelme = (
+        LabelmeOptions(tolerance=polygon_tolerance, min_area=min_area, image_data=image_data)
+        if format == "labelme"
+        else None
+    )
     options = PredictionOptions(**prediction).predictor_kwargs()
     patterns = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if out is not None:
@@ -182,21 +191,6 @@ def regions_of(predictor: Predictor, roi_masks: str | Path | None, inputs: Seque
     regions = Regions(roi_masks, fill)
     regions.check(inputs)
     return regions
-
-
-def _labelme_options(format: str, image_data: bool, tolerance: float, min_area: int) -> LabelmeOptions | None:
-    """The labelme export's options with ``format="labelme"``, else ``None`` (refusing labelme-only options)."""
-    if format not in FORMATS:
-        raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
-    if format != "labelme" and (
-        image_data or (tolerance, min_area) != (LabelmeOptions.tolerance, LabelmeOptions.min_area)
-    ):
-        raise OptionError("--image-data, --polygon-tolerance and --min-area apply with --format labelme")
-    if tolerance < 0 or min_area < 0:
-        raise OptionError("--polygon-tolerance and --min-area must be at least 0")
-    return (
-        LabelmeOptions(tolerance=tolerance, min_area=min_area, image_data=image_data) if format == "labelme" else None
-    )
 
 
 def predict_files(

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,7 @@ from uvicorn.supervisors import Multiprocess
 
 from segkit.errors import SegkitError
 from segkit.serving.app import ENV_CHECKPOINT, ENV_OPTIONS, create_app, predictor_to_serve
-from segkit.serving.options import (
-    API_KEY_ENV,
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MAX_UPLOAD_BYTES,
-    MEBIBYTE,
-    ConnectionLimits,
-    ServeOptions,
-)
+from segkit.serving.options import API_KEY_ENV, ConnectionLimits, ServeConfig, ServeOptions
 from segkit.serving.security import default_allowed_hosts, is_loopback
 
 logger = logging.getLogger(__name__)
@@ -140,26 +132,7 @@ def run_server(config: HeaderTimeoutConfig) -> None:
             signal.signal(stop_signal, handler)
 
 
-def serve_model(
-    model: str | Path,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    device: str = ServeOptions.device,
-    api_key: str | None = None,
-    allowed_hosts: Sequence[str] | None = None,
-    cors_origin: Sequence[str] = (),
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_BYTES / MEBIBYTE,
-    max_megapixels: float = DEFAULT_MAX_PIXELS / 1_000_000,
-    max_queue: int = ServeOptions.max_queue,
-    body_timeout: float = ServeOptions.body_timeout_s,
-    header_timeout: float = ConnectionLimits.header_timeout_s,
-    keep_alive: float = ConnectionLimits.keep_alive_s,
-    shutdown_timeout: float = ConnectionLimits.shutdown_timeout_s,
-    batch_size: int = ServeOptions.batch_size,
-    batch_wait_ms: float = ServeOptions.batch_wait_ms,
-) -> None:
+def serve_model(model: str | Path, **options: Any) -> None:
     """Serve a model over HTTP until SIGTERM or Ctrl+C: ``segkit serve`` (blocking).
 
     ``POST /predict`` answers a mask PNG (``?format=json`` or ``?format=overlay``), ``GET /info``
@@ -169,25 +142,19 @@ def serve_model(
 
     Args:
         model: a ``.pt`` checkpoint, an exported ``.onnx`` model or a ``--format hf`` folder.
-        host: address to listen on (``"0.0.0.0"`` for all).
-        port: TCP port.
-        workers: server processes, each with its own model.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
-        api_key: require ``Authorization: Bearer KEY`` on ``/predict`` and ``/info``
-            (default: the ``SEGKIT_API_KEY`` environment variable; none when unset).
-        allowed_hosts: ``Host`` header names accepted, ``*.example.org`` wildcards allowed
-            (default: localhost names on a loopback ``host``, any otherwise).
-        cors_origin: origins (``https://app.example.org``) whose web pages may call the API.
-        max_upload_mb: largest accepted upload in MiB.
-        max_megapixels: largest accepted image, checked before decoding; also the decoded
-            pixels all requests may hold at once, which bounds memory.
-        max_queue: requests held at once; more are answered 503 with ``Retry-After``.
-        body_timeout: seconds a request body may take.
-        header_timeout: seconds request headers may take.
-        keep_alive: seconds an idle connection stays open.
-        shutdown_timeout: seconds requests in flight get after SIGTERM.
-        batch_size: most concurrent requests predicted in one forward pass.
-        batch_wait_ms: how long a request waits for others to share its batch.
+        **options: the command's options, as :class:`~segkit.serving.options.ServeConfig`
+            declares them (with their defaults): ``host="127.0.0.1"`` (``"0.0.0.0"`` for all),
+            ``port=8000``, ``workers=1`` (server processes, each with its own model),
+            ``device="auto"``; ``api_key`` (require ``Authorization: Bearer KEY`` on
+            ``/predict`` and ``/info``; default: the ``SEGKIT_API_KEY`` environment variable,
+            none when unset), ``allowed_hosts`` (``Host`` names accepted, ``*.example.org``
+            wildcards allowed; default: localhost names on a loopback ``host``, any otherwise),
+            ``cors_origin`` (origins such as ``https://app.example.org`` whose web pages may call
+            the API); ``max_upload_mb=20``, ``max_megapixels=25`` (checked before decoding; also
+            the decoded pixels all requests may hold at once), ``max_queue=32`` (more requests
+            are answered 503 with ``Retry-After``), ``body_timeout=60``, ``header_timeout=10``,
+            ``keep_alive=5``, ``shutdown_timeout=30`` (seconds); ``batch_size=4`` (most
+            concurrent requests predicted in one forward pass), ``batch_wait_ms=5``.
 
     Raises:
         SegkitError: unreadable model, a limit that is not positive, an empty
@@ -197,38 +164,24 @@ def serve_model(
         >>> import segkit
         >>> segkit.serve("runs/exp/best.pt", port=8080, device="cpu")  # until Ctrl+C
     """
-    if max_upload_mb <= 0 or max_megapixels <= 0:
-        raise SegkitError(None, "--max-upload-mb and --max-megapixels must be positive")
-    if api_key == "":
-        raise SegkitError(None, "--api-key is empty: give a key, or leave the option out")
-    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-    if api_key == "":
-        raise SegkitError(None, f"{API_KEY_ENV} is set but empty: give it a key or unset it")
-    options = ServeOptions(
-        device=device,
-        max_upload_bytes=int(max_upload_mb * MEBIBYTE),
-        max_pixels=int(max_megapixels * 1_000_000),
-        api_key=api_key,
-        batch_size=batch_size,
-        batch_wait_ms=batch_wait_ms,
-        max_queue=max_queue,
-        body_timeout_s=body_timeout,
-        allowed_hosts=tuple(allowed_hosts) if allowed_hosts else None,
-        cors_origins=tuple(cors_origin),
+    config = ServeConfig(**options)
+    serve(
+        model,
+        config.serve_options(),
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        limits=config.connection_limits(),
     )
-    limits = ConnectionLimits(
-        header_timeout_s=header_timeout, keep_alive_s=keep_alive, shutdown_timeout_s=shutdown_timeout
-    )
-    serve(model, options, host=host, port=port, workers=workers, limits=limits)
 
 
 def serve(
     checkpoint: str | Path,
     options: ServeOptions,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
+    host: str = ServeConfig.host,
+    port: int = ServeConfig.port,
+    workers: int = ServeConfig.workers,
     limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve ``checkpoint`` until SIGTERM/SIGINT; ``workers > 1`` starts that many processes.
@@ -244,8 +197,6 @@ def serve(
         SegkitError: unreadable checkpoint, invalid settings, or a port that cannot be bound.
     """
     limits = limits or ConnectionLimits()
-    if workers < 1:
-        raise SegkitError(None, f"--workers must be >= 1, got {workers}")
     if options.allowed_hosts is None:
         options = replace(options, allowed_hosts=default_allowed_hosts(host))
     if options.api_key is None and not is_loopback(host):
@@ -255,7 +206,7 @@ def serve(
             host,
             API_KEY_ENV,
         )
-    if workers == 1:
+    if workers <= 1:
         run_server(uvicorn_config(create_app(checkpoint, options), host, port, 1, limits))
         return
     # fail here with a clear message, not in every worker
