@@ -238,9 +238,14 @@ def main(argv: list[str] | None = None) -> int:
             store.write_text(json.dumps(results, indent=1))
         done = results[key]
         targets += [
-            Target(f"{dataset}: precision of the top k (k = {done['k']} corrupted)", done["precision_at_k"], 0.7),
             Target(
-                f"{dataset}: kind named right ({done['found']} corrupted regions found)", done["kind_right_share"], 0.6
+                f"{dataset}: precision of the top k (k = {done['k']} corrupted)", done["precision_at_k"], 0.7, unit=""
+            ),
+            Target(
+                f"{dataset}: kind named right ({done['found']} corrupted regions found)",
+                done["kind_right_share"],
+                0.6,
+                unit="",
             ),
         ]
     settings = (

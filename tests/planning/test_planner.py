@@ -38,6 +38,10 @@ def write_dataset(root: Path, count: int, size: tuple[int, int], draw: Any) -> P
     return root
 
 
+def one_line(mask: np.ndarray, index: int) -> None:
+    mask[10:12, 5:-5] = 1  # a line 2 px thick
+
+
 def lines_and_blocks(mask: np.ndarray, index: int) -> None:
     mask[10:12, 5:-5] = 1  # a line 2 px thick
     mask[40:80, 40:80] = 2  # a 40 px block
@@ -91,17 +95,21 @@ def test_small_images_are_trained_whole_at_native_resolution(tmp_path: Path, no_
     assert choices["preprocess.resize"].value == "letterbox"
     assert choices["preprocess.img_size"].value == (128, 128)  # 120 x 100 rounded up to multiples of 32
     assert choices["precision"].value == "bf16" and "2.0x faster" in choices["precision"].reason
-    assert fast_probe == ["32", "bf16", "bf16"]  # float32 and bf16, then the narrower U-Net the race tries
+    assert fast_probe == ["32", "bf16"]  # float32 and bf16; three classes: the narrower U-Net does not race
     assert plan.epochs is None  # measured on the real training path later (the race, or segkit plan's slice)
     assert all(choice.reason for choice in plan.choices)  # one reason per choice
     text = plan.format()
     assert "letterbox" in text and "line" in text and "(thin 2px)" in text
-    # the race: the leader, smaller whole images on the ladder, the narrower U-Net
+    # the race: the leader, smaller whole images on the ladder; the narrower U-Net only against one class
     labels = [candidate.label for candidate in plan.candidates]
     assert labels[0] == "unet-16, whole images 128x128" and plan.candidates[0].choices == {}
     assert "unet-16, whole images 96x96" in labels and "unet-16, whole images 64x64" in labels
-    assert any(candidate.choices.get("model_kwargs") == {"base_channels": 8} for candidate in plan.candidates)
+    assert not any("model_kwargs" in candidate.choices for candidate in plan.candidates)
     assert "race candidates" in text
+    binary = write_dataset(tmp_path / "binary", 4, (120, 100), one_line)
+    (binary / "class_names.txt").write_text("background\nline\n")
+    binary_plan = plan_for(binary, time_budget="60s")
+    assert binary_plan.candidates[1].choices == {"model_kwargs": {"base_channels": 8}}  # second: one axis, the network
 
 
 def test_large_images_with_thin_objects_get_native_crops(tmp_path: Path, no_weights, fast_probe) -> None:
@@ -133,11 +141,12 @@ def test_thin_objects_and_a_short_budget_race_native_crops_first(tmp_path: Path,
         choices["preprocess.img_size"].value == (256, 224) and "short budget" in choices["preprocess.img_size"].reason
     )
     labels = [candidate.label for candidate in tight.candidates]
-    # each challenger changes one axis: the leader shrinks the images, so native crops second; the narrower
-    # U-Net at the leader's input third, the leader at a lower learning rate fourth, then the other inputs
-    assert labels[1] == "unet-16, 256px crops at native scale"
-    assert labels[2] == "unet-8, whole images 224x256" and labels[3] == "unet-16, whole images 224x256, lr 0.001"
-    assert tight.candidates[2].choices == {"model_kwargs": {"base_channels": 8}}
+    # each challenger changes one axis: the leader shrinks the images, so native crops second, the leader at a
+    # lower learning rate third (three classes: the narrower U-Net does not race), then the other inputs
+    assert (
+        labels[1] == "unet-16, 256px crops at native scale" and labels[2] == "unet-16, whole images 224x256, lr 0.001"
+    )
+    assert not any("model_kwargs" in candidate.choices for candidate in tight.candidates)
 
 
 def test_whole_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Path, no_weights, fast_probe) -> None:

@@ -61,6 +61,7 @@ PRETRAINED_MODELS = {"cpu": ("mobilenetv2-unet", "unet-resnet34"), "gpu": ("unet
 # segkit's U-Net from scratch: its width, and the other width the race tries.
 SCRATCH_MODEL = "unet"
 SCRATCH_WIDTHS = {"cpu": (16, 8), "gpu": (32, 16)}
+NARROW_MAX_CLASSES = 2  # the narrower width races only on data of at most this many classes (background included)
 PRETRAINED_LR, SCRATCH_LR = 1e-3, 3e-3
 LR_ALTERNATIVE = 1 / 3  # the race's third candidate: the leader at this share of its learning rate
 
@@ -269,11 +270,19 @@ class _Planner:
         why = "no ImageNet weights found here (see `segkit weights`); trained from scratch"
         name = self.choose("model", SCRATCH_MODEL, why if not config.is_set("pretrained") else "from scratch, as asked")
         if name == SCRATCH_MODEL and not config.is_set("model_kwargs"):
-            self.choose(
-                "model_kwargs", {"base_channels": width}, f"width {width}; width {SCRATCH_WIDTHS[self.kind][1]} races"
-            )
             narrow = SCRATCH_WIDTHS[self.kind][1]
-            self.alternative = {"model_kwargs": {"base_channels": narrow}, "label": f"unet-{narrow}"}
+            # the narrower U-Net takes twice the steps, so it leads any short race; with several classes it then
+            # ends lower (benchmarks: Dubai, 6 classes, Road never learnt): it races only one class against the rest
+            one_class = len(self.fingerprint.classes) <= NARROW_MAX_CLASSES
+            self.choose(
+                "model_kwargs",
+                {"base_channels": width},
+                f"width {width}; width {narrow} races"
+                if one_class
+                else f"width {width}: {len(self.fingerprint.classes)} classes",
+            )
+            if one_class:
+                self.alternative = {"model_kwargs": {"base_channels": narrow}, "label": f"unet-{narrow}"}
         else:
             self.choose("model_kwargs", {}, "the model's defaults")
         self.choose("pretrained", False, "no weights to start from")
