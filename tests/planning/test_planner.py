@@ -21,6 +21,7 @@ from segkit.planning.fingerprint import compute_fingerprint
 from segkit.planning.planner import make_plan
 from segkit.planning.probe import Measurement
 from segkit.training.builders import open_training_data
+from segkit.training.race import plan_candidates
 
 
 def write_dataset(root: Path, count: int, size: tuple[int, int], draw: Any) -> Path:
@@ -132,10 +133,17 @@ def test_thin_objects_and_a_short_budget_race_native_crops_first(tmp_path: Path,
         mask[300:700, 300:700] = 2
 
     data = write_dataset(tmp_path / "data", 5, (500, 400), thin)
-    roomy = {c.option: c for c in plan_for(data, time_budget="10m").choices}
+    roomy_plan = plan_for(data, time_budget="10m")
+    roomy = {c.option: c for c in roomy_plan.choices}
+    assert not roomy_plan.no_race
     assert roomy["preprocess.img_size"].value == (512, 416)  # enough epochs at native size: the line kept 2 px
     assert roomy["model_kwargs"].value == {"base_channels": 16}
     tight = plan_for(data, time_budget="3s")
+    assert not tight.no_race  # ~21 epochs (first guess): a fifth of them may race
+    too_short = plan_for(data, time_budget="1s")  # ~7 epochs: a fifth of them is too much to give to a race
+    assert "too few" in too_short.no_race and "race           none" in too_short.format()
+    config = TrainConfig.from_options({"data": str(data), "device": "cpu", "time_budget": 1})
+    assert plan_candidates(too_short, config)[1] == too_short.no_race  # the race stage trains the leader alone
     choices = {c.option: c for c in tight.choices}
     assert (
         choices["preprocess.img_size"].value == (256, 224) and "short budget" in choices["preprocess.img_size"].reason

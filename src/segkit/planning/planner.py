@@ -61,6 +61,9 @@ PRETRAINED_MODELS = {"cpu": ("mobilenetv2-unet", "unet-resnet34"), "gpu": ("unet
 # segkit's U-Net from scratch: its width, and the other width the race tries.
 SCRATCH_MODEL = "unet"
 SCRATCH_WIDTHS = {"cpu": (16, 8), "gpu": (32, 16)}
+# a leader expected to train fewer epochs than this (first guess) does not race: the losers' fifth of the budget
+# would cost it more than a better pick gains (benchmarks: human_segmentation without bf16, 8 epochs guessed, 5 run)
+RACE_MIN_EPOCHS = 10
 NARROW_MAX_CLASSES = 2  # the narrower width races only on data of at most this many classes (background included)
 PRETRAINED_LR, SCRATCH_LR = 1e-3, 3e-3
 LR_ALTERNATIVE = 1 / 3  # the race's third candidate: the leader at this share of its learning rate
@@ -133,6 +136,7 @@ class Plan:
     seconds: float = 0.0
     candidates: list[Candidate] = field(default_factory=list)
     race: dict[str, Any] = field(default_factory=dict)
+    no_race: str = ""  # why the candidates do not race although the budget would allow it ("": they race)
 
     def apply(self, config: TrainConfig, candidate: Candidate | None = None) -> TrainConfig:
         """``config`` with every planned (not user-set) choice filled in, or those of ``candidate``."""
@@ -167,7 +171,9 @@ class Plan:
             )
         if self.epochs:
             lines.append(f"  {'epochs':<14} ~{self.epochs:<21} expected in the time budget (measured on this data)")
-        if len(self.candidates) > 1:
+        if self.no_race:
+            lines.append(f"  race           none: {self.no_race}")
+        elif len(self.candidates) > 1:
             lines.append("  race candidates (the budget decides how many race; the leader first):")
             lines += [
                 f"    {k}. {candidate.label}: {candidate.reason}" for k, candidate in enumerate(self.candidates, 1)
@@ -194,6 +200,7 @@ class Plan:
                     {"label": c.label, "choices": _plain(c.choices), "reason": c.reason} for c in self.candidates
                 ],
                 "race": self.race,
+                "no_race": self.no_race,
                 "fingerprint": self.fingerprint.to_dict(),
                 "measurements": [
                     {
@@ -232,6 +239,7 @@ class _Planner:
         self.candidates: list[Candidate] = []
         self.alternative: dict[str, Any] = {}  # the other network the race tries: its options
         self.lr_place = 2  # where the leader at a lower learning rate races (after the one-axis challengers)
+        self.no_race = ""
 
     def choose(self, option: str, value: Any, reason: str) -> Any:
         """Record a choice unless the user set the option; return the value in force."""
@@ -461,6 +469,11 @@ class _Planner:
         batch, batch_reason = self.batch_for(spec, leader.size)
         self.choose("batch_size", batch, batch_reason)
         self.race_candidates(options, leader, measured, spec)
+        if self.seconds_left and self.epochs_at(measured, leader) < RACE_MIN_EPOCHS:
+            self.no_race = (
+                f"~{self.epochs_at(measured, leader):.0f} epochs (first guess) are too few to give a fifth "
+                "of them to a race"
+            )
 
     def race_candidates(
         self, options: list[InputOption], leader: InputOption, measured: Measurement, spec: ModelSpec
@@ -623,4 +636,5 @@ def make_plan(config: TrainConfig, data: Any, device: torch.device, elapsed: flo
         None,  # measured on the real training path: the race, or plan_training's slice
         time.monotonic() - start,
         planner.candidates,
+        no_race=planner.no_race,
     )

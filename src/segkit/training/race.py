@@ -481,7 +481,7 @@ def plan_candidates(plan: Any, config: Any) -> tuple[list[RaceCandidate], str]:
     if not config.race:
         return as_configured, "--no-race"
     candidates = [RaceCandidate(c.label, plan.apply(config, c), c.choices, c.steps_per_second) for c in plan.candidates]
-    return candidates or as_configured, ""
+    return candidates or as_configured, plan.no_race
 
 
 def race_plan(
