@@ -18,7 +18,7 @@ import segkit
 from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
-from segkit.labelling.regions import disputed_regions, label_quality
+from segkit.labelling.regions import KINDS, disputed_regions, label_quality
 
 CLASSES = ["background", "red", "blue"]
 COLOURS = {1: (220, 40, 40), 2: (40, 60, 220)}
@@ -115,6 +115,18 @@ def test_region_kinds_on_hand_made_arrays() -> None:
     regions, kinds = disputed_regions(erased, certain(truth), truth, CLASSES, 0)
     assert regions[0].label == "background" and regions[0].predicted == "red" and regions[0].confidence > 0.89
     assert int((kinds == 1).sum()) == 400 and set(np.unique(kinds)) == {0, 1}
+
+
+def test_a_thin_object_drawn_a_few_pixels_off_is_a_boundary_not_two_objects() -> None:
+    truth = np.zeros((64, 64), np.uint8)
+    truth[20:22, 5:60] = 1  # a crack 2 px wide
+    shifted, elsewhere = np.zeros_like(truth), np.zeros_like(truth)
+    shifted[28:30, 5:60] = 1  # drawn 8 px low: no band, an extra line and a missing one side by side
+    elsewhere[50:52, 5:60] = 1  # 30 px away: another object
+    assert [kind for kind, *_ in kinds_of(shifted, truth)] == ["boundary", "boundary"]
+    assert sorted(kind for kind, *_ in kinds_of(elsewhere, truth)) == ["extra", "missing"]
+    regions, kinds = disputed_regions(shifted, certain(truth), truth, CLASSES, 0)
+    assert set(np.unique(kinds)) == {0, 1 + KINDS.index("boundary")}  # the page outlines them as boundaries
 
 
 def test_without_a_background_class_every_dispute_is_a_class_or_an_outline() -> None:

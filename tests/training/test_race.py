@@ -75,7 +75,7 @@ def test_the_plan_adopts_the_winner_even_when_a_candidate_before_it_was_passed_o
     config = plan.apply(config)
     scores = iter([0.1, 0.9])  # the third candidate scores best
 
-    monkeypatch.setattr(Race, "_score", lambda self, index, learner: next(scores))
+    monkeypatch.setattr(Race, "score", lambda self, index, learner: next(scores))
     learner, _, _ = race_plan(
         plan,
         config,

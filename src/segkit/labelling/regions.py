@@ -6,7 +6,9 @@
 - ``boundary``: a band along an object that label and model both see, thinner than half of
   it (the label's area of its class and the model's of its own both go on beyond the band):
   its outline is off (by more than :data:`FEW_PIXELS`; thinner bands are the usual
-  disagreement along edges and are not reported).
+  disagreement along edges and are not reported); or an ``extra`` and a ``missing`` region of
+  one class side by side and alike in size (:data:`SHIFT_PIXELS`): a thin object drawn beside
+  where it is.
 
 Each image's label-quality score is cleanlab's (:func:`label_quality`); cleanlab has no notion of
 regions or their kinds, which are written here (:func:`disputed_regions`).
@@ -28,6 +30,9 @@ MIN_AREA = 16  # regions smaller than this many pixels (or MIN_AREA_SHARE of the
 MIN_AREA_SHARE = 1e-4
 FEW_PIXELS = 3  # boundary bands at most this wide are the usual disagreement along edges, not errors
 BAND_SHARE = 0.5  # a boundary band is at most this share of the width of the object it runs along
+# an extra and a missing region of one class at most this many pixels apart, areas within this ratio: one object
+# drawn a few pixels off (thin objects shifted leave two such regions and no band)
+SHIFT_PIXELS, SHIFT_AREA_RATIO = 12, 2.0
 EIGHT = np.ones((3, 3), bool)  # regions are 8-connected
 
 
@@ -116,7 +121,8 @@ def disputed_regions(
     disputed = labelled & (prediction != labels) & (confidence - given >= MARGIN)
     min_area = max(MIN_AREA, MIN_AREA_SHARE * int(labelled.sum()))
     kinds = np.zeros(labels.shape, np.uint8)
-    regions = []
+    regions: list[Region] = []
+    pixels: list[tuple[tuple[slice, ...], np.ndarray]] = []  # each region's box and its pixels in the box
     label_areas: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per class, as the label and the model see it
     predicted_areas: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for pair in np.unique(labels[disputed].astype(np.int32) * 256 + prediction[disputed]):
@@ -142,21 +148,41 @@ def disputed_regions(
                 continue
             kind = "boundary" if bands[number] else _object_kind(label_class, predicted_class, background)
             inside = components[box] == number + 1
-            kinds[box][inside] = 1 + KINDS.index(kind)
             disputed_class = predicted_class if label_class == background else label_class
-            regions.append(
-                Region(
-                    kind,
-                    classes[disputed_class],
-                    classes[label_class],
-                    classes[predicted_class],
-                    int(areas[number]),
-                    (box[1].start, box[0].start, box[1].stop, box[0].stop),
-                    float(confidence[box][inside].mean()),
-                )
+            region = Region(
+                kind,
+                classes[disputed_class],
+                classes[label_class],
+                classes[predicted_class],
+                int(areas[number]),
+                (box[1].start, box[0].start, box[1].stop, box[0].stop),
+                float(confidence[box][inside].mean()),
             )
+            regions.append(region)
+            pixels.append((box, inside))
+    _pair_shifted(regions)
+    for region, (box, inside) in zip(regions, pixels):
+        kinds[box][inside] = 1 + KINDS.index(region.kind)
     regions.sort(key=lambda region: -region.area)
     return regions, kinds
+
+
+def _pair_shifted(regions: list[Region]) -> None:
+    """An ``extra`` and a ``missing`` region of one class, close and alike in size, are one object drawn beside
+    where it is (a thin crack or wire shifted by a few pixels leaves no band, only these two): ``boundary``."""
+    extra = [region for region in regions if region.kind == "extra"]
+    for missing in (region for region in regions if region.kind == "missing"):
+        for region in extra:
+            alike = SHIFT_AREA_RATIO * missing.area >= region.area >= missing.area / SHIFT_AREA_RATIO
+            if region.class_name == missing.class_name and alike and _gap(region.bbox, missing.bbox) <= SHIFT_PIXELS:
+                region.kind = missing.kind = "boundary"
+
+
+def _gap(first: tuple[int, int, int, int], second: tuple[int, int, int, int]) -> int:
+    """Pixels between two ``(x0, y0, x1, y1)`` boxes (0 when they touch or overlap)."""
+    across = max(0, first[0] - second[2], second[0] - first[2])
+    down = max(0, first[1] - second[3], second[1] - first[3])
+    return max(across, down)
 
 
 def _object_kind(label_class: int, predicted_class: int, background: int | None) -> str:

@@ -333,7 +333,7 @@ class Race:
             if learner is None:
                 learner = learners[index] = self._learner(index)
             self._train(index, learner, until)
-            score = self._score(index, learner)
+            score = self.score(index, learner)
             self._record_rung(index, learner, score)
         except (LossNotFinite, torch.OutOfMemoryError) as error:
             entry = self._entry(index)
@@ -418,7 +418,7 @@ class Race:
 
         return max(1.0, network_pixels(config.preprocess) / max(network_pixels(measured.preprocess), 1.0))
 
-    def _score(self, index: int, learner: Learner) -> float:
+    def score(self, index: int, learner: Learner) -> float:
         """mIoU of the EMA weights on the race's validation images (-1 when undefined)."""
         subset = self._measure_validation(index, learner)
         start = time.monotonic()
