@@ -191,3 +191,57 @@ def to_json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def check_out_folder(out: str | Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder ``out`` unless ``overwrite`` (checked before any work is done).
+
+    Raises:
+        SegkitError: naming ``out``.
+    """
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SegkitError(out, "exists and is not empty; use --overwrite")
+
+
+@contextmanager
+def built_into(out: Path, prefix: str) -> Iterator[Path]:
+    """A hidden folder beside ``out`` (named ``prefix…``) to build a folder in, renamed to ``out`` when the block
+    succeeds; an existing ``out`` is replaced only then.
+
+    On any error it is removed (``out`` untouched), and an error about a file being built names
+    it where it was going.
+    """
+    temp = make_staging_dir(out, prefix=prefix)
+    try:
+        yield temp
+        with writing(out):
+            _move_into_place(temp, out)
+    except SegkitError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise _as_output_path(error, temp, out) from None
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _as_output_path(error: SegkitError, temp: Path, out: Path) -> SegkitError:
+    """An error about a file being built names it where it was going (``OUT/masks/x.png``), not in the hidden folder."""
+    if error.path is None or not Path(error.path).is_relative_to(temp):
+        return error
+    return SegkitError(out / Path(error.path).relative_to(temp), error.problem)
+
+
+def _move_into_place(temp: Path, out: Path) -> None:
+    """Rename the finished folder to ``out``, replacing an existing one only on success."""
+    if not out.exists():
+        os.replace(temp, out)
+        return
+    old = temp.with_name(temp.name + "-old")
+    os.replace(out, old)
+    try:
+        os.replace(temp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -14,7 +14,6 @@ one is complete)::
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -46,7 +45,7 @@ from segkit.data.label_map import (
 )
 from segkit.data.options import ConvertLabelmeOptions, ConvertMasksOptions, read_options
 from segkit.errors import SegkitError
-from segkit.files import atomic_write, check_output_path, make_staging_dir, writing
+from segkit.files import atomic_write, built_into, check_out_folder, check_output_path
 from segkit.visualize import PALETTE, overlay
 
 logger = logging.getLogger(__name__)
@@ -148,7 +147,7 @@ def convert_labelme(src: str | Path, out: str | Path, **options: Any) -> Convert
     listed = read_class_list(classes) if classes is not None else read_class_file(class_file) if class_file else None
     given = None if listed is None else with_background_first(listed)
     rules = None if label_map is None else read_label_map(label_map)
-    with _built_into(out) as temp:
+    with built_into(out, STAGING_PREFIX) as temp:
         with _captured_warnings() as messages:
             converted = [item for item in (_write_image(path, temp, rules) for path in files) if item is not None]
             if not converted:
@@ -217,7 +216,7 @@ def convert_masks(src: str | Path, out: str | Path, *, split: str | None = None,
     src, out = Path(src), Path(out)
     _check_output(src, out, settings.overwrite)
     source = usable(open_source(src, split=split, classes=settings.classes, ignore_index=settings.ignore_index, **read))
-    with _built_into(out) as temp:
+    with built_into(out, STAGING_PREFIX) as temp:
         for index, ref in enumerate(source.samples):
             sample = source.load(index)
             image = Path(ref.image) if ref.image is not None else None
@@ -233,39 +232,11 @@ def convert_masks(src: str | Path, out: str | Path, *, split: str | None = None,
     return ConvertResult(out, list(source.classes), len(source.samples), [], source.classes_origin)
 
 
-@contextmanager
-def _built_into(out: Path) -> Iterator[Path]:
-    """A hidden folder beside ``out`` to build the dataset in, renamed to ``out`` when the block succeeds.
-
-    On any error it is removed (``out`` untouched), and an error about a file being built names
-    it where it was going.
-    """
-    temp = make_staging_dir(out, prefix=STAGING_PREFIX)
-    try:
-        yield temp
-        with writing(out):
-            _move_into_place(temp, out)
-    except SegkitError as error:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise _as_output_path(error, temp, out) from None
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-
-
-def _as_output_path(error: SegkitError, temp: Path, out: Path) -> SegkitError:
-    """An error about a file being built names it where it was going (``OUT/masks/x.png``), not in the hidden folder."""
-    if error.path is None or not Path(error.path).is_relative_to(temp):
-        return error
-    return SegkitError(out / Path(error.path).relative_to(temp), error.problem)
-
-
 def _check_output(src: Path, out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise SegkitError(out, "exists and is not a folder")
     check_output_path(out, [src], "output folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SegkitError(out, "exists and is not empty; use --overwrite")
+    check_out_folder(out, overwrite)
 
 
 def _write_image(json_path: Path, out: Path, label_map: LabelMap | None) -> _Converted | None:
@@ -337,18 +308,3 @@ def _captured_warnings() -> Iterator[list[str]]:
         yield messages
     finally:
         source.removeHandler(collector)
-
-
-def _move_into_place(temp: Path, out: Path) -> None:
-    """Rename the finished folder to ``out``, replacing an existing one only on success."""
-    if not out.exists():
-        os.replace(temp, out)
-        return
-    old = temp.with_name(temp.name + "-old")
-    os.replace(out, old)
-    try:
-        os.replace(temp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

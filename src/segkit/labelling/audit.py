@@ -36,10 +36,10 @@ import numpy as np
 
 from segkit.data.options import READ_KEYWORDS
 from segkit.errors import OptionError, SegkitError
-from segkit.files import check_output_path
+from segkit.files import built_into, check_out_folder, check_output_path
 from segkit.labelling.folds import Predicted, fixed_copy, out_of_sample
 from segkit.labelling.options import DEFAULT_BUDGET, DEFAULT_FOLDS
-from segkit.labelling.outputs import built_into, check_out_folder, write_csv, write_json
+from segkit.labelling.outputs import STAGING_PREFIX, write_csv, write_json
 from segkit.labelling.regions import KINDS, Region, disputed_regions, label_quality
 
 logger = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def audit(
             _write_table(Path(json).with_suffix(".csv"), result)
         if out is not None:
             result.out = Path(out)
-            with built_into(result.out, overwrite) as staging:
+            with built_into(result.out, STAGING_PREFIX) as staging:
                 write_json(staging / "audit.json", result.to_list())
                 _write_table(staging / "audit.csv", result)
                 _write_page(staging / "audit.html", result, shown, source, data, model)

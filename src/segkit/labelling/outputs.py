@@ -1,19 +1,19 @@
-"""What ``segkit suggest`` and ``segkit audit`` write: a ranking as a JSON list and a CSV table, and an output
-folder that appears complete or not at all."""
+"""What ``segkit suggest`` and ``segkit audit`` write: a ranking as a JSON list and a CSV table.
+
+Their output folders appear complete or not at all (:func:`segkit.files.built_into`)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import shutil
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from segkit.errors import SegkitError
-from segkit.files import atomic_write, make_staging_dir, to_json_safe
+from segkit.files import atomic_write, to_json_safe
+
+STAGING_PREFIX = ".segkit-labelling-"  # the hidden folder an --out folder is built in
 
 
 def write_json(path: str | Path, entries: Sequence[dict[str, Any]]) -> None:
@@ -30,32 +30,3 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[A
     writer.writerows(rows)
     table = buffer.getvalue()
     atomic_write(path, lambda temp: temp.write_text(table, encoding="utf-8"))
-
-
-def check_out_folder(out: str | Path, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless ``overwrite`` (checked before any work is done).
-
-    Raises:
-        SegkitError: naming ``out``.
-    """
-    out = Path(out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SegkitError(out, "exists and is not empty; use --overwrite")
-
-
-@contextmanager
-def built_into(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A hidden staging folder beside ``out`` to write into, renamed to ``out`` when the block succeeds.
-
-    On any error the staging folder is removed and ``out`` is untouched; an existing ``out`` is
-    replaced only with ``overwrite`` (or when it is empty).
-    """
-    staging = make_staging_dir(out, prefix=f".{out.name}.partial.")
-    try:
-        yield staging
-        if out.exists():
-            check_out_folder(out, overwrite)
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from segkit.errors import OptionError, SegkitError
-from segkit.files import atomic_write, check_output_path
-from segkit.labelling.outputs import built_into, check_out_folder, write_csv, write_json
+from segkit.files import atomic_write, built_into, check_out_folder, check_output_path
+from segkit.labelling.outputs import STAGING_PREFIX, write_csv, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def _write_folder(out: Path, result: SuggestResult, predictor: Any, overwrite: b
 
     # pre-labels keep every region the model predicts (no specks dropped): they convert back to its masks
     exact = LabelmeOptions(min_area=0)
-    with built_into(out, overwrite) as staging:
+    with built_into(out, STAGING_PREFIX) as staging:
         rows = []
         palette = predictor.palette if predictor.palette is not None else default_palette(predictor.classes)
         for rank, pick in enumerate(result.picks, start=1):
