@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             folder = work / "audit" / key
             data, corrupted = corrupted_copy(train, folder, args.seed, 30 if args.quick else None)
             log(f"{dataset}: {len(corrupted)} of {len(list((data / 'masks').iterdir()))} masks corrupted; auditing")
-            result = segkit.audit(data, folds=args.folds, time_budget=budget, json=folder / "audit.json")
+            result = segkit.audit(  # the folds' models stay in out/folds for a second look at the ranking
+                data, folds=args.folds, time_budget=budget, json=folder / "audit.json", out=folder / "out"
+            )
             ranking = result.to_list()
             results[key] = {"corrupted": len(corrupted), "images": len(ranking), **score(ranking, corrupted)}
             store.write_text(json.dumps(results, indent=1))
