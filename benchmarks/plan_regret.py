@@ -17,7 +17,8 @@ held-out images at their original size — so only the recipe differs:
 Two CPU profiles: ``bf16`` (this machine as it is) and ``fp32`` (a CPU without native
 bfloat16: ``SEGKIT_CPU_BF16=0`` and oneDNN limited to ``AVX512_CORE_VNNI``, so that bfloat16
 would be emulated and slow, as it is on such a CPU). The plan and ``--no-plan`` run on both,
-the grid on ``bf16``. Regret = best grid arm − plan (same profile and weights).
+the grid on ``bf16`` (``--grid-profiles bf16,fp32``: on both). Regret = best grid arm − plan, the
+grid of the plan's profile where it ran (else the bf16 grid), same weights.
 
 Data laid out in a temporary folder (never copied into the repository): DRIVE's vessel masks
 with the pixels outside the field of view set to the ignore value (scored inside it only);
@@ -261,18 +262,24 @@ def targets_for(dataset: str, results: dict[str, dict[str, Any]], budget: float)
         ("scratch", "plan", scratch_grid),
         ("pretrained", "plan-pretrained", (*scratch_grid, "mobilenet-256")),
     ):
-        grid_scores = {arm: main_score(dataset, results[f"{arm}/bf16"]) for arm in grid if f"{arm}/bf16" in results}
         for profile in PROFILES:
             key = f"{plan_arm}/{profile}"
             if key not in results:
                 continue
             plan = main_score(dataset, results[key])
             targets.append(Target(f"{label} ({profile}, {weights}): plan {score}", plan, None, unit=""))
-            if grid_scores and profile == "bf16":
+            # against the grid run on the same profile; against the bf16 grid where that profile has none
+            grid_profile = profile if any(f"{arm}/{profile}" in results for arm in grid) else "bf16"
+            grid_scores = {
+                arm: main_score(dataset, results[f"{arm}/{grid_profile}"])
+                for arm in grid
+                if f"{arm}/{grid_profile}" in results
+            }
+            if grid_scores:
                 best_arm = max(grid_scores, key=lambda arm: grid_scores[arm])
                 targets.append(
                     Target(
-                        f"{label} ({profile}, {weights}): regret (best grid arm − plan)",
+                        f"{label} ({profile}, {weights}): regret (best {grid_profile} grid arm − plan)",
                         grid_scores[best_arm] - plan,
                         0.01,
                         unit="",
@@ -300,10 +307,16 @@ def targets_for(dataset: str, results: dict[str, dict[str, Any]], budget: float)
             )
         )
     for grid_arm in GRID:
-        if f"{grid_arm}/bf16" in results:
-            targets.append(
-                Target(f"{label}: {grid_arm} {score}", main_score(dataset, results[f"{grid_arm}/bf16"]), None, unit="")
-            )
+        for profile in PROFILES:
+            if f"{grid_arm}/{profile}" in results:
+                targets.append(
+                    Target(
+                        f"{label} ({profile}): {grid_arm} {score}",
+                        main_score(dataset, results[f"{grid_arm}/{profile}"]),
+                        None,
+                        unit="",
+                    )
+                )
     return targets
 
 
@@ -312,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="datasets folder (default $SEGKIT_DATA or ../shared)")
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated")
     parser.add_argument("--arms", default="plan,no-plan,unet-256,unet-native,unet-crops,mobilenet-256,plan-pretrained")
-    parser.add_argument("--profiles", default="bf16,fp32", help="plan and no-plan run on these; the grid on bf16")
+    parser.add_argument("--profiles", default="bf16,fp32", help="plan and no-plan run on these")
+    parser.add_argument("--grid-profiles", default="bf16", help="the grid arms run on these (default bf16)")
     parser.add_argument("--budget", default="5m", help="time budget of every arm (default 5m)")
     parser.add_argument(
         "--weights-dir",
@@ -345,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         done = results.setdefault(f"{dataset}@{budget:g}", {})
         for arm in arms:
-            for profile in args.profiles.split(",") if arm.startswith(("plan", "no-plan")) else ["bf16"]:
+            for profile in (args.profiles if arm.startswith(("plan", "no-plan")) else args.grid_profiles).split(","):
                 key = f"{arm}/{profile}"
                 if key in done:
                     continue

@@ -125,6 +125,9 @@ def test_a_thin_object_drawn_a_few_pixels_off_is_a_boundary_not_two_objects() ->
     elsewhere[50:52, 5:60] = 1  # 30 px away: another object
     assert [kind for kind, *_ in kinds_of(shifted, truth)] == ["boundary", "boundary"]
     assert sorted(kind for kind, *_ in kinds_of(elsewhere, truth)) == ["extra", "missing"]
+    broken = truth.copy()
+    broken[:, 20:23] = broken[:, 40:43] = 0  # the model sees the crack in three pieces
+    assert [kind for kind, *_ in kinds_of(shifted, broken)] == ["boundary"] * 4
     regions, kinds = disputed_regions(shifted, certain(truth), truth, CLASSES, 0)
     assert set(np.unique(kinds)) == {0, 1 + KINDS.index("boundary")}  # the page outlines them as boundaries
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,33 @@ def test_every_racer_gets_enough_steps_or_fewer_race() -> None:
     # nobody's first slice gives the leader its steps: no race, and why
     chosen, first, why = choose_racers([racer("leader", 1e-3), *quick[1:]], 600.0, "cpu")
     assert [c.label for c in chosen] == ["leader"] and first == 0.0 and f"under {minimum} steps" in why
+
+
+def test_a_budget_too_short_for_the_racers_steps_trains_the_leader_and_says_why(
+    shapes_dataset: Path, tmp_path: Path, quick_race: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    candidates = [
+        candidate(shapes_dataset, tmp_path, "leader", img_size=32),
+        candidate(shapes_dataset, tmp_path, "other", img_size=48),
+    ]
+    for racer in candidates:
+        racer.steps_per_second = 1e-3  # a step every 1000 s: no slice gives anyone its steps
+    data = open_training_data(candidates[0].config)
+    device = torch.device("cpu")
+    race = Race(
+        candidates,
+        build=lambda options: Learner(options, data, device),
+        progress=lambda seconds: seconds / 12.0,
+        stop=lambda: None,
+        val_source=data.val_source,
+        val_indices=data.val_indices,
+        device=device,
+        budget=12.0,
+    )
+    with caplog.at_level(logging.INFO, logger="segkit"):
+        winner, _, _ = race.run()
+    assert winner == 0 and not race.record.raced
+    assert f"race none: a first slice would give the leader under {race_module.MIN_STEPS} steps" in caplog.text
 
 
 def test_the_plan_adopts_the_winner_even_when_a_candidate_before_it_was_passed_over(

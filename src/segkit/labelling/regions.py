@@ -6,9 +6,9 @@
 - ``boundary``: a band along an object that label and model both see, thinner than half of
   it (the label's area of its class and the model's of its own both go on beyond the band):
   its outline is off (by more than :data:`FEW_PIXELS`; thinner bands are the usual
-  disagreement along edges and are not reported); or an ``extra`` and a ``missing`` region of
-  one class side by side and alike in size (:data:`SHIFT_PIXELS`): a thin object drawn beside
-  where it is.
+  disagreement along edges and are not reported); or an ``extra`` region and ``missing`` ones of
+  its class beside it (or the other way round), alike in area taken together
+  (:data:`SHIFT_PIXELS`): a thin object drawn beside where it is.
 
 Each image's label-quality score is cleanlab's (:func:`label_quality`); cleanlab has no notion of
 regions or their kinds, which are written here (:func:`disputed_regions`).
@@ -30,8 +30,9 @@ MIN_AREA = 16  # regions smaller than this many pixels (or MIN_AREA_SHARE of the
 MIN_AREA_SHARE = 1e-4
 FEW_PIXELS = 3  # boundary bands at most this wide are the usual disagreement along edges, not errors
 BAND_SHARE = 0.5  # a boundary band is at most this share of the width of the object it runs along
-# an extra and a missing region of one class at most this many pixels apart, areas within this ratio: one object
-# drawn a few pixels off (thin objects shifted leave two such regions and no band)
+# an extra (or missing) region and the missing (or extra) ones of its class at most this many pixels from it, their
+# areas together within this ratio of its own: one object drawn a few pixels off (thin objects shifted leave two
+# such lines and no band)
 SHIFT_PIXELS, SHIFT_AREA_RATIO = 12, 2.0
 EIGHT = np.ones((3, 3), bool)  # regions are 8-connected
 
@@ -168,14 +169,26 @@ def disputed_regions(
 
 
 def _pair_shifted(regions: list[Region]) -> None:
-    """An ``extra`` and a ``missing`` region of one class, close and alike in size, are one object drawn beside
-    where it is (a thin crack or wire shifted by a few pixels leaves no band, only these two): ``boundary``."""
-    extra = [region for region in regions if region.kind == "extra"]
-    for missing in (region for region in regions if region.kind == "missing"):
-        for region in extra:
-            alike = SHIFT_AREA_RATIO * missing.area >= region.area >= missing.area / SHIFT_AREA_RATIO
-            if region.class_name == missing.class_name and alike and _gap(region.bbox, missing.bbox) <= SHIFT_PIXELS:
-                region.kind = missing.kind = "boundary"
+    """An ``extra`` or ``missing`` region and the regions of the other of the two kinds and its class near it,
+    alike in area taken together, are one object drawn beside where it is (a thin crack or wire shifted by a few
+    pixels leaves no band, only two lines, the model's often in pieces): all ``boundary``."""
+    opposite = {"extra": "missing", "missing": "extra"}
+    paired = []
+    for region in regions:
+        if region.kind not in opposite:
+            continue
+        near = [
+            other
+            for other in regions
+            if other.kind == opposite[region.kind]
+            and other.class_name == region.class_name
+            and _gap(region.bbox, other.bbox) <= SHIFT_PIXELS
+        ]
+        total = sum(other.area for other in near)
+        if near and SHIFT_AREA_RATIO * region.area >= total >= region.area / SHIFT_AREA_RATIO:
+            paired += [region, *near]
+    for region in paired:
+        region.kind = "boundary"
 
 
 def _gap(first: tuple[int, int, int, int], second: tuple[int, int, int, int]) -> int:
