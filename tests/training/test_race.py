@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +67,8 @@ def test_a_budget_too_short_for_the_racers_steps_trains_the_leader_and_says_why(
     ]
     for racer in candidates:
         racer.steps_per_second = 1e-3  # a step every 1000 s: no slice gives anyone its steps
-    data = open_training_data(candidates[0].config)
-    device = torch.device("cpu")
-    race = Race(
-        candidates,
-        build=lambda options: Learner(options, data, device),
-        progress=lambda seconds: seconds / 12.0,
-        stop=lambda: None,
-        val_source=data.val_source,
-        val_indices=data.val_indices,
-        device=device,
-        budget=12.0,
-    )
     with caplog.at_level(logging.INFO, logger="segkit"):
+        race = cpu_race(candidates)
         winner, _, _ = race.run()
     assert winner == 0 and not race.record.raced
     assert f"race none: a first slice would give the leader under {race_module.MIN_STEPS} steps" in caplog.text
@@ -150,6 +140,27 @@ def candidate(data: Path, out: Path, label: str, **options: Any) -> RaceCandidat
     return RaceCandidate(label, config, dict(options))
 
 
+def cpu_race(
+    candidates: list[RaceCandidate],
+    data: Any = None,
+    build: Callable[[TrainConfig], Learner] | None = None,
+    stop: Callable[[], str | None] = lambda: None,
+) -> Race:
+    """A race of ``candidates`` on the CPU in a 12 s budget, on their data's validation images."""
+    data = data or open_training_data(candidates[0].config)
+    device = torch.device("cpu")
+    return Race(
+        candidates,
+        build=build or (lambda config: Learner(config, data, device)),
+        progress=lambda seconds: seconds / 12.0,
+        stop=stop,
+        val_source=data.val_source,
+        val_indices=data.val_indices,
+        device=device,
+        budget=12.0,
+    )
+
+
 def test_race_keeps_the_better_half_and_drops_a_diverging_candidate(
     shapes_dataset: Path, tmp_path: Path, quick_race: None
 ) -> None:
@@ -166,16 +177,7 @@ def test_race_keeps_the_better_half_and_drops_a_diverging_candidate(
         built.append(str(config.preprocess.img_size))
         return Learner(config, data, device)
 
-    contest = Race(
-        candidates,
-        build=build,
-        progress=lambda seconds: seconds / 12.0,
-        stop=lambda: None,
-        val_source=data.val_source,
-        val_indices=data.val_indices,
-        device=device,
-        budget=12.0,
-    )
+    contest = cpu_race(candidates, data, build)
     assert contest.count == 3
     winner, learner, measured = contest.run()
     record = contest.record
@@ -198,17 +200,7 @@ def test_losers_never_take_more_than_the_cap(
     monkeypatch.setattr(race_module, "RACE_CAP", 0.01)  # the first rung already costs more: no second one
     sizes = (("a", 32), ("b", 48), ("c", 64))
     candidates = [candidate(shapes_dataset, tmp_path, name, img_size=size) for name, size in sizes]
-    data = open_training_data(candidates[0].config)
-    contest = Race(
-        candidates,
-        lambda c: Learner(c, data, torch.device("cpu")),
-        lambda s: s / 12,
-        lambda: None,
-        data.val_source,
-        data.val_indices,
-        torch.device("cpu"),
-        12.0,
-    )
+    contest = cpu_race(candidates)
     winner, _, _ = contest.run()
     entries = contest.record.entries
     assert contest.count == 3 and [len(entry["rungs"]) for entry in entries] == [1, 1, 1]
@@ -219,23 +211,13 @@ def test_a_stop_signal_ends_the_race_with_the_best_so_far(
     shapes_dataset: Path, tmp_path: Path, quick_race: None
 ) -> None:
     candidates = [candidate(shapes_dataset, tmp_path, name, img_size=size) for name, size in (("a", 32), ("b", 48))]
-    data = open_training_data(candidates[0].config)
     calls = {"n": 0}
 
     def stop() -> str | None:
         calls["n"] += 1
         return "SIGTERM" if calls["n"] > 3 else None
 
-    contest = Race(
-        candidates,
-        lambda c: Learner(c, data, torch.device("cpu")),
-        lambda s: s / 12,
-        stop,
-        data.val_source,
-        data.val_indices,
-        torch.device("cpu"),
-        12.0,
-    )
+    contest = cpu_race(candidates, stop=stop)
     winner, learner, _ = contest.run()
     assert winner == 0 and learner.config is candidates[0].config
 

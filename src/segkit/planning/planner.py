@@ -469,11 +469,9 @@ class _Planner:
         batch, batch_reason = self.batch_for(spec, leader.size)
         self.choose("batch_size", batch, batch_reason)
         self.race_candidates(options, leader, measured, spec)
-        if self.seconds_left and self.epochs_at(measured, leader) < RACE_MIN_EPOCHS:
-            self.no_race = (
-                f"~{self.epochs_at(measured, leader):.0f} epochs (first guess) are too few to give a fifth "
-                "of them to a race"
-            )
+        epochs = self.epochs_at(measured, leader)
+        if self.seconds_left and epochs < RACE_MIN_EPOCHS:
+            self.no_race = f"~{epochs:.0f} epochs (first guess) are too few to give a fifth of them to a race"
 
     def race_candidates(
         self, options: list[InputOption], leader: InputOption, measured: Measurement, spec: ModelSpec

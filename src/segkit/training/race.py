@@ -199,12 +199,12 @@ class Race:
         skip: str = "",
     ) -> None:
         self.kind = "gpu" if device.type == "cuda" else "cpu"
-        self.untold = ""  # why the candidates do not race, when nobody has said it yet (the plan says its own reasons)
-        if skip:
+        if skip:  # the caller's reason (--no-race, the plan's own), said where it was decided
             self.candidates, self.slice, skipped = list(candidates[:1]), 0.0, skip
         else:
             self.candidates, self.slice, skipped = choose_racers(candidates, budget, self.kind)
-            self.untold = skipped if len(candidates) > 1 else ""
+            if skipped and len(candidates) > 1:
+                logger.info("race none: %s", skipped)
         self.count = len(self.candidates)
         self.build = build
         self.progress = progress
@@ -234,8 +234,6 @@ class Race:
         """Race (or probe the only candidate); returns the winner's index, its Learner and measurements."""
         start = time.monotonic()
         if not self.record.raced:
-            if self.untold:
-                logger.info("race none: %s", self.untold)
             learner = self._learner(0)
             self._train(0, learner, min(PROBE_SECONDS, 0.05 * self.budget), PROBE_STEPS, PROBE_CAP * self.budget)
             self._measure_validation(0, learner)
