@@ -281,3 +281,19 @@ def test_cli_tile_and_overlap(tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as exit_info:
             main(["predict", str(checkpoint), str(tmp_path / "in"), "--out", str(tmp_path / "x"), *bad])
         assert exit_info.value.code == 2
+
+
+def test_network_pixels_count_what_the_network_computes() -> None:
+    """Prediction time follows the network's pixels: a letterboxed image costs its input size at any size; a
+    tiled one its windows (overlapping, padded); a crop model's small image its own pixels at the crop scale."""
+    tiling = TileConfig()
+    letterbox = PreprocessConfig(img_size=(256, 256), resize="letterbox")
+    assert tiling.network_pixels(2000, 3000, letterbox) == tiling.network_pixels(100, 80, letterbox) == 256 * 256
+    crops = PreprocessConfig(img_size=(256, 256), resize="crop", scale=1.0)
+    assert tiling.network_pixels(500, 600, crops) == 500 * 600  # under one automatic window: predicted whole
+    plan = tiling.plan(2061, 1817, crops)
+    assert plan is not None and len(plan.positions) == 9 and plan.window == (1024, 1024)
+    assert tiling.network_pixels(2061, 1817, crops) == 9 * 1024 * 1024
+    half = PreprocessConfig(img_size=(256, 256), resize="crop", scale=0.5)
+    assert tiling.network_pixels(2000, 1816, half) == 1000 * 908  # inside one 2048-pixel window: whole, halved
+    assert tiling.network_pixels(2061, 1817, half) == 2 * 1024 * 1024  # two 2048-pixel windows, each halved

@@ -13,9 +13,10 @@ import torch
 
 from segkit.checkpoint import load_checkpoint
 from segkit.config import TrainConfig
+from segkit.data.transforms import PreprocessConfig
 from segkit.planning import probe
 from segkit.training import race as race_module
-from segkit.training.budget import RunClock, expected_epochs, subset_within
+from segkit.training.budget import RunClock, expected_epochs, subset_within, validation_pixels
 from segkit.training.builders import open_training_data
 from segkit.training.learner import Learner
 from segkit.training.race import RACE_SHARE, Race, RaceCandidate, choose_racers, loser_units, race_plan, race_size
@@ -118,6 +119,15 @@ def test_validation_subsets_are_spread_and_fit_their_time() -> None:
     assert subset_within(indices, pixels, 0.01, cap=5.0) == spread(indices, 5)  # 1 s per image, 5 s
     assert subset_within(indices, pixels, 0.01, cap=100.0) == indices
     assert subset_within(indices, pixels, 1.0, cap=0.1) == spread(indices, 1)  # always at least one image
+
+
+def test_validation_costs_the_pixels_the_network_computes() -> None:
+    """A letterboxed photo costs the same at any size; a crop model's large image costs its windows."""
+    sizes = {0: (3000, 4000), 1: (120, 90), 2: (2061, 1817)}
+    letterbox = PreprocessConfig(img_size=(64, 64), resize="letterbox")
+    assert validation_pixels(sizes, letterbox) == {0: 64 * 64, 1: 64 * 64, 2: 64 * 64}
+    crops = validation_pixels(sizes, PreprocessConfig(img_size=(256, 256), resize="crop"))
+    assert crops[1] == 120 * 90 and crops[2] == 9 * 1024 * 1024 > 2061 * 1817  # windows overlap and pad
 
 
 def test_expected_epochs_count_validation() -> None:

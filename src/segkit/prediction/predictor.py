@@ -33,7 +33,7 @@ from segkit.data.transforms import LetterboxGeometry, PreprocessConfig, resize_i
 from segkit.errors import SegkitError
 from segkit.prediction.arrays import Array, array_ops, probabilities_to_mask, scores_from_logits
 from segkit.prediction.backend import Backend
-from segkit.prediction.tiling import GRID, TileConfig, TilePlan, predict_tiled
+from segkit.prediction.tiling import TileConfig, TilePlan, predict_tiled
 from segkit.prediction.tta import TTAConfig, augmented_probabilities
 
 if TYPE_CHECKING:
@@ -261,19 +261,7 @@ class Predictor:
 
     def tile_plan(self, height: int, width: int) -> TilePlan | None:
         """The windows an ``height x width`` image is predicted in (see :attr:`tiling`); None: predicted whole."""
-        window = self.tiling.window_for(height, width, self.preprocess)
-        if window is None:
-            return None
-        return TilePlan.create(
-            height, width, window, self.tiling.overlap, self.tiling.batch_for(), align=self._grid_in_pixels()
-        )
-
-    def _grid_in_pixels(self) -> int:
-        """The network's pooling grid in image pixels, for windows that keep to it (1: windows are resized)."""
-        if self.preprocess.resize != "crop":
-            return 1
-        grid = GRID / self.preprocess.scale
-        return int(grid) if grid.is_integer() else 1
+        return self.tiling.plan(height, width, self.preprocess)
 
     def _probabilities(self, arrays: list[np.ndarray]) -> list[Array]:
         """``(C, H, W)`` probabilities on the backend's device at each image's original size.

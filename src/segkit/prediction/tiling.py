@@ -26,16 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from segkit.data.transforms import PreprocessConfig, compute_geometry
 from segkit.errors import SegkitError
 from segkit.prediction.arrays import Array, array_ops
-
-if TYPE_CHECKING:
-    from segkit.data.transforms import PreprocessConfig
 
 # Gaussian sigma as a fraction of the window side (nnU-Net and MONAI use 1/8).
 SIGMA_SCALE = 0.125
@@ -112,6 +109,30 @@ class TileConfig:
         if self.size is not None:
             return self.batch_size
         return max(1, min(self.batch_size, AUTO_TILE_CROPS_PER_PASS // AUTO_TILE_FACTOR**2))
+
+    def plan(self, height: int, width: int, preprocess: PreprocessConfig) -> TilePlan | None:
+        """The windows an ``height x width`` image is predicted in; ``None``: predicted whole."""
+        window = self.window_for(height, width, preprocess)
+        if window is None:
+            return None
+        return TilePlan.create(height, width, window, self.overlap, self.batch_for(), align=grid_in_pixels(preprocess))
+
+    def network_pixels(self, height: int, width: int, preprocess: PreprocessConfig) -> int:
+        """Pixels the network computes to predict an ``height x width`` image: its windows', or the whole image's,
+        each at network size. Prediction time follows them (not the image's own pixels: a letterboxed image
+        costs the same at any size, tiled windows overlap and pad)."""
+        plan = self.plan(height, width, preprocess)
+        windows, (height, width) = (1, (height, width)) if plan is None else (len(plan.positions), plan.window)
+        geometry = compute_geometry(height, width, preprocess.img_size, preprocess.resize, preprocess.scale)
+        return windows * geometry.out_h * geometry.out_w
+
+
+def grid_in_pixels(preprocess: PreprocessConfig) -> int:
+    """The network's pooling grid in image pixels, for windows that keep to it (1: windows are resized)."""
+    if preprocess.resize != "crop":
+        return 1
+    grid = GRID / preprocess.scale
+    return int(grid) if grid.is_integer() else 1
 
 
 def window_starts(length: int, window: int, stride: int, align: int = 1) -> list[int]:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from segkit.prediction.tiling import TileConfig
 from segkit.training.validation import spread
 
 logger = logging.getLogger(__name__)
@@ -116,9 +117,10 @@ def validation_sizes(source: Any, indices: list[int]) -> dict[int, tuple[int, in
     return sizes
 
 
-def validation_pixels(source: Any, indices: list[int]) -> dict[int, int]:
-    """Pixels of each validation image at its original size."""
-    return {index: height * width for index, (height, width) in validation_sizes(source, indices).items()}
+def validation_pixels(sizes: dict[int, tuple[int, int]], preprocess: Any) -> dict[int, int]:
+    """Pixels the network computes to validate each image of ``sizes`` with ``preprocess`` (tiled as validation tiles)."""
+    tiling = TileConfig()
+    return {index: tiling.network_pixels(height, width, preprocess) for index, (height, width) in sizes.items()}
 
 
 def expected_epochs(
@@ -146,10 +148,13 @@ def subset_within(indices: list[int], pixels: dict[int, int], seconds_per_pixel:
 
 
 def size_validation(
-    source: Any, indices: list[int], seconds_per_pixel: float, budget: float
+    source: Any, indices: list[int], preprocess: Any, seconds_per_pixel: float, budget: float
 ) -> tuple[list[int], float]:
-    """The validation images to score (evenly spread) within :data:`VALIDATION_CAP` of ``budget``, and their seconds."""
-    pixels = validation_pixels(source, indices)
+    """The validation images to score (evenly spread) within :data:`VALIDATION_CAP` of ``budget``, and their seconds.
+
+    ``seconds_per_pixel`` is per pixel the network computes (:func:`validation_pixels` with ``preprocess``).
+    """
+    pixels = validation_pixels(validation_sizes(source, indices), preprocess)
     scored = subset_within(indices, pixels, seconds_per_pixel, VALIDATION_CAP * budget)
     if len(scored) < len(indices):
         logger.info(

@@ -14,7 +14,7 @@ took longer than planned).
 
 A budget shorter than :data:`MIN_RACE_BUDGET` (or one candidate) is not raced: the leading
 candidate trains a short measured slice instead (:data:`PROBE_SECONDS`), which gives the
-same measurements — images per second on the real path, validation seconds per pixel —
+same measurements — images per second on the real path, validation seconds per network pixel —
 for the epoch estimate and for sizing validation to the budget.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from segkit.errors import SegkitError
-from segkit.training.budget import RunClock, size_validation, subset_within, validation_sizes
+from segkit.training.budget import RunClock, size_validation, subset_within, validation_pixels, validation_sizes
 from segkit.training.learner import Learner, LossNotFinite
 from segkit.training.validation import spread, validate_model
 
@@ -46,7 +46,8 @@ CLEAR_MARGIN = 0.05  # a candidate this far behind the best score after a rung s
 TIE_MARGIN, TIE_EPOCHS = 0.03, 1.5  # a final score this close: the candidate with 1.5x the epochs wins
 RACE_VALIDATION_SHARE = 0.1  # scoring a candidate takes about this share of its first slice
 BUILD_SECONDS = 2.0  # assumed per candidate (resizing its training images, building its model) when sizing slices
-PROBE_SECONDS = 6.0  # without a race: training seconds measured before the epoch estimate (at most 5 % of the budget)
+PROBE_SECONDS = 15.0  # without a race: training seconds measured before the epoch estimate (at most 5 % of the budget;
+# the leader goes on from there, so a longer probe costs nothing and a passing hiccup weighs less)
 PROBE_STEPS, PROBE_CAP = 4, 0.1  # ... and at least this many steps, unless they take more than this share of it
 
 
@@ -109,7 +110,8 @@ class Measured:
 
     Attributes:
         images_per_second: training images (or crops) per second on the real path, loader included.
-        validation_seconds_per_pixel: wall time of validation per original pixel (``None``: not measured).
+        validation_seconds_per_pixel: wall time of validation per pixel its network computes
+            (:func:`~segkit.training.budget.validation_pixels`; ``None``: not measured).
     """
 
     images_per_second: float
@@ -216,7 +218,9 @@ class Race:
         self.first = first
         self.record = RaceRecord(slice_seconds=self.slice, budget=budget, skipped=skipped)
         self.subset: list[int] = []
-        self.sizes = validation_sizes(val_source, val_indices)
+        sizes = validation_sizes(val_source, val_indices)
+        # per candidate and validation image: validation time follows the pixels its network computes
+        self.network_pixels = [validation_pixels(sizes, candidate.config.preprocess) for candidate in self.candidates]
         self.seconds_per_pixel: dict[int, float] = {}
         self.train_seconds: dict[int, float] = {}
         self.first_step: dict[int, tuple[float, int]] = {}  # seconds and images of each candidate's first step
@@ -394,38 +398,21 @@ class Race:
         start = time.monotonic()
         first = spread(self.val_indices, 1)
         result = validate_model(learner.weights("ema"), learner.card, self.val_source, first, device=self.device)
-        self.seconds_per_pixel[index] = result.seconds / max(self._pixels(first), 1)
+        self.seconds_per_pixel[index] = result.seconds / max(self._pixels(index, first), 1)
         cap = RACE_VALIDATION_SHARE * (self.slice or PROBE_SECONDS)
-        pixels = {index: height * width for index, (height, width) in self.sizes.items()}
-        slowest = max(self._relative_cost(candidate.config, learner.config) for candidate in self.candidates)
-        self.subset = subset_within(self.val_indices, pixels, self.seconds_per_pixel[index] * slowest, cap)
+        per_candidate = [self.network_pixels[k] for k in range(self.count)]
+        slowest = {image: max(pixels[image] for pixels in per_candidate) for image in self.val_indices}
+        self.subset = subset_within(self.val_indices, slowest, self.seconds_per_pixel[index], cap)
         self.record.validation_images = [self.val_source.name(i) for i in self.subset]
         learner.seconds += time.monotonic() - start
         return self.subset
-
-    def _relative_cost(self, config: Any, measured: Any) -> float:
-        """How much longer than the ``measured`` recipe ``config`` takes to predict the validation images.
-
-        Prediction time follows the network's input pixels: the letterbox size, or the image at
-        the crop scale (tiled).
-        """
-        from segkit.data.transforms import compute_geometry
-
-        def network_pixels(preprocess: Any) -> float:
-            total = 0.0
-            for height, width in self.sizes.values():
-                g = compute_geometry(height, width, preprocess.img_size, preprocess.resize, preprocess.scale)
-                total += g.out_h * g.out_w
-            return total
-
-        return max(1.0, network_pixels(config.preprocess) / max(network_pixels(measured.preprocess), 1.0))
 
     def score(self, index: int, learner: Learner) -> float:
         """mIoU of the EMA weights on the race's validation images (-1 when undefined)."""
         subset = self._measure_validation(index, learner)
         start = time.monotonic()
         result = validate_model(learner.weights("ema"), learner.card, self.val_source, subset, device=self.device)
-        self.seconds_per_pixel[index] = result.seconds / max(self._pixels(subset), 1)
+        self.seconds_per_pixel[index] = result.seconds / max(self._pixels(index, subset), 1)
         learner.seconds += time.monotonic() - start
         return -1.0 if math.isnan(result.miou) else result.miou
 
@@ -457,8 +444,9 @@ class Race:
             last["score"],
         )
 
-    def _pixels(self, indices: list[int]) -> int:
-        return sum(self.sizes[index][0] * self.sizes[index][1] for index in indices)
+    def _pixels(self, index: int, images: list[int]) -> int:
+        """Pixels candidate ``index``'s network computes to validate ``images``."""
+        return sum(self.network_pixels[index][image] for image in images)
 
     def _measured(self, index: int, learner: Learner) -> Measured:
         """Images per second after the first step (kernels chosen, memory allocated, first images decoded)."""
@@ -528,7 +516,7 @@ def race_plan(
     scored = None
     if measured.validation_seconds_per_pixel is not None:
         scored, clock.last_validation_seconds = size_validation(
-            data.val_source, data.val_indices, measured.validation_seconds_per_pixel, budget
+            data.val_source, data.val_indices, learner.config.preprocess, measured.validation_seconds_per_pixel, budget
         )
     if plan is not None:
         plan.adopt(race.candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
@@ -568,7 +556,7 @@ def plan_training(config: Any) -> Any:
     clock = RunClock(budget, final_validations=2 if leader.ema else 1, started=start)
     if measured.validation_seconds_per_pixel is not None:
         _, clock.last_validation_seconds = size_validation(
-            data.val_source, data.val_indices, measured.validation_seconds_per_pixel, budget
+            data.val_source, data.val_indices, leader.preprocess, measured.validation_seconds_per_pixel, budget
         )
     plan.epochs = clock.expected_epochs(len(learner.train_set), measured.images_per_second, leader.val_every)
     return plan
