@@ -16,7 +16,14 @@ from segkit.config import TrainConfig
 from segkit.data.transforms import PreprocessConfig
 from segkit.planning import probe
 from segkit.training import race as race_module
-from segkit.training.budget import RunClock, expected_epochs, subset_within, validation_pixels
+from segkit.training.budget import (
+    RunClock,
+    ValidationCost,
+    expected_epochs,
+    image_to_time_too,
+    subset_within,
+    validation_pixels,
+)
 from segkit.training.builders import open_training_data
 from segkit.training.learner import Learner
 from segkit.training.race import RACE_SHARE, Race, RaceCandidate, choose_racers, loser_units, race_plan, race_size
@@ -115,19 +122,40 @@ def test_the_plan_adopts_the_winner_even_when_a_candidate_before_it_was_passed_o
 def test_validation_subsets_are_spread_and_fit_their_time() -> None:
     indices = list(range(10, 30))
     assert spread(indices, 4) == [12, 17, 22, 27] and spread(indices, 50) == indices
-    pixels = {index: 100 for index in indices}
-    assert subset_within(indices, pixels, 0.01, cap=5.0) == spread(indices, 5)  # 1 s per image, 5 s
-    assert subset_within(indices, pixels, 0.01, cap=100.0) == indices
-    assert subset_within(indices, pixels, 1.0, cap=0.1) == spread(indices, 1)  # always at least one image
+    seconds = {index: 1.0 for index in indices}
+    assert subset_within(indices, seconds, cap=5.0) == spread(indices, 5)  # 1 s per image, 5 s
+    assert subset_within(indices, seconds, cap=100.0) == indices
+    assert subset_within(indices, seconds, cap=0.1) == spread(indices, 1)  # always at least one image
 
 
 def test_validation_costs_the_pixels_the_network_computes() -> None:
     """A letterboxed photo costs the same at any size; a crop model's large image costs its windows."""
     sizes = {0: (3000, 4000), 1: (120, 90), 2: (2061, 1817)}
     letterbox = PreprocessConfig(img_size=(64, 64), resize="letterbox")
-    assert validation_pixels(sizes, letterbox) == {0: 64 * 64, 1: 64 * 64, 2: 64 * 64}
+    assert [network for network, _ in validation_pixels(sizes, letterbox).values()] == [64 * 64] * 3
     crops = validation_pixels(sizes, PreprocessConfig(img_size=(256, 256), resize="crop"))
-    assert crops[1] == 120 * 90 and crops[2] == 9 * 1024 * 1024 > 2061 * 1817  # windows overlap and pad
+    assert crops[1] == (120 * 90, 120 * 90) and crops[2] == (9 * 1024 * 1024, 2061 * 1817)  # windows overlap, pad
+
+
+def test_validation_cost_separates_the_network_from_the_image() -> None:
+    """Two letterboxed images of one network size but other sizes give both rates; one image gives the network's."""
+    truth = ValidationCost(per_network_pixel=1e-6, per_image_pixel=1e-8)
+    small, large = (65536, 120_000), (65536, 22_500_000)
+    fitted = ValidationCost.from_two((small, truth.seconds(small)), (large, truth.seconds(large)))
+    assert fitted.per_network_pixel == pytest.approx(1e-6) and fitted.per_image_pixel == pytest.approx(1e-8)
+    assert fitted.seconds(large) == pytest.approx(truth.seconds(large))
+    # one timing: all of it per network pixel, or what the image rate leaves (never below a tenth)
+    assert ValidationCost.measured(small, 0.5) == ValidationCost(0.5 / 65536, 0.0)
+    rescaled = ValidationCost.measured(large, 1.0, per_image_pixel=1e-8)
+    assert rescaled.seconds(large) == pytest.approx(1.0) and rescaled.per_image_pixel == pytest.approx(1e-8)
+    assert ValidationCost.measured(large, 0.1, per_image_pixel=1e-8).per_network_pixel == pytest.approx(0.01 / 65536)
+    # the race times the largest image too when its pixels mix otherwise and its network pixels are few
+    letterboxed = {0: (4096, 12_000), 1: (4096, 22_500_000), 2: (4096, 50_000)}
+    assert image_to_time_too(letterboxed, 2) == 1 and image_to_time_too(letterboxed, 1) == 0  # or the smallest
+    assert image_to_time_too({0: (4096, 12_000), 1: (4096, 40_000)}, 0) is None  # alike: one timing will do
+    assert image_to_time_too({0: (10**6, 10**6), 1: (9 * 10**6, 4 * 10**6)}, 0) is None  # tiled: costly, same mix
+    # timings that cannot come from non-negative rates: the first image's network rate alone
+    assert ValidationCost.from_two((small, 1.0), (large, 0.5)) == ValidationCost.measured(small, 1.0)
 
 
 def test_expected_epochs_count_validation() -> None:
@@ -196,7 +224,7 @@ def test_race_keeps_the_better_half_and_drops_a_diverging_candidate(
     assert entries[2]["error"] == "the loss became not finite" and entries[2]["eliminated"] == 0
     assert winner in (0, 1) and entries[winner]["eliminated"] is None and learner.steps_done > 0
     assert learner.config is candidates[winner].config and measured.images_per_second > 0
-    assert measured.validation_seconds_per_pixel is not None and record.validation_images
+    assert measured.validation is not None and record.validation_images
     scores = {i: entries[i]["rungs"][-1]["score"] for i in (0, 1) if entries[i]["rungs"]}
     if len(entries[1 - winner]["rungs"]) == len(entries[winner]["rungs"]):  # both reached the last rung
         assert scores[winner] >= scores[1 - winner]

@@ -22,6 +22,7 @@ VALIDATION_SHARE = 0.15  # validation during training takes at most this share o
 VALIDATION_CAP = 0.05  # ... one validation at most this share of the budget (else it scores an evenly spread subset)
 FINAL_RESERVE = 1.25  # the final validations (EMA and raw weights) are reserved this many times their expected time
 LAST_EPOCH_SHARE = 0.25  # no epoch starts with less time left than this share of the one before
+MIX_RATIO = 4.0  # a validation image with this many times the image pixels per network pixel is timed too
 END_RESERVE = 3.0  # seconds kept free at the end of a budget for the last checkpoint and metrics.json
 
 
@@ -117,10 +118,69 @@ def validation_sizes(source: Any, indices: list[int]) -> dict[int, tuple[int, in
     return sizes
 
 
-def validation_pixels(sizes: dict[int, tuple[int, int]], preprocess: Any) -> dict[int, int]:
-    """Pixels the network computes to validate each image of ``sizes`` with ``preprocess`` (tiled as validation tiles)."""
+def validation_pixels(sizes: dict[int, tuple[int, int]], preprocess: Any) -> dict[int, tuple[int, int]]:
+    """``(network pixels, image pixels)`` of each image of ``sizes``: what its network computes to validate it
+    with ``preprocess`` (tiled as validation tiles), and the image's own."""
     tiling = TileConfig()
-    return {index: tiling.network_pixels(height, width, preprocess) for index, (height, width) in sizes.items()}
+    return {
+        index: (tiling.network_pixels(height, width, preprocess), height * width)
+        for index, (height, width) in sizes.items()
+    }
+
+
+@dataclass(frozen=True)
+class ValidationCost:
+    """Seconds to validate an image: the pixels its network computes times ``per_network_pixel``, plus the
+    image's own pixels times ``per_image_pixel`` (resizing it, mapping the probabilities back to it, counting
+    them). The second term is small until letterboxed images get large: a 4000 x 5632 photo at 256 x 256 took
+    4.7x a 300 x 400 one (``benchmarks/validation_cost.py``).
+    """
+
+    per_network_pixel: float
+    per_image_pixel: float = 0.0
+
+    def seconds(self, pixels: tuple[int, int]) -> float:
+        """Expected seconds for ``(network pixels, image pixels)``."""
+        network, image = pixels
+        return self.per_network_pixel * network + self.per_image_pixel * image
+
+    @classmethod
+    def measured(cls, pixels: tuple[int, int], seconds: float, per_image_pixel: float = 0.0) -> ValidationCost:
+        """The network rate that explains ``seconds`` for ``pixels``, the image rate given (at most 90 % of the time)."""
+        network, image = pixels
+        rest = max(seconds - per_image_pixel * image, 0.1 * seconds)
+        return cls(rest / max(network, 1), (seconds - rest) / image if image else 0.0)
+
+    @classmethod
+    def from_two(cls, first: tuple[tuple[int, int], float], second: tuple[tuple[int, int], float]) -> ValidationCost:
+        """Both rates from two timed images whose network and image pixels mix differently (else the first's)."""
+        ((n1, i1), t1), ((n2, i2), t2) = first, second
+        determinant = n1 * i2 - n2 * i1
+        if determinant:
+            per_network = (t1 * i2 - t2 * i1) / determinant
+            per_image = (n1 * t2 - n2 * t1) / determinant
+            if per_network > 0 and per_image >= 0:
+                return cls(per_network, per_image)
+        return cls.measured((n1, i1), t1)
+
+
+def image_to_time_too(pixels: dict[int, tuple[int, int]], first: int) -> int | None:
+    """The validation image worth timing beside ``first`` to tell :class:`ValidationCost`'s two rates apart: of the
+    images with the most and the fewest image pixels, the one whose image pixels per network pixel differ most
+    from ``first``'s, when by :data:`MIX_RATIO` or more at no more than twice its network pixels (cheap to time);
+    ``None`` when no image mixes otherwise."""
+
+    def mix(image: int) -> float:
+        network, own = pixels[image]
+        return own / max(network, 1)
+
+    def apart(image: int) -> float:
+        return max(mix(image), mix(first)) / max(min(mix(image), mix(first)), 1e-12)
+
+    ends = (max(pixels, key=lambda image: pixels[image][1]), min(pixels, key=lambda image: pixels[image][1]))
+    cheap = [image for image in ends if pixels[image][0] <= 2 * pixels[first][0]]
+    best = max(cheap, key=apart, default=None)
+    return best if best is not None and apart(best) >= MIX_RATIO else None
 
 
 def expected_epochs(
@@ -138,31 +198,30 @@ def expected_epochs(
     return max(1, round(left / (epoch_seconds + validation_seconds / val_every)))
 
 
-def subset_within(indices: list[int], pixels: dict[int, int], seconds_per_pixel: float, cap: float) -> list[int]:
-    """The most images, evenly spread over ``indices``, whose validation is expected to fit ``cap`` seconds (at least one)."""
+def subset_within(indices: list[int], seconds: dict[int, float], cap: float) -> list[int]:
+    """The most images, evenly spread over ``indices``, whose validation (``seconds`` each) is expected to fit
+    ``cap`` seconds (at least one)."""
     for count in range(len(indices), 0, -1):
         chosen = spread(indices, count)
-        if count == 1 or sum(pixels[i] for i in chosen) * seconds_per_pixel <= cap:
+        if count == 1 or sum(seconds[i] for i in chosen) <= cap:
             return chosen
     return []
 
 
 def size_validation(
-    source: Any, indices: list[int], preprocess: Any, seconds_per_pixel: float, budget: float
+    source: Any, indices: list[int], preprocess: Any, cost: ValidationCost, budget: float
 ) -> tuple[list[int], float]:
-    """The validation images to score (evenly spread) within :data:`VALIDATION_CAP` of ``budget``, and their seconds.
-
-    ``seconds_per_pixel`` is per pixel the network computes (:func:`validation_pixels` with ``preprocess``).
-    """
+    """The validation images to score (evenly spread) within :data:`VALIDATION_CAP` of ``budget``, and their seconds."""
     pixels = validation_pixels(validation_sizes(source, indices), preprocess)
-    scored = subset_within(indices, pixels, seconds_per_pixel, VALIDATION_CAP * budget)
+    seconds = {index: cost.seconds(pixels[index]) for index in indices}
+    scored = subset_within(indices, seconds, VALIDATION_CAP * budget)
     if len(scored) < len(indices):
         logger.info(
             "validation scores %d of the %d validation images (evenly spread, each at its original size): "
             "all of them would take %.0fs, more than %.0f%% of the budget",
             len(scored),
             len(indices),
-            seconds_per_pixel * sum(pixels.values()),
+            sum(seconds.values()),
             100 * VALIDATION_CAP,
         )
-    return scored, seconds_per_pixel * sum(pixels[index] for index in scored)
+    return scored, sum(seconds[index] for index in scored)

@@ -14,7 +14,7 @@ took longer than planned).
 
 A budget shorter than :data:`MIN_RACE_BUDGET` (or one candidate) is not raced: the leading
 candidate trains a short measured slice instead (:data:`PROBE_SECONDS`), which gives the
-same measurements — images per second on the real path, validation seconds per network pixel —
+same measurements — images per second on the real path, what validating an image costs —
 for the epoch estimate and for sizing validation to the budget.
 """
 
@@ -30,7 +30,15 @@ from typing import Any
 import torch
 
 from segkit.errors import SegkitError
-from segkit.training.budget import RunClock, size_validation, subset_within, validation_pixels, validation_sizes
+from segkit.training.budget import (
+    RunClock,
+    ValidationCost,
+    image_to_time_too,
+    size_validation,
+    subset_within,
+    validation_pixels,
+    validation_sizes,
+)
 from segkit.training.learner import Learner, LossNotFinite
 from segkit.training.validation import spread, validate_model
 
@@ -110,12 +118,11 @@ class Measured:
 
     Attributes:
         images_per_second: training images (or crops) per second on the real path, loader included.
-        validation_seconds_per_pixel: wall time of validation per pixel its network computes
-            (:func:`~segkit.training.budget.validation_pixels`; ``None``: not measured).
+        validation: what validating an image costs, measured (``None``: not measured).
     """
 
     images_per_second: float
-    validation_seconds_per_pixel: float | None
+    validation: ValidationCost | None
 
 
 def loser_units(count: int) -> int:
@@ -219,9 +226,10 @@ class Race:
         self.record = RaceRecord(slice_seconds=self.slice, budget=budget, skipped=skipped)
         self.subset: list[int] = []
         sizes = validation_sizes(val_source, val_indices)
-        # per candidate and validation image: validation time follows the pixels its network computes
-        self.network_pixels = [validation_pixels(sizes, candidate.config.preprocess) for candidate in self.candidates]
-        self.seconds_per_pixel: dict[int, float] = {}
+        # per candidate and validation image: the pixels its network computes and the image's own
+        self.pixels = [validation_pixels(sizes, candidate.config.preprocess) for candidate in self.candidates]
+        self.validation_cost: dict[int, ValidationCost] = {}
+        self.per_image_pixel = 0.0  # seconds per image pixel, measured once (the same data for every candidate)
         self.train_seconds: dict[int, float] = {}
         self.first_step: dict[int, tuple[float, int]] = {}  # seconds and images of each candidate's first step
 
@@ -392,17 +400,24 @@ class Race:
         self.train_seconds[index] = spent
 
     def _measure_validation(self, index: int, learner: Learner) -> list[int]:
-        """Time the validation of one image; choose the race's validation images from it (first time only)."""
+        """Time the validation of one image (and of the largest when its pixels mix otherwise); choose the
+        race's validation images from it (first time only)."""
         if self.subset:
             return self.subset
         start = time.monotonic()
-        first = spread(self.val_indices, 1)
-        result = validate_model(learner.weights("ema"), learner.card, self.val_source, first, device=self.device)
-        self.seconds_per_pixel[index] = result.seconds / max(self._pixels(index, first), 1)
+        pixels = self.pixels[index]
+        first = spread(self.val_indices, 1)[0]
+        timed = [(pixels[first], self._validation_seconds(learner, [first]))]
+        second = image_to_time_too(pixels, first)
+        if second is not None:
+            timed.append((pixels[second], self._validation_seconds(learner, [second])))
+        cost = ValidationCost.from_two(timed[0], timed[-1]) if len(timed) > 1 else ValidationCost.measured(*timed[0])
+        self.validation_cost[index], self.per_image_pixel = cost, cost.per_image_pixel
         cap = RACE_VALIDATION_SHARE * (self.slice or PROBE_SECONDS)
-        per_candidate = [self.network_pixels[k] for k in range(self.count)]
-        slowest = {image: max(pixels[image] for pixels in per_candidate) for image in self.val_indices}
-        self.subset = subset_within(self.val_indices, slowest, self.seconds_per_pixel[index], cap)
+        slowest = {
+            image: max(cost.seconds(self.pixels[k][image]) for k in range(self.count)) for image in self.val_indices
+        }
+        self.subset = subset_within(self.val_indices, slowest, cap)
         self.record.validation_images = [self.val_source.name(i) for i in self.subset]
         learner.seconds += time.monotonic() - start
         return self.subset
@@ -412,9 +427,15 @@ class Race:
         subset = self._measure_validation(index, learner)
         start = time.monotonic()
         result = validate_model(learner.weights("ema"), learner.card, self.val_source, subset, device=self.device)
-        self.seconds_per_pixel[index] = result.seconds / max(self._pixels(index, subset), 1)
+        pixels = [self.pixels[index][image] for image in subset]
+        total = (sum(network for network, _ in pixels), sum(image for _, image in pixels))
+        self.validation_cost[index] = ValidationCost.measured(total, result.seconds, self.per_image_pixel)
         learner.seconds += time.monotonic() - start
         return -1.0 if math.isnan(result.miou) else result.miou
+
+    def _validation_seconds(self, learner: Learner, images: list[int]) -> float:
+        weights = learner.weights("ema")
+        return validate_model(weights, learner.card, self.val_source, images, device=self.device).seconds
 
     def _record_rung(self, index: int, learner: Learner, score: float | None) -> None:
         entry = self._entry(index)
@@ -444,17 +465,13 @@ class Race:
             last["score"],
         )
 
-    def _pixels(self, index: int, images: list[int]) -> int:
-        """Pixels candidate ``index``'s network computes to validate ``images``."""
-        return sum(self.network_pixels[index][image] for image in images)
-
     def _measured(self, index: int, learner: Learner) -> Measured:
         """Images per second after the first step (kernels chosen, memory allocated, first images decoded)."""
         seconds, images = self.train_seconds.get(index, 0.0), learner.images_seen
         if learner.steps_done > 1 and index in self.first_step:
             seconds, images = seconds - self.first_step[index][0], images - self.first_step[index][1]
         rate = images / seconds if seconds > 0 else 0.0
-        return Measured(rate, self.seconds_per_pixel.get(index))
+        return Measured(rate, self.validation_cost.get(index))
 
 
 def _score_text(entry: dict[str, Any]) -> str:
@@ -514,9 +531,9 @@ def race_plan(
     clock.final_validations = 2 if learner.ema is not None else 1
     clock.loser_seconds = race.record.loser_seconds
     scored = None
-    if measured.validation_seconds_per_pixel is not None:
+    if measured.validation is not None:
         scored, clock.last_validation_seconds = size_validation(
-            data.val_source, data.val_indices, learner.config.preprocess, measured.validation_seconds_per_pixel, budget
+            data.val_source, data.val_indices, learner.config.preprocess, measured.validation, budget
         )
     if plan is not None:
         plan.adopt(race.candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
@@ -554,9 +571,9 @@ def plan_training(config: Any) -> Any:
     )
     _, learner, measured = probe.run()
     clock = RunClock(budget, final_validations=2 if leader.ema else 1, started=start)
-    if measured.validation_seconds_per_pixel is not None:
+    if measured.validation is not None:
         _, clock.last_validation_seconds = size_validation(
-            data.val_source, data.val_indices, leader.preprocess, measured.validation_seconds_per_pixel, budget
+            data.val_source, data.val_indices, leader.preprocess, measured.validation, budget
         )
     plan.epochs = clock.expected_epochs(len(learner.train_set), measured.images_per_second, leader.val_every)
     return plan
