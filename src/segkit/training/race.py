@@ -400,8 +400,8 @@ class Race:
         self.train_seconds[index] = spent
 
     def _measure_validation(self, index: int, learner: Learner) -> list[int]:
-        """Time the validation of one image (and of the largest when its pixels mix otherwise); choose the
-        race's validation images from it (first time only)."""
+        """Time the validation of one image (and of a second, :func:`~segkit.training.budget.image_to_time_too`);
+        choose the race's validation images from them (first time only)."""
         if self.subset:
             return self.subset
         start = time.monotonic()
