@@ -46,10 +46,8 @@ def race_errors(pixels: dict[int, tuple[int, int]], seconds: dict[int, float]) -
     total, result = sum(seconds.values()), []
     for first in pixels:
         second = image_to_time_too(pixels, first)
-        cost = (
-            ValidationCost.measured(pixels[first], seconds[first])
-            if second is None
-            else ValidationCost.from_two((pixels[first], seconds[first]), (pixels[second], seconds[second]))
+        cost = ValidationCost.fit(
+            (pixels[first], seconds[first]), None if second is None else (pixels[second], seconds[second])
         )
         result.append(abs(sum(cost.seconds(p) for p in pixels.values()) / total - 1))
     return result

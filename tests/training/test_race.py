@@ -141,7 +141,7 @@ def test_validation_cost_separates_the_network_from_the_image() -> None:
     """Two letterboxed images of one network size but other sizes give both rates; one image gives the network's."""
     truth = ValidationCost(per_network_pixel=1e-6, per_image_pixel=1e-8)
     small, large = (65536, 120_000), (65536, 22_500_000)
-    fitted = ValidationCost.from_two((small, truth.seconds(small)), (large, truth.seconds(large)))
+    fitted = ValidationCost.fit((small, truth.seconds(small)), (large, truth.seconds(large)))
     assert fitted.per_network_pixel == pytest.approx(1e-6) and fitted.per_image_pixel == pytest.approx(1e-8)
     assert fitted.seconds(large) == pytest.approx(truth.seconds(large))
     # one timing: all of it per network pixel, or what the image rate leaves (never below a tenth)
@@ -155,7 +155,8 @@ def test_validation_cost_separates_the_network_from_the_image() -> None:
     assert image_to_time_too({0: (4096, 12_000), 1: (4096, 40_000)}, 0) is None  # alike: one timing will do
     assert image_to_time_too({0: (10**6, 10**6), 1: (9 * 10**6, 4 * 10**6)}, 0) is None  # tiled: costly, same mix
     # timings that cannot come from non-negative rates: the first image's network rate alone
-    assert ValidationCost.from_two((small, 1.0), (large, 0.5)) == ValidationCost.measured(small, 1.0)
+    assert ValidationCost.fit((small, 1.0), (large, 0.5)) == ValidationCost.measured(small, 1.0)
+    assert ValidationCost.fit((small, 0.5)) == ValidationCost.measured(small, 0.5)  # one image: its network rate
 
 
 def test_expected_epochs_count_validation() -> None:

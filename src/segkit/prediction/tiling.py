@@ -122,8 +122,8 @@ class TileConfig:
         each at network size. Prediction time follows them (not the image's own pixels: a letterboxed image
         costs the same at any size, tiled windows overlap and pad)."""
         plan = self.plan(height, width, preprocess)
-        windows, (height, width) = (1, (height, width)) if plan is None else (len(plan.positions), plan.window)
-        geometry = compute_geometry(height, width, preprocess.img_size, preprocess.resize, preprocess.scale)
+        windows, (piece_h, piece_w) = (1, (height, width)) if plan is None else (len(plan.positions), plan.window)
+        geometry = compute_geometry(piece_h, piece_w, preprocess.img_size, preprocess.resize, preprocess.scale)
         return windows * geometry.out_h * geometry.out_w
 
 

@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from segkit.prediction.tiling import TileConfig
-from segkit.training.validation import spread
+from segkit.training.validation import VALIDATION_TILING, spread
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +120,8 @@ def validation_sizes(source: Any, indices: list[int]) -> dict[int, tuple[int, in
 def validation_pixels(sizes: dict[int, tuple[int, int]], preprocess: Any) -> dict[int, tuple[int, int]]:
     """``(network pixels, image pixels)`` of each image of ``sizes``: what its network computes to validate it
     with ``preprocess`` (tiled as validation tiles), and the image's own."""
-    tiling = TileConfig()
     return {
-        index: (tiling.network_pixels(height, width, preprocess), height * width)
+        index: (VALIDATION_TILING.network_pixels(height, width, preprocess), height * width)
         for index, (height, width) in sizes.items()
     }
 
@@ -152,9 +150,12 @@ class ValidationCost:
         return cls(rest / max(network, 1), (seconds - rest) / image if image else 0.0)
 
     @classmethod
-    def from_two(cls, first: tuple[tuple[int, int], float], second: tuple[tuple[int, int], float]) -> ValidationCost:
-        """Both rates from two timed images whose network and image pixels mix differently (else the first's)."""
-        ((n1, i1), t1), ((n2, i2), t2) = first, second
+    def fit(
+        cls, first: tuple[tuple[int, int], float], second: tuple[tuple[int, int], float] | None = None
+    ) -> ValidationCost:
+        """From one timed image ``((network, image pixels), seconds)``: all per network pixel; from two whose
+        pixels mix differently: both rates (when they come out non-negative; else the first's alone)."""
+        ((n1, i1), t1), ((n2, i2), t2) = first, second or first
         determinant = n1 * i2 - n2 * i1
         if determinant:
             per_network = (t1 * i2 - t2 * i1) / determinant
@@ -209,10 +210,10 @@ def subset_within(indices: list[int], seconds: dict[int, float], cap: float) -> 
 
 
 def size_validation(
-    source: Any, indices: list[int], preprocess: Any, cost: ValidationCost, budget: float
+    indices: list[int], pixels: dict[int, tuple[int, int]], cost: ValidationCost, budget: float
 ) -> tuple[list[int], float]:
-    """The validation images to score (evenly spread) within :data:`VALIDATION_CAP` of ``budget``, and their seconds."""
-    pixels = validation_pixels(validation_sizes(source, indices), preprocess)
+    """The validation images to score (evenly spread) within :data:`VALIDATION_CAP` of ``budget``, and their seconds
+    (``pixels``: :func:`validation_pixels` of the recipe that goes on)."""
     seconds = {index: cost.seconds(pixels[index]) for index in indices}
     scored = subset_within(indices, seconds, VALIDATION_CAP * budget)
     if len(scored) < len(indices):

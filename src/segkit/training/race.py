@@ -407,11 +407,11 @@ class Race:
         start = time.monotonic()
         pixels = self.pixels[index]
         first = spread(self.val_indices, 1)[0]
-        timed = [(pixels[first], self._validation_seconds(learner, [first]))]
         second = image_to_time_too(pixels, first)
-        if second is not None:
-            timed.append((pixels[second], self._validation_seconds(learner, [second])))
-        cost = ValidationCost.from_two(timed[0], timed[-1]) if len(timed) > 1 else ValidationCost.measured(*timed[0])
+        cost = ValidationCost.fit(
+            (pixels[first], self._validation_seconds(learner, [first])),
+            None if second is None else (pixels[second], self._validation_seconds(learner, [second])),
+        )
         self.validation_cost[index], self.per_image_pixel = cost, cost.per_image_pixel
         cap = RACE_VALIDATION_SHARE * (self.slice or PROBE_SECONDS)
         slowest = {
@@ -533,7 +533,7 @@ def race_plan(
     scored = None
     if measured.validation is not None:
         scored, clock.last_validation_seconds = size_validation(
-            data.val_source, data.val_indices, learner.config.preprocess, measured.validation, budget
+            data.val_indices, race.pixels[winner], measured.validation, budget
         )
     if plan is not None:
         plan.adopt(race.candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
@@ -573,7 +573,7 @@ def plan_training(config: Any) -> Any:
     clock = RunClock(budget, final_validations=2 if leader.ema else 1, started=start)
     if measured.validation is not None:
         _, clock.last_validation_seconds = size_validation(
-            data.val_source, data.val_indices, leader.preprocess, measured.validation, budget
+            data.val_indices, probe.pixels[0], measured.validation, budget
         )
     plan.epochs = clock.expected_epochs(len(learner.train_set), measured.images_per_second, leader.val_every)
     return plan

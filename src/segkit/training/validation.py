@@ -18,10 +18,12 @@ import torch
 from torch import nn
 
 from segkit.checkpoint import ModelCard
+from segkit.prediction.tiling import TileConfig
 from segkit.training.callbacks import ValidationSamples
 
 # Validation images predicted per forward pass (letterbox/resize; crop images go one by one).
 VALIDATION_BATCH = 8
+VALIDATION_TILING = TileConfig()  # how validation tiles large images (what its cost estimate counts too)
 
 
 @dataclass
@@ -65,7 +67,7 @@ def validate_model(
     from segkit.prediction.predictor import Predictor
 
     start = time.monotonic()
-    predictor = Predictor(model, card, device=device, batch_size=VALIDATION_BATCH)
+    predictor = Predictor(model, card, device=device, tiling=VALIDATION_TILING, batch_size=VALIDATION_BATCH)
     matrix = ConfusionMatrix(card.num_classes, ignore_index=card.ignore_index, class_names=card.classes)
     samples = ValidationSamples()
     mine = indices[rank::world_size]
