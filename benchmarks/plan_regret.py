@@ -27,6 +27,8 @@ human_segmentation's masks resized to their photos (nearest) where they are smal
     python benchmarks/plan_regret.py --weights-dir /tmp/mnw/torch          # hours: every arm, 5 minutes each
     python benchmarks/plan_regret.py --datasets crackforest --arms plan,unet-crops --budget 3m --no-report
     python benchmarks/plan_regret.py --quick --no-report
+    python benchmarks/plan_regret.py --datasets human_segmentation --arms plan --profiles fp32 \
+        --options "--lr 1e-3" --tag lr1e-3-a --no-report                  # a variant, kept as plan+lr1e-3-a
 
 Results of finished arms are kept in ``--work`` (``results.json``): a second call with the same
 folder runs only the arms still missing.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -142,7 +145,8 @@ def _made(path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------- arms
-def arm_command(arm: str, train: Path, out: Path, budget: float) -> list[str]:
+def arm_command(arm: str, train: Path, out: Path, budget: float, extra: list[str]) -> list[str]:
+    """The ``segkit train`` command of ``arm`` (``extra``: options added to every arm)."""
     command = [
         sys.executable,
         "-m",
@@ -156,6 +160,7 @@ def arm_command(arm: str, train: Path, out: Path, budget: float) -> list[str]:
         "--device",
         "cpu",
         "--overwrite",
+        *extra,
     ]
     if arm == "no-plan":
         return command + ["--no-plan"]
@@ -175,7 +180,15 @@ def median_size(train: Path) -> tuple[int, int]:
 
 
 def run_arm(
-    arm: str, profile: str, train: Path, test: Path, out: Path, budget: float, weights: Path | None, empty: Path
+    arm: str,
+    profile: str,
+    train: Path,
+    test: Path,
+    out: Path,
+    budget: float,
+    weights: Path | None,
+    empty: Path,
+    extra: list[str],
 ) -> dict[str, Any]:
     """Train one arm in its own process, then score its best.pt on the held-out images at original size."""
     import segkit
@@ -185,7 +198,7 @@ def run_arm(
     env["TORCH_HOME"] = str(weights if arm in PRETRAINED_ARMS and weights is not None else empty)
     env["HF_HOME"] = str(empty / "hf")
     env["HF_HUB_OFFLINE"] = "1"
-    command = arm_command(arm, train, out, budget)
+    command = arm_command(arm, train, out, budget, extra)
     log(f"  {arm} [{profile}]: {' '.join(command[3:])}")
     started = time.monotonic()
     finished = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -336,8 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, help="folder for layouts, runs and results.json (default: temporary)")
     parser.add_argument("--quick", action="store_true", help="30 s budgets on crackforest: a smoke run")
+    parser.add_argument(
+        "--options",
+        default="",
+        help="segkit train options added to every arm, e.g. '--lr 1e-3' (needs --tag: results are kept apart)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the arms' names in results.json and runs/ (repeats)")
     parser.add_argument("--no-report", action="store_true", help="print the JSON only")
     args = parser.parse_args(argv)
+    if args.options and not args.tag:
+        parser.error("--options needs a --tag")
     setup_logging()
     from segkit.config import parse_duration
 
@@ -360,11 +381,14 @@ def main(argv: list[str] | None = None) -> int:
         done = results.setdefault(f"{dataset}@{budget:g}", {})
         for arm in arms:
             for profile in (args.profiles if arm.startswith(("plan", "no-plan")) else args.grid_profiles).split(","):
-                key = f"{arm}/{profile}"
+                name = f"{arm}+{args.tag}" if args.tag else arm
+                key = f"{name}/{profile}"
                 if key in done:
                     continue
-                out = work / "runs" / dataset / f"{arm}-{profile}"
-                done[key] = run_arm(arm, profile, train, test, out, budget, args.weights_dir, empty)
+                out = work / "runs" / dataset / f"{name}-{profile}"
+                done[key] = run_arm(
+                    arm, profile, train, test, out, budget, args.weights_dir, empty, shlex.split(args.options)
+                )
                 store.write_text(json.dumps(results, indent=1))
         targets += targets_for(dataset, done, budget)
     settings = (
