@@ -16,7 +16,8 @@ held-out images at their original size — so only the recipe differs:
 
 Two CPU profiles: ``bf16`` (this machine as it is) and ``fp32`` (a CPU without native
 bfloat16: ``SEGKIT_CPU_BF16=0`` and oneDNN limited to ``AVX512_CORE_VNNI``, so that bfloat16
-would be emulated and slow, as it is on such a CPU). The plan and ``--no-plan`` run on both,
+would be emulated and slow, as it is on such a CPU); ``fp32-slow`` (``--profiles``) is ``fp32`` on one
+thread (``OMP_NUM_THREADS=1``), a CPU about half as fast. The plan and ``--no-plan`` run on both,
 the grid on ``bf16`` (``--grid-profiles bf16,fp32``: on both). Regret = best grid arm − plan, the
 grid of the plan's profile where it ran (else the bf16 grid), same weights.
 
@@ -61,6 +62,8 @@ HELD_OUT_EVERY = 5
 PROFILES = {
     "bf16": {},
     "fp32": {"SEGKIT_CPU_BF16": "0", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
+    # a slower CPU without bf16 (a laptop): the same on one thread, about half the speed
+    "fp32-slow": {"SEGKIT_CPU_BF16": "0", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "OMP_NUM_THREADS": "1"},
 }
 GRID = {  # arm: options pinned (the rest planned, no race)
     "unet-256": ["--model", "unet", "--model-kwargs", "base_channels=16", "--resize", "letterbox", "--img-size", "256"],

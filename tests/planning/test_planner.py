@@ -110,7 +110,9 @@ def test_small_images_are_trained_whole_at_native_resolution(tmp_path: Path, no_
     binary = write_dataset(tmp_path / "binary", 4, (120, 100), one_line)
     (binary / "class_names.txt").write_text("background\nline\n")
     binary_plan = plan_for(binary, time_budget="60s")
-    assert binary_plan.candidates[1].choices == {"model_kwargs": {"base_channels": 8}}  # second: one axis, the network
+    # one class on a CPU: width 8 leads (twice the steps), width 16 races second (one axis, the network)
+    assert {c.option: c.value for c in binary_plan.choices}["model_kwargs"] == {"base_channels": 8}
+    assert binary_plan.candidates[1].choices == {"model_kwargs": {"base_channels": 16}}
 
 
 def test_large_images_with_thin_objects_get_native_crops(tmp_path: Path, no_weights, fast_probe) -> None:

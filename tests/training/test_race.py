@@ -166,6 +166,18 @@ def test_expected_epochs_count_validation() -> None:
     assert expected_epochs(100, 10.0, 3.0, 100.0) == 8
 
 
+@pytest.mark.parametrize(("batch_size", "epoch_images"), [(4, 8), (5, 9)])
+def test_an_epoch_counts_the_images_it_trains(
+    shapes_dataset: Path, tmp_path: Path, batch_size: int, epoch_images: int
+) -> None:
+    """The epoch estimate's images per epoch: whole batches where the loader drops the last one (9 images: batches
+    of 4 drop one; batches of 5 keep the last, a set under two batches keeps every image)."""
+    config = TrainConfig.from_options(tiny_options(shapes_dataset, tmp_path, batch_size=batch_size))
+    learner = Learner(config, open_training_data(config), torch.device("cpu"))
+    assert len(learner.train_set) == 9
+    assert learner.epoch_images == epoch_images == sum(len(images) for images, _ in learner.start_epoch(1))
+
+
 @pytest.fixture
 def quick_race(monkeypatch: pytest.MonkeyPatch) -> None:
     """Races of a few seconds: the CPU minimum slice and budget made tiny."""

@@ -9,8 +9,8 @@ rules order and prune the candidates, the race on the user's data decides.
 
 - **model**: an encoder pretrained on ImageNet whenever its weights can be had (found in
   the caches, or downloadable), since that is worth more than anything else on small
-  datasets; otherwise segkit's plain U-Net, wider on a GPU. The other one races at the
-  leader's input;
+  datasets; otherwise segkit's plain U-Net, wider on a GPU, narrower on a CPU for one class
+  against the background (:data:`ONE_CLASS_WIDTHS`). The other one races at the leader's input;
 - **inputs**: whole images letterboxed on a ladder of sizes (:data:`LADDER`, from the median
   image up to :data:`WHOLE_IMAGE_LIMIT`), random crops at native (and half) scale predicted
   window by window. The leader is the input with the most pixels that still allows
@@ -58,9 +58,12 @@ MIN_STEPS_PER_EPOCH = 8  # GPU batches are capped so that an epoch still has thi
 BF16_MIN_SPEEDUP = 1.25
 TRAIN_SHARE = 0.8  # of the remaining budget spent in training steps (the rest: validation, saving)
 PRETRAINED_MODELS = {"cpu": ("mobilenetv2-unet", "unet-resnet34"), "gpu": ("unet-resnet34", "mobilenetv2-unet")}
-# segkit's U-Net from scratch: its width, and the other width the race tries.
+# segkit's U-Net from scratch: its width, and the other width the race tries (on one class against the rest only).
+# On a CPU one class leads with the narrower: it takes twice the steps in a budget and won every race it entered on
+# such data; pinned without bf16 it beat width 16 on CrackForest (0.738 against 0.701–0.706) and human_segmentation.
 SCRATCH_MODEL = "unet"
 SCRATCH_WIDTHS = {"cpu": (16, 8), "gpu": (32, 16)}
+ONE_CLASS_WIDTHS = {"cpu": (8, 16), "gpu": (32, 16)}
 # a leader expected to train fewer epochs than this (first guess) does not race: the losers' fifth of the budget
 # would cost it more than a better pick gains (benchmarks: human_segmentation without bf16, 8 epochs guessed, 5 run)
 RACE_MIN_EPOCHS = 10
@@ -259,7 +262,8 @@ class _Planner:
         from segkit.models.weights import encoder_name, weights_status
 
         config = self.config
-        width = SCRATCH_WIDTHS[self.kind][0]
+        one_class = len(self.fingerprint.classes) <= NARROW_MAX_CLASSES
+        width, other = (ONE_CLASS_WIDTHS if one_class else SCRATCH_WIDTHS)[self.kind]
         scratch = {"model": SCRATCH_MODEL, "model_kwargs": {"base_channels": width}, "pretrained": False}
         if not config.is_set("pretrained") or config.pretrained:
             candidates = [config.model] if config.is_set("model") else list(PRETRAINED_MODELS[self.kind])
@@ -278,19 +282,17 @@ class _Planner:
         why = "no ImageNet weights found here (see `segkit weights`); trained from scratch"
         name = self.choose("model", SCRATCH_MODEL, why if not config.is_set("pretrained") else "from scratch, as asked")
         if name == SCRATCH_MODEL and not config.is_set("model_kwargs"):
-            narrow = SCRATCH_WIDTHS[self.kind][1]
             # the narrower U-Net takes twice the steps, so it leads any short race; with several classes it then
-            # ends lower (benchmarks: Dubai, 6 classes, Road never learnt): it races only one class against the rest
-            one_class = len(self.fingerprint.classes) <= NARROW_MAX_CLASSES
+            # ends lower (benchmarks: Dubai, 6 classes, Road never learnt): other widths race one class only
             self.choose(
                 "model_kwargs",
                 {"base_channels": width},
-                f"width {width}; width {narrow} races"
+                f"width {width} for one class on a {self.kind.upper()}; width {other} races"
                 if one_class
                 else f"width {width}: {len(self.fingerprint.classes)} classes",
             )
             if one_class:
-                self.alternative = {"model_kwargs": {"base_channels": narrow}, "label": f"unet-{narrow}"}
+                self.alternative = {"model_kwargs": {"base_channels": other}, "label": f"unet-{other}"}
         else:
             self.choose("model_kwargs", {}, "the model's defaults")
         self.choose("pretrained", False, "no weights to start from")
@@ -531,8 +533,9 @@ class _Planner:
     def other_network(self, leader: InputOption) -> Candidate:
         """The other network at the leader's input and batch (one axis changed), with its own measured speed.
 
-        From scratch the narrower U-Net: on a CPU it trains about twice the steps of the wider
-        one; beside a pretrained encoder, segkit's U-Net from scratch.
+        From scratch the U-Net's other width (:data:`ONE_CLASS_WIDTHS`: on a CPU the wider beside
+        the narrower leader, on a GPU the narrower); beside a pretrained encoder, segkit's U-Net
+        from scratch.
         """
         alternative = {k: v for k, v in self.alternative.items() if k != "label"}
         other = ModelSpec(

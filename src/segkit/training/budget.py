@@ -88,10 +88,11 @@ class RunClock:
         """The schedule position of the recipe training now."""
         return self.progress_at(self.elapsed - self.loser_seconds)
 
-    def expected_epochs(self, train_images: int, images_per_second: float, val_every: int) -> int:
-        """Epochs the rest of the budget allows at the measured speed, validations and checkpoints included."""
+    def expected_epochs(self, epoch_images: int, images_per_second: float, val_every: int) -> int:
+        """Epochs of ``epoch_images`` each the rest of the budget allows at the measured speed, validations and
+        checkpoints included."""
         return expected_epochs(
-            train_images,
+            epoch_images,
             images_per_second,
             self.last_validation_seconds + self.save_seconds,
             self.time_limit() - self.elapsed,

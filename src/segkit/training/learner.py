@@ -283,6 +283,12 @@ class Learner:
 
     # ------------------------------------------------------------------- state
     @property
+    def epoch_images(self) -> int:
+        """Training images (or crops) one epoch of this process trains: whole batches only where the last is dropped."""
+        samples = len(self.train_sampler) if self.train_sampler is not None else len(self.train_set)
+        return min(len(self.train_loader) * int(self.train_loader.batch_size or 1), samples)
+
+    @property
     def keeps_resized(self) -> bool:
         """Whether the training dataset keeps resized copies of its images (so the decoded originals can go)."""
         return bool(self.train_set.cached) and self.config.preprocess.resize != "crop"

@@ -309,7 +309,7 @@ class Race:
 
         def epochs_per_second(index: int) -> float:
             learner = learners[index]
-            return learner.images_seen / max(self.train_seconds.get(index, 0.0), 1e-9) / max(len(learner.train_set), 1)
+            return learner.images_seen / max(self.train_seconds.get(index, 0.0), 1e-9) / max(learner.epoch_images, 1)
 
         best = ranked[0]
         for other in ranked[1:]:
@@ -575,5 +575,5 @@ def plan_training(config: Any) -> Any:
         _, clock.last_validation_seconds = size_validation(
             data.val_indices, probe.pixels[0], measured.validation, budget
         )
-    plan.epochs = clock.expected_epochs(len(learner.train_set), measured.images_per_second, leader.val_every)
+    plan.epochs = clock.expected_epochs(learner.epoch_images, measured.images_per_second, leader.val_every)
     return plan

@@ -226,7 +226,7 @@ class Trainer:
             self._save("last.pt", self.checkpoint(0, full=True))
         self.clock.save_seconds = time.monotonic() - start
         epochs = self.clock.expected_epochs(
-            len(self.learner.train_set), measured.images_per_second, self.record.val_every
+            self.learner.epoch_images, measured.images_per_second, self.record.val_every
         )
         if self.plan is not None:
             self.plan.epochs = epochs
