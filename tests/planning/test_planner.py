@@ -101,10 +101,12 @@ def test_small_images_are_trained_whole_at_native_resolution(tmp_path: Path, no_
     assert all(choice.reason for choice in plan.choices)  # one reason per choice
     text = plan.format()
     assert "letterbox" in text and "line" in text and "(thin 2px)" in text
-    # the race: the leader, smaller whole images on the ladder; the narrower U-Net only against one class
+    # the race: the leader and its lower learning rate; the ladder's smaller whole images would thin the 2 px line
+    # the leader keeps, so they do not race; the narrower U-Net races only against one class
     labels = [candidate.label for candidate in plan.candidates]
-    assert labels[0] == "unet-16, whole images 128x128" and plan.candidates[0].choices == {}
-    assert "unet-16, whole images 96x96" in labels and "unet-16, whole images 64x64" in labels
+    assert labels == ["unet-16, whole images 128x128", "unet-16, whole images 128x128, lr 0.001"]
+    assert plan.candidates[0].choices == {}
+    assert "whole images 96x96" in plan.left_out and "whole images 64x64" in plan.left_out
     assert not any("model_kwargs" in candidate.choices for candidate in plan.candidates)
     assert "race candidates" in text
     binary = write_dataset(tmp_path / "binary", 4, (120, 100), one_line)
@@ -125,8 +127,12 @@ def test_large_images_with_thin_objects_get_native_crops(tmp_path: Path, no_weig
     # whole images would shrink the 2 px line below 1.5 px; native crops keep it and train enough epochs
     assert choices["preprocess.resize"] == "crop" and choices["preprocess.scale"] == 1.0
     assert choices["preprocess.img_size"] == (256, 256)
+    # the inputs that would thin the line do not race against a leader that keeps it
     labels = [candidate.label for candidate in plan.candidates]
-    assert "unet-16, whole images 512x384" in labels and "unet-16, 256px crops at 0.5x scale" in labels
+    assert not any("whole images" in label or "0.5x scale" in label for label in labels)
+    assert "whole images 512x384" in plan.left_out and "256px crops at 0.5x scale" in plan.left_out
+    assert "line under 1.5px" in plan.left_out and "not raced" in plan.format()
+    assert plan.to_dict()["left_out"] == plan.left_out
 
 
 def test_thin_objects_and_a_short_budget_race_native_crops_first(tmp_path: Path, no_weights, fast_probe) -> None:
@@ -165,8 +171,11 @@ def test_whole_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Pat
         mask[300:480, 100:400] = 2
 
     data = write_dataset(tmp_path / "data", 5, (500, 480), thick)
-    roomy = {c.option: c.value for c in plan_for(data, time_budget="10m").choices}
+    roomy_plan = plan_for(data, time_budget="10m")
+    roomy = {c.option: c.value for c in roomy_plan.choices}
     assert roomy["preprocess.img_size"] == (512, 480) and roomy["model_kwargs"] == {"base_channels": 16}
+    labels = [candidate.label for candidate in roomy_plan.candidates]  # nothing thin: smaller inputs race too
+    assert "unet-16, whole images 352x352" in labels and not roomy_plan.left_out
     tight = {c.option: c for c in plan_for(data, time_budget="3s").choices}
     height, width = tight["preprocess.img_size"].value
     assert height < 512 and width < 480 and tight["preprocess.resize"].value == "letterbox"
