@@ -15,7 +15,7 @@ rules order and prune the candidates, the race on the user's data decides.
   image up to :data:`WHOLE_IMAGE_LIMIT`), random crops at native (and half) scale predicted
   window by window. The leader is the input with the most pixels that still allows
   :data:`MIN_EPOCHS` epochs without thinning any class (its fingerprint *width*) below
-  :data:`MIN_OBJECT_PIXELS`; the others race;
+  :data:`MIN_OBJECT_PIXELS`; the others race (but those that would thin a class the leader keeps);
 - **batch size** from the input size (and the GPU's memory), **precision** by measured
   speed (bf16 where the CPU or GPU has it), the **learning rate** (the leader at a lower one
   races too) and the **loss**. Each challenger in the race changes one axis of the leader. The expected number of epochs is measured later, on the real path.

@@ -453,11 +453,11 @@ class Race:
     def _log(self, index: int, rung: int) -> None:
         entry = self._entry(index)
         if entry["error"]:
-            logger.info("race rung %d  %-34s  %s", rung + 1, entry["label"], entry["error"])
+            logger.info("race rung %d  %-48s  %s", rung + 1, entry["label"], entry["error"])
             return
         last = entry["rungs"][-1]
         logger.info(
-            "race rung %d  %-34s  %5d steps  %6.1fs  score %.4f",
+            "race rung %d  %-48s  %5d steps  %6.1fs  score %.4f",
             rung + 1,
             entry["label"],
             last["steps"],
