@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.options and not args.tag:
         parser.error("--options needs a --tag")
+    extra = shlex.split(args.options)
     setup_logging()
     from segkit.config import parse_duration
 
@@ -389,9 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 if key in done:
                     continue
                 out = work / "runs" / dataset / f"{name}-{profile}"
-                done[key] = run_arm(
-                    arm, profile, train, test, out, budget, args.weights_dir, empty, shlex.split(args.options)
-                )
+                done[key] = run_arm(arm, profile, train, test, out, budget, args.weights_dir, empty, extra)
                 store.write_text(json.dumps(results, indent=1))
         targets += targets_for(dataset, done, budget)
     settings = (

@@ -63,7 +63,7 @@ PRETRAINED_MODELS = {"cpu": ("mobilenetv2-unet", "unet-resnet34"), "gpu": ("unet
 # such data; pinned without bf16 it beat width 16 on CrackForest (0.738 against 0.701–0.706) and human_segmentation.
 SCRATCH_MODEL = "unet"
 SCRATCH_WIDTHS = {"cpu": (16, 8), "gpu": (32, 16)}
-ONE_CLASS_WIDTHS = {"cpu": (8, 16), "gpu": (32, 16)}
+ONE_CLASS_WIDTHS = {**SCRATCH_WIDTHS, "cpu": SCRATCH_WIDTHS["cpu"][::-1]}
 # a leader expected to train fewer epochs than this (first guess) does not race: the losers' fifth of the budget
 # would cost it more than a better pick gains (benchmarks: human_segmentation without bf16, 8 epochs guessed, 5 run)
 RACE_MIN_EPOCHS = 10
