@@ -8,12 +8,14 @@ Dubai's aerial tiles cut into 512 x 512 pieces so that the pool holds enough ima
 3. a model trains from scratch on the half each pick gives, with the same budget;
 4. both are scored by ``segkit.evaluate`` on the same held-out images at their original size.
 
-Every training is planned without the race (``--no-race``; ``--race`` races): at these short
-budgets the race's pick between recipes swings the score more than the picks do (a 2-minute
-human_segmentation run raced native crops against whole images at 30 steps each, kept the crops
-at 0.44 against 0.19 and ended at 0.51 validation mIoU, where the same seed's other pick, not
-raced, trained on whole images to 0.68), so both picks train the rule-based recipe and the
-difference measures the picks.
+The start model is planned (without the race: ``--no-race``; ``--race`` races); both retrainings
+keep its recipe — network and input (``--model``, ``--model-kwargs``, ``--img-size``, ``--resize``,
+``--scale`` from its checkpoint) pinned, the rest planned — so that the difference measures the
+picks, not the planner's choice on each half: at these short budgets that choice swings the score
+more than the picks do (a 2-minute human_segmentation run raced native crops against whole images
+at 30 steps each, kept the crops and ended at 0.51 validation mIoU where the same seed's other pick
+trained on whole images to 0.68; unraced, the rules chose native crops for one half and whole
+images for the other: 0.54 against 0.70).
 
 Reported: per dataset the median over seeds of the suggest and random mIoU and of their
 difference; the target is a mean difference of at least 0.02 over the datasets, and no dataset
@@ -99,10 +101,23 @@ def subset(train: Path, stems: list[str], folder: Path) -> Path:
     return folder
 
 
-def train_model(data: Path, out: Path, budget: float, race: bool) -> Path:
-    """``segkit train data --time-budget`` in its own process (``--no-race`` unless ``race``); its best checkpoint."""
+def recipe_of(checkpoint: Path) -> list[str]:
+    """The network and input of a trained model as ``segkit train`` options."""
+    from segkit.checkpoint import load_checkpoint
+
+    card = load_checkpoint(checkpoint).card
+    preprocess = card.preprocess
+    options = ["--model", card.model.name, "--img-size", *(str(side) for side in preprocess.img_size)]
+    options += ["--resize", preprocess.resize, "--scale", f"{preprocess.scale:g}"]
+    kwargs = card.model.kwargs
+    return options + (["--model-kwargs", ",".join(f"{key}={value}" for key, value in kwargs.items())] if kwargs else [])
+
+
+def train_model(data: Path, out: Path, budget: float, race: bool, recipe: list[str] | None = None) -> Path:
+    """``segkit train data --time-budget`` in its own process (``--no-race`` unless ``race``; ``recipe``: more
+    options); its best checkpoint."""
     command = [sys.executable, "-m", "segkit", "train", str(data), "--time-budget", f"{budget:g}s"]
-    command += ["--out", str(out), "--device", "cpu", "--overwrite", *([] if race else ["--no-race"])]
+    command += ["--out", str(out), "--device", "cpu", "--overwrite", *([] if race else ["--no-race"]), *(recipe or [])]
     finished = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
     (out.parent / f"{out.name}.log").write_text(finished.stdout + finished.stderr)
     if finished.returncode != 0:
@@ -124,8 +139,9 @@ def one_seed(train: Path, test: Path, folder: Path, seed: int, budget: float, ra
     suggested = [pick.image.stem for pick in segkit.suggest(first, unlabeled, count=count, device="cpu").picks]
     picks = {"suggest": suggested, "random": sorted(rng.sample(pool, count))}
     scores: dict[str, Any] = {"start": segkit.evaluate(first, test, device="cpu")["mIoU"]}
+    recipe = recipe_of(first)
     for how, picked in picks.items():
-        model = train_model(subset(train, start + picked, folder / how), folder / "runs" / how, budget, race)
+        model = train_model(subset(train, start + picked, folder / how), folder / "runs" / how, budget, race, recipe)
         scores[how] = segkit.evaluate(model, test, device="cpu")["mIoU"]
         log(f"    seed {seed}, {how}: mIoU {scores[how]:.4f}")
     scores["overlap"] = len(set(picks["suggest"]) & set(picks["random"])) / count

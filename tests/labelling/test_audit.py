@@ -177,7 +177,9 @@ def test_corrupted_masks_rank_first_with_their_kinds(clean_model: tuple[Path, Pa
     assert [(region["kind"], region["label"], region["predicted"]) for region in found["im03.png"]] == [
         ("wrong_class", "red", "blue")
     ]
-    assert set(entries[0]) >= {"image", "score", "path", "mask", "fold", "regions"} and entries[0]["fold"] is None
+    assert set(entries[0]) >= {"image", "score", "path", "mask", "fold", "regions", "outline"}
+    outlines = [entry["outline"] for entry in entries if entry["outline"] is not None]
+    assert entries[0]["fold"] is None and len(outlines) >= 10 and {fit["class"] for fit in outlines} <= {"red", "blue"}
     with (tmp_path / "ranking.csv").open() as table:
         rows = list(csv.DictReader(table))
     assert [row["image"] for row in rows] == [entry["image"] for entry in entries]

@@ -16,7 +16,7 @@ import segkit
 from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
-from segkit.labelling.suggest import _Scored, class_weights, pick_diverse, score_probabilities
+from segkit.labelling.suggest import _Scored, class_weights, pick_diverse, score_probabilities, typicality
 from segkit.prediction.predictor import Predictor
 
 
@@ -63,6 +63,14 @@ def test_a_duplicate_is_not_picked_twice() -> None:
     assert [index for index, _ in pick_diverse(scored, 10)] and len(pick_diverse(scored, 10)) <= 4
 
 
+def test_typicality_is_the_density_among_the_layouts() -> None:
+    crowd = np.array([[1.0, 0.0], [0.99, 0.14], [0.97, 0.24], [0.98, 0.2]])
+    layouts = np.vstack([crowd, [[0.0, 1.0]]])  # the last one is an outlier
+    typical = typicality(layouts / np.linalg.norm(layouts, axis=1, keepdims=True))
+    assert typical.max() == pytest.approx(1.0) and typical[4] < 0.5 and typical[4] < typical[:4].min() - 0.3
+    assert typicality(np.ones((3, 2))).tolist() == [1.0, 1.0, 1.0]  # all alike: all typical
+
+
 def photos(folder: Path) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(5)
@@ -89,7 +97,8 @@ def test_suggest_through_the_cli_with_pre_labels_that_convert_back(
     printed = capsys.readouterr().out
     assert printed.startswith("3 of 5 images to label next, best first:")
     picks = json.loads(ranking.read_text())
-    assert [set(pick) >= {"image", "score", "uncertainty", "reason"} for pick in picks] == [True] * 3
+    assert [set(pick) >= {"image", "score", "uncertainty", "typicality", "reason"} for pick in picks] == [True] * 3
+    assert all(0 < pick["typicality"] <= 1 for pick in picks)
     names = [Path(pick["image"]).name for pick in picks]
     assert not {"p1.png", "p1_again.png"} <= set(names)  # the copy of a picked image is not picked too
     assert sorted(path.name for path in out.iterdir()) == sorted(

@@ -8,15 +8,18 @@ Every image needs class probabilities from a model that did not learn its mask:
   predicts the fold's images at their original size, as ``segkit predict`` does;
 - or a given **model**, whose scores are optimistic on the images it trained on (said once).
 
-Each image then gets a **label-quality score** from cleanlab's segmentation module
-(:func:`cleanlab.segmentation.rank.get_label_quality_scores`: the soft minimum of each
+Each image then gets a **label-quality score**: cleanlab's (its segmentation module's
+:func:`cleanlab.segmentation.rank.get_label_quality_scores`: the soft minimum of each
 labelled pixel's probability of its label; 0 surely wrong, 1 surely right; ignored pixels
-are left out), and each **disputed region** — a connected patch where the model finds its
+are left out) times the **outline agreement** (:mod:`segkit.labelling.outlines`: ``(1 -
+g)^2``, where ``g`` is the largest share of an object's outline that one shift or growth
+brings onto the model's, so that a polygon drawn a few pixels off ranks low), and each **disputed region** — a connected patch where the model finds its
 class at least :data:`~segkit.labelling.regions.MARGIN` more probable than the label's — a
 kind: ``missing``, ``extra``, ``wrong_class`` or ``boundary`` (:mod:`segkit.labelling.regions`).
 
-cleanlab scores and ranks; it has no notion of regions or their kinds, which are written
-by hand (:func:`~segkit.labelling.regions.disputed_regions`).
+cleanlab scores pixels; it has no notion of objects, outlines or regions and their kinds,
+which are written by hand (:mod:`segkit.labelling.outlines`,
+:func:`~segkit.labelling.regions.disputed_regions`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from segkit.errors import OptionError, SegkitError
 from segkit.files import built_into, check_out_folder, check_output_path
 from segkit.labelling.folds import Predicted, fixed_copy, out_of_sample
 from segkit.labelling.options import DEFAULT_BUDGET, DEFAULT_FOLDS
+from segkit.labelling.outlines import OutlineFit, outline_agreement, outline_fits
 from segkit.labelling.outputs import STAGING_PREFIX, write_csv, write_json
 from segkit.labelling.regions import KINDS, Region, disputed_regions, label_quality
 
@@ -65,9 +69,11 @@ class AuditedImage:
     Attributes:
         image: the image file (a labelme sample: its JSON file).
         mask: the file holding its labels, the one to correct.
-        score: cleanlab's label quality, 0 (surely wrong) to 1.
+        score: its label quality, 0 (surely wrong) to 1: cleanlab's times the outline agreement.
         regions: the disputed regions, largest first.
         fold: the fold whose model predicted it (None with a given model).
+        outline: the object whose outline a shift or growth brings most onto the model's (None: no object
+            the model sees with an outline long enough to fit).
     """
 
     image: Path
@@ -75,6 +81,7 @@ class AuditedImage:
     score: float
     regions: list[Region] = field(default_factory=list)
     fold: int | None = None
+    outline: OutlineFit | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +91,7 @@ class AuditedImage:
             "mask": str(self.mask),
             "fold": self.fold,
             "regions": [region.to_dict() for region in self.regions],
+            "outline": self.outline.to_dict() if self.outline is not None else None,
         }
 
     def summary(self, limit: int = 3) -> str:
@@ -313,8 +321,10 @@ def _score(predicted: Predicted, source: Any, top: int) -> tuple[list[AuditedIma
         ref = source.samples[index]
         mask = probabilities_to_mask(probabilities, predictor.binary, predictor.threshold)
         regions, kinds = disputed_regions(sample.mask, probabilities, mask, classes, background, source.ignore_index)
-        score = label_quality(sample.mask, probabilities, source.ignore_index)
-        images.append(AuditedImage(ref.image or ref.label_file, ref.label_file, score, regions, fold))
+        fits = outline_fits(sample.mask, mask, classes, background, source.ignore_index)
+        score = label_quality(sample.mask, probabilities, source.ignore_index) * outline_agreement(fits)
+        outline = fits[0] if fits else None
+        images.append(AuditedImage(ref.image or ref.label_file, ref.label_file, score, regions, fold, outline))
         most_suspect.offer(str(ref.label_file), score, partial(_shown, sample.image, sample.mask, mask, kinds))
     images.sort(key=lambda item: (item.score, item.image.name))
     return images, most_suspect.by_name()

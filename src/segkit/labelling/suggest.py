@@ -8,6 +8,10 @@ how unsure the model is, where it matters:
 - **weak classes**: each pixel's entropy is weighted by how badly the model does on the
   class it predicts there, from the checkpoint's validation IoU (``0.5 + 1 - IoU``): doubt
   about a class the model already handles counts for less;
+- **typicality**: the score is multiplied by how typical the image is of the pool (its kernel
+  density among the candidates' class layouts, relative to the most typical one), as in
+  information-density sampling: an outlier the model is unsure of is one it cannot learn
+  much from yet (the cold-start weakness of plain uncertainty sampling);
 - **diversity**: picks are chosen greedily by score times the distance to the images
   already picked (uncertainty-weighted k-center greedy, as in core-set active learning),
   on each image's predicted class layout (the probabilities pooled to a 4 x 4 grid). A
@@ -39,6 +43,7 @@ logger = logging.getLogger(__name__)
 GRID = 4  # the class layout is pooled to GRID x GRID cells per class
 SHEET_SIDE = 256  # longer side of each picture on the contact sheet
 UNKNOWN_IOU = 0.5  # a class the checkpoint has no validation IoU for is weighted as a middling one
+DENSITY_SAMPLE = 2000  # typicality is measured against at most this many candidates (evenly spaced)
 
 
 @dataclass
@@ -47,8 +52,10 @@ class Suggestion:
 
     Attributes:
         image: the image file.
-        score: what ranks it: the weighted uncertainty (the order of the picks also weighs diversity).
+        score: what ranks it: the weighted uncertainty times the typicality (the order of the picks also
+            weighs diversity).
         uncertainty: mean normalised entropy of its probabilities (0 certain, 1 uniform).
+        typicality: its density among the candidates' class layouts, relative to the most typical (0 .. 1).
         distance: distance of its class layout to the images picked before it (1 for the first pick).
         classes: share of its pixels predicted as each class.
         reason: one line: what made it worth labelling.
@@ -57,6 +64,7 @@ class Suggestion:
     image: Path
     score: float
     uncertainty: float
+    typicality: float
     distance: float
     classes: dict[str, float] = field(default_factory=dict)
     reason: str = ""
@@ -142,6 +150,17 @@ def score_probabilities(
     ).ravel()
     norm = np.linalg.norm(layout)
     return score, float(entropy.mean()), layout / norm if norm else layout, shares, doubted
+
+
+def typicality(layouts: np.ndarray) -> np.ndarray:
+    """Each layout's Gaussian kernel density among the layouts (bandwidth: the median distance between
+    them), divided by the largest: 1 for the most typical image, near 0 for an outlier."""
+    reference = layouts[np.linspace(0, len(layouts) - 1, min(len(layouts), DENSITY_SAMPLE)).astype(int)]
+    norms = (layouts**2).sum(axis=1)
+    squared = np.maximum(norms[:, None] + (reference**2).sum(axis=1)[None, :] - 2 * layouts @ reference.T, 0.0)
+    bandwidth = float(np.median(squared[squared > 0])) if (squared > 0).any() else 1.0
+    density = np.exp(-squared / bandwidth).mean(axis=1)
+    return density / density.max()
 
 
 def pick_diverse(scored: Sequence[_Scored], count: int) -> list[tuple[int, float]]:
@@ -234,6 +253,9 @@ def suggest(
         probabilities = predictor.predict_proba(path)
         score, uncertainty, layout, shares, doubted = score_probabilities(probabilities, weights)
         scored.append(_Scored(path, score, uncertainty, layout, shares, predictor.classes[doubted]))
+    typical = typicality(np.stack([item.layout for item in scored]))
+    for item, value in zip(scored, typical):
+        item.score *= float(value)
     picks: list[Suggestion] = []
     for index, distance in pick_diverse(scored, count):
         item = scored[index]
@@ -241,7 +263,12 @@ def suggest(
         reason = f"mean entropy {item.uncertainty:.2f}, most doubt where it predicts {item.weak}"
         if distance < 0.05 and picks:
             reason += "; much like an earlier pick"
-        rounded = (round(item.score, 6), round(item.uncertainty, 6), round(distance, 6))
+        rounded = (
+            round(item.score, 6),
+            round(item.uncertainty, 6),
+            round(float(typical[index]), 6),
+            round(distance, 6),
+        )
         picks.append(Suggestion(item.image, *rounded, predicted, reason))
     result = SuggestResult(picks, len(scored), None, sorted(skipped))
     if json is not None:
@@ -285,9 +312,9 @@ def _write_folder(out: Path, result: SuggestResult, predictor: Any, overwrite: b
         write_json(staging / "suggestions.json", result.to_list())
         write_csv(
             staging / "suggestions.csv",
-            ["rank", "image", "score", "uncertainty", "distance", "reason"],
+            ["rank", "image", "score", "uncertainty", "typicality", "distance", "reason"],
             (
-                [rank, pick.image.name, pick.score, pick.uncertainty, pick.distance, pick.reason]
+                [rank, pick.image.name, pick.score, pick.uncertainty, pick.typicality, pick.distance, pick.reason]
                 for rank, pick in enumerate(result.picks, start=1)
             ),
         )

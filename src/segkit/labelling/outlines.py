@@ -1,0 +1,149 @@
+"""How far each object's outline in a mask lies from the model's: a shift and a growth fitted per object.
+
+A polygon drawn a few pixels beside its object, or grown around it, leaves a disputed band
+along the outline that looks like the usual disagreement of a model's edges, and a soft
+score of the pixels (cleanlab's) barely moves. What tells it apart is that the band is
+*consistent*: one shift (or growth) of the label's outline puts most of it onto the model's.
+For each object of the label, its outline pixels' signed distances to the model's region of
+the class are fitted as ``growth + shift . normal`` (robust least squares), and the share of
+the outline that the fit brings within :data:`~segkit.labelling.regions.FEW_PIXELS` of the
+model's outline, beyond the share already there, is what the fit *gained*: near 0 for an
+outline drawn where the model sees it (even a poor model's errors are local, not one shift),
+large for one drawn off.
+
+Written by hand: image registration in scikit-image (``phase_cross_correlation``) finds one
+translation of a whole image, with no growth and no robustness to the parts a model misses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segkit.labelling.regions import EIGHT, FEW_PIXELS
+
+MAX_OFFSET = 15.0  # pixels: distances are clipped here (a shift or growth this large is no longer an outline's)
+# an object whose outline lies MAX_OFFSET or more from the model's region along over this share of it is one the model
+# does not see there: a missing or extra object (the disputed regions say so), not an outline drawn off
+UNSEEN_SHARE = 0.3
+MIN_OUTLINE = 40  # outline pixels: smaller objects give no fit
+HUBER = 2.0  # pixels: residuals beyond this weigh less in the fit (the parts where the model itself is wrong)
+NORMAL_SMOOTHING = 2.0  # pixels: the outline's normals come from its signed distance smoothed this much
+
+
+@dataclass
+class OutlineFit:
+    """One object's outline against the model's.
+
+    Attributes:
+        class_name: the object's class.
+        area: its pixels in the label.
+        shift: ``(dx, dy)`` pixels: where the label's outline lies from the model's, on average.
+        growth: pixels: how far the label's outline lies outside the model's (negative: inside).
+        gained: share of the outline that the shift and growth bring within ``FEW_PIXELS`` of the
+            model's outline, beyond the share already there (0 .. 1).
+    """
+
+    class_name: str
+    area: int
+    shift: tuple[float, float]
+    growth: float
+    gained: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.class_name,
+            "area": self.area,
+            "shift": [round(value, 2) for value in self.shift],
+            "growth": round(self.growth, 2),
+            "gained": round(self.gained, 4),
+        }
+
+    def describe(self) -> str:
+        """``outline of person 6.1 px off (grown 0.4 px)``."""
+        return f"outline of {self.class_name} {float(np.hypot(*self.shift)):.1f} px off (grown {self.growth:.1f} px)"
+
+
+def outline_fits(
+    labels: np.ndarray,
+    prediction: np.ndarray,
+    classes: Sequence[str],
+    background: int | None,
+    ignore_index: int = 255,
+) -> list[OutlineFit]:
+    """The fit of every object of the label (of a non-background class, with a long enough outline the model
+    sees), largest gain first.
+
+    Args:
+        labels: ``(H, W)`` the mask.
+        prediction: ``(H, W)`` the model's mask.
+        classes: class names in index order.
+        background: the background class (None: every class has objects).
+        ignore_index: mask value that is no class.
+    """
+    from scipy import ndimage
+
+    fits = []
+    for value in np.unique(labels):
+        if value in (background, ignore_index):
+            continue
+        # signed distance to the model's region of the class: positive outside it, negative inside
+        predicted = prediction == value
+        to_model = np.clip(_signed_distance(predicted), -MAX_OFFSET, MAX_OFFSET)
+        components, count = ndimage.label(labels == value, structure=EIGHT)
+        margin = int(MAX_OFFSET) + 2
+        for number, box in enumerate(ndimage.find_objects(components), start=1):
+            if box is None:
+                continue
+            box = tuple(slice(max(0, part.start - margin), part.stop + margin) for part in box)
+            inside = components[box] == number
+            fit = _fit(inside, to_model[box])
+            if fit is not None:
+                fits.append(OutlineFit(classes[int(value)], int(inside.sum()), *fit))
+    return sorted(fits, key=lambda fit: -fit.gained)
+
+
+def outline_agreement(fits: Sequence[OutlineFit]) -> float:
+    """``(1 - largest gain)^2``: 1 when no object's outline is better explained drawn elsewhere."""
+    return (1.0 - max((fit.gained for fit in fits), default=0.0)) ** 2
+
+
+def _fit(inside: np.ndarray, to_model: np.ndarray) -> tuple[tuple[float, float], float, float] | None:
+    """``(shift, growth, gained)`` of one object (``inside``) against the model's signed distance, or None."""
+    from scipy import ndimage
+
+    # the image's border is no outline (objects cut by it go on beyond it): it counts as inside
+    outline = inside & ~ndimage.binary_erosion(inside, border_value=1)
+    rows, cols = np.nonzero(outline)
+    if len(rows) < MIN_OUTLINE:
+        return None
+    if (np.abs(to_model[rows, cols]) >= MAX_OFFSET).mean() > UNSEEN_SHARE:
+        return None
+    distance = to_model[rows, cols] + 0.5  # outline pixels lie half a pixel inside the drawn line
+    smoothed = ndimage.gaussian_filter(_signed_distance(inside), NORMAL_SMOOTHING)
+    down, across = np.gradient(smoothed)
+    normals = np.stack([across[rows, cols], down[rows, cols]], axis=1)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-6)
+    design = np.column_stack([np.ones(len(distance)), normals])
+    weights = np.ones(len(distance))
+    for _ in range(5):  # iteratively reweighted least squares with Huber weights
+        root = np.sqrt(weights)
+        coefficients = np.linalg.lstsq(design * root[:, None], distance * root, rcond=None)[0]
+        residual = np.abs(distance - design @ coefficients)
+        weights = np.where(residual <= HUBER, 1.0, HUBER / np.maximum(residual, 1e-6))
+    gained = float((residual <= FEW_PIXELS).mean() - (np.abs(distance) <= FEW_PIXELS).mean())
+    growth, dx, dy = (float(value) for value in coefficients)
+    return (dx, dy), growth, max(0.0, gained)
+
+
+def _signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the outline of ``mask``: positive outside, negative inside (``MAX_OFFSET``
+    everywhere when the mask is empty, ``-MAX_OFFSET`` when it is full)."""
+    from scipy import ndimage
+
+    if not mask.any() or mask.all():
+        return np.full(mask.shape, -MAX_OFFSET if mask.any() else MAX_OFFSET)
+    return ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)
