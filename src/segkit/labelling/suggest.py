@@ -153,8 +153,8 @@ def score_probabilities(
 
 
 def typicality(layouts: np.ndarray) -> np.ndarray:
-    """Each layout's Gaussian kernel density among the layouts (bandwidth: the median distance between
-    them), divided by the largest: 1 for the most typical image, near 0 for an outlier."""
+    """Each layout's Gaussian kernel density among the layouts (``exp(-d^2 / h)``, ``h`` the median squared
+    distance between them), divided by the largest: 1 for the most typical image, near 0 for an outlier."""
     reference = layouts[np.linspace(0, len(layouts) - 1, min(len(layouts), DENSITY_SAMPLE)).astype(int)]
     norms = (layouts**2).sum(axis=1)
     squared = np.maximum(norms[:, None] + (reference**2).sum(axis=1)[None, :] - 2 * layouts @ reference.T, 0.0)
