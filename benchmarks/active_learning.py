@@ -47,7 +47,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import Target  # noqa: E402  (sibling module)
-from common import data_root, finish, log, setup_logging  # noqa: E402
+from common import copy_class_files, data_root, finish, log, setup_logging, subset  # noqa: E402
 from plan_regret import layout  # noqa: E402  (the same held-out images as the planner benchmark)
 
 SECTION = "Active learning: segkit suggest against random picks (benchmarks/active_learning.py)"
@@ -71,7 +71,7 @@ def tiled(train: Path, folder: Path) -> Path:
                 for part, array in (("images", image), ("masks", mask)):
                     (folder / part).mkdir(parents=True, exist_ok=True)
                     Image.fromarray(array[top : top + TILE, left : left + TILE]).save(folder / part / name)
-    _copy_class_files(train, folder)
+    copy_class_files(train, folder)
     (folder / "done").write_text("")
     return folder
 
@@ -81,24 +81,6 @@ def _starts(side: int) -> list[int]:
         return [0]
     starts = list(range(0, side - TILE + 1, TILE))
     return starts if starts[-1] == side - TILE else [*starts, side - TILE]
-
-
-def _copy_class_files(source: Path, target: Path) -> None:
-    for name in ("class_names.txt", "classes.json"):
-        if (source / name).exists():
-            shutil.copyfile(source / name, target / name)
-
-
-def subset(train: Path, stems: list[str], folder: Path) -> Path:
-    """A dataset folder of the ``stems`` of ``train`` (links to its files)."""
-    shutil.rmtree(folder, ignore_errors=True)
-    for part in ("images", "masks"):
-        (folder / part).mkdir(parents=True)
-        files = {path.stem: path for path in (train / part).iterdir()}
-        for stem in stems:
-            (folder / part / files[stem].name).symlink_to(files[stem].resolve())
-    _copy_class_files(train, folder)
-    return folder
 
 
 def recipe_of(checkpoint: Path) -> list[str]:

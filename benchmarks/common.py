@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -99,6 +100,25 @@ def setup_logging() -> None:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def copy_class_files(source: Path, target: Path) -> None:
+    """The class list files of a dataset folder (those it has) copied to another."""
+    for name in ("class_names.txt", "classes.json"):
+        if (source / name).exists():
+            shutil.copyfile(source / name, target / name)
+
+
+def subset(train: Path, stems: Sequence[str], folder: Path) -> Path:
+    """A dataset folder (made afresh) of the ``stems`` of ``train``: links to its images and masks, its class files."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for part in ("images", "masks"):
+        (folder / part).mkdir(parents=True)
+        files = {path.stem: path for path in (train / part).iterdir()}
+        for stem in stems:
+            (folder / part / files[stem].name).symlink_to(files[stem].resolve())
+    copy_class_files(train, folder)
+    return folder
 
 
 def calibrated_checkpoint(

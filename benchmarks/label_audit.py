@@ -46,7 +46,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import Target  # noqa: E402  (sibling module)
-from common import data_root, finish, log, setup_logging  # noqa: E402
+from common import data_root, finish, log, setup_logging, subset  # noqa: E402
 from plan_regret import layout  # noqa: E402  (the same training images as the planner benchmark)
 
 SECTION = "Label audit: known corruptions found by segkit audit (benchmarks/label_audit.py)"
@@ -223,16 +223,8 @@ def redrawn(train: Path, folder: Path, seed: int, ranking: list[dict[str, Any]])
         folds.setdefault(entry["fold"], []).append(Path(entry["image"]).stem)
     entries: list[dict[str, Any]] = []
     for fold, stems in sorted(folds.items()):
-        own = draw / f"fold_{fold}"
-        shutil.rmtree(own, ignore_errors=True)
-        for part in ("images", "masks"):
-            (own / part).mkdir(parents=True)
-            for path in (data / part).iterdir():
-                if path.stem in stems:
-                    (own / part / path.name).symlink_to(path.resolve())
-        shutil.copyfile(data / "class_names.txt", own / "class_names.txt")
         model = folder / "out" / "folds" / f"fold_{fold}" / "best.pt"
-        entries += segkit.audit(own, model=model).to_list()
+        entries += segkit.audit(subset(data, stems, draw / f"fold_{fold}"), model=model).to_list()
     entries.sort(key=lambda entry: (entry["score"], entry["image"]))
     return {"corrupted": len(corrupted), "images": len(entries), **score(entries, corrupted)}
 
@@ -276,13 +268,15 @@ def main(argv: list[str] | None = None) -> int:
             results[key] = {"corrupted": len(corrupted), "images": len(ranking), **score(ranking, corrupted)}
             store.write_text(json.dumps(results, indent=1))
         draws = results[key].setdefault("draws", {})
-        for seed in range(args.seed + 1, args.seed + args.draws):
-            if str(seed) not in draws:
-                folder = work / "audit" / key
-                train, _ = layout(dataset, root, work / "data")
-                draws[str(seed)] = redrawn(train, folder, seed, json.loads((folder / "audit.json").read_text()))
-                log(f"{dataset}, draw {seed}: precision of the top k {draws[str(seed)]['precision_at_k']:.2f}")
-                store.write_text(json.dumps(results, indent=1))
+        missing = [seed for seed in range(args.seed + 1, args.seed + args.draws) if str(seed) not in draws]
+        if missing:
+            folder = work / "audit" / key
+            train, _ = layout(dataset, root, work / "data")
+            ranking = json.loads((folder / "audit.json").read_text())
+        for seed in missing:
+            draws[str(seed)] = redrawn(train, folder, seed, ranking)
+            log(f"{dataset}, draw {seed}: precision of the top k {draws[str(seed)]['precision_at_k']:.2f}")
+            store.write_text(json.dumps(results, indent=1))
         done = [results[key], *(draws[str(seed)] for seed in range(args.seed + 1, args.seed + args.draws))]
         found = sum(draw["found"] for draw in done)
         targets += [

@@ -16,8 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="find the masks of a labelled dataset that are probably wrong",
         description=(
             "Score every mask of DATA by its label quality (cleanlab's segmentation score, times how well each "
-            "object's outline agrees with the model's) under probabilities of a model that never saw it: K-fold training within --time-budget (each fold trains, planned, on the "
-            "other folds' images and predicts its own at their original size), or --model (in-sample: "
+            "object's outline agrees with the model's) under probabilities of a model that never saw it: K-fold "
+            "training within --time-budget (each fold trains, planned, on the other folds' images and predicts "
+            "its own at their original size), or --model (in-sample: "
             "optimistic). Each disputed region (a confident prediction the label contradicts) gets a kind: "
             "missing, extra, wrong_class or boundary. Prints the most suspect masks; --json writes the ranking "
             "(and a CSV beside it), --out DIR a page showing the most suspect images with the regions outlined."

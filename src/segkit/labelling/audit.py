@@ -13,9 +13,10 @@ Each image then gets a **label-quality score**: cleanlab's (its segmentation mod
 labelled pixel's probability of its label; 0 surely wrong, 1 surely right; ignored pixels
 are left out) times the **outline agreement** (:mod:`segkit.labelling.outlines`: ``(1 -
 g)^2``, where ``g`` is the largest share of an object's outline that one shift or growth
-brings onto the model's, so that a polygon drawn a few pixels off ranks low), and each **disputed region** — a connected patch where the model finds its
-class at least :data:`~segkit.labelling.regions.MARGIN` more probable than the label's — a
-kind: ``missing``, ``extra``, ``wrong_class`` or ``boundary`` (:mod:`segkit.labelling.regions`).
+brings onto the model's, so that a polygon drawn a few pixels off ranks low), and each
+**disputed region** — a connected patch where the model finds its class at least
+:data:`~segkit.labelling.regions.MARGIN` more probable than the label's — a kind:
+``missing``, ``extra``, ``wrong_class`` or ``boundary`` (:mod:`segkit.labelling.regions`).
 
 cleanlab scores pixels; it has no notion of objects, outlines or regions and their kinds,
 which are written by hand (:mod:`segkit.labelling.outlines`,

@@ -32,6 +32,7 @@ UNSEEN_SHARE = 0.3
 MIN_OUTLINE = 40  # outline pixels: smaller objects give no fit
 HUBER = 2.0  # pixels: residuals beyond this weigh less in the fit (the parts where the model itself is wrong)
 NORMAL_SMOOTHING = 2.0  # pixels: the outline's normals come from its signed distance smoothed this much
+MARGIN = int(MAX_OFFSET) + 2  # pixels around an object's box: its signed distance reaches the clip inside them
 
 
 @dataclass
@@ -90,17 +91,23 @@ def outline_fits(
     for value in np.unique(labels):
         if value in (background, ignore_index):
             continue
-        # signed distance to the model's region of the class: positive outside it, negative inside
-        predicted = prediction == value
-        to_model = np.clip(_signed_distance(predicted), -MAX_OFFSET, MAX_OFFSET)
-        components, count = ndimage.label(labels == value, structure=EIGHT)
-        margin = int(MAX_OFFSET) + 2
+        components, _ = ndimage.label(labels == value, structure=EIGHT)
+        objects = []  # (box, the object in it, its outline) of the objects with a long enough outline
         for number, box in enumerate(ndimage.find_objects(components), start=1):
-            if box is None:
-                continue
-            box = tuple(slice(max(0, part.start - margin), part.stop + margin) for part in box)
+            box = tuple(slice(max(0, part.start - MARGIN), part.stop + MARGIN) for part in box)
             inside = components[box] == number
-            fit = _fit(inside, to_model[box])
+            if inside.sum() < MIN_OUTLINE:  # its outline can be no longer
+                continue
+            # the image's border is no outline (objects cut by it go on beyond it): it counts as inside
+            outline = inside & ~ndimage.binary_erosion(inside, border_value=1)
+            if outline.sum() >= MIN_OUTLINE:
+                objects.append((box, inside, outline))
+        if not objects:
+            continue
+        # signed distance to the model's region of the class (positive outside it), once per class that has objects
+        to_model = np.clip(_signed_distance(prediction == value), -MAX_OFFSET, MAX_OFFSET)
+        for box, inside, outline in objects:
+            fit = _fit(inside, outline, to_model[box])
             if fit is not None:
                 fits.append(OutlineFit(classes[int(value)], int(inside.sum()), *fit))
     return sorted(fits, key=lambda fit: -fit.gained)
@@ -111,15 +118,14 @@ def outline_agreement(fits: Sequence[OutlineFit]) -> float:
     return (1.0 - max((fit.gained for fit in fits), default=0.0)) ** 2
 
 
-def _fit(inside: np.ndarray, to_model: np.ndarray) -> tuple[tuple[float, float], float, float] | None:
-    """``(shift, growth, gained)`` of one object (``inside``) against the model's signed distance, or None."""
+def _fit(
+    inside: np.ndarray, outline: np.ndarray, to_model: np.ndarray
+) -> tuple[tuple[float, float], float, float] | None:
+    """``(shift, growth, gained)`` of one object (``inside``, its ``outline``) against the model's signed distance,
+    or None when the model does not see it."""
     from scipy import ndimage
 
-    # the image's border is no outline (objects cut by it go on beyond it): it counts as inside
-    outline = inside & ~ndimage.binary_erosion(inside, border_value=1)
     rows, cols = np.nonzero(outline)
-    if len(rows) < MIN_OUTLINE:
-        return None
     if (np.abs(to_model[rows, cols]) >= MAX_OFFSET).mean() > UNSEEN_SHARE:
         return None
     distance = to_model[rows, cols] + 0.5  # outline pixels lie half a pixel inside the drawn line
