@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,45 +41,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import Target  # noqa: E402  (sibling module)
-from common import copy_class_files, data_root, finish, log, setup_logging, subset  # noqa: E402
+from common import data_root, finish, log, setup_logging, subset  # noqa: E402
 from plan_regret import layout  # noqa: E402  (the same held-out images as the planner benchmark)
 
 SECTION = "Active learning: segkit suggest against random picks (benchmarks/active_learning.py)"
 DATASETS = ("human_segmentation", "dubai_aerial")
 SHARE = 0.25  # labelled at the start, and picked next
-TILE = 512  # Dubai's images are cut into pieces of this side
-
-
-def tiled(train: Path, folder: Path) -> Path:
-    """``train`` with every image and mask cut into :data:`TILE`-sided pieces (the last row and column overlap)."""
-    if (folder / "done").exists():
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    for image_file in sorted((train / "images").iterdir()):
-        mask_file = next((train / "masks").glob(image_file.stem + ".*"))
-        image, mask = np.asarray(Image.open(image_file).convert("RGB")), np.asarray(Image.open(mask_file))
-        height, width = image.shape[:2]
-        for top in _starts(height):
-            for left in _starts(width):
-                name = f"{image_file.stem}_{top}_{left}.png"
-                for part, array in (("images", image), ("masks", mask)):
-                    (folder / part).mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(array[top : top + TILE, left : left + TILE]).save(folder / part / name)
-    copy_class_files(train, folder)
-    (folder / "done").write_text("")
-    return folder
-
-
-def _starts(side: int) -> list[int]:
-    if side <= TILE:
-        return [0]
-    starts = list(range(0, side - TILE + 1, TILE))
-    return starts if starts[-1] == side - TILE else [*starts, side - TILE]
 
 
 def recipe_of(checkpoint: Path) -> list[str]:
@@ -154,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     targets: list[Target] = []
     differences = []
     for dataset in datasets:
-        train, test = layout(dataset, root, work / "data")
-        if dataset == "dubai_aerial":
-            train = tiled(train, work / "data" / "dubai_tiles")
+        train, test = layout("dubai_tiles" if dataset == "dubai_aerial" else dataset, root, work / "data")
         done = results.setdefault(f"{dataset}@{budget:g}" + ("-race" if args.race else ""), {})
         log(f"{dataset}: {len(list((train / 'images').iterdir()))} training images, budget {budget:.0f}s")
         for seed in range(seeds):

@@ -24,6 +24,8 @@ grid of the plan's profile where it ran (else the bf16 grid), same weights.
 Data laid out in a temporary folder (never copied into the repository): DRIVE's vessel masks
 with the pixels outside the field of view set to the ignore value (scored inside it only);
 human_segmentation's masks resized to their photos (nearest) where they are smaller.
+``dubai_tiles`` (``--datasets``, not run by default): Dubai's training images cut into 512² pieces
+(457 of them), its held-out images whole — a larger set that leaves a slow CPU a few epochs.
 
     python benchmarks/plan_regret.py --weights-dir /tmp/mnw/torch          # hours: every arm, 5 minutes each
     python benchmarks/plan_regret.py --datasets crackforest --arms plan,unet-crops --budget 3m --no-report
@@ -41,6 +43,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,11 +57,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import Target  # noqa: E402  (sibling module)
-from common import data_root, finish, log, setup_logging  # noqa: E402
+from common import copy_class_files, data_root, finish, log, setup_logging  # noqa: E402
 
 SECTION = "Planner regret: planned runs against simple recipes (benchmarks/plan_regret.py)"
 DATASETS = ("drive", "human_segmentation", "dubai_aerial", "crackforest")
 HELD_OUT_EVERY = 5
+TILE = 512  # dubai_tiles: Dubai's training images cut into pieces of this side
 PROFILES = {
     "bf16": {},
     "fp32": {"SEGKIT_CPU_BF16": "0", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
@@ -98,6 +102,9 @@ def _link(source: Path, target: Path) -> None:
 
 def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
     """``(train, test)`` folders of images/ + masks/ (+ class_names.txt) for dataset ``name``."""
+    if name == "dubai_tiles":  # Dubai's training images in pieces, its held-out images whole
+        train, test = layout("dubai_aerial", root, work)
+        return tiled(train, work / name / "train"), test
     out = work / name
     if (out / "done").exists():
         return out / "train", out / "test"
@@ -140,6 +147,33 @@ def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
             _link(source / "classes.json", out / part / "classes.json")
     (out / "done").write_text("")
     return out / "train", out / "test"
+
+
+def tiled(train: Path, folder: Path) -> Path:
+    """``train`` with every image and mask cut into :data:`TILE`-sided pieces (the last row and column overlap)."""
+    if (folder / "done").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    for image_file in sorted((train / "images").iterdir()):
+        mask_file = next((train / "masks").glob(image_file.stem + ".*"))
+        image, mask = np.asarray(Image.open(image_file).convert("RGB")), np.asarray(Image.open(mask_file))
+        height, width = image.shape[:2]
+        for top in _starts(height):
+            for left in _starts(width):
+                name = f"{image_file.stem}_{top}_{left}.png"
+                for part, array in (("images", image), ("masks", mask)):
+                    (folder / part).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(array[top : top + TILE, left : left + TILE]).save(folder / part / name)
+    copy_class_files(train, folder)
+    (folder / "done").write_text("")
+    return folder
+
+
+def _starts(side: int) -> list[int]:
+    if side <= TILE:
+        return [0]
+    starts = list(range(0, side - TILE + 1, TILE))
+    return starts if starts[-1] == side - TILE else [*starts, side - TILE]
 
 
 def _made(path: Path) -> Path:
@@ -267,9 +301,13 @@ def main_score(dataset: str, result: dict[str, Any]) -> float:
 
 
 def targets_for(dataset: str, results: dict[str, dict[str, Any]], budget: float) -> list[Target]:
-    label = {"drive": "DRIVE", "human_segmentation": "human", "dubai_aerial": "Dubai", "crackforest": "CrackForest"}[
-        dataset
-    ]
+    label = {
+        "drive": "DRIVE",
+        "human_segmentation": "human",
+        "dubai_aerial": "Dubai",
+        "crackforest": "CrackForest",
+        "dubai_tiles": "Dubai tiles",
+    }[dataset]
     score = "vessel F1" if dataset == "drive" else "mIoU"
     targets: list[Target] = []
     scratch_grid = ("unet-256", "unet-native", "unet-crops")

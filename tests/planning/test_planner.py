@@ -150,6 +150,8 @@ def test_thin_objects_and_a_short_budget_race_native_crops_first(tmp_path: Path,
     assert not tight.no_race  # ~21 epochs (first guess): a fifth of them may race
     too_short = plan_for(data, time_budget="1s")  # ~7 epochs: a fifth of them is too much to give to a race
     assert "too few" in too_short.no_race and "race           none" in too_short.format()
+    # no whole images below the ladder: the line would be under 1.5 px there
+    assert {c.option: c.value for c in too_short.choices}["preprocess.img_size"] == (256, 224)
     config = TrainConfig.from_options({"data": str(data), "device": "cpu", "time_budget": 1})
     assert plan_candidates(too_short, config)[1] == too_short.no_race  # the race stage trains the leader alone
     choices = {c.option: c for c in tight.choices}
@@ -179,6 +181,10 @@ def test_whole_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Pat
     tight = {c.option: c for c in plan_for(data, time_budget="3s").choices}
     height, width = tight["preprocess.img_size"].value
     assert height < 512 and width < 480 and tight["preprocess.resize"].value == "letterbox"
+    # ~5 epochs at the ladder's smallest rung (256²): whole images further down, the blocks stay wide enough there
+    too_short = plan_for(data, time_budget="1s")
+    chosen = {c.option: c for c in too_short.choices}["preprocess.img_size"]
+    assert chosen.value == (128, 128) and "short budget" in chosen.reason
 
 
 def test_options_the_user_set_are_kept(tmp_path: Path, no_weights, fast_probe) -> None:

@@ -12,8 +12,8 @@ rules order and prune the candidates, the race on the user's data decides.
   datasets; otherwise segkit's plain U-Net, wider on a GPU, narrower on a CPU for one class
   against the background (:data:`ONE_CLASS_WIDTHS`). The other one races at the leader's input;
 - **inputs**: whole images letterboxed on a ladder of sizes (:data:`LADDER`, from the median
-  image up to :data:`WHOLE_IMAGE_LIMIT`), random crops at native (and half) scale predicted
-  window by window. The leader is the input with the most pixels that still allows
+  image up to :data:`WHOLE_IMAGE_LIMIT`; further down, :data:`SHORT_LADDER`, when a slow machine
+  leaves only a few epochs), random crops at native (and half) scale predicted window by window. The leader is the input with the most pixels that still allows
   :data:`MIN_EPOCHS` epochs without thinning any class (its fingerprint *width*) below
   :data:`MIN_OBJECT_PIXELS`; the others race (but those that would thin a class the leader keeps);
 - **batch size** from the input size (and the GPU's memory), **precision** by measured
@@ -51,6 +51,10 @@ MIN_EPOCHS = 25  # epochs (training inputs per training image) the rule-based pl
 WHOLE_IMAGE_LIMIT = {"cpu": 512, "gpu": 1024}  # the largest whole-image input side
 CROP_SIZE = {"cpu": 256, "gpu": 512}  # random crops (at native or half scale)
 LADDER = (1.0, 0.7, 0.5)  # whole-image inputs: the largest, then these factors of its sides
+# ... and further down when even the input with the most epochs gives under RACE_MIN_EPOCHS (no race checks the rules
+# then), as long as every class stays MIN_OBJECT_PIXELS wide: Dubai's 457 tiles of 512² on one fp32 thread in 5 minutes
+# trained 2 epochs at 256² (held-out mIoU 0.34, 0.35; --no-plan 0.36) and 10 at 128² (0.40)
+SHORT_LADDER = (0.35, 0.25)
 MIN_INPUT_SIDE = 64  # no whole-image input shorter than this
 BATCH_PIXELS = 8 * 256 * 256  # CPU: pixels per batch (throughput is flat in the batch size there)
 GPU_MEMORY_SHARE = 0.6
@@ -338,16 +342,31 @@ class _Planner:
         height, width = fp.median_size
         options: list[InputOption] = []
         for factor in LADDER:
-            size = self._whole_size(factor)
-            if min(size) >= MIN_INPUT_SIDE or factor == 1.0:
-                option = InputOption("letterbox", size, min(size[0] / height, size[1] / width, 1.0))
-                if option not in options:
-                    options.append(option)
+            option = self._whole(factor)
+            if (min(option.size) >= MIN_INPUT_SIDE or factor == 1.0) and option not in options:
+                options.append(option)
         crop = min(CROP_SIZE[self.kind], max(GRID, (min(height, width) // GRID) * GRID))
         for scale in (1.0, 0.5):
             if height * width * scale * scale >= 2 * crop * crop:
                 options.append(InputOption("crop", (crop, crop), scale))
         return options
+
+    def smaller_inputs(self, options: list[InputOption], measured: Measurement) -> list[InputOption]:
+        """``options`` and, when even the one with the most epochs gives under :data:`RACE_MIN_EPOCHS`, whole
+        images further down (:data:`SHORT_LADDER`) that keep every class :data:`MIN_OBJECT_PIXELS` wide."""
+        if len(options) == 1 or not self.seconds_left:
+            return options
+        if max(self.epochs_at(measured, option) for option in options) >= RACE_MIN_EPOCHS:
+            return options
+        smaller = [self._whole(factor) for factor in SHORT_LADDER]
+        kept = [o for o in smaller if min(o.size) >= MIN_INPUT_SIDE and self.keeps_thin(o) and o not in options]
+        return options + list(dict.fromkeys(kept))
+
+    def _whole(self, factor: float) -> InputOption:
+        """Whole images letterboxed to ``factor`` of the largest whole-image input."""
+        height, width = self.fingerprint.median_size
+        size = self._whole_size(factor)
+        return InputOption("letterbox", size, min(size[0] / height, size[1] / width, 1.0))
 
     def _whole_size(self, factor: float) -> tuple[int, int]:
         height, width = self.fingerprint.median_size
@@ -461,6 +480,7 @@ class _Planner:
         batch, _ = self.batch_for(spec, reference.size)
         self.precision(spec, reference.size, batch)
         measured = self.throughput()
+        options = self.smaller_inputs(options, measured)
         leader, reason = self.leading_input(options, measured)
         fp = self.fingerprint
         self.choose(
