@@ -13,9 +13,10 @@ rules order and prune the candidates, the race on the user's data decides.
   against the background (:data:`ONE_CLASS_WIDTHS`). The other one races at the leader's input;
 - **inputs**: whole images letterboxed on a ladder of sizes (:data:`LADDER`, from the median
   image up to :data:`WHOLE_IMAGE_LIMIT`; further down, :data:`SHORT_LADDER`, when a slow machine
-  leaves only a few epochs), random crops at native (and half) scale predicted window by window. The leader is the input with the most pixels that still allows
-  :data:`MIN_EPOCHS` epochs without thinning any class (its fingerprint *width*) below
-  :data:`MIN_OBJECT_PIXELS`; the others race (but those that would thin a class the leader keeps);
+  leaves only a few epochs), random crops at native (and half) scale predicted window by window.
+  The leader is the input with the most pixels that still allows :data:`MIN_EPOCHS` epochs
+  without thinning any class (its fingerprint *width*) below :data:`MIN_OBJECT_PIXELS`; the
+  others race (but those that would thin a class the leader keeps);
 - **batch size** from the input size (and the GPU's memory), **precision** by measured
   speed (bf16 where the CPU or GPU has it), the **learning rate** (the leader at a lower one
   races too) and the **loss**. Each challenger in the race changes one axis of the leader. The expected number of epochs is measured later, on the real path.
@@ -53,7 +54,7 @@ CROP_SIZE = {"cpu": 256, "gpu": 512}  # random crops (at native or half scale)
 LADDER = (1.0, 0.7, 0.5)  # whole-image inputs: the largest, then these factors of its sides
 # ... and further down when even the input with the most epochs gives under RACE_MIN_EPOCHS (no race checks the rules
 # then), as long as every class stays MIN_OBJECT_PIXELS wide: Dubai's 457 tiles of 512² on one fp32 thread in 5 minutes
-# trained 2 epochs at 256² (held-out mIoU 0.34, 0.35; --no-plan 0.36) and 10 at 128² (0.40)
+# trained 2 epochs at 256² (held-out mIoU 0.34, 0.35; --no-plan 0.36) and ~10 at 128² (0.39, 0.41)
 SHORT_LADDER = (0.35, 0.25)
 MIN_INPUT_SIDE = 64  # no whole-image input shorter than this
 BATCH_PIXELS = 8 * 256 * 256  # CPU: pixels per batch (throughput is flat in the batch size there)
