@@ -92,24 +92,25 @@ def outline_fits(
         if value in (background, ignore_index):
             continue
         components, _ = ndimage.label(labels == value, structure=EIGHT)
-        objects = []  # (box, the object in it, its outline) of the objects with a long enough outline
+        objects = []  # (box, the object in it, its area, its outline) of the objects with a long enough outline
         for number, box in enumerate(ndimage.find_objects(components), start=1):
             box = tuple(slice(max(0, part.start - MARGIN), part.stop + MARGIN) for part in box)
             inside = components[box] == number
-            if inside.sum() < MIN_OUTLINE:  # its outline can be no longer
+            area = int(inside.sum())
+            if area < MIN_OUTLINE:  # its outline can be no longer
                 continue
             # the image's border is no outline (objects cut by it go on beyond it): it counts as inside
             outline = inside & ~ndimage.binary_erosion(inside, border_value=1)
             if outline.sum() >= MIN_OUTLINE:
-                objects.append((box, inside, outline))
+                objects.append((box, inside, area, outline))
         if not objects:
             continue
         # signed distance to the model's region of the class (positive outside it), once per class that has objects
         to_model = np.clip(_signed_distance(prediction == value), -MAX_OFFSET, MAX_OFFSET)
-        for box, inside, outline in objects:
+        for box, inside, area, outline in objects:
             fit = _fit(inside, outline, to_model[box])
             if fit is not None:
-                fits.append(OutlineFit(classes[int(value)], int(inside.sum()), *fit))
+                fits.append(OutlineFit(classes[int(value)], area, *fit))
     return sorted(fits, key=lambda fit: -fit.gained)
 
 

@@ -341,11 +341,7 @@ class _Planner:
             )
             return [InputOption(resize, size, float(scale))]
         height, width = fp.median_size
-        options: list[InputOption] = []
-        for factor in LADDER:
-            option = self._whole(factor)
-            if (min(option.size) >= MIN_INPUT_SIDE or factor == 1.0) and option not in options:
-                options.append(option)
+        options = self._wholes(LADDER)
         crop = min(CROP_SIZE[self.kind], max(GRID, (min(height, width) // GRID) * GRID))
         for scale in (1.0, 0.5):
             if height * width * scale * scale >= 2 * crop * crop:
@@ -359,15 +355,19 @@ class _Planner:
             return options
         if max(self.epochs_at(measured, option) for option in options) >= RACE_MIN_EPOCHS:
             return options
-        smaller = [self._whole(factor) for factor in SHORT_LADDER]
-        kept = [o for o in smaller if min(o.size) >= MIN_INPUT_SIDE and self.keeps_thin(o) and o not in options]
-        return options + list(dict.fromkeys(kept))
+        return options + [o for o in self._wholes(SHORT_LADDER) if self.keeps_thin(o) and o not in options]
 
-    def _whole(self, factor: float) -> InputOption:
-        """Whole images letterboxed to ``factor`` of the largest whole-image input."""
+    def _wholes(self, factors: tuple[float, ...]) -> list[InputOption]:
+        """Whole images letterboxed to each of ``factors`` of the largest whole-image input (distinct sizes; none
+        with a side under :data:`MIN_INPUT_SIDE` but the largest)."""
         height, width = self.fingerprint.median_size
-        size = self._whole_size(factor)
-        return InputOption("letterbox", size, min(size[0] / height, size[1] / width, 1.0))
+        options: list[InputOption] = []
+        for factor in factors:
+            size = self._whole_size(factor)
+            option = InputOption("letterbox", size, min(size[0] / height, size[1] / width, 1.0))
+            if (min(size) >= MIN_INPUT_SIDE or factor == 1.0) and option not in options:
+                options.append(option)
+        return options
 
     def _whole_size(self, factor: float) -> tuple[int, int]:
         height, width = self.fingerprint.median_size
