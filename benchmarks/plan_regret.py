@@ -26,6 +26,8 @@ with the pixels outside the field of view set to the ignore value (scored inside
 human_segmentation's masks resized to their photos (nearest) where they are smaller.
 ``dubai_tiles`` (``--datasets``, not run by default): Dubai's training images cut into 512² pieces
 (457 of them), its held-out images whole — a larger set that leaves a slow CPU a few epochs.
+``mixed`` (not run by default either): human_segmentation, CrackForest and ISBI as one set of four classes
+(background, person, crack, membrane), each image holding one of them — classes rare by image and by pixel.
 
     python benchmarks/plan_regret.py --weights-dir /tmp/mnw/torch          # hours: every arm, 5 minutes each
     python benchmarks/plan_regret.py --datasets crackforest --arms plan,unet-crops --budget 3m --no-report
@@ -63,6 +65,7 @@ SECTION = "Planner regret: planned runs against simple recipes (benchmarks/plan_
 DATASETS = ("drive", "human_segmentation", "dubai_aerial", "crackforest")
 HELD_OUT_EVERY = 5
 TILE = 512  # dubai_tiles: Dubai's training images cut into pieces of this side
+MIXED = {"human_segmentation": "person", "crackforest": "crack", "isbi2012_membrane": "membrane"}  # set: its class
 PROFILES = {
     "bf16": {},
     "fp32": {"SEGKIT_CPU_BF16": "0", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
@@ -105,6 +108,8 @@ def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
     if name == "dubai_tiles":  # Dubai's training images in pieces, its held-out images whole
         train, test = layout("dubai_aerial", root, work)
         return tiled(train, work / name / "train"), test
+    if name == "mixed":
+        return mixed(root, work)
     out = work / name
     if (out / "done").exists():
         return out / "train", out / "test"
@@ -145,6 +150,40 @@ def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
             (out / part / "class_names.txt").write_text("\n".join(classes) + "\n")
         else:  # the dataset's own colour table names the classes (and its unmapped entry the ignore value)
             _link(source / "classes.json", out / part / "classes.json")
+    (out / "done").write_text("")
+    return out / "train", out / "test"
+
+
+def mixed(root: Path, work: Path) -> tuple[Path, Path]:
+    """Three binary sets as one of four classes (:data:`MIXED`): every image holds the background and one class.
+
+    Classes rare by image (ISBI's 24 training slices among 350 images) and by pixel (cracks, 0.4 % of all),
+    as where each photo shows one of several diseases or objects. Held out: each set's own held-out images.
+    """
+    out = work / "mixed"
+    if (out / "done").exists():
+        return out / "train", out / "test"
+    for label, (name, prefix) in enumerate(MIXED.items(), 1):
+        if name == "isbi2012_membrane":  # 0 = membrane, 255 = cell interior (the background here)
+            images = sorted((root / name / "train" / "images").iterdir())
+            pairs = [
+                ("test" if k % HELD_OUT_EVERY == 0 else "train", image, root / name / "train" / "masks" / image.name)
+                for k, image in enumerate(images)
+            ]
+        else:
+            parts = dict(zip(("train", "test"), layout(name, root, work)))
+            pairs = [
+                (part, image, next((folder / "masks").glob(image.stem + ".*")))
+                for part, folder in parts.items()
+                for image in sorted((folder / "images").iterdir())
+            ]
+        for part, image, mask_file in pairs:
+            mask = np.asarray(Image.open(mask_file).convert("L"))
+            mask = (mask == 0).astype(np.uint8) if name == "isbi2012_membrane" else mask
+            _link(image, out / part / "images" / f"{prefix}_{image.name}")
+            _write_mask(out / part / "masks" / f"{prefix}_{image.stem}.png", np.where(mask == 1, label, mask))
+    for part in ("train", "test"):
+        (out / part / "class_names.txt").write_text("\n".join(["background", *MIXED.values()]) + "\n")
     (out / "done").write_text("")
     return out / "train", out / "test"
 

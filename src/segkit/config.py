@@ -98,16 +98,16 @@ def _split_top_level(text: str) -> list[str]:
     return parts
 
 
-def parse_class_weights(text: str | list[float]) -> str | list[float]:
-    """``auto`` or ``w0,w1,...``."""
+def parse_class_weights(text: str | list[float]) -> str | list[float] | None:
+    """``auto``, ``none`` (None: unweighted) or ``w0,w1,...``."""
     if isinstance(text, list):
         return [float(weight) for weight in text]
-    if text.strip() == "auto":
-        return "auto"
+    if text.strip() in ("auto", "none"):
+        return "auto" if text.strip() == "auto" else None
     try:
         return [float(weight) for weight in text.split(",")]
     except ValueError:
-        raise SegkitError(None, f"--class-weights must be auto or numbers w0,w1,..., got {text!r}") from None
+        raise SegkitError(None, f"--class-weights must be auto, none or numbers w0,w1,..., got {text!r}") from None
 
 
 def parse_loggers(text: str | list[str]) -> list[str]:
@@ -239,9 +239,10 @@ class TrainConfig:
     )
     class_weights: str | list[float] | None = option(
         None,
-        help="auto (inverse median frequency) or w0,w1,...",
+        help="auto (inverse median frequency), none, or w0,w1,...",
         parse=parse_class_weights,
-        metavar="auto|W,...",
+        planned=True,
+        metavar="auto|none|W,...",
         group="optimisation",
     )
     label_smoothing: float = option(0.0, help="cross-entropy label smoothing", parse=float, group="optimisation")

@@ -136,8 +136,11 @@ def test_large_images_with_thin_objects_get_native_crops(tmp_path: Path, no_weig
 
 
 def test_thin_objects_and_a_short_budget_race_native_crops_first(tmp_path: Path, no_weights, fast_probe) -> None:
-    def thin(mask: np.ndarray, index: int) -> None:
+    def line_only(mask: np.ndarray, index: int) -> None:
         mask[100:102, :] = 1
+
+    def thin(mask: np.ndarray, index: int) -> None:
+        line_only(mask, index)
         mask[300:700, 300:700] = 2
 
     data = write_dataset(tmp_path / "data", 5, (500, 400), thin)
@@ -148,12 +151,20 @@ def test_thin_objects_and_a_short_budget_race_native_crops_first(tmp_path: Path,
     assert roomy["model_kwargs"].value == {"base_channels": 16}
     tight = plan_for(data, time_budget="3s")
     assert not tight.no_race  # ~21 epochs (first guess): a fifth of them may race
-    too_short = plan_for(data, time_budget="1s")  # ~7 epochs: a fifth of them is too much to give to a race
-    assert "too few" in too_short.no_race and "race           none" in too_short.format()
-    # no whole images below the ladder: the line would be under 1.5 px there
-    assert {c.option: c.value for c in too_short.choices}["preprocess.img_size"] == (256, 224)
-    config = TrainConfig.from_options({"data": str(data), "device": "cpu", "time_budget": 1})
-    assert plan_candidates(too_short, config)[1] == too_short.no_race  # the race stage trains the leader alone
+    # ~7 epochs at the ladder's smallest rung (256 x 224), which thins the line to 1 px already: the line does not
+    # hold the block back, and whole images further down give the most epochs (enough of them to race)
+    shorter = plan_for(data, time_budget="1s")
+    shortest = {c.option: c for c in shorter.choices}["preprocess.img_size"]
+    assert shortest.value == (128, 128) and "line 0.4px wide there" in shortest.reason and not shorter.no_race
+    # background and the line alone: no whole images below the ladder (the line is all there is to lose), and
+    # ~7 epochs are too few to give a fifth of them to a race
+    lone = write_dataset(tmp_path / "lone", 5, (500, 400), line_only)
+    (lone / "class_names.txt").write_text("background\nline\n")
+    lone_plan = plan_for(lone, time_budget="1s", model_kwargs="base_channels=16")
+    assert {c.option: c.value for c in lone_plan.choices}["preprocess.img_size"] == (256, 224)
+    assert "too few" in lone_plan.no_race and "race           none" in lone_plan.format()
+    config = TrainConfig.from_options({"data": str(lone), "device": "cpu", "time_budget": 1})
+    assert plan_candidates(lone_plan, config)[1] == lone_plan.no_race  # the race stage trains the leader alone
     choices = {c.option: c for c in tight.choices}
     assert (
         choices["preprocess.img_size"].value == (256, 224) and "short budget" in choices["preprocess.img_size"].reason
@@ -185,6 +196,34 @@ def test_whole_images_with_thick_objects_are_shrunk_for_the_budget(tmp_path: Pat
     too_short = plan_for(data, time_budget="1s")
     chosen = {c.option: c for c in too_short.choices}["preprocess.img_size"]
     assert chosen.value == (128, 128) and "short budget" in chosen.reason
+
+
+def test_rare_classes_among_several_are_weighted_up_in_a_short_run(tmp_path: Path, no_weights, fast_probe) -> None:
+    def dot(mask: np.ndarray, index: int) -> None:
+        mask[10:14, 10:14] = 1  # 16 of 200000 pixels
+
+    def rare_dot(mask: np.ndarray, index: int) -> None:
+        dot(mask, index)
+        mask[100:400, 100:300] = 2
+
+    several = write_dataset(tmp_path / "several", 20, (500, 400), rare_dot)
+    short = plan_for(several, time_budget="1s")  # ~5 epochs (first guess) even at 128²
+    choice = {c.option: c for c in short.choices}["class_weights"]
+    assert choice.value == "auto" and "line under 1 %" in choice.reason and "too few" in choice.reason
+    assert short.apply(TrainConfig.from_options({"data": str(several)})).class_weights == "auto"
+    assert {c["option"]: c["value"] for c in short.to_dict()["choices"]}["class_weights"] == "auto"  # plan.json
+    roomy = {c.option: c for c in plan_for(several, time_budget="10m").choices}["class_weights"]
+    assert roomy.value is None and "enough epochs" in roomy.reason
+    binary = write_dataset(tmp_path / "binary", 5, (500, 400), dot)
+    (binary / "class_names.txt").write_text("background\nline\n")
+    binary_choice = {c.option: c for c in plan_for(binary, time_budget="1s").choices}["class_weights"]
+    assert binary_choice.value is None and "over-predict" in binary_choice.reason
+    common = plan_for(write_dataset(tmp_path / "common", 4, (120, 100), lines_and_blocks), time_budget="1s")
+    assert {c.option: c.value for c in common.choices}["class_weights"] is None  # the line is 1.5 % of the pixels
+    pinned = {c.option: c for c in plan_for(several, time_budget="1s", class_weights="1,1,1").choices}
+    assert pinned["class_weights"].user and pinned["class_weights"].value == [1.0, 1.0, 1.0]
+    off = {c.option: c for c in plan_for(several, time_budget="1s", class_weights="none").choices}
+    assert off["class_weights"].user and off["class_weights"].value is None
 
 
 def test_options_the_user_set_are_kept(tmp_path: Path, no_weights, fast_probe) -> None:

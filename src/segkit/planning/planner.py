@@ -19,7 +19,8 @@ rules order and prune the candidates, the race on the user's data decides.
   others race (but those that would thin a class the leader keeps);
 - **batch size** from the input size (and the GPU's memory), **precision** by measured
   speed (bf16 where the CPU or GPU has it), the **learning rate** (the leader at a lower one
-  races too) and the **loss**. Each challenger in the race changes one axis of the leader. The expected number of epochs is measured later, on the real path.
+  races too) and the **loss** (class weights where a rare class is one of several and the budget is
+  short). Each challenger in the race changes one axis of the leader. The expected number of epochs is measured later, on the real path.
 
 Every choice comes with a one-line reason; the plan is printed and saved as ``plan.json``.
 """
@@ -53,8 +54,9 @@ WHOLE_IMAGE_LIMIT = {"cpu": 512, "gpu": 1024}  # the largest whole-image input s
 CROP_SIZE = {"cpu": 256, "gpu": 512}  # random crops (at native or half scale)
 LADDER = (1.0, 0.7, 0.5)  # whole-image inputs: the largest, then these factors of its sides
 # ... and further down when even the input with the most epochs gives under RACE_MIN_EPOCHS (no race checks the rules
-# then), as long as every class stays MIN_OBJECT_PIXELS wide: Dubai's 457 tiles of 512² on one fp32 thread in 5 minutes
-# trained 2 epochs at 256² (held-out mIoU 0.34, 0.35; --no-plan 0.36) and ~10 at 128² (0.39, 0.41)
+# then), as long as every class it keeps MIN_OBJECT_PIXELS wide stays so: Dubai's 457 tiles of 512² on one fp32 thread
+# in 5 minutes trained 2 epochs at 256² (held-out mIoU 0.34, 0.35; --no-plan 0.36) and ~10 at 128² (0.39, 0.41); the
+# mixed set (cracks 1 px wide at 256² already) 3 epochs at 256² (0.31) and 9 at 128² (0.48)
 SHORT_LADDER = (0.35, 0.25)
 MIN_INPUT_SIDE = 64  # no whole-image input shorter than this
 BATCH_PIXELS = 8 * 256 * 256  # CPU: pixels per batch (throughput is flat in the batch size there)
@@ -252,6 +254,7 @@ class _Planner:
         self.alternative: dict[str, Any] = {}  # the other network the race tries: its options
         self.lr_place = 2  # where the leader at a lower learning rate races (after the one-axis challengers)
         self.no_race = ""
+        self.leader_epochs: float | None = None  # the leader's epochs in the budget (first guess; None: no budget)
         self.left_out = ""  # inputs that do not race, and why
 
     def choose(self, option: str, value: Any, reason: str) -> Any:
@@ -350,12 +353,19 @@ class _Planner:
 
     def smaller_inputs(self, options: list[InputOption], measured: Measurement) -> list[InputOption]:
         """``options`` and, when even the one with the most epochs gives under :data:`RACE_MIN_EPOCHS`, whole
-        images further down (:data:`SHORT_LADDER`) that keep every class :data:`MIN_OBJECT_PIXELS` wide."""
+        images further down (:data:`SHORT_LADDER`) that keep every class :data:`MIN_OBJECT_PIXELS` wide that the
+        one with the most epochs keeps (a class thinned there already does not hold the others back), as long as
+        it keeps two classes or more."""
         if len(options) == 1 or not self.seconds_left:
             return options
-        if max(self.epochs_at(measured, option) for option in options) >= RACE_MIN_EPOCHS:
+        most = max(options, key=lambda option: self.epochs_at(measured, option))
+        if self.epochs_at(measured, most) >= RACE_MIN_EPOCHS:
             return options
-        return options + [o for o in self._wholes(SHORT_LADDER) if self.keeps_thin(o) and o not in options]
+        widths = self.class_widths(most)
+        lost = {name for width, name in widths if width < MIN_OBJECT_PIXELS}
+        if len(widths) - len(lost) < 2:  # one class left (background and a thin class): shrink no further
+            lost = set()
+        return options + [o for o in self._wholes(SHORT_LADDER) if self.keeps_thin(o, lost) and o not in options]
 
     def _wholes(self, factors: tuple[float, ...]) -> list[InputOption]:
         """Whole images letterboxed to each of ``factors`` of the largest whole-image input (distinct sizes; none
@@ -374,22 +384,26 @@ class _Planner:
         fit = min(1.0, WHOLE_IMAGE_LIMIT[self.kind] / max(height, width)) * factor
         return _round_size(height * fit, width * fit)
 
-    def thinnest(self, option: InputOption) -> tuple[float | None, str]:
-        """The width of the thinnest class (of at least :data:`MIN_CLASS_SHARE` of the pixels) at ``option``'s scale."""
+    def class_widths(self, option: InputOption) -> list[tuple[float, str]]:
+        """Each class's width at ``option``'s scale, with its name (classes of :data:`MIN_CLASS_SHARE` or more)."""
         fp = self.fingerprint
-        widths = [
+        return [
             (width * option.scale, name)
             for name, share, width in zip(fp.classes, fp.pixel_share, fp.width)
             if width is not None and share >= MIN_CLASS_SHARE
         ]
-        if not widths:
-            return None, ""
-        return min(widths)
 
-    def keeps_thin(self, option: InputOption) -> bool:
-        """Whether ``option`` keeps every class (of :data:`MIN_CLASS_SHARE`) at least :data:`MIN_OBJECT_PIXELS` wide."""
-        width, _ = self.thinnest(option)
-        return width is None or width >= MIN_OBJECT_PIXELS
+    def thinnest(self, option: InputOption) -> tuple[float | None, str]:
+        """The width of the thinnest class (of at least :data:`MIN_CLASS_SHARE` of the pixels) at ``option``'s scale."""
+        widths = self.class_widths(option)
+        return min(widths) if widths else (None, "")
+
+    def keeps_thin(self, option: InputOption, besides: set[str] | None = None) -> bool:
+        """Whether ``option`` keeps every class (of :data:`MIN_CLASS_SHARE`; but ``besides``) at least
+        :data:`MIN_OBJECT_PIXELS` wide."""
+        return all(
+            width >= MIN_OBJECT_PIXELS for width, name in self.class_widths(option) if name not in (besides or ())
+        )
 
     def epochs_at(self, measurement: Measurement, option: InputOption) -> float:
         """Epochs the budget allows at ``option`` (images per second scale with the input's pixels)."""
@@ -420,7 +434,9 @@ class _Planner:
             width, name = self.thinnest(leader)
             return leader, f"~{epochs[leader]:.0f} epochs (first guess); {name} {width:.1f}px wide there"
         leader = max(options, key=lambda o: epochs[o])
-        return leader, f"a short budget: the most epochs (first guess ~{epochs[leader]:.1f})"
+        width, name = self.thinnest(leader)
+        thinned = f"; {name} {width:.1f}px wide there" if width is not None and width < MIN_OBJECT_PIXELS else ""
+        return leader, f"a short budget: the most epochs (first guess ~{epochs[leader]:.1f}){thinned}"
 
     # ------------------------------------------------------- speed, batch
     def precision(self, spec: ModelSpec, size: tuple[int, int], batch: int) -> str:
@@ -498,9 +514,11 @@ class _Planner:
         batch, batch_reason = self.batch_for(spec, leader.size)
         self.choose("batch_size", batch, batch_reason)
         self.race_candidates(options, leader, measured, spec)
-        epochs = self.epochs_at(measured, leader)
-        if self.seconds_left and epochs < RACE_MIN_EPOCHS:
-            self.no_race = f"~{epochs:.0f} epochs (first guess) are too few to give a fifth of them to a race"
+        self.leader_epochs = self.epochs_at(measured, leader) if self.seconds_left else None
+        if self.leader_epochs is not None and self.leader_epochs < RACE_MIN_EPOCHS:
+            self.no_race = (
+                f"~{self.leader_epochs:.0f} epochs (first guess) are too few to give a fifth of them to a race"
+            )
 
     def race_candidates(
         self, options: list[InputOption], leader: InputOption, measured: Measurement, spec: ModelSpec
@@ -618,6 +636,7 @@ class _Planner:
             self.choose("loss", "ce+dice", f"rare classes ({', '.join(rare)}): Dice weighs every class equally")
         else:
             self.choose("loss", "ce+dice", "cross-entropy for pixels plus Dice for region overlap")
+        self.class_weights(rare)
         if not self.config.is_set("lr") and self.candidates:
             lower = self.value("lr") * LR_ALTERNATIVE
             self.candidates.insert(
@@ -629,6 +648,30 @@ class _Planner:
                     self.candidates[0].steps_per_second,
                 ),
             )
+
+    def class_weights(self, rare: list[str]) -> None:
+        """Inverse median frequency weights on the cross-entropy where a class is rare among several, in a short run.
+
+        Only with more than :data:`NARROW_MAX_CLASSES` classes (on one class against the background they
+        make the network over-predict it: CrackForest crack IoU 0.435 against 0.521) and fewer than
+        :data:`RACE_MIN_EPOCHS` epochs: there unweighted runs never predict the rare classes (the mixed
+        set, 3 epochs: mIoU 0.31 against 0.37 weighted); in longer runs they learn them and the weights
+        cost the common classes more than they give (Dubai, 30 epochs: 0.507 against 0.488).
+        """
+        several = len(self.fingerprint.classes) > NARROW_MAX_CLASSES
+        if rare and several and self.leader_epochs is not None and self.leader_epochs < RACE_MIN_EPOCHS:
+            self.choose(
+                "class_weights",
+                "auto",
+                f"inverse median frequency: {', '.join(rare)} under 1 % of the pixels, and ~{self.leader_epochs:.0f} "
+                "epochs (first guess) are too few to learn them unweighted",
+            )
+        elif rare and several:
+            self.choose("class_weights", None, "none: enough epochs to learn the rare classes unweighted")
+        elif rare:
+            self.choose("class_weights", None, "none: on one class against the background they over-predict it")
+        else:
+            self.choose("class_weights", None, "none: no class under 1 % of the pixels")
 
 
 def _registered(name: str) -> bool:

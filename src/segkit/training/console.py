@@ -79,8 +79,13 @@ class ConsoleReport(Callback):
         summary = f"best val mIoU {best:.4f} at epoch {trainer.best_epoch}{weights}" if best is not None else "no mIoU"
         logger.info("training done: %s; %s", result.stopped_because, summary)
         if result.never_predicted:
+            hint = (
+                "more data of it, a longer --time-budget or --class-weights auto"
+                if trainer.config.class_weights is None
+                else "more data of it or a longer --time-budget (the loss weighs it up already)"
+            )
             logger.warning(
-                "the best model never predicts %s although the validation masks contain it; more data of "
-                "it, a longer --time-budget or --class-weights auto may help",
+                "the best model never predicts %s although the validation masks contain it; %s may help",
                 ", ".join(result.never_predicted),
+                hint,
             )
