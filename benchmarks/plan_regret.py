@@ -26,8 +26,9 @@ with the pixels outside the field of view set to the ignore value (scored inside
 human_segmentation's masks resized to their photos (nearest) where they are smaller.
 ``dubai_tiles`` (``--datasets``, not run by default): Dubai's training images cut into 512² pieces
 (457 of them), its held-out images whole — a larger set that leaves a slow CPU a few epochs.
-``mixed`` (not run by default either): human_segmentation, CrackForest and ISBI as one set of four classes
-(background, person, crack, membrane), each image holding one of them — classes rare by image and by pixel.
+``isbi2012_membrane`` (not by default): its 30 labelled slices, membrane the class. ``mixed`` (not by default
+either): human_segmentation, CrackForest and ISBI as one set of four classes (background, person, crack,
+membrane), each image holding one of them — classes rare by image and by pixel.
 
     python benchmarks/plan_regret.py --weights-dir /tmp/mnw/torch          # hours: every arm, 5 minutes each
     python benchmarks/plan_regret.py --datasets crackforest --arms plan,unet-crops --budget 3m --no-report
@@ -66,6 +67,15 @@ DATASETS = ("drive", "human_segmentation", "dubai_aerial", "crackforest")
 HELD_OUT_EVERY = 5
 TILE = 512  # dubai_tiles: Dubai's training images cut into pieces of this side
 MIXED = {"human_segmentation": "person", "crackforest": "crack", "isbi2012_membrane": "membrane"}  # set: its class
+LABELS = {  # dataset: its name in the report
+    "drive": "DRIVE",
+    "human_segmentation": "human",
+    "dubai_aerial": "Dubai",
+    "crackforest": "CrackForest",
+    "isbi2012_membrane": "ISBI",
+    "dubai_tiles": "Dubai tiles",
+    "mixed": "mixed",
+}
 PROFILES = {
     "bf16": {},
     "fp32": {"SEGKIT_CPU_BF16": "0", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
@@ -129,6 +139,9 @@ def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
         if name == "human_segmentation":
             images, masks = source / "Training_Images", source / "Ground_Truth"
             classes = ["background", "person"]
+        elif name == "isbi2012_membrane":  # its 30 labelled slices; masks 0 = membrane, 255 = cell interior
+            images, masks = source / "train" / "images", source / "train" / "masks"
+            classes = ["background", "membrane"]
         else:
             images, masks = source / "images", source / "masks"
             classes = [] if (source / "classes.json").exists() else ["background", "crack"]
@@ -143,6 +156,9 @@ def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
                 if mask.shape != (height, width):
                     mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
                 _write_mask(out / part / "masks" / f"{image.stem}.png", (mask > 127).astype(np.uint8))
+            elif name == "isbi2012_membrane":
+                membrane = np.asarray(Image.open(mask_file).convert("L")) == 0
+                _write_mask(out / part / "masks" / f"{image.stem}.png", membrane.astype(np.uint8))
             else:
                 _link(mask_file, out / part / "masks" / mask_file.name)
     for part in ("train", "test"):
@@ -157,31 +173,18 @@ def layout(name: str, root: Path, work: Path) -> tuple[Path, Path]:
 def mixed(root: Path, work: Path) -> tuple[Path, Path]:
     """Three binary sets as one of four classes (:data:`MIXED`): every image holds the background and one class.
 
-    Classes rare by image (ISBI's 24 training slices among 350 images) and by pixel (cracks, 0.4 % of all),
+    Classes rare by image (ISBI's 24 training slices among 350 images) and by pixel (cracks, 0.2 % of all),
     as where each photo shows one of several diseases or objects. Held out: each set's own held-out images.
     """
     out = work / "mixed"
     if (out / "done").exists():
         return out / "train", out / "test"
     for label, (name, prefix) in enumerate(MIXED.items(), 1):
-        if name == "isbi2012_membrane":  # 0 = membrane, 255 = cell interior (the background here)
-            images = sorted((root / name / "train" / "images").iterdir())
-            pairs = [
-                ("test" if k % HELD_OUT_EVERY == 0 else "train", image, root / name / "train" / "masks" / image.name)
-                for k, image in enumerate(images)
-            ]
-        else:
-            parts = dict(zip(("train", "test"), layout(name, root, work)))
-            pairs = [
-                (part, image, next((folder / "masks").glob(image.stem + ".*")))
-                for part, folder in parts.items()
-                for image in sorted((folder / "images").iterdir())
-            ]
-        for part, image, mask_file in pairs:
-            mask = np.asarray(Image.open(mask_file).convert("L"))
-            mask = (mask == 0).astype(np.uint8) if name == "isbi2012_membrane" else mask
-            _link(image, out / part / "images" / f"{prefix}_{image.name}")
-            _write_mask(out / part / "masks" / f"{prefix}_{image.stem}.png", np.where(mask == 1, label, mask))
+        for part, folder in zip(("train", "test"), layout(name, root, work)):
+            for image in sorted((folder / "images").iterdir()):
+                mask = np.asarray(Image.open(next((folder / "masks").glob(image.stem + ".*"))))
+                _link(image, out / part / "images" / f"{prefix}_{image.name}")
+                _write_mask(out / part / "masks" / f"{prefix}_{image.stem}.png", np.where(mask == 1, label, mask))
     for part in ("train", "test"):
         (out / part / "class_names.txt").write_text("\n".join(["background", *MIXED.values()]) + "\n")
     (out / "done").write_text("")
@@ -340,13 +343,7 @@ def main_score(dataset: str, result: dict[str, Any]) -> float:
 
 
 def targets_for(dataset: str, results: dict[str, dict[str, Any]], budget: float) -> list[Target]:
-    label = {
-        "drive": "DRIVE",
-        "human_segmentation": "human",
-        "dubai_aerial": "Dubai",
-        "crackforest": "CrackForest",
-        "dubai_tiles": "Dubai tiles",
-    }[dataset]
+    label = LABELS[dataset]
     score = "vessel F1" if dataset == "drive" else "mIoU"
     targets: list[Target] = []
     scratch_grid = ("unet-256", "unet-native", "unet-crops")

@@ -102,8 +102,11 @@ def parse_class_weights(text: str | list[float]) -> str | list[float] | None:
     """``auto``, ``none`` (None: unweighted) or ``w0,w1,...``."""
     if isinstance(text, list):
         return [float(weight) for weight in text]
-    if text.strip() in ("auto", "none"):
-        return "auto" if text.strip() == "auto" else None
+    word = text.strip()
+    if word == "none":
+        return None
+    if word == "auto":
+        return word
     try:
         return [float(weight) for weight in text.split(",")]
     except ValueError:

@@ -74,7 +74,6 @@ ONE_CLASS_WIDTHS = {**SCRATCH_WIDTHS, "cpu": SCRATCH_WIDTHS["cpu"][::-1]}
 # a leader expected to train fewer epochs than this (first guess) does not race: the losers' fifth of the budget
 # would cost it more than a better pick gains (benchmarks: human_segmentation without bf16, 8 epochs guessed, 5 run)
 RACE_MIN_EPOCHS = 10
-NARROW_MAX_CLASSES = 2  # the narrower width races only on data of at most this many classes (background included)
 PRETRAINED_LR, SCRATCH_LR = 1e-3, 3e-3
 LR_ALTERNATIVE = 1 / 3  # the race's third candidate: the leader at this share of its learning rate
 
@@ -269,14 +268,18 @@ class _Planner:
     def value(self, option: str) -> Any:
         return next(choice.value for choice in self.choices if choice.option == option)
 
+    @property
+    def one_class(self) -> bool:
+        """One class against the rest (two in all): the U-Net's other width races; no class weights."""
+        return len(self.fingerprint.classes) <= 2
+
     # -------------------------------------------------------------- network
     def model(self) -> ModelSpec:
         """An ImageNet-pretrained encoder when its weights can be had, else segkit's U-Net; the other one races."""
         from segkit.models.weights import encoder_name, weights_status
 
         config = self.config
-        one_class = len(self.fingerprint.classes) <= NARROW_MAX_CLASSES
-        width, other = (ONE_CLASS_WIDTHS if one_class else SCRATCH_WIDTHS)[self.kind]
+        width, other = (ONE_CLASS_WIDTHS if self.one_class else SCRATCH_WIDTHS)[self.kind]
         scratch = {"model": SCRATCH_MODEL, "model_kwargs": {"base_channels": width}, "pretrained": False}
         if not config.is_set("pretrained") or config.pretrained:
             candidates = [config.model] if config.is_set("model") else list(PRETRAINED_MODELS[self.kind])
@@ -301,10 +304,10 @@ class _Planner:
                 "model_kwargs",
                 {"base_channels": width},
                 f"width {width} for one class on a {self.kind.upper()}; width {other} races"
-                if one_class
+                if self.one_class
                 else f"width {width}: {len(self.fingerprint.classes)} classes",
             )
-            if one_class:
+            if self.one_class:
                 self.alternative = {"model_kwargs": {"base_channels": other}, "label": f"unet-{other}"}
         else:
             self.choose("model_kwargs", {}, "the model's defaults")
@@ -362,9 +365,9 @@ class _Planner:
         if self.epochs_at(measured, most) >= RACE_MIN_EPOCHS:
             return options
         widths = self.class_widths(most)
-        lost = {name for width, name in widths if width < MIN_OBJECT_PIXELS}
+        lost = frozenset(name for width, name in widths if width < MIN_OBJECT_PIXELS)
         if len(widths) - len(lost) < 2:  # one class left (background and a thin class): shrink no further
-            lost = set()
+            lost = frozenset()
         return options + [o for o in self._wholes(SHORT_LADDER) if self.keeps_thin(o, lost) and o not in options]
 
     def _wholes(self, factors: tuple[float, ...]) -> list[InputOption]:
@@ -398,12 +401,10 @@ class _Planner:
         widths = self.class_widths(option)
         return min(widths) if widths else (None, "")
 
-    def keeps_thin(self, option: InputOption, besides: set[str] | None = None) -> bool:
+    def keeps_thin(self, option: InputOption, besides: frozenset[str] = frozenset()) -> bool:
         """Whether ``option`` keeps every class (of :data:`MIN_CLASS_SHARE`; but ``besides``) at least
         :data:`MIN_OBJECT_PIXELS` wide."""
-        return all(
-            width >= MIN_OBJECT_PIXELS for width, name in self.class_widths(option) if name not in (besides or ())
-        )
+        return all(width >= MIN_OBJECT_PIXELS for width, name in self.class_widths(option) if name not in besides)
 
     def epochs_at(self, measurement: Measurement, option: InputOption) -> float:
         """Epochs the budget allows at ``option`` (images per second scale with the input's pixels)."""
@@ -652,21 +653,20 @@ class _Planner:
     def class_weights(self, rare: list[str]) -> None:
         """Inverse median frequency weights on the cross-entropy where a class is rare among several, in a short run.
 
-        Only with more than :data:`NARROW_MAX_CLASSES` classes (on one class against the background they
+        Not on one class against the rest (:attr:`one_class`: on one class against the background they
         make the network over-predict it: CrackForest crack IoU 0.435 against 0.521) and fewer than
         :data:`MIN_EPOCHS` epochs: there unweighted runs do not predict the rare classes at all (the mixed
         set, 3 epochs: mIoU 0.31 against 0.37 weighted; 9 epochs: cracks 0 against 0.18); in longer runs
         the weights cost the common classes more than they give (Dubai, 30 epochs: 0.507 against 0.488).
         """
-        several = len(self.fingerprint.classes) > NARROW_MAX_CLASSES
-        if rare and several and self.leader_epochs is not None and self.leader_epochs < MIN_EPOCHS:
+        if rare and not self.one_class and self.leader_epochs is not None and self.leader_epochs < MIN_EPOCHS:
             self.choose(
                 "class_weights",
                 "auto",
                 f"inverse median frequency: {', '.join(rare)} under 1 % of the pixels, and ~{self.leader_epochs:.0f} "
                 "epochs (first guess) are too few to learn them unweighted",
             )
-        elif rare and several:
+        elif rare and not self.one_class:
             self.choose("class_weights", None, "none: enough epochs to learn the rare classes unweighted")
         elif rare:
             self.choose("class_weights", None, "none: on one class against the background they over-predict it")
