@@ -21,10 +21,13 @@ finds (a region overlapping the changed pixels), the share whose kind it names r
 folds' models, each predicting only its own fold's images (so every probability stays out of
 sample; the folds trained on the first draw's masks): more corrupted images for the price of one
 prediction pass each, not of K-fold training. The medians over the draws are the figures.
+``--rescore`` scores every draw again, the first too, with the folds' models already trained (after
+a change in how ``segkit audit`` scores, on the same probabilities).
 
     python benchmarks/label_audit.py --budget 20m --draws 5             # crackforest and human_segmentation
     python benchmarks/label_audit.py --datasets dubai_aerial --budget 30m --no-report
     python benchmarks/label_audit.py --quick --no-report                 # a smoke run: tiny budget, 30 images
+    python benchmarks/label_audit.py --work W --budget 10m --draws 10 --rescore  # the same folds, scored anew
 
 Results are kept in ``--work`` (``results.json``): a second call with the same folder runs only
 the datasets still missing.
@@ -241,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, help="folder for layouts, audits and results.json (default: temporary)")
     parser.add_argument("--quick", action="store_true", help="crackforest, 30 images, 60 s: a smoke run")
+    parser.add_argument(
+        "--rescore", action="store_true", help="score every draw again, the first too, with the folds already trained"
+    )
     parser.add_argument("--no-report", action="store_true", help="print the JSON only")
     args = parser.parse_args(argv)
     setup_logging()
@@ -268,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             results[key] = {"corrupted": len(corrupted), "images": len(ranking), **score(ranking, corrupted)}
             store.write_text(json.dumps(results, indent=1))
         draws = results[key].setdefault("draws", {})
-        missing = [seed for seed in range(args.seed + 1, args.seed + args.draws) if str(seed) not in draws]
+        if args.rescore:
+            draws.clear()
+        first = args.seed if args.rescore else args.seed + 1
+        missing = [seed for seed in range(first, args.seed + args.draws) if str(seed) not in draws]
         if missing:
             folder = work / "audit" / key
             train, _ = layout(dataset, root, work / "data")
@@ -277,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             draws[str(seed)] = redrawn(train, folder, seed, ranking)
             log(f"{dataset}, draw {seed}: precision of the top k {draws[str(seed)]['precision_at_k']:.2f}")
             store.write_text(json.dumps(results, indent=1))
-        done = [results[key], *(draws[str(seed)] for seed in range(args.seed + 1, args.seed + args.draws))]
+        done = [
+            draws.get(str(args.seed), results[key]),  # the first draw as rescored, if it was
+            *(draws[str(seed)] for seed in range(args.seed + 1, args.seed + args.draws)),
+        ]
         found = sum(draw["found"] for draw in done)
         targets += [
             Target(

@@ -177,13 +177,33 @@ def test_corrupted_masks_rank_first_with_their_kinds(clean_model: tuple[Path, Pa
     assert [(region["kind"], region["label"], region["predicted"]) for region in found["im03.png"]] == [
         ("wrong_class", "red", "blue")
     ]
-    assert set(entries[0]) >= {"image", "score", "path", "mask", "fold", "regions", "outline"}
+    assert set(entries[0]) >= {"image", "score", "path", "mask", "fold", "regions", "outline", "edges"}
+    assert 0.5 < result.edge_reliability <= 1  # squares on noise: their outlines lie on the photos' edges
+    assert "outlines on the photo's edges in" in result.format()
     outlines = [entry["outline"] for entry in entries if entry["outline"] is not None]
     assert entries[0]["fold"] is None and len(outlines) >= 10 and {fit["class"] for fit in outlines} <= {"red", "blue"}
     with (tmp_path / "ranking.csv").open() as table:
         rows = list(csv.DictReader(table))
     assert [row["image"] for row in rows] == [entry["image"] for entry in entries]
     assert rows[0]["rank"] == "1" and sum(int(row["missing"]) for row in rows) >= 1
+
+
+def test_an_outline_drawn_beside_its_object_ranks_first(clean_model: tuple[Path, Path], tmp_path: Path) -> None:
+    clean, model = clean_model
+    data = tmp_path / "data"
+    shutil.copytree(clean, data)
+
+    def shift_red(mask: np.ndarray) -> None:
+        red = mask == 1
+        mask[red] = 0
+        mask[np.roll(red, 6, axis=1) & (mask == 0)] = 1  # the red square drawn 6 px to the right
+
+    corrupt(data, "im07", shift_red)
+    result = segkit.audit(data, model=model, device="cpu")
+    first = result.images[0]
+    assert first.image.name == "im07.png" and first.edges is not None and first.edges.class_name == "red"
+    assert first.edges.gain > 0.2 and first.edges.shift[0] == pytest.approx(-6, abs=1)
+    assert first.to_dict()["edges"]["shift"] == list(first.edges.shift)
 
 
 def test_k_fold_training_finds_an_erased_object(tmp_path: Path) -> None:

@@ -212,16 +212,25 @@ def test_rare_classes_among_several_are_weighted_up_in_a_short_run(tmp_path: Pat
     assert choice.value == "auto" and "line under 1 %" in choice.reason and "too few" in choice.reason
     assert short.apply(TrainConfig.from_options({"data": str(several)})).class_weights == "auto"
     assert {c["option"]: c["value"] for c in short.to_dict()["choices"]}["class_weights"] == "auto"  # plan.json
-    roomy = {c.option: c for c in plan_for(several, time_budget="10m").choices}["class_weights"]
+    roomy_plan = plan_for(several, time_budget="10m")
+    roomy = {c.option: c for c in roomy_plan.choices}["class_weights"]
     assert roomy.value is None and "enough epochs" in roomy.reason
+    # decided again on the epochs measured on the real path: fewer than the first guess, so weighted after all
+    assert roomy_plan.revise_class_weights(40) is None  # the same decision: nothing changes
+    revised = roomy_plan.revise_class_weights(12)
+    assert revised is roomy and roomy.value == "auto" and "~12 epochs (measured)" in roomy.reason
+    assert roomy_plan.apply(TrainConfig.from_options({"data": str(several)})).class_weights == "auto"
+    assert short.revise_class_weights(30) is not None and choice.value is None and "measured" in choice.reason
     binary = write_dataset(tmp_path / "binary", 5, (500, 400), dot)
     (binary / "class_names.txt").write_text("background\nline\n")
     binary_choice = {c.option: c for c in plan_for(binary, time_budget="1s").choices}["class_weights"]
     assert binary_choice.value is None and "over-predict" in binary_choice.reason
     common = plan_for(write_dataset(tmp_path / "common", 4, (120, 100), lines_and_blocks), time_budget="1s")
     assert {c.option: c.value for c in common.choices}["class_weights"] is None  # the line is 1.5 % of the pixels
-    pinned = {c.option: c for c in plan_for(several, time_budget="1s", class_weights="1,1,1").choices}
+    pinned_plan = plan_for(several, time_budget="1s", class_weights="1,1,1")
+    pinned = {c.option: c for c in pinned_plan.choices}
     assert pinned["class_weights"].user and pinned["class_weights"].value == [1.0, 1.0, 1.0]
+    assert pinned_plan.revise_class_weights(40) is None and pinned["class_weights"].value == [1.0, 1.0, 1.0]
     off = {c.option: c for c in plan_for(several, time_budget="1s", class_weights="none").choices}
     assert off["class_weights"].user and off["class_weights"].value is None
 

@@ -14,6 +14,7 @@ import torch
 from segkit.checkpoint import load_checkpoint
 from segkit.config import TrainConfig
 from segkit.data.transforms import PreprocessConfig
+from segkit.planning import planner as planner_module
 from segkit.planning import probe
 from segkit.training import race as race_module
 from segkit.training.budget import (
@@ -319,6 +320,37 @@ def test_no_race_trains_the_rule_based_plan_after_a_measured_slice(shapes_datase
     race = json.loads((tmp_path / "run" / "plan.json").read_text())["race"]
     assert not race["raced"] and race["skipped"] == "--no-race" and race["entries"][0]["label"] == "as configured"
     assert race["entries"][0]["rungs"][0]["steps"] >= race_module.PROBE_STEPS  # the measured slice trained, was kept
+
+
+def test_class_weights_are_decided_again_on_the_measured_epochs(
+    shapes_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def rule(fingerprint: Any, epochs: float | None, measured: bool = False) -> tuple[str | None, str]:
+        return ("auto", f"~{epochs:.0f} epochs (measured)") if measured else (None, "first guess: enough")
+
+    monkeypatch.setattr(planner_module, "weights_rule", rule)  # the first guess and the measurement disagree
+    options = {
+        "data": str(shapes_dataset),
+        "out": str(tmp_path / "run"),
+        "device": "cpu",
+        "time_budget": 8,
+        "val_split": 0.25,
+        "race": False,
+        "model_kwargs": {"base_channels": 4, "depth": 2},
+    }
+
+    def weighted(criterion: torch.nn.Module) -> bool:
+        return any(getattr(part, "class_weights", None) is not None for part in criterion.modules())
+
+    trainer = Trainer(TrainConfig.from_options(options), progress=False)
+    assert trainer.config.class_weights is None and not weighted(trainer.learner.criterion)
+    trainer.fit()
+    assert trainer.config.class_weights == "auto" and trainer.learner.config.class_weights == "auto"
+    assert weighted(trainer.learner.criterion)  # the loss was built again, weighted
+    choices = {c["option"]: c for c in json.loads((tmp_path / "run" / "plan.json").read_text())["choices"]}
+    assert choices["class_weights"]["value"] == "auto" and "measured" in choices["class_weights"]["reason"]
+    assert "class_weights: auto" in (tmp_path / "run" / "config.yaml").read_text()
+    assert load_checkpoint(tmp_path / "run" / "last.pt").card.training.config["class_weights"] == "auto"
 
 
 def test_pinned_options_are_never_raced(shapes_dataset: Path, tmp_path: Path, monkeypatch) -> None:

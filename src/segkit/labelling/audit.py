@@ -13,13 +13,16 @@ Each image then gets a **label-quality score**: cleanlab's (its segmentation mod
 labelled pixel's probability of its label; 0 surely wrong, 1 surely right; ignored pixels
 are left out) times the **outline agreement** (:mod:`segkit.labelling.outlines`: ``(1 -
 g)^2``, where ``g`` is the largest share of an object's outline that one shift or growth
-brings onto the model's, so that a polygon drawn a few pixels off ranks low), and each
+brings onto the model's, so that a polygon drawn a few pixels off ranks low) times the **edge
+agreement** (:mod:`segkit.labelling.edges`: whether an object's outline would lie on stronger
+edges of the photo drawn elsewhere, weighed by how often this dataset's outlines lie on its
+photos' edges at all; model-free, so it works as well where the model's own outlines wander), and each
 **disputed region** — a connected patch where the model finds its class at least
 :data:`~segkit.labelling.regions.MARGIN` more probable than the label's — a kind:
 ``missing``, ``extra``, ``wrong_class`` or ``boundary`` (:mod:`segkit.labelling.regions`).
 
 cleanlab scores pixels; it has no notion of objects, outlines or regions and their kinds,
-which are written by hand (:mod:`segkit.labelling.outlines`,
+which are written by hand (:mod:`segkit.labelling.outlines`, :mod:`segkit.labelling.edges`,
 :func:`~segkit.labelling.regions.disputed_regions`).
 """
 
@@ -30,6 +33,7 @@ import itertools
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,6 +45,7 @@ import numpy as np
 from segkit.data.options import READ_KEYWORDS
 from segkit.errors import OptionError, SegkitError
 from segkit.files import built_into, check_out_folder, check_output_path
+from segkit.labelling.edges import EdgeFit, edge_agreement, edge_fits, edge_reliability
 from segkit.labelling.folds import Predicted, fixed_copy, out_of_sample
 from segkit.labelling.options import DEFAULT_BUDGET, DEFAULT_FOLDS
 from segkit.labelling.outlines import OutlineFit, outline_agreement, outline_fits
@@ -70,11 +75,13 @@ class AuditedImage:
     Attributes:
         image: the image file (a labelme sample: its JSON file).
         mask: the file holding its labels, the one to correct.
-        score: its label quality, 0 (surely wrong) to 1: cleanlab's times the outline agreement.
+        score: its label quality, 0 (surely wrong) to 1: cleanlab's times the outline and edge agreements.
         regions: the disputed regions, largest first.
         fold: the fold whose model predicted it (None with a given model).
         outline: the object whose outline a shift or growth brings most onto the model's (None: no object
             the model sees with an outline long enough to fit).
+        edges: the object whose outline a shift or growth brings most onto the photo's edges (None: no object
+            large enough to fit).
     """
 
     image: Path
@@ -83,6 +90,7 @@ class AuditedImage:
     regions: list[Region] = field(default_factory=list)
     fold: int | None = None
     outline: OutlineFit | None = None
+    edges: EdgeFit | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +101,7 @@ class AuditedImage:
             "fold": self.fold,
             "regions": [region.to_dict() for region in self.regions],
             "outline": self.outline.to_dict() if self.outline is not None else None,
+            "edges": self.edges.to_dict() if self.edges is not None else None,
         }
 
     def summary(self, limit: int = 3) -> str:
@@ -105,12 +114,14 @@ class AuditedImage:
 
 @dataclass
 class AuditResult:
-    """The images, most suspect (lowest score) first, and where the probabilities came from."""
+    """The images, most suspect (lowest score) first, where the probabilities came from, and the data's edge
+    reliability (the share of its masks whose outlines all lie on the photo's edges)."""
 
     images: list[AuditedImage]
     probabilities: str
     out: Path | None = None
     top: int = 10
+    edge_reliability: float = 0.0
 
     def to_list(self) -> list[dict[str, Any]]:
         """The ranking as ``--json`` writes it: a list, most suspect first, each with ``image``, ``score``, ``regions``."""
@@ -128,7 +139,8 @@ class AuditResult:
         """The most suspect ``top`` images for the command line: rank, image, score, largest regions."""
         counts = ", ".join(f"{count} {kind}" for kind, count in self.kind_counts().items())
         lines = [
-            f"{len(self.images)} masks audited ({self.probabilities}); disputed regions: {counts}",
+            f"{len(self.images)} masks audited ({self.probabilities}); disputed regions: {counts}; "
+            f"outlines on the photo's edges in {self.edge_reliability:.0%} of the masks",
             "most suspect first (score: label quality, 0 surely wrong .. 1):",
         ]
         shown = self.images[: self.top]
@@ -252,6 +264,8 @@ def audit(
     if out is not None:
         check_out_folder(out, overwrite)
     source = usable(open_source(data, split=split, **read))
+    began = time.monotonic()
+    edges = _fit_to_edges(source)
     with tempfile.TemporaryDirectory(prefix="segkit-audit-") as work:
         runs = Path(work) / "runs"
         if model is None:
@@ -261,15 +275,16 @@ def audit(
                     f"{len(source)} labelled images are too few for {folds}-fold training (at least {2 * folds}); "
                     "give fewer --folds, or --model",
                 )
-            budget = parse_duration(DEFAULT_BUDGET if time_budget is None else time_budget)
+            budget = parse_duration(DEFAULT_BUDGET if time_budget is None else time_budget) - (time.monotonic() - began)
             fixed = fixed_copy(data, split, read, Path(work) / "data")
             predicted = out_of_sample(source, fixed, folds, budget, runs, train_options or {}, prediction)
             probabilities = f"{folds}-fold out-of-sample probabilities"
         else:
             predicted = _predict_all(_checked_model(model, source, prediction), source)
             probabilities = f"in-sample probabilities of {model}"
-        images, shown = _score(predicted, source, top)
-        result = AuditResult(images, probabilities, None, top)
+        reliability = edge_reliability(edges)
+        images, shown = _score(predicted, source, top, edges, reliability)
+        result = AuditResult(images, probabilities, None, top, reliability)
         if json is not None:
             write_json(json, result.to_list())
             _write_table(Path(json).with_suffix(".csv"), result)
@@ -310,8 +325,23 @@ def _predict_all(predictor: Any, source: Any) -> Predicted:
         yield index, None, sample, predictor.predict_proba(sample.image), predictor
 
 
-def _score(predicted: Predicted, source: Any, top: int) -> tuple[list[AuditedImage], dict[str, _Shown]]:
-    """Every image's score and regions, most suspect first, and the panels of the ``top`` most suspect (by name)."""
+def _fit_to_edges(source: Any) -> list[list[EdgeFit]]:
+    """Every mask's objects fitted to its photo's edges (:func:`~segkit.labelling.edges.edge_fits`), by index."""
+    from segkit.data.classes import background_index
+
+    classes, background = list(source.classes), background_index(source.classes)
+    fits = []
+    for index in range(len(source)):
+        sample = source.load(index)
+        fits.append(edge_fits(sample.image, sample.mask, classes, background, source.ignore_index))
+    return fits
+
+
+def _score(
+    predicted: Predicted, source: Any, top: int, edges: list[list[EdgeFit]], reliability: float
+) -> tuple[list[AuditedImage], dict[str, _Shown]]:
+    """Every image's score and regions, most suspect first, and the panels of the ``top`` most suspect (by name);
+    ``edges``: each image's :func:`_fit_to_edges`, weighed by the data's ``reliability``."""
     from segkit.data.classes import background_index
     from segkit.prediction.arrays import probabilities_to_mask
 
@@ -323,9 +353,10 @@ def _score(predicted: Predicted, source: Any, top: int) -> tuple[list[AuditedIma
         mask = probabilities_to_mask(probabilities, predictor.binary, predictor.threshold)
         regions, kinds = disputed_regions(sample.mask, probabilities, mask, classes, background, source.ignore_index)
         fits = outline_fits(sample.mask, mask, classes, background, source.ignore_index)
-        score = label_quality(sample.mask, probabilities, source.ignore_index) * outline_agreement(fits)
-        outline = fits[0] if fits else None
-        images.append(AuditedImage(ref.image or ref.label_file, ref.label_file, score, regions, fold, outline))
+        quality = label_quality(sample.mask, probabilities, source.ignore_index)
+        score = quality * outline_agreement(fits) * edge_agreement(edges[index], reliability)
+        outline, edge = fits[0] if fits else None, edges[index][0] if edges[index] else None
+        images.append(AuditedImage(ref.image or ref.label_file, ref.label_file, score, regions, fold, outline, edge))
         most_suspect.offer(str(ref.label_file), score, partial(_shown, sample.image, sample.mask, mask, kinds))
     images.sort(key=lambda item: (item.score, item.image.name))
     return images, most_suspect.by_name()

@@ -17,7 +17,7 @@ translation of a whole image, with no growth and no robustness to the parts a mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,33 +85,70 @@ def outline_fits(
         background: the background class (None: every class has objects).
         ignore_index: mask value that is no class.
     """
+    fits = []
+    for value, objects in label_objects(labels, background, ignore_index):
+        # signed distance to the model's region of the class (positive outside it), once per class that has objects
+        to_model = np.clip(signed_distance(prediction == value), -MAX_OFFSET, MAX_OFFSET)
+        for labelled in objects:
+            fit = _fit(labelled, to_model[labelled.box])
+            if fit is not None:
+                fits.append(OutlineFit(classes[value], labelled.area, *fit))
+    return sorted(fits, key=lambda fit: -fit.gained)
+
+
+@dataclass
+class LabelledObject:
+    """One connected object of a mask, cut out with :data:`MARGIN` pixels around it.
+
+    Attributes:
+        box: where the cut-out lies in the mask (row and column slices).
+        inside: ``(h, w)`` bool, the object in the cut-out.
+        area: its pixels.
+        outline: ``(h, w)`` bool, its outline pixels (the image's border is no outline: objects cut
+            by it go on beyond it).
+    """
+
+    box: tuple[slice, ...]
+    inside: np.ndarray
+    area: int
+    outline: np.ndarray
+
+    def normals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows and columns of the outline pixels in the cut-out, and the unit normals ``(dx, dy)`` pointing out
+        of the object there (from its signed distance smoothed by :data:`NORMAL_SMOOTHING`)."""
+        from scipy import ndimage
+
+        rows, cols = np.nonzero(self.outline)
+        smoothed = ndimage.gaussian_filter(signed_distance(self.inside), NORMAL_SMOOTHING)
+        down, across = np.gradient(smoothed)
+        normals = np.stack([across[rows, cols], down[rows, cols]], axis=1)
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-6)
+        return rows, cols, normals
+
+
+def label_objects(
+    labels: np.ndarray, background: int | None, ignore_index: int = 255
+) -> Iterator[tuple[int, list[LabelledObject]]]:
+    """Per class of ``labels`` (not the background, not ignored): its 8-connected objects whose outline is at least
+    :data:`MIN_OUTLINE` pixels long, when it has any."""
     from scipy import ndimage
 
-    fits = []
     for value in np.unique(labels):
         if value in (background, ignore_index):
             continue
         components, _ = ndimage.label(labels == value, structure=EIGHT)
-        objects = []  # (box, the object in it, its area, its outline) of the objects with a long enough outline
+        objects = []
         for number, box in enumerate(ndimage.find_objects(components), start=1):
             box = tuple(slice(max(0, part.start - MARGIN), part.stop + MARGIN) for part in box)
             inside = components[box] == number
             area = int(inside.sum())
             if area < MIN_OUTLINE:  # its outline can be no longer
                 continue
-            # the image's border is no outline (objects cut by it go on beyond it): it counts as inside
             outline = inside & ~ndimage.binary_erosion(inside, border_value=1)
             if outline.sum() >= MIN_OUTLINE:
-                objects.append((box, inside, area, outline))
-        if not objects:
-            continue
-        # signed distance to the model's region of the class (positive outside it), once per class that has objects
-        to_model = np.clip(_signed_distance(prediction == value), -MAX_OFFSET, MAX_OFFSET)
-        for box, inside, area, outline in objects:
-            fit = _fit(inside, outline, to_model[box])
-            if fit is not None:
-                fits.append(OutlineFit(classes[int(value)], area, *fit))
-    return sorted(fits, key=lambda fit: -fit.gained)
+                objects.append(LabelledObject(box, inside, area, outline))
+        if objects:
+            yield int(value), objects
 
 
 def outline_agreement(fits: Sequence[OutlineFit]) -> float:
@@ -119,21 +156,13 @@ def outline_agreement(fits: Sequence[OutlineFit]) -> float:
     return (1.0 - max((fit.gained for fit in fits), default=0.0)) ** 2
 
 
-def _fit(
-    inside: np.ndarray, outline: np.ndarray, to_model: np.ndarray
-) -> tuple[tuple[float, float], float, float] | None:
-    """``(shift, growth, gained)`` of one object (``inside``, its ``outline``) against the model's signed distance,
+def _fit(labelled: LabelledObject, to_model: np.ndarray) -> tuple[tuple[float, float], float, float] | None:
+    """``(shift, growth, gained)`` of one object against the model's signed distance (cut out as the object is),
     or None when the model does not see it."""
-    from scipy import ndimage
-
-    rows, cols = np.nonzero(outline)
+    rows, cols, normals = labelled.normals()
     if (np.abs(to_model[rows, cols]) >= MAX_OFFSET).mean() > UNSEEN_SHARE:
         return None
     distance = to_model[rows, cols] + 0.5  # outline pixels lie half a pixel inside the drawn line
-    smoothed = ndimage.gaussian_filter(_signed_distance(inside), NORMAL_SMOOTHING)
-    down, across = np.gradient(smoothed)
-    normals = np.stack([across[rows, cols], down[rows, cols]], axis=1)
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-6)
     design = np.column_stack([np.ones(len(distance)), normals])
     weights = np.ones(len(distance))
     for _ in range(5):  # iteratively reweighted least squares with Huber weights
@@ -146,7 +175,7 @@ def _fit(
     return (dx, dy), growth, max(0.0, gained)
 
 
-def _signed_distance(mask: np.ndarray) -> np.ndarray:
+def signed_distance(mask: np.ndarray) -> np.ndarray:
     """Each pixel's distance to the outline of ``mask``: positive outside, negative inside (``MAX_OFFSET``
     everywhere when the mask is empty, ``-MAX_OFFSET`` when it is full)."""
     from scipy import ndimage

@@ -75,6 +75,11 @@ class Fingerprint:
         ratios = [w / h for h, w in zip(self.heights, self.widths)]
         return min(ratios), max(ratios)
 
+    @property
+    def one_class(self) -> bool:
+        """One class against the rest (two classes in all)."""
+        return len(self.classes) <= 2
+
     def rare_classes(self, threshold: float = 0.01) -> list[str]:
         """Classes present but covering less than ``threshold`` of the labelled pixels."""
         return [name for name, share in zip(self.classes, self.pixel_share) if 0 < share < threshold]

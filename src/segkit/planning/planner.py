@@ -166,6 +166,18 @@ class Plan:
                 choice.value = choices[choice.option]
                 choice.reason = f"won the race ({winner.get('label', '')})"
 
+    def revise_class_weights(self, epochs: int) -> Choice | None:
+        """Decide the planned class weights again on the ``epochs`` measured on the real training path (the
+        first guess they were planned on can be off by half); the changed choice, or None when it stands."""
+        choice = next((c for c in self.choices if c.option == "class_weights" and not c.user), None)
+        if choice is None:
+            return None
+        value, reason = weights_rule(self.fingerprint, epochs, measured=True)
+        if value == choice.value:
+            return None
+        choice.value, choice.reason = value, reason
+        return choice
+
     def format(self) -> str:
         """The printout: the data, then one line per choice with its reason, then the race's candidates."""
         lines = [f"plan ({self.device}, {self.seconds:.1f}s): {self.fingerprint.describe()}"]
@@ -271,7 +283,7 @@ class _Planner:
     @property
     def one_class(self) -> bool:
         """One class against the rest (two in all): the U-Net's other width races; no class weights."""
-        return len(self.fingerprint.classes) <= 2
+        return self.fingerprint.one_class
 
     # -------------------------------------------------------------- network
     def model(self) -> ModelSpec:
@@ -637,7 +649,7 @@ class _Planner:
             self.choose("loss", "ce+dice", f"rare classes ({', '.join(rare)}): Dice weighs every class equally")
         else:
             self.choose("loss", "ce+dice", "cross-entropy for pixels plus Dice for region overlap")
-        self.class_weights(rare)
+        self.choose("class_weights", *weights_rule(self.fingerprint, self.leader_epochs))
         if not self.config.is_set("lr") and self.candidates:
             lower = self.value("lr") * LR_ALTERNATIVE
             self.candidates.insert(
@@ -650,28 +662,30 @@ class _Planner:
                 ),
             )
 
-    def class_weights(self, rare: list[str]) -> None:
-        """Inverse median frequency weights on the cross-entropy where a class is rare among several, in a short run.
 
-        Not on one class against the rest (:attr:`one_class`: on one class against the background they
-        make the network over-predict it: CrackForest crack IoU 0.435 against 0.521) and fewer than
-        :data:`MIN_EPOCHS` epochs: there unweighted runs do not predict the rare classes at all (the mixed
-        set, 3 epochs: mIoU 0.31 against 0.37 weighted; 9 epochs: cracks 0 against 0.18); in longer runs
-        the weights cost the common classes more than they give (Dubai, 30 epochs: 0.507 against 0.488).
-        """
-        if rare and not self.one_class and self.leader_epochs is not None and self.leader_epochs < MIN_EPOCHS:
-            self.choose(
-                "class_weights",
-                "auto",
-                f"inverse median frequency: {', '.join(rare)} under 1 % of the pixels, and ~{self.leader_epochs:.0f} "
-                "epochs (first guess) are too few to learn them unweighted",
-            )
-        elif rare and not self.one_class:
-            self.choose("class_weights", None, "none: enough epochs to learn the rare classes unweighted")
-        elif rare:
-            self.choose("class_weights", None, "none: on one class against the background they over-predict it")
-        else:
-            self.choose("class_weights", None, "none: no class under 1 % of the pixels")
+def weights_rule(fingerprint: Fingerprint, epochs: float | None, measured: bool = False) -> tuple[str | None, str]:
+    """The planned ``class_weights`` and why: ``auto`` where a class under 1 % of the pixels is one of several and
+    the run is expected to train fewer than :data:`MIN_EPOCHS` epochs (``measured`` on the real path, or a first
+    guess), else None.
+
+    Not on one class against the rest (on one class against the background they make the network over-predict
+    it: CrackForest crack IoU 0.435 against 0.521); in short runs unweighted networks do not predict the rare
+    classes at all (the mixed set, 3 epochs: mIoU 0.31 against 0.37 weighted; 9 epochs: cracks 0 against 0.18);
+    in longer runs the weights cost the common classes more than they give (Dubai, 30 epochs: 0.507 against 0.488).
+    """
+    rare = fingerprint.rare_classes()
+    if not rare:
+        return None, "none: no class under 1 % of the pixels"
+    if fingerprint.one_class:
+        return None, "none: on one class against the background they over-predict it"
+    how = "measured" if measured else "first guess"
+    if epochs is not None and epochs < MIN_EPOCHS:
+        return "auto", (
+            f"inverse median frequency: {', '.join(rare)} under 1 % of the pixels, and ~{epochs:.0f} epochs ({how}) "
+            "are too few to learn them unweighted"
+        )
+    expected = f" (~{epochs:.0f} epochs, {how})" if epochs is not None else ""
+    return None, f"none: enough epochs to learn the rare classes unweighted{expected}"
 
 
 def _registered(name: str) -> bool:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -138,6 +139,7 @@ class Learner:
         self.train_set.use_class_shares(self.class_shares)
         self.train_loader = self._train_loader()
         self.model: nn.Module = build_model(config, self.card, device)
+        self.per_image_counts = counts.per_image
         self.criterion = build_loss(config, self.classes, self.binary, counts.per_image, device)
         self.optimizer = build_optimizer(config, self.model)
         self.autocast_dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(config.precision)
@@ -151,6 +153,11 @@ class Learner:
         self.seconds = 0.0
         self._stream: Iterator[Any] | None = None
         self._stream_epoch = 0
+
+    def use_class_weights(self, class_weights: Any) -> None:
+        """Train on with other ``class_weights`` (``"auto"``, a list, or None): the loss is built again."""
+        self.config = replace(self.config, class_weights=class_weights)
+        self.criterion = build_loss(self.config, self.classes, self.binary, self.per_image_counts, self.device)
 
     # ------------------------------------------------------------------ set-up
     def _train_loader(self) -> DataLoader:

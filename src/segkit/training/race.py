@@ -576,4 +576,5 @@ def plan_training(config: Any) -> Any:
             data.val_indices, probe.pixels[0], measured.validation, budget
         )
     plan.epochs = clock.expected_epochs(learner.epoch_images, measured.images_per_second, leader.val_every)
+    plan.revise_class_weights(plan.epochs)
     return plan
