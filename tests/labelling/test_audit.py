@@ -204,6 +204,7 @@ def test_an_outline_drawn_beside_its_object_ranks_first(clean_model: tuple[Path,
     assert first.image.name == "im07.png" and first.edges is not None and first.edges.class_name == "red"
     assert first.edges.gain > 0.2 and first.edges.shift[0] == pytest.approx(-6, abs=1)
     assert first.to_dict()["edges"]["shift"] == list(first.edges.shift)
+    assert "im07.png" in result.format().splitlines()[2] and "outline of red on the image's edges" in result.format()
 
 
 def test_k_fold_training_finds_an_erased_object(tmp_path: Path) -> None:

@@ -146,7 +146,8 @@ class AuditResult:
         shown = self.images[: self.top]
         width = max([len(item.image.name) for item in shown] + [5])
         for rank, item in enumerate(shown, start=1):
-            lines.append(f"{rank:>4}  {item.image.name:<{width}}  score {item.score:.3f}  {item.summary()}")
+            edges = f"; {item.edges.describe()}" if item.edges is not None and item.edges.gain > 0 else ""
+            lines.append(f"{rank:>4}  {item.image.name:<{width}}  score {item.score:.3f}  {item.summary()}{edges}")
         if len(self.images) > len(shown):
             lines.append(f"      ... {len(self.images) - len(shown)} more")
         if self.out is not None:
