@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from labelling.test_outlines import CLASSES, disc
 from segkit.labelling.edges import EdgeFit, edge_agreement, edge_fits, edge_reliability
-
-CLASSES = ["background", "person"]
-
-
-def disc(centre: tuple[int, int], radius: float, shape: tuple[int, int] = (96, 96)) -> np.ndarray:
-    rows, cols = np.ogrid[: shape[0], : shape[1]]
-    return ((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2).astype(np.uint8)
 
 
 def photo(mask: np.ndarray, seed: int = 0) -> np.ndarray:

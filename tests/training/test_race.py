@@ -305,9 +305,10 @@ def test_planned_training_races_and_goes_on_with_the_winner(
     assert trainer.learner.steps_done > sum(1 for _ in trainer.history)  # the race's steps count
 
 
-def test_no_race_trains_the_rule_based_plan_after_a_measured_slice(shapes_dataset: Path, tmp_path: Path) -> None:
-    options = {
-        "data": str(shapes_dataset),
+def measured_slice(data: Path, tmp_path: Path) -> dict[str, Any]:
+    """A planned 8-second run without a race: the leader trains after a measured slice."""
+    return {
+        "data": str(data),
         "out": str(tmp_path / "run"),
         "device": "cpu",
         "time_budget": 8,
@@ -315,7 +316,10 @@ def test_no_race_trains_the_rule_based_plan_after_a_measured_slice(shapes_datase
         "race": False,
         "model_kwargs": {"base_channels": 4, "depth": 2},
     }
-    trainer = Trainer(TrainConfig.from_options(options), progress=False)
+
+
+def test_no_race_trains_the_rule_based_plan_after_a_measured_slice(shapes_dataset: Path, tmp_path: Path) -> None:
+    trainer = Trainer(TrainConfig.from_options(measured_slice(shapes_dataset, tmp_path)), progress=False)
     trainer.fit()
     race = json.loads((tmp_path / "run" / "plan.json").read_text())["race"]
     assert not race["raced"] and race["skipped"] == "--no-race" and race["entries"][0]["label"] == "as configured"
@@ -329,20 +333,11 @@ def test_class_weights_are_decided_again_on_the_measured_epochs(
         return ("auto", f"~{epochs:.0f} epochs (measured)") if measured else (None, "first guess: enough")
 
     monkeypatch.setattr(planner_module, "weights_rule", rule)  # the first guess and the measurement disagree
-    options = {
-        "data": str(shapes_dataset),
-        "out": str(tmp_path / "run"),
-        "device": "cpu",
-        "time_budget": 8,
-        "val_split": 0.25,
-        "race": False,
-        "model_kwargs": {"base_channels": 4, "depth": 2},
-    }
 
     def weighted(criterion: torch.nn.Module) -> bool:
         return any(getattr(part, "class_weights", None) is not None for part in criterion.modules())
 
-    trainer = Trainer(TrainConfig.from_options(options), progress=False)
+    trainer = Trainer(TrainConfig.from_options(measured_slice(shapes_dataset, tmp_path)), progress=False)
     assert trainer.config.class_weights is None and not weighted(trainer.learner.criterion)
     trainer.fit()
     assert trainer.config.class_weights == "auto" and trainer.learner.config.class_weights == "auto"

@@ -134,18 +134,16 @@ def _moved(labelled: LabelledObject, strength: np.ndarray) -> tuple[tuple[int, i
     rows, cols, normals = labelled.normals()
     height, width = strength.shape
 
-    def mean_at(row_offsets: np.ndarray, col_offsets: np.ndarray) -> float:
+    def mean_at(row_offsets: np.ndarray | int, col_offsets: np.ndarray | int) -> float:
         at_rows = np.clip(np.rint(rows + row_offsets).astype(np.int64), 0, height - 1)
         at_cols = np.clip(np.rint(cols + col_offsets).astype(np.int64), 0, width - 1)
         return float(strength[at_rows, at_cols].mean())
 
+    # (how far the outline moves, shift, growth, mean edge strength there)
     steps = range(-REACH, REACH + 1)
-    moves = [((dx, dy), 0, mean_at(np.full(1, dy), np.full(1, dx))) for dy in steps for dx in steps]
-    moves += [((0, 0), step, mean_at(step * normals[:, 1], step * normals[:, 0])) for step in steps if step]
-    near = max(edge for (dx, dy), growth, edge in moves if max(abs(dx), abs(dy), abs(growth)) <= NEAR)
-    shift, growth, far = max(
-        (move for move in moves if max(abs(move[0][0]), abs(move[0][1]), abs(move[1])) > 2 * NEAR - 1),
-        key=lambda move: move[2],
-    )
+    moves = [(max(abs(dx), abs(dy)), (dx, dy), 0, mean_at(dy, dx)) for dy in steps for dx in steps]
+    moves += [(abs(step), (0, 0), step, mean_at(step * normals[:, 1], step * normals[:, 0])) for step in steps if step]
+    near = max(edge for distance, _, _, edge in moves if distance <= NEAR)
+    _, shift, growth, far = max((move for move in moves if move[0] >= 2 * NEAR), key=lambda move: move[3])
     gain = far / near - 1.0 if near > 0 else (1.0 if far > 0 else 0.0)
     return (shift, growth, gain) if gain > NOISE else ((0, 0), 0, 0.0)

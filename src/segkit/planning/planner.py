@@ -280,18 +280,13 @@ class _Planner:
     def value(self, option: str) -> Any:
         return next(choice.value for choice in self.choices if choice.option == option)
 
-    @property
-    def one_class(self) -> bool:
-        """One class against the rest (two in all): the U-Net's other width races; no class weights."""
-        return self.fingerprint.one_class
-
     # -------------------------------------------------------------- network
     def model(self) -> ModelSpec:
         """An ImageNet-pretrained encoder when its weights can be had, else segkit's U-Net; the other one races."""
         from segkit.models.weights import encoder_name, weights_status
 
         config = self.config
-        width, other = (ONE_CLASS_WIDTHS if self.one_class else SCRATCH_WIDTHS)[self.kind]
+        width, other = (ONE_CLASS_WIDTHS if self.fingerprint.one_class else SCRATCH_WIDTHS)[self.kind]
         scratch = {"model": SCRATCH_MODEL, "model_kwargs": {"base_channels": width}, "pretrained": False}
         if not config.is_set("pretrained") or config.pretrained:
             candidates = [config.model] if config.is_set("model") else list(PRETRAINED_MODELS[self.kind])
@@ -316,10 +311,10 @@ class _Planner:
                 "model_kwargs",
                 {"base_channels": width},
                 f"width {width} for one class on a {self.kind.upper()}; width {other} races"
-                if self.one_class
+                if self.fingerprint.one_class
                 else f"width {width}: {len(self.fingerprint.classes)} classes",
             )
-            if self.one_class:
+            if self.fingerprint.one_class:
                 self.alternative = {"model_kwargs": {"base_channels": other}, "label": f"unet-{other}"}
         else:
             self.choose("model_kwargs", {}, "the model's defaults")

@@ -505,7 +505,8 @@ def race_plan(
     """The race stage of a run: the plan's candidates race (or the one recipe is measured) on ``clock``'s budget.
 
     The clock learns what the losers cost, how many final validations the winner needs and
-    what one validation takes; the plan adopts the winner's choices and records the race.
+    what one validation takes; the plan adopts the winner's choices, records the race and decides
+    its class weights again on the epochs now measured (the winner's loss is rebuilt if they change).
 
     Returns:
         The winner's Learner, what was measured of it, and the validation images to score
@@ -537,6 +538,12 @@ def race_plan(
         )
     if plan is not None:
         plan.adopt(race.candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
+        # the class weights were planned on a first guess of the epochs: decided again on the measured ones
+        epochs = clock.expected_epochs(learner.epoch_images, measured.images_per_second, learner.config.val_every)
+        revised = plan.revise_class_weights(epochs)
+        if revised is not None:
+            learner.use_class_weights(revised.value)
+            logger.info("class weights %s: %s", revised.value or "none", revised.reason)
     return learner, measured, scored
 
 

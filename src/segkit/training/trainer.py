@@ -216,14 +216,6 @@ class Trainer:
         )
         if scored is not None:
             self.record.val_indices = scored
-        if self.plan is not None:  # planned on a first guess of the epochs: decided again on the measured ones
-            epochs = self.clock.expected_epochs(
-                self.learner.epoch_images, measured.images_per_second, self.record.val_every
-            )
-            revised = self.plan.revise_class_weights(epochs)
-            if revised is not None:
-                self.learner.use_class_weights(revised.value)
-                logger.info("class weights %s: %s", revised.value or "none", revised.reason)
         self.config, self.measured = self.learner.config, True
         return measured
 
