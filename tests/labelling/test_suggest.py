@@ -16,7 +16,15 @@ import segkit
 from segkit.checkpoint import save_checkpoint
 from segkit.cli import main
 from segkit.errors import SegkitError
-from segkit.labelling.suggest import _Scored, class_weights, pick_diverse, score_probabilities, typicality
+from segkit.labelling.suggest import (
+    _Scored,
+    class_weights,
+    near_outlines,
+    outline_reach,
+    pick_diverse,
+    score_probabilities,
+    typicality,
+)
 from segkit.prediction.predictor import Predictor
 
 
@@ -50,6 +58,32 @@ def test_entropy_weighted_toward_the_weak_classes() -> None:
     assert pole[4] == 2 and road[4] == 1
     unknown = class_weights(SimpleNamespace(classes=["a", "b"], training=SimpleNamespace(metrics={})))
     assert unknown.tolist() == [1.0, 1.0]
+
+
+def test_doubt_along_the_outlines_does_not_count() -> None:
+    """Two images with the same total entropy: along a confident square's outline it scores nothing, inside a
+    region it scores in full."""
+    weights = np.ones(2)
+    square = np.zeros((2, 40, 40), np.float32)
+    square[0], square[1, 10:30, 10:30], square[0, 10:30, 10:30] = 1.0, 1.0, 0.0
+    on_edge, inside = square.copy(), square.copy()
+    ring = near_outlines(square.argmax(axis=0), 2)
+    on_edge[:, ring] = 0.6 * square[:, ring] + 0.2  # unsure, the same class predicted
+    spots = np.flatnonzero(~ring.ravel())[:: max(1, int((~ring).sum() // ring.sum()))][: int(ring.sum())]
+    flat = inside.reshape(2, -1)
+    flat[:, spots] = 0.6 * flat[:, spots] + 0.2
+    edge_score, edge_entropy = score_probabilities(on_edge, weights, reach=2)[:2]
+    inside_score, inside_entropy = score_probabilities(inside, weights, reach=2)[:2]
+    assert edge_entropy == pytest.approx(inside_entropy, rel=0.05) and edge_entropy > 0.1
+    assert edge_score == pytest.approx(0.0, abs=1e-6) and inside_score > 0.5 * inside_entropy
+    assert ring[20, 8] and ring[20, 11] and not ring[20, 7] and not ring[20, 12] and not ring[20, 20]
+
+
+def test_the_outline_band_is_two_network_pixels_in_the_image() -> None:
+    letterbox = SimpleNamespace(img_size=(256, 256), resize="letterbox", scale=1.0)
+    native_crops = SimpleNamespace(img_size=(256, 256), resize="crop", scale=1.0)
+    assert outline_reach(letterbox, 1024, 768) == 8 and outline_reach(letterbox, 200, 100) == 2
+    assert outline_reach(native_crops, 1024, 768) == 2
 
 
 def test_a_duplicate_is_not_picked_twice() -> None:

@@ -5,6 +5,11 @@ how unsure the model is, where it matters:
 
 - **uncertainty**: the mean per-pixel entropy of the class probabilities, divided by
   ``log(C)`` (0: certain everywhere, 1: uniform);
+- **away from outlines**: pixels near a predicted outline (within :data:`OUTLINE_NETWORK_PIXELS`
+  of the network's input pixels, in the image's own) do not count: every model is unsure along the edges of what it finds,
+  so there the entropy measures how much outline an image has (groups, small objects) rather
+  than what the model has not learnt; doubt inside regions (a missed object, a class it
+  confuses) is what a label teaches;
 - **weak classes**: each pixel's entropy is weighted by how badly the model does on the
   class it predicts there, from the checkpoint's validation IoU (``0.5 + 1 - IoU``): doubt
   about a class the model already handles counts for less;
@@ -32,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from segkit.errors import OptionError, SegkitError
@@ -44,6 +50,7 @@ GRID = 4  # the class layout is pooled to GRID x GRID cells per class
 SHEET_SIDE = 256  # longer side of each picture on the contact sheet
 UNKNOWN_IOU = 0.5  # a class the checkpoint has no validation IoU for is weighted as a middling one
 DENSITY_SAMPLE = 2000  # typicality is measured against at most this many candidates (evenly spaced)
+OUTLINE_NETWORK_PIXELS = 2  # pixels this near a predicted outline (in the network's input pixels) do not count
 
 
 @dataclass
@@ -120,19 +127,20 @@ def class_weights(card: Any) -> np.ndarray:
 
 
 def score_probabilities(
-    probabilities: np.ndarray, weights: np.ndarray
+    probabilities: np.ndarray, weights: np.ndarray, reach: int = 1
 ) -> tuple[float, float, np.ndarray, np.ndarray, int]:
     """``(score, uncertainty, layout, class shares, most doubted class)`` of one ``(C, H, W)`` probability map.
 
     The score is the mean over pixels of the normalised entropy times the weight of the
-    predicted class; the layout is the probabilities pooled to a ``GRID x GRID`` grid, unit
-    length; the most doubted class is the one whose predicted pixels hold most of the score.
+    predicted class, pixels within ``reach`` of a predicted outline (:func:`near_outlines`) counted as certain; the
+    layout is the probabilities pooled to a ``GRID x GRID`` grid, unit length; the most doubted class
+    is the one whose predicted pixels hold most of the score.
     """
     classes = probabilities.shape[0]
     clipped = np.clip(probabilities.astype(np.float64), 1e-12, 1.0)
     entropy = -(clipped * np.log(clipped)).sum(axis=0) / math.log(max(classes, 2))
     predicted = probabilities.argmax(axis=0)
-    doubt = entropy * weights[predicted]
+    doubt = np.where(near_outlines(predicted, reach), 0.0, entropy * weights[predicted])
     score = float(doubt.mean())
     doubted = int(np.argmax(np.bincount(predicted.ravel(), weights=doubt.ravel(), minlength=classes)))
     shares = np.bincount(predicted.ravel(), minlength=classes)[:classes] / predicted.size
@@ -150,6 +158,27 @@ def score_probabilities(
     ).ravel()
     norm = np.linalg.norm(layout)
     return score, float(entropy.mean()), layout / norm if norm else layout, shares, doubted
+
+
+def outline_reach(preprocess: Any, height: int, width: int) -> int:
+    """:data:`OUTLINE_NETWORK_PIXELS` of the network's input in pixels of a ``height x width`` image (at least 1)."""
+    from segkit.data.transforms import compute_geometry
+
+    geometry = compute_geometry(height, width, preprocess.img_size, preprocess.resize, preprocess.scale)
+    return max(1, round(OUTLINE_NETWORK_PIXELS / geometry.scale))
+
+
+def near_outlines(predicted: np.ndarray, reach: int) -> np.ndarray:
+    """Pixels of a ``(H, W)`` class map within ``reach`` pixels of a pixel of another class."""
+    edge = np.zeros(predicted.shape, dtype=np.uint8)
+    across = predicted[:, 1:] != predicted[:, :-1]
+    down = predicted[1:] != predicted[:-1]
+    edge[:, 1:] |= across
+    edge[:, :-1] |= across
+    edge[1:] |= down
+    edge[:-1] |= down
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach - 1, 2 * reach - 1))
+    return cv2.dilate(edge, disc).astype(bool)
 
 
 def typicality(layouts: np.ndarray) -> np.ndarray:
@@ -251,7 +280,8 @@ def suggest(
     scored = []
     for path in inputs:
         probabilities = predictor.predict_proba(path)
-        score, uncertainty, layout, shares, doubted = score_probabilities(probabilities, weights)
+        reach = outline_reach(predictor.card.preprocess, *probabilities.shape[1:])
+        score, uncertainty, layout, shares, doubted = score_probabilities(probabilities, weights, reach)
         scored.append(_Scored(path, score, uncertainty, layout, shares, predictor.classes[doubted]))
     typical = typicality(np.stack([item.layout for item in scored]))
     for item, value in zip(scored, typical):
