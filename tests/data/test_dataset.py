@@ -12,7 +12,7 @@ from conftest import dataset_path
 from torch.utils.data import DataLoader
 
 import segkit.data.dataset as dataset_module
-from segkit.data.dataset import SegmentationDataset, class_pixel_counts
+from segkit.data.dataset import DecodedSource, SegmentationDataset, class_pixel_counts
 from segkit.data.sources import open_source
 from segkit.data.transforms import AugmentConfig, PreprocessConfig
 from segkit.errors import SegkitError
@@ -95,6 +95,22 @@ def test_auto_cache_respects_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -
     source = FakeSource([(100, 100)] * 2)
     assert not SegmentationDataset(source, preprocess(resize="crop"), train=True).cached
     assert source.loads == 1
+
+
+def test_the_caches_take_a_share_of_the_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine with little free memory the caches shrink with it (a laptop must not swap); plenty of it
+    leaves the fixed limit."""
+    import segkit.device
+
+    monkeypatch.setattr(segkit.device, "available_memory", lambda device: 4 * (3 * 32 * 48 * 4 - 1))
+    assert dataset_module.cache_limit() == 3 * 32 * 48 * 4 - 1
+    assert not SegmentationDataset(FakeSource([(10, 10)] * 3), preprocess(), train=False).cached
+    assert SegmentationDataset(FakeSource([(10, 10)] * 2), preprocess(), train=False).cached
+    assert DecodedSource(FakeSource([(10, 10)])).limit_bytes == 3 * 32 * 48 * 4 - 1
+    monkeypatch.setattr(segkit.device, "available_memory", lambda device: 2**40)
+    assert dataset_module.cache_limit() == dataset_module.CACHE_LIMIT_BYTES
+    monkeypatch.setattr(segkit.device, "available_memory", lambda device: None)
+    assert dataset_module.cache_limit() == dataset_module.CACHE_LIMIT_BYTES
 
 
 def test_augmentation_never_changes_the_cache() -> None:

@@ -26,8 +26,11 @@ from segkit.data.sampling import CropSampler, class_locations, rarity_weights
 from segkit.data.transforms import PreprocessConfig, build_train_transform, resize_sample, seed_transform
 from segkit.errors import SegkitError
 
-# Cache automatically when the resized samples (3 image bytes + 1 mask byte per pixel) fit in this.
+# A sample cache (decoded originals, or resized samples: 3 image bytes + 1 mask byte per pixel) holds at most this ...
 CACHE_LIMIT_BYTES = 4 * 2**30
+# ... and at most this share of the memory free when it is sized: a run keeps two (originals and resized samples),
+# and 4 GiB each would push an 8 GB laptop into swap (photos of up to 5632 px: 7.8 GB at the peak)
+CACHE_MEMORY_SHARE = 0.25
 
 
 class SampleSource(Protocol):
@@ -39,6 +42,15 @@ class SampleSource(Protocol):
     def __len__(self) -> int: ...
 
     def load(self, index: int) -> Any: ...
+
+
+def cache_limit() -> int:
+    """Bytes one sample cache may hold: :data:`CACHE_LIMIT_BYTES`, or :data:`CACHE_MEMORY_SHARE` of the memory free now
+    (the container's limit counted) when that is less."""
+    from segkit.device import available_memory
+
+    free = available_memory(torch.device("cpu"))
+    return CACHE_LIMIT_BYTES if free is None else int(min(CACHE_LIMIT_BYTES, CACHE_MEMORY_SHARE * free))
 
 
 def decode_in_threads(
@@ -70,13 +82,14 @@ class DecodedSource:
 
     Args:
         source: the samples (see :class:`SampleSource`).
-        limit_bytes: memory for kept samples (image and mask bytes); past it samples are decoded on demand.
+        limit_bytes: memory for kept samples (image and mask bytes; default :func:`cache_limit`); past it samples
+            are decoded on demand.
     """
 
-    def __init__(self, source: SampleSource, limit_bytes: int = CACHE_LIMIT_BYTES) -> None:
+    def __init__(self, source: SampleSource, limit_bytes: int | None = None) -> None:
         self.source = source
         self.classes = list(source.classes)
-        self.limit_bytes = limit_bytes
+        self.limit_bytes = cache_limit() if limit_bytes is None else limit_bytes
         self._kept: dict[int, Any] = {}
         self._bytes = 0
 
@@ -123,7 +136,7 @@ class SegmentationDataset(Dataset):
         preprocess: resize policy, network input size, ignore value and augmentation.
         train: apply random augmentation (and the random crop of the ``crop`` policy).
         cache: keep decoded, resized samples in memory; ``None`` decides from the
-            estimated size (``n x h x w x 4`` bytes under :data:`CACHE_LIMIT_BYTES`).
+            estimated size (``n x h x w x 4`` bytes within :func:`cache_limit`).
         indices: the source's samples this dataset holds (default all); item ``i`` is
             sample ``indices[i]``, and only these are ever decoded.
         oversample: ``crop`` training: share of crops centred on a pixel of a class
@@ -169,10 +182,10 @@ class SegmentationDataset(Dataset):
             return True
         if self.preprocess.resize != "crop":
             height, width = self.preprocess.img_size
-            return len(self) * height * width * 4 <= CACHE_LIMIT_BYTES
+            return len(self) * height * width * 4 <= cache_limit()
         first = self._load(0)  # full-size samples: estimate from the first one
         height, width = first[1].shape
-        fits = len(self) * height * width * 4 <= CACHE_LIMIT_BYTES
+        fits = len(self) * height * width * 4 <= cache_limit()
         if fits:
             self._store(0, first)
         return fits
