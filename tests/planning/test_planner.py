@@ -261,6 +261,14 @@ def test_pretrained_encoder_is_preferred_when_its_weights_are_here(
     assert scratch and scratch[0].choices["model"] == "unet" and scratch[0].choices["lr"] == 3e-3
     refused = plan_for(tmp_path / "data", time_budget="60s", pretrained=False)
     assert {c.option: c.value for c in refused.choices}["model"] == "unet"
+    # a budget that gives a few epochs at the ladder's smallest rung: from scratch the plan goes further down,
+    # with the pretrained encoder it stays on the ladder (it learns in a few epochs and loses by shrunken images)
+    large = write_dataset(tmp_path / "large", 5, (500, 480), lines_and_blocks)
+    scratch_size = {c.option: c.value for c in plan_for(large, time_budget="1s", pretrained=False).choices}
+    pretrained = {c.option: c for c in plan_for(large, time_budget="1s").choices}
+    assert scratch_size["preprocess.img_size"] == (128, 128)
+    assert pretrained["pretrained"].value is True and pretrained["preprocess.img_size"].value == (256, 256)
+    assert "short budget" in pretrained["preprocess.img_size"].reason
 
 
 def test_plan_command_prints_reasons_and_json_without_training(

@@ -13,7 +13,7 @@ rules order and prune the candidates, the race on the user's data decides.
   against the background (:data:`ONE_CLASS_WIDTHS`). The other one races at the leader's input;
 - **inputs**: whole images letterboxed on a ladder of sizes (:data:`LADDER`, from the median
   image up to :data:`WHOLE_IMAGE_LIMIT`; further down, :data:`SHORT_LADDER`, when a slow machine
-  leaves only a few epochs), random crops at native (and half) scale predicted window by window.
+  leaves a network from scratch only a few epochs), random crops at native (and half) scale predicted window by window.
   The leader is the input with the most pixels that still allows :data:`MIN_EPOCHS` epochs
   without thinning any class (its fingerprint *width*) below :data:`MIN_OBJECT_PIXELS`; the
   others race (but those that would thin a class the leader keeps);
@@ -56,7 +56,9 @@ LADDER = (1.0, 0.7, 0.5)  # whole-image inputs: the largest, then these factors 
 # ... and further down when even the input with the most epochs gives under RACE_MIN_EPOCHS (no race checks the rules
 # then), as long as every class it keeps MIN_OBJECT_PIXELS wide stays so: Dubai's 457 tiles of 512² on one fp32 thread
 # in 5 minutes trained 2 epochs at 256² (held-out mIoU 0.34, 0.35; --no-plan 0.36) and ~10 at 128² (0.39, 0.41); the
-# mixed set (cracks 1 px wide at 256² already) 3 epochs at 256² (0.31) and 9 at 128² (0.48)
+# mixed set (cracks 1 px wide at 256² already) 3 epochs at 256² (0.31) and 9 at 128² (0.48). Not for a pretrained
+# encoder, which learns in a few epochs what a network from scratch needs dozens for and loses more by shrunken
+# images: human_segmentation on one fp32 thread, ImageNet MobileNetV2-UNet, 7 epochs at 256² 0.906, 21 at 128² 0.886
 SHORT_LADDER = (0.35, 0.25)
 MIN_INPUT_SIDE = 64  # no whole-image input shorter than this
 BATCH_PIXELS = 8 * 256 * 256  # CPU: pixels per batch (throughput is flat in the batch size there)
@@ -365,8 +367,8 @@ class _Planner:
         """``options`` and, when even the one with the most epochs gives under :data:`RACE_MIN_EPOCHS`, whole
         images further down (:data:`SHORT_LADDER`) that keep every class :data:`MIN_OBJECT_PIXELS` wide that the
         one with the most epochs keeps (a class thinned there already does not hold the others back), as long as
-        it keeps two classes or more."""
-        if len(options) == 1 or not self.seconds_left:
+        it keeps two classes or more. Never beside a pretrained encoder (:data:`SHORT_LADDER`)."""
+        if len(options) == 1 or not self.seconds_left or self.value("pretrained"):
             return options
         most = max(options, key=lambda option: self.epochs_at(measured, option))
         if self.epochs_at(measured, most) >= RACE_MIN_EPOCHS:
