@@ -265,10 +265,14 @@ def test_pretrained_encoder_is_preferred_when_its_weights_are_here(
     # with the pretrained encoder it stays on the ladder (it learns in a few epochs and loses by shrunken images)
     large = write_dataset(tmp_path / "large", 5, (500, 480), lines_and_blocks)
     scratch_size = {c.option: c.value for c in plan_for(large, time_budget="1s", pretrained=False).choices}
-    pretrained = {c.option: c for c in plan_for(large, time_budget="1s").choices}
+    short_plan = plan_for(large, time_budget="1s")
+    pretrained = {c.option: c for c in short_plan.choices}
     assert scratch_size["preprocess.img_size"] == (128, 128)
     assert pretrained["pretrained"].value is True and pretrained["preprocess.img_size"].value == (256, 256)
     assert "short budget" in pretrained["preprocess.img_size"].reason
+    # too few epochs to race: the U-Net from scratch is neither a candidate nor timed (its probe costs the budget)
+    assert short_plan.no_race and not any(c.choices.get("pretrained") is False for c in short_plan.candidates)
+    assert len(short_plan.measurements) == len(plan_for(large, time_budget="1s", model="mobilenetv2-unet").measurements)
 
 
 def test_plan_command_prints_reasons_and_json_without_training(

@@ -523,12 +523,12 @@ class _Planner:
         self.choose("preprocess.img_size", leader.size, f"{reason}; sides multiples of {GRID}")
         batch, batch_reason = self.batch_for(spec, leader.size)
         self.choose("batch_size", batch, batch_reason)
-        self.race_candidates(options, leader, measured, spec)
         self.leader_epochs = self.epochs_at(measured, leader) if self.seconds_left else None
         if self.leader_epochs is not None and self.leader_epochs < RACE_MIN_EPOCHS:
             self.no_race = (
                 f"~{self.leader_epochs:.0f} epochs (first guess) are too few to give a fifth of them to a race"
             )
+        self.race_candidates(options, leader, measured, spec)
 
     def race_candidates(
         self, options: list[InputOption], leader: InputOption, measured: Measurement, spec: ModelSpec
@@ -593,7 +593,8 @@ class _Planner:
                 )
             )
         network_set = any(self.config.is_set(name) for name in ("model", "model_kwargs", "pretrained", "encoder"))
-        if self.alternative and not network_set:
+        # without a race the other network is not timed: on one slow thread its probe took 12 s of a 5-minute budget
+        if self.alternative and not network_set and not self.no_race:
             place = 3 if self.value("pretrained") else (2 if shrinks and len(self.candidates) > 1 else 1)
             self.candidates.insert(place, self.other_network(leader))
             self.lr_place = 3 if place == 2 else 2
