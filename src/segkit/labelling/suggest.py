@@ -6,10 +6,10 @@ how unsure the model is, where it matters:
 - **uncertainty**: the mean per-pixel entropy of the class probabilities, divided by
   ``log(C)`` (0: certain everywhere, 1: uniform);
 - **away from outlines**: pixels near a predicted outline (within :data:`OUTLINE_NETWORK_PIXELS`
-  of the network's input pixels, in the image's own) do not count: every model is unsure along the edges of what it finds,
-  so there the entropy measures how much outline an image has (groups, small objects) rather
-  than what the model has not learnt; doubt inside regions (a missed object, a class it
-  confuses) is what a label teaches;
+  of the network's input pixels, in the image's own) do not count: every model is unsure along
+  the edges of what it finds, so there the entropy measures how much outline an image has
+  (groups, small objects) rather than what the model has not learnt; doubt inside regions (a
+  missed object, a class it confuses) is what a label teaches;
 - **weak classes**: each pixel's entropy is weighted by how badly the model does on the
   class it predicts there, from the checkpoint's validation IoU (``0.5 + 1 - IoU``): doubt
   about a class the model already handles counts for less;
