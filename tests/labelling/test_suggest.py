@@ -47,13 +47,13 @@ def test_entropy_weighted_toward_the_weak_classes() -> None:
     )
     weights = class_weights(card)
     assert weights.tolist() == pytest.approx([0.6, 0.7, 1.4])
-    sure, unsure = score_probabilities(certain(), weights), score_probabilities(uniform(), weights)
+    sure, unsure = score_probabilities(certain(), weights, 1), score_probabilities(uniform(), weights, 1)
     assert sure[0] == pytest.approx(0.0, abs=1e-6) and unsure[1] == pytest.approx(1.0, abs=1e-6)
     doubt_on_pole = uniform() * 0.5
     doubt_on_pole[2] += 0.5  # argmax pole everywhere, half sure
     doubt_on_road = uniform() * 0.5
     doubt_on_road[1] += 0.5
-    pole, road = score_probabilities(doubt_on_pole, weights), score_probabilities(doubt_on_road, weights)
+    pole, road = score_probabilities(doubt_on_pole, weights, 1), score_probabilities(doubt_on_road, weights, 1)
     assert pole[1] == pytest.approx(road[1]) and pole[0] == pytest.approx(2 * road[0])  # same doubt, weak class
     assert pole[4] == 2 and road[4] == 1
     unknown = class_weights(SimpleNamespace(classes=["a", "b"], training=SimpleNamespace(metrics={})))

@@ -131,7 +131,7 @@ def edge_agreement(fits: Sequence[EdgeFit], reliability: float) -> float:
 def _moved(labelled: LabelledObject, strength: np.ndarray) -> tuple[tuple[int, int], int, float]:
     """``(shift, growth, gain)``: the move of the object's outline onto the strongest edges (``strength`` cut out
     as the object is) and what it gains over the outline as drawn."""
-    rows, cols, normals = labelled.normals()
+    (rows, cols), normals = labelled.points, labelled.normals()
     height, width = strength.shape
 
     def mean_at(row_offsets: np.ndarray | int, col_offsets: np.ndarray | int) -> float:

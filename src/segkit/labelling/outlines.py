@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -113,17 +114,22 @@ class LabelledObject:
     area: int
     outline: np.ndarray
 
-    def normals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows and columns of the outline pixels in the cut-out, and the unit normals ``(dx, dy)`` pointing out
-        of the object there (from its signed distance smoothed by :data:`NORMAL_SMOOTHING`)."""
+    @cached_property
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns of the outline pixels in the cut-out."""
+        rows, cols = np.nonzero(self.outline)
+        return rows, cols
+
+    def normals(self) -> np.ndarray:
+        """``(n, 2)``: the unit normals ``(dx, dy)`` pointing out of the object at each of :attr:`points` (from its
+        signed distance smoothed by :data:`NORMAL_SMOOTHING`)."""
         from scipy import ndimage
 
-        rows, cols = np.nonzero(self.outline)
+        rows, cols = self.points
         smoothed = ndimage.gaussian_filter(signed_distance(self.inside), NORMAL_SMOOTHING)
         down, across = np.gradient(smoothed)
         normals = np.stack([across[rows, cols], down[rows, cols]], axis=1)
-        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-6)
-        return rows, cols, normals
+        return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-6)
 
 
 def label_objects(
@@ -159,11 +165,11 @@ def outline_agreement(fits: Sequence[OutlineFit]) -> float:
 def _fit(labelled: LabelledObject, to_model: np.ndarray) -> tuple[tuple[float, float], float, float] | None:
     """``(shift, growth, gained)`` of one object against the model's signed distance (cut out as the object is),
     or None when the model does not see it."""
-    rows, cols, normals = labelled.normals()
+    rows, cols = labelled.points
     if (np.abs(to_model[rows, cols]) >= MAX_OFFSET).mean() > UNSEEN_SHARE:
-        return None
+        return None  # before the normals: an object the model does not see costs no smoothing
     distance = to_model[rows, cols] + 0.5  # outline pixels lie half a pixel inside the drawn line
-    design = np.column_stack([np.ones(len(distance)), normals])
+    design = np.column_stack([np.ones(len(distance)), labelled.normals()])
     weights = np.ones(len(distance))
     for _ in range(5):  # iteratively reweighted least squares with Huber weights
         root = np.sqrt(weights)

@@ -127,7 +127,7 @@ def class_weights(card: Any) -> np.ndarray:
 
 
 def score_probabilities(
-    probabilities: np.ndarray, weights: np.ndarray, reach: int = 1
+    probabilities: np.ndarray, weights: np.ndarray, reach: int
 ) -> tuple[float, float, np.ndarray, np.ndarray, int]:
     """``(score, uncertainty, layout, class shares, most doubted class)`` of one ``(C, H, W)`` probability map.
 
