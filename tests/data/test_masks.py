@@ -163,7 +163,8 @@ def test_out_of_range_values_name_file_and_values(tmp_path: Path) -> None:
 def test_custom_ignore_index_is_allowed_beyond_classes(tmp_path: Path) -> None:
     path = save(tmp_path / "m.png", np.array([[0, 1, 100]], dtype=np.uint8))
     assert read_mask(path, "index", num_classes=2, ignore_index=100).tolist() == [[0, 1, 100]]
-    with pytest.raises(SegkitError, match=re.escape("values [100] out of range for 2 classes (ignore value 255)")):
+    message = "values [100] out of range for 2 classes (ignore value 255); if 100 marks unlabelled pixels, give --ignore-index 100"
+    with pytest.raises(SegkitError, match=re.escape(message) + "$"):
         read_mask(path, "index", num_classes=2)
 
 

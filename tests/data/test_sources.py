@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,16 @@ from PIL import Image
 from segkit.data.classes import VOC_CLASSES
 from segkit.data.colors import load_color_table
 from segkit.data.masks import BINARY_MESSAGE
-from segkit.data.sources import DataSource, Problem, SplitRoles, list_splits, open_source, split_roles
+from segkit.data.sources import (
+    DataSource,
+    Problem,
+    SplitRoles,
+    ValidationImages,
+    list_splits,
+    open_source,
+    split_roles,
+    validation_images,
+)
 from segkit.errors import SegkitError
 from segkit.visualize import PALETTE
 
@@ -299,6 +309,30 @@ def test_folders_without_matching_names(tmp_path: Path) -> None:
         open_source(tmp_path)
 
 
+def test_names_that_differ_by_an_ending_get_the_patterns_that_pair_them(tmp_path: Path) -> None:
+    """DRIVE's ``21_training.tif`` and ``21_manual1.gif``; Carvana's ``x_01.jpg`` and ``x_01_mask.gif``."""
+    for seed, name in enumerate(["21", "22"]):
+        save(tmp_path / "images" / f"{name}_training.png", np.zeros((H, W, 3), np.uint8))
+        save(tmp_path / "labels" / f"{name}_manual1.png", ids_mask(seed))
+    save(tmp_path / "fov" / "21_training_mask.png", ids_mask(0))  # another folder that pairs by ending: named too
+    patterns = "with --images 'images/{id}_training.png', these --masks pair them: 'labels/{id}_manual1.png'"
+    with pytest.raises(
+        SegkitError,
+        match=re.escape(f"{patterns} (2 of 2 images)"),
+    ):
+        open_source(tmp_path)
+    source = open_source(tmp_path, images="images/{id}_training.png", masks="labels/{id}_manual1.png")
+    assert [ref.name for ref in source.samples] == ["21", "22"]
+    carvana = tmp_path / "carvana"
+    for seed, name in enumerate(["c1_01", "c1_02"]):
+        save(carvana / "train" / f"{name}.png", np.zeros((H, W, 3), np.uint8))
+        save(carvana / "train_masks" / f"{name}_mask.png", ids_mask(seed))
+    patterns = "with --images 'train/{id}.png', these --masks pair them: 'train_masks/{id}_mask.png'"
+    with pytest.raises(SegkitError, match=re.escape(f"{patterns} (2 of 2 images)")):
+        open_source(carvana)
+    assert len(open_source(carvana, images="train/{id}.png", masks="train_masks/{id}_mask.png")) == 2
+
+
 # ---------------------------------------------------------------- VOC
 
 
@@ -375,6 +409,7 @@ def test_split_subfolders(tmp_path: Path) -> None:
         (["test", "train", "val"], SplitRoles("train", "val", "test")),
         (["train", "validation", "test"], SplitRoles("train", "validation", "test")),
         (["train", "trainval"], SplitRoles("train", None, None)),
+        (["training", "validation"], SplitRoles("training", "validation", None)),  # ADE20K, DRIVE's training/
         ([], SplitRoles()),
     ],
 )
@@ -389,6 +424,69 @@ def test_train_and_valid_folders(tmp_path: Path) -> None:
     assert (roles.train, roles.validation, roles.evaluation) == ("train", "valid", "valid")
     assert open_source(tmp_path).split == "train"
     assert [ref.name for ref in open_source(tmp_path, split=roles.validation).samples] == ["c"]
+
+
+def save_pair(images: Path, masks: Path, name: str, seed: int) -> None:
+    """One image in ``images`` and its mask of the same name in ``masks``."""
+    save(images / f"{name}.png", np.full((H, W, 3), 90, np.uint8))
+    save(masks / f"{name}.png", ids_mask(seed))
+
+
+def test_camvid_split_folders_with_annot_siblings(tmp_path: Path) -> None:
+    """SegNet's CamVid: ``train/`` + ``trainannot/``, ``val/`` + ``valannot/``, ``test/`` + ``testannot/``."""
+    for seed, (split, names) in enumerate({"train": ["a", "b"], "val": ["c"], "test": ["d"]}.items()):
+        for name in names:
+            save_pair(tmp_path / split, tmp_path / f"{split}annot", name, seed)
+    (tmp_path / "train.txt").write_text("/SegNet/CamVid/train/a.png /SegNet/CamVid/trainannot/a.png\n")
+    (tmp_path / "class_names.txt").write_text("sky\nbuilding\npole\n")
+    assert list_splits(tmp_path) == ["train", "val", "test"]
+    assert validation_images(tmp_path, None, None, 0.2) == ValidationImages(tmp_path, "val", None)
+    train = open_source(tmp_path)
+    assert (train.layout, train.split, train.root, train.classes) == (
+        "folders",
+        "train",
+        tmp_path,
+        ["sky", "building", "pole"],
+    )
+    assert [(ref.name, ref.image.parent.name, ref.mask.parent.name) for ref in train.samples] == [
+        ("a", "train", "trainannot"),
+        ("b", "train", "trainannot"),
+    ]
+    assert [ref.mask.parent.name for ref in open_source(tmp_path, split="test").samples] == ["testannot"]
+
+
+@pytest.mark.parametrize(
+    ("images", "masks", "splits"),
+    [
+        ("{split}_images", "{split}_masks", ["train", "val"]),
+        ("images/{split}", "masks/{split}", ["train", "val"]),
+        ("images/{split}", "annotations/{split}", ["training", "validation"]),  # ADE20K
+        ("img_dir/{split}", "ann_dir/{split}", ["train", "val"]),  # MMSegmentation's custom datasets
+    ],
+)
+def test_split_folder_pairs(tmp_path: Path, images: str, masks: str, splits: list[str]) -> None:
+    train, val = splits
+    for split, names in ((train, ["a", "b"]), (val, ["c"])):
+        for seed, name in enumerate(names):
+            save_pair(tmp_path / images.format(split=split), tmp_path / masks.format(split=split), name, seed)
+    roles = split_roles(list_splits(tmp_path))
+    assert (roles.train, roles.validation) == (train, val)
+    assert [ref.name for ref in open_source(tmp_path).samples] == ["a", "b"]  # the validation images stay apart
+    assert [ref.name for ref in open_source(tmp_path, split=val).samples] == ["c"]
+
+
+def test_images_folder_with_files_of_its_own_stays_one_dataset(tmp_path: Path) -> None:
+    save_pair(tmp_path / "images", tmp_path / "masks", "a", 0)
+    save_pair(tmp_path / "images" / "train", tmp_path / "masks" / "train", "b", 1)
+    source = open_source(tmp_path)
+    assert (source.split, list_splits(tmp_path)) == (None, [])
+    assert [ref.name for ref in source.samples] == ["a", "train/b"]
+
+
+def test_split_sub_folder_with_a_layout_of_its_own_wins(tmp_path: Path) -> None:
+    make_folders(tmp_path / "train", {"a": ids_mask(0)})
+    save_pair(tmp_path / "elsewhere", tmp_path / "train_masks", "z", 1)
+    assert [ref.image.parent.parent.name for ref in open_source(tmp_path).samples] == ["train"]
 
 
 def test_voc_split_list_that_is_not_utf8_is_one_error(tmp_path: Path) -> None:

@@ -194,7 +194,11 @@ def _check_range(values: np.ndarray, path: str | Path, num_classes: int | None, 
     listed = f"{bad[:_MAX_LISTED]}" + (f" (+{len(bad) - _MAX_LISTED} more)" if len(bad) > _MAX_LISTED else "")
     if num_classes is None:
         raise SegkitError(path, f"values {listed} do not fit a uint8 class mask (0..255)")
-    raise SegkitError(path, f"values {listed} out of range for {num_classes} classes (ignore value {ignore_index})")
+    # a single value outside the classes is usually a void label (SegNet's CamVid marks unlabelled pixels 11)
+    hint = f"; if {bad[0]} marks unlabelled pixels, give --ignore-index {bad[0]}" if len(bad) == 1 else ""
+    raise SegkitError(
+        path, f"values {listed} out of range for {num_classes} classes (ignore value {ignore_index}){hint}"
+    )
 
 
 def decode_mask(

@@ -14,8 +14,12 @@ Layouts, detected in this order in the data folder:
 
 A folder holding ``train/``, ``val/``, ``test/`` ... sub-folders is a split dataset:
 ``split=`` picks one (default the training split), and each split is one of the
-layouts above. :func:`split_roles` says which split is for training, validation and
-testing; ``train``, ``evaluate`` and ``inspect`` all ask it.
+layouts above. A split may also keep its images and masks in two folders of the data folder
+(see ``_split_places``): ``train/`` + ``trainannot/`` (SegNet's CamVid), ``train_images/`` +
+``train_masks/``, or ``images/train/`` + ``masks/train/`` (ADE20K's ``images/training/`` +
+``annotations/training/``, MMSegmentation's ``img_dir/`` + ``ann_dir/``). :func:`split_roles`
+says which split is for training, validation and testing; ``train``, ``evaluate`` and
+``inspect`` all ask it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import glob
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +48,15 @@ from segkit.data.classes import (
     with_background_first,
 )
 from segkit.data.colors import ColorTable, load_color_table
-from segkit.data.io import glob_image_files, index_image_files, peek_image, read_image, read_text, upright_size
+from segkit.data.io import (
+    glob_image_files,
+    index_image_files,
+    is_image_file,
+    peek_image,
+    read_image,
+    read_text,
+    upright_size,
+)
 from segkit.data.label_map import LabelMap, check_known_labels, describe_groups, instance_groups, read_label_map
 from segkit.data.masks import (
     BINARY_MESSAGE,
@@ -59,10 +72,12 @@ from segkit.errors import SegkitError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_DIRS = ("images", "image", "imgs")
-MASK_DIRS = ("masks", "mask", "labels", "label")
+IMAGE_DIRS = ("images", "image", "imgs", "img_dir")
+MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "ann_dir")
+# A split's masks beside its image folder: train/ + trainannot/ (SegNet's CamVid), train_images/ + train_masks/
+MASK_SUFFIXES = ("annot", "_annot", "_masks", "_mask", "_labels", "_label", "_annotations")
 # Split sub-folder names by role; SPLIT_DIRS lists them all, in the order they are reported.
-TRAIN_SPLITS = ("train",)
+TRAIN_SPLITS = ("train", "training")
 VALIDATION_SPLITS = ("val", "valid", "validation")
 TEST_SPLITS = ("test",)
 SPLIT_DIRS = TRAIN_SPLITS + VALIDATION_SPLITS + TEST_SPLITS
@@ -378,8 +393,7 @@ def open_source(
     root = Path(path)
     if not root.is_dir():
         raise SegkitError(root, "not found" if not root.exists() else "not a folder (expected a dataset folder)")
-    where = _Where(images, masks, roi_masks)
-    folder, layout, split, splits = _resolve_folder(root, split, where)
+    folder, layout, split, splits, where = _resolve_folder(root, split, _Where(images, masks, roi_masks))
     if layout == "labelme":
         rules = read_label_map(label_map) if isinstance(label_map, (str, Path)) else label_map
         return _open_labelme(folder, classes, ignore_index, split, splits, rules)
@@ -497,41 +511,89 @@ def _voc_splits(folder: Path) -> list[str]:
 
 
 def list_splits(path: str | Path, masks: str | None = None, images: str | None = None) -> list[str]:
-    """The splits a dataset folder offers (VOC ImageSets or split sub-folders), reading no image or mask."""
+    """The splits a dataset folder offers (VOC ImageSets, split sub-folders or split folder pairs), reading no
+    image or mask."""
     root = Path(path)
-    return _splits_of(root, _layout_of(root, _Where(images, masks)))
+    where = _Where(images, masks)
+    return _splits_of(root, _layout_of(root, where), _split_places(root, where))
 
 
-def _splits_of(root: Path, layout: str | None) -> list[str]:
+def _split_places(root: Path, where: _Where) -> dict[str, _Where]:
+    """Splits whose images and masks are two folders of ``root``, by split name: where each one's are.
+
+    For a split ``train``: ``train/`` + ``trainannot/`` (or ``_masks``, ``_labels`` ... :data:`MASK_SUFFIXES`),
+    ``train_images/`` + ``train_masks/``, or ``images/train/`` + ``masks/train/`` (any of :data:`IMAGE_DIRS` and
+    :data:`MASK_DIRS`, when the image folder holds only split folders). A split folder with a layout of its own
+    (``train/images/`` + ``train/masks/``) is a split sub-folder, not listed here; ``--images``/``--masks`` given
+    name the folders themselves, so nothing is looked for.
+    """
+    if where.given:
+        return {}
+    places = {}
+    for split in SPLIT_DIRS:
+        if (root / split).is_dir() and _layout_of(root / split, _Where()) is not None:
+            continue
+        found = next(
+            (
+                (images, masks)
+                for images, masks in _pair_candidates(root, split)
+                if (root / images).is_dir() and (root / masks).is_dir()
+            ),
+            None,
+        )
+        if found is not None:
+            places[split] = _Where(*found, where.roi)
+    return places
+
+
+def _pair_candidates(root: Path, split: str) -> list[tuple[str, str]]:
+    """(image folder, mask folder) pairs of ``root`` that could hold ``split``, relative to it, most usual first."""
+    beside = [f"{split}{suffix}" for suffix in MASK_SUFFIXES]
+    pairs = [(split, masks) for masks in beside]
+    pairs += [(f"{split}_{images}", masks) for images in IMAGE_DIRS for masks in beside]
+    nested = [images for images in IMAGE_DIRS if (root / images).is_dir() and _holds_only_folders(root / images)]
+    return pairs + [(f"{images}/{split}", f"{masks}/{split}") for images in nested for masks in MASK_DIRS]
+
+
+def _holds_only_folders(folder: Path) -> bool:
+    """Whether ``folder`` holds no image file of its own (only sub-folders): split folders, not a flat layout."""
+    # by name alone: stat() of an entry may fail (a symbolic link loop), and a folder named like an image is rare
+    return not any(is_image_file(Path(entry.name)) for entry in os.scandir(folder))
+
+
+def _splits_of(root: Path, layout: str | None, places: dict[str, _Where]) -> list[str]:
     if layout == "voc":
         return _voc_splits(root)
-    if layout is not None:
+    if layout is not None and not places:
         return []
-    return [name for name in SPLIT_DIRS if (root / name).is_dir()]
+    return [name for name in SPLIT_DIRS if name in places or (layout is None and (root / name).is_dir())]
 
 
-def _resolve_folder(root: Path, split: str | None, where: _Where) -> tuple[Path, str, str | None, list[str]]:
-    """The data folder, its layout, the split chosen and the splits available."""
+def _resolve_folder(root: Path, split: str | None, where: _Where) -> tuple[Path, str, str | None, list[str], _Where]:
+    """The data folder, its layout, the split chosen, the splits available and where the split's files are."""
     layout = _layout_of(root, where)
-    splits = _splits_of(root, layout)
+    places = _split_places(root, where)
+    splits = _splits_of(root, layout, places)
     if layout == "voc":
         split = split or split_roles(splits).train
         if split is not None and split not in splits:
             raise SegkitError(root, f"no split {split!r} in ImageSets/Segmentation; available: {_listing(splits)}")
-        return root, layout, split, splits
-    if layout is not None:
+        return root, layout, split, splits, where
+    if layout is not None and not places:
         if split is not None:
             raise SegkitError(root, f"split {split!r} requested but the folder has no split sub-folders")
-        return root, layout, None, []
+        return root, layout, None, [], where
     if not splits:
         raise _no_layout_error(root, where)
     split = split or split_roles(splits).train or "train"
     if split not in splits:
         raise SegkitError(root, f"no split {split!r}; available splits: {_listing(splits)}")
+    if split in places:
+        return root, "folders", split, splits, places[split]
     layout = _layout_of(root / split, where)
     if layout is None:
         raise _no_layout_error(root / split, where)
-    return root / split, layout, split, splits
+    return root / split, layout, split, splits, where
 
 
 def _no_layout_error(folder: Path, where: _Where) -> SegkitError:
@@ -561,6 +623,10 @@ def _folder_pairs(folder: Path, where: _Where) -> tuple[list[SampleRef], list[Se
     problems += [SegkitError(images[name], "image without mask") for name in images if name not in mask_files]
     problems += [SegkitError(mask_files[name], "mask without image") for name in mask_files if name not in images]
     paired = [name for name in images if name in mask_files]
+    if not paired and "{id}" not in f"{where.images}{where.masks}":
+        hint = _pattern_hint(folder, images, where.images or image_dir.name, where.masks or mask_dir.name)
+        if hint:
+            raise SegkitError(folder, f"{NO_PAIRS}; images and masks are named differently: {hint}")
     if regions is not None:
         problems += [
             SegkitError(images[name], "image without region mask (--roi-masks); left out")
@@ -570,6 +636,53 @@ def _folder_pairs(folder: Path, where: _Where) -> tuple[list[SampleRef], list[Se
         paired = [name for name in paired if name in regions]
     refs = [SampleRef(name, images[name], mask_files[name], roi=regions[name] if regions else None) for name in paired]
     return refs, problems
+
+
+def _pattern_hint(folder: Path, images: dict[str, Path], image_folder: str, mask_folder: str) -> str:
+    """``--images``/``--masks`` patterns that pair files whose names differ by a fixed ending, or ``""``.
+
+    Every folder beside the mask folder is tried too, and each that pairs is named: only a hint in
+    the error, never applied, since a folder of other masks (DRIVE's field-of-view ``mask/`` beside
+    its labels in ``1st_manual/``) pairs by ending as well as the labels do.
+    """
+    if not images or any("/" in key for key in images):
+        return ""
+    image_end = _shared_ending(list(images))
+    ids = {key.removesuffix(image_end) for key in images}
+    beside = (folder / mask_folder).parent
+    taken = {(folder / mask_folder).resolve(), (folder / image_folder).resolve()}
+    others = sorted(
+        Path(os.path.relpath(path, folder)).as_posix()
+        for path in beside.iterdir()
+        if path.is_dir() and not path.name.startswith(".") and path.resolve() not in taken
+    )
+    found = []
+    for candidate in [mask_folder, *others]:
+        files = index_image_files(folder / candidate)
+        if files and not any("/" in key for key in files):
+            ending = _shared_ending(list(files))
+            paired = ids & {key.removesuffix(ending) for key in files}
+            if paired:
+                found.append(
+                    (len(paired), f"{_pattern(candidate, ending, files)} ({len(paired)} of {len(images)} images)")
+                )
+    if not found:
+        return ""
+    listed = ", ".join(text for _, text in sorted(found, key=lambda item: -item[0]))
+    return f"with --images {_pattern(image_folder, image_end, images)}, these --masks pair them: {listed}"
+
+
+def _pattern(folder: str, ending: str, files: dict[str, Path]) -> str:
+    """An ``{id}`` pattern for ``files`` of ``folder`` whose names all end in ``ending`` (the usual extension)."""
+    extension = Counter(path.suffix for path in files.values()).most_common(1)[0][0]
+    return f"'{folder}/{{id}}{ending}{extension}'"
+
+
+def _shared_ending(names: list[str]) -> str:
+    """The longest ending every name shares that starts at a separator (``_-. ``) and leaves each a non-empty id."""
+    shared = os.path.commonprefix([name[::-1] for name in names])[::-1]
+    shortest = min(len(name) for name in names)
+    return next((shared[i:] for i in range(len(shared)) if shared[i] in "_-. " and len(shared) - i < shortest), "")
 
 
 def _voc_pairs(folder: Path, split: str | None) -> tuple[list[SampleRef], list[SegkitError]]:
