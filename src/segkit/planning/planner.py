@@ -13,7 +13,7 @@ rules order and prune the candidates, the race on the user's data decides.
   against the background (:data:`ONE_CLASS_WIDTHS`). The other one races at the leader's input;
 - **inputs**: whole images letterboxed on a ladder of sizes (:data:`LADDER`, from the median
   image up to :data:`WHOLE_IMAGE_LIMIT`; further down, :data:`SHORT_LADDER`, when a slow machine
-  leaves a network from scratch only a few epochs), random crops at native (and half) scale
+  leaves a network from scratch fewer than :data:`MIN_EPOCHS` epochs on the ladder), random crops at native (and half) scale
   predicted window by window.
   The leader is the input with the most pixels that still allows :data:`MIN_EPOCHS` epochs
   without thinning any class (its fingerprint *width*) below :data:`MIN_OBJECT_PIXELS`; the
@@ -54,10 +54,11 @@ MIN_EPOCHS = 25  # epochs (training inputs per training image) the rule-based pl
 WHOLE_IMAGE_LIMIT = {"cpu": 512, "gpu": 1024}  # the largest whole-image input side
 CROP_SIZE = {"cpu": 256, "gpu": 512}  # random crops (at native or half scale)
 LADDER = (1.0, 0.7, 0.5)  # whole-image inputs: the largest, then these factors of its sides
-# ... and further down when even the input with the most epochs gives under RACE_MIN_EPOCHS (no race checks the rules
-# then), as long as every class it keeps MIN_OBJECT_PIXELS wide stays so: Dubai's 457 tiles of 512² on one fp32 thread
+# ... and further down when even the input with the most epochs gives under MIN_EPOCHS (the leader rule's own target),
+# as long as every class it keeps MIN_OBJECT_PIXELS wide stays so: Dubai's 457 tiles of 512² on one fp32 thread
 # in 5 minutes trained 2 epochs at 256² (held-out mIoU 0.34, 0.35; --no-plan 0.36) and ~10 at 128² (0.39, 0.41); the
-# mixed set (cracks 1 px wide at 256² already) 3 epochs at 256² (0.31) and 9 at 128² (0.48). Not for a pretrained
+# mixed set (cracks 1 px wide at 256² already) 3 epochs at 256² (0.31) and 9 at 128² (0.48); human_segmentation on
+# two fp32 threads, U-Net 16, 8 epochs at 256² (0.73) and 23 at 128² (0.76). Not for a pretrained
 # encoder, which learns in a few epochs what a network from scratch needs dozens for and loses more by shrunken
 # images: human_segmentation on one fp32 thread, ImageNet MobileNetV2-UNet, 7 epochs at 256² 0.906, 21 at 128² 0.886
 SHORT_LADDER = (0.35, 0.25)
@@ -365,14 +366,14 @@ class _Planner:
         return options
 
     def smaller_inputs(self, options: list[InputOption], measured: Measurement) -> list[InputOption]:
-        """``options`` and, when even the one with the most epochs gives under :data:`RACE_MIN_EPOCHS`, whole
+        """``options`` and, when even the one with the most epochs gives under :data:`MIN_EPOCHS`, whole
         images further down (:data:`SHORT_LADDER`) that keep every class :data:`MIN_OBJECT_PIXELS` wide that the
         one with the most epochs keeps (a class thinned there already does not hold the others back), as long as
         it keeps two classes or more. Never beside a pretrained encoder (:data:`SHORT_LADDER`)."""
         if len(options) == 1 or not self.seconds_left or self.value("pretrained"):
             return options
         most = max(options, key=lambda option: self.epochs_at(measured, option))
-        if self.epochs_at(measured, most) >= RACE_MIN_EPOCHS:
+        if self.epochs_at(measured, most) >= MIN_EPOCHS:
             return options
         widths = self.class_widths(most)
         lost = frozenset(name for width, name in widths if width < MIN_OBJECT_PIXELS)
