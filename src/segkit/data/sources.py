@@ -529,6 +529,8 @@ def _split_places(root: Path, where: _Where) -> dict[str, _Where]:
     """
     if where.given:
         return {}
+    # image folders that hold split folders (images/train/), found once for every split
+    nested = [images for images in IMAGE_DIRS if (root / images).is_dir() and _holds_only_folders(root / images)]
     places = {}
     for split in SPLIT_DIRS:
         if (root / split).is_dir() and _layout_of(root / split, _Where()) is not None:
@@ -536,7 +538,7 @@ def _split_places(root: Path, where: _Where) -> dict[str, _Where]:
         found = next(
             (
                 (images, masks)
-                for images, masks in _pair_candidates(root, split)
+                for images, masks in _pair_candidates(split, nested)
                 if (root / images).is_dir() and (root / masks).is_dir()
             ),
             None,
@@ -546,12 +548,12 @@ def _split_places(root: Path, where: _Where) -> dict[str, _Where]:
     return places
 
 
-def _pair_candidates(root: Path, split: str) -> list[tuple[str, str]]:
-    """(image folder, mask folder) pairs of ``root`` that could hold ``split``, relative to it, most usual first."""
+def _pair_candidates(split: str, nested: list[str]) -> list[tuple[str, str]]:
+    """(image folder, mask folder) pairs that could hold ``split``, relative to the data folder, most usual first
+    (``nested``: the image folders that hold split folders)."""
     beside = [f"{split}{suffix}" for suffix in MASK_SUFFIXES]
     pairs = [(split, masks) for masks in beside]
     pairs += [(f"{split}_{images}", masks) for images in IMAGE_DIRS for masks in beside]
-    nested = [images for images in IMAGE_DIRS if (root / images).is_dir() and _holds_only_folders(root / images)]
     return pairs + [(f"{images}/{split}", f"{masks}/{split}") for images in nested for masks in MASK_DIRS]
 
 
@@ -624,7 +626,7 @@ def _folder_pairs(folder: Path, where: _Where) -> tuple[list[SampleRef], list[Se
     problems += [SegkitError(mask_files[name], "mask without image") for name in mask_files if name not in images]
     paired = [name for name in images if name in mask_files]
     if not paired and "{id}" not in f"{where.images}{where.masks}":
-        hint = _pattern_hint(folder, images, where.images or image_dir.name, where.masks or mask_dir.name)
+        hint = _pattern_hint(folder, images, where.images or image_dir.name, mask_files, where.masks or mask_dir.name)
         if hint:
             raise SegkitError(folder, f"{NO_PAIRS}; images and masks are named differently: {hint}")
     if regions is not None:
@@ -638,7 +640,9 @@ def _folder_pairs(folder: Path, where: _Where) -> tuple[list[SampleRef], list[Se
     return refs, problems
 
 
-def _pattern_hint(folder: Path, images: dict[str, Path], image_folder: str, mask_folder: str) -> str:
+def _pattern_hint(
+    folder: Path, images: dict[str, Path], image_folder: str, masks: dict[str, Path], mask_folder: str
+) -> str:
     """``--images``/``--masks`` patterns that pair files whose names differ by a fixed ending, or ``""``.
 
     Every folder beside the mask folder is tried too, and each that pairs is named: only a hint in
@@ -658,7 +662,7 @@ def _pattern_hint(folder: Path, images: dict[str, Path], image_folder: str, mask
     )
     found = []
     for candidate in [mask_folder, *others]:
-        files = index_image_files(folder / candidate)
+        files = masks if candidate == mask_folder else index_image_files(folder / candidate)
         if files and not any("/" in key for key in files):
             ending = _shared_ending(list(files))
             paired = ids & {key.removesuffix(ending) for key in files}

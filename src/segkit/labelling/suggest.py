@@ -169,16 +169,11 @@ def outline_reach(preprocess: Any, height: int, width: int) -> int:
 
 
 def near_outlines(predicted: np.ndarray, reach: int) -> np.ndarray:
-    """Pixels of a ``(H, W)`` class map within ``reach`` pixels of a pixel of another class."""
-    edge = np.zeros(predicted.shape, dtype=np.uint8)
-    across = predicted[:, 1:] != predicted[:, :-1]
-    down = predicted[1:] != predicted[:-1]
-    edge[:, 1:] |= across
-    edge[:, :-1] |= across
-    edge[1:] |= down
-    edge[:-1] |= down
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach - 1, 2 * reach - 1))
-    return cv2.dilate(edge, disc).astype(bool)
+    """Pixels of a ``(H, W)`` class map within ``reach`` pixels of a pixel of another class: those whose disc of
+    radius ``reach`` holds two classes (its largest and smallest class differ)."""
+    classes = predicted.astype(np.uint16)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+    return cv2.dilate(classes, disc) != cv2.erode(classes, disc)
 
 
 def typicality(layouts: np.ndarray) -> np.ndarray:

@@ -13,8 +13,8 @@ rules order and prune the candidates, the race on the user's data decides.
   against the background (:data:`ONE_CLASS_WIDTHS`). The other one races at the leader's input;
 - **inputs**: whole images letterboxed on a ladder of sizes (:data:`LADDER`, from the median
   image up to :data:`WHOLE_IMAGE_LIMIT`; further down, :data:`SHORT_LADDER`, when a slow machine
-  leaves a network from scratch fewer than :data:`MIN_EPOCHS` epochs on the ladder), random crops at native (and half) scale
-  predicted window by window.
+  leaves a network from scratch fewer than :data:`MIN_EPOCHS` epochs on the ladder), random crops
+  at native (and half) scale predicted window by window.
   The leader is the input with the most pixels that still allows :data:`MIN_EPOCHS` epochs
   without thinning any class (its fingerprint *width*) below :data:`MIN_OBJECT_PIXELS`; the
   others race (but those that would thin a class the leader keeps);
