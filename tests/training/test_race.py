@@ -246,6 +246,24 @@ def test_race_keeps_the_better_half_and_drops_a_diverging_candidate(
     assert json.loads(json.dumps(record.to_dict()))["entries"][0]["rungs"]
 
 
+def test_the_better_half_goes_on_after_the_first_rung_however_far_behind(
+    shapes_dataset: Path, tmp_path: Path, quick_race: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first rung says which recipe learns the coarse layout fastest, not where it ends: the second of three goes
+    on although it is more than CLEAR_MARGIN behind, and wins when it overtakes; the third stops."""
+    monkeypatch.setattr(race_module, "RACE_CAP", 1.0)  # room for a second rung whatever this machine's speed
+    scores = {0: [0.5, 0.55], 1: [0.5 - 2 * race_module.CLEAR_MARGIN, 0.6], 2: [0.1]}
+    monkeypatch.setattr(
+        Race, "score", lambda self, index, learner: scores[index][len(self.record.entries[index]["rungs"])]
+    )
+    sizes = (("whole", 32), ("crops", 48), ("third", 64))
+    contest = cpu_race([candidate(shapes_dataset, tmp_path, name, img_size=size) for name, size in sizes])
+    winner, _, _ = contest.run()
+    entries = contest.record.entries
+    assert [len(entry["rungs"]) for entry in entries] == [2, 2, 1] and entries[2]["eliminated"] == 0
+    assert winner == 1 and entries[0]["eliminated"] == 1
+
+
 def test_losers_never_take_more_than_the_cap(
     shapes_dataset: Path, tmp_path: Path, quick_race: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
