@@ -533,8 +533,6 @@ def _split_places(root: Path, where: _Where) -> dict[str, _Where]:
     nested = [images for images in IMAGE_DIRS if (root / images).is_dir() and _holds_only_folders(root / images)]
     places = {}
     for split in SPLIT_DIRS:
-        if (root / split).is_dir() and _layout_of(root / split, _Where()) is not None:
-            continue
         found = next(
             (
                 (images, masks)
@@ -543,7 +541,8 @@ def _split_places(root: Path, where: _Where) -> dict[str, _Where]:
             ),
             None,
         )
-        if found is not None:
+        # a split folder's own layout (which may scan its JSON files for labelme) is looked at only when a pair was found
+        if found is not None and not ((root / split).is_dir() and _layout_of(root / split, _Where()) is not None):
             places[split] = _Where(*found, where.roi)
     return places
 
@@ -560,7 +559,8 @@ def _pair_candidates(split: str, nested: list[str]) -> list[tuple[str, str]]:
 def _holds_only_folders(folder: Path) -> bool:
     """Whether ``folder`` holds no image file of its own (only sub-folders): split folders, not a flat layout."""
     # by name alone: stat() of an entry may fail (a symbolic link loop), and a folder named like an image is rare
-    return not any(is_image_file(Path(entry.name)) for entry in os.scandir(folder))
+    with os.scandir(folder) as entries:  # closed when the first image file ends the scan
+        return not any(is_image_file(Path(entry.name)) for entry in entries)
 
 
 def _splits_of(root: Path, layout: str | None, places: dict[str, _Where]) -> list[str]:
