@@ -347,10 +347,22 @@ def test_no_race_trains_the_rule_based_plan_after_a_measured_slice(shapes_datase
 def test_class_weights_are_decided_again_on_the_measured_epochs(
     shapes_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    decided_on: list[float] = []
+
     def rule(fingerprint: Any, epochs: float | None, measured: bool = False) -> tuple[str | None, str]:
+        if measured:
+            decided_on.append(float(epochs or 0.0))
         return ("auto", f"~{epochs:.0f} epochs (measured)") if measured else (None, "first guess: enough")
 
     monkeypatch.setattr(planner_module, "weights_rule", rule)  # the first guess and the measurement disagree
+    expected: list[int] = []  # what the run's clock expects in the rest of the budget, each time it is asked
+    clock_expects = RunClock.expected_epochs
+
+    def recording(self: RunClock, *args: Any) -> int:
+        expected.append(clock_expects(self, *args))
+        return expected[-1]
+
+    monkeypatch.setattr(RunClock, "expected_epochs", recording)
 
     def weighted(criterion: torch.nn.Module) -> bool:
         return any(getattr(part, "class_weights", None) is not None for part in criterion.modules())
@@ -360,7 +372,12 @@ def test_class_weights_are_decided_again_on_the_measured_epochs(
     trainer.fit()
     assert trainer.config.class_weights == "auto" and trainer.learner.config.class_weights == "auto"
     assert weighted(trainer.learner.criterion)  # the loss was built again, weighted
-    choices = {c["option"]: c for c in json.loads((tmp_path / "run" / "plan.json").read_text())["choices"]}
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    # decided on all the model trains: the epochs expected after the measured slice, and the slice's own
+    slice_images = plan["race"]["entries"][0]["rungs"][0]["images"]
+    assert slice_images > 0 and len(decided_on) == 1
+    assert decided_on[0] == pytest.approx(expected[0] + slice_images / trainer.learner.epoch_images)
+    choices = {c["option"]: c for c in plan["choices"]}
     assert choices["class_weights"]["value"] == "auto" and "measured" in choices["class_weights"]["reason"]
     assert "class_weights: auto" in (tmp_path / "run" / "config.yaml").read_text()
     assert load_checkpoint(tmp_path / "run" / "last.pt").card.training.config["class_weights"] == "auto"

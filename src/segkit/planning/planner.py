@@ -170,9 +170,10 @@ class Plan:
                 choice.value = choices[choice.option]
                 choice.reason = f"won the race ({winner.get('label', '')})"
 
-    def revise_class_weights(self, epochs: int) -> Choice | None:
+    def revise_class_weights(self, epochs: float) -> Choice | None:
         """Decide the planned class weights again on the ``epochs`` measured on the real training path (the
-        first guess they were planned on can be off by half); the changed choice, or None when it stands."""
+        first guess they were planned on can be off by half): all the model will train, the measured slice or
+        the race's included; the changed choice, or None when it stands."""
         choice = next((c for c in self.choices if c.option == "class_weights" and not c.user), None)
         if choice is None:
             return None

@@ -296,6 +296,11 @@ class Learner:
         return min(len(self.train_loader) * int(self.train_loader.batch_size or 1), samples)
 
     @property
+    def epochs_seen(self) -> float:
+        """Epochs' worth of training images (or crops) this Learner has trained on so far (a race's slices too)."""
+        return self.images_seen / max(self.epoch_images, 1)
+
+    @property
     def keeps_resized(self) -> bool:
         """Whether the training dataset keeps resized copies of its images (so the decoded originals can go)."""
         return bool(self.train_set.cached) and self.config.preprocess.resize != "crop"

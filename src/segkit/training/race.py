@@ -544,9 +544,10 @@ def race_plan(
         )
     if plan is not None:
         plan.adopt(race.candidates[winner].choices if race.record.raced else {}, race.record.to_dict())
-        # the class weights were planned on a first guess of the epochs: decided again on the measured ones
+        # the class weights were planned on a first guess of the epochs: decided again on the measured ones,
+        # the winner's epochs in the race included (they are part of the model's training as much as the rest)
         epochs = clock.expected_epochs(learner.epoch_images, measured.images_per_second, learner.config.val_every)
-        revised = plan.revise_class_weights(epochs)
+        revised = plan.revise_class_weights(epochs + learner.epochs_seen)
         if revised is not None:
             learner.use_class_weights(revised.value)
             logger.info("class weights %s: %s", revised.value or "none", revised.reason)
@@ -589,5 +590,5 @@ def plan_training(config: Any) -> Any:
             data.val_indices, probe.pixels[0], measured.validation, budget
         )
     plan.epochs = clock.expected_epochs(learner.epoch_images, measured.images_per_second, leader.val_every)
-    plan.revise_class_weights(plan.epochs)
+    plan.revise_class_weights(plan.epochs + learner.epochs_seen)
     return plan
