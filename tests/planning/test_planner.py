@@ -117,6 +117,18 @@ def test_small_images_are_trained_whole_at_native_resolution(tmp_path: Path, no_
     assert binary_plan.candidates[1].choices == {"model_kwargs": {"base_channels": 16}}
 
 
+def test_a_cpu_batch_leaves_an_epoch_eight_steps_on_few_images(tmp_path: Path, no_weights, fast_probe) -> None:
+    few = plan_for(write_dataset(tmp_path / "few", 30, (120, 100), lines_and_blocks), time_budget="60s")
+    choices = {choice.option: choice for choice in few.choices}
+    # 128² images would take 16 per batch (the pixel rule); over 24 training images that is 2 steps an epoch
+    assert few.fingerprint.num_images == 24 and choices["batch_size"].value == 3
+    assert "8 steps per epoch over 24 images" in choices["batch_size"].reason
+    # where the pixel rule gives a smaller batch (2 at 512²), the image count does not bind
+    large = plan_for(write_dataset(tmp_path / "large", 30, (600, 700), lines_and_blocks), img_size=512)
+    large_batch = {c.option: c for c in large.choices}["batch_size"]
+    assert large_batch.value == 2 and "2 x 512x512" in large_batch.reason
+
+
 def test_large_images_with_thin_objects_get_native_crops(tmp_path: Path, no_weights, fast_probe) -> None:
     def thin(mask: np.ndarray, index: int) -> None:
         mask[100:102, :] = 1

@@ -485,19 +485,21 @@ class _Planner:
         if self.config.is_set("batch_size"):
             return self.config.batch_size, ""
         pixels = size[0] * size[1]
+        images = self.fingerprint.num_images
+        steps_bound = max(2, images // MIN_STEPS_PER_EPOCH)  # a batch is not the whole set
+        few_images = f"{MIN_STEPS_PER_EPOCH} steps per epoch over {images} images"
         if self.device.type != "cuda":
-            batch = int(min(16, max(2, round(BATCH_PIXELS / pixels))))
-            return batch, f"{batch} x {size[1]}x{size[0]}: the batch barely changes CPU speed, so more steps"
+            by_pixels = int(min(16, max(2, round(BATCH_PIXELS / pixels))))
+            if steps_bound < by_pixels:
+                return steps_bound, f"{few_images}: the batch barely changes CPU speed, so more steps"
+            return by_pixels, f"{by_pixels} x {size[1]}x{size[0]}: the batch barely changes CPU speed, so more steps"
         probe = measure_training(spec, size, 4, "bf16" if bf16_supported(self.device) else "16-mixed", self.device)
         total = torch.cuda.get_device_properties(self.device).total_memory
         per_image = max(probe.peak_memory_bytes / 4, 1)
         fits = GPU_MEMORY_SHARE * total / per_image
-        steps_bound = max(2, self.fingerprint.num_images // MIN_STEPS_PER_EPOCH)  # a batch is not the whole set
         batch = int(2 ** math.floor(math.log2(max(2, min(32, fits, steps_bound)))))
         reason = (
-            f"fits {GPU_MEMORY_SHARE:.0%} of the GPU's memory"
-            if batch * MIN_STEPS_PER_EPOCH <= self.fingerprint.num_images
-            else f"{MIN_STEPS_PER_EPOCH} steps per epoch over {self.fingerprint.num_images} images"
+            f"fits {GPU_MEMORY_SHARE:.0%} of the GPU's memory" if batch * MIN_STEPS_PER_EPOCH <= images else few_images
         )
         return batch, reason
 
