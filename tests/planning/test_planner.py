@@ -127,6 +127,9 @@ def test_a_cpu_batch_leaves_an_epoch_eight_steps_on_few_images(tmp_path: Path, n
     large = plan_for(write_dataset(tmp_path / "large", 30, (600, 700), lines_and_blocks), img_size=512)
     large_batch = {c.option: c for c in large.choices}["batch_size"]
     assert large_batch.value == 2 and "2 x 512x512" in large_batch.reason
+    tiny = plan_for(write_dataset(tmp_path / "tiny", 10, (120, 100), lines_and_blocks), time_budget="60s")
+    tiny_batch = {c.option: c for c in tiny.choices}["batch_size"]
+    assert tiny_batch.value == 2 and "the smallest batch: 8 images give fewer than 8 steps" in tiny_batch.reason
 
 
 def test_large_images_with_thin_objects_get_native_crops(tmp_path: Path, no_weights, fast_probe) -> None:

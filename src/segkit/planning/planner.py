@@ -487,7 +487,11 @@ class _Planner:
         pixels = size[0] * size[1]
         images = self.fingerprint.num_images
         steps_bound = max(2, images // MIN_STEPS_PER_EPOCH)  # a batch is not the whole set
-        few_images = f"{MIN_STEPS_PER_EPOCH} steps per epoch over {images} images"
+        few_images = (
+            f"{MIN_STEPS_PER_EPOCH} steps per epoch over {images} images"
+            if images >= 2 * MIN_STEPS_PER_EPOCH
+            else f"the smallest batch: {images} images give fewer than {MIN_STEPS_PER_EPOCH} steps an epoch"
+        )
         if self.device.type != "cuda":
             by_pixels = int(min(16, max(2, round(BATCH_PIXELS / pixels))))
             if steps_bound < by_pixels:
