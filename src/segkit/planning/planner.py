@@ -66,8 +66,8 @@ MIN_INPUT_SIDE = 64  # no whole-image input shorter than this
 BATCH_PIXELS = 8 * 256 * 256  # CPU: pixels per batch (throughput is flat in the batch size there)
 GPU_MEMORY_SHARE = 0.6
 # Batches (CPU and GPU) are capped so that an epoch still has this many optimiser steps: on a CPU a smaller batch
-# costs little speed per image, and on few images it buys the steps (the demo's 51 images on one fp32 thread: 0.934
-# at 16 per batch, 0.957 at 6; DRIVE's 16 without bf16: vessel F1 0.802 at 8, 0.812 at 2)
+# costs little speed per image, and on few images it buys the steps (`segkit demo`'s 51 images on one fp32 thread:
+# 0.932 at 16 per batch, 0.957 at 6; DRIVE's 16 without bf16: vessel F1 0.802 at 8, 0.812 at 2)
 MIN_STEPS_PER_EPOCH = 8
 BF16_MIN_SPEEDUP = 1.25
 TRAIN_SHARE = 0.8  # of the remaining budget spent in training steps (the rest: validation, saving)
@@ -498,9 +498,9 @@ class _Planner:
         )
         if self.device.type != "cuda":
             by_pixels = int(min(16, max(2, round(BATCH_PIXELS / pixels))))
-            if steps_bound < by_pixels:
-                return steps_bound, f"{few_images}: the batch barely changes CPU speed, so more steps"
-            return by_pixels, f"{by_pixels} x {size[1]}x{size[0]}: the batch barely changes CPU speed, so more steps"
+            batch = min(by_pixels, steps_bound)
+            why = few_images if batch < by_pixels else f"{batch} x {size[1]}x{size[0]}"
+            return batch, f"{why}: the batch barely changes CPU speed, so more steps"
         probe = measure_training(spec, size, 4, "bf16" if bf16_supported(self.device) else "16-mixed", self.device)
         total = torch.cuda.get_device_properties(self.device).total_memory
         per_image = max(probe.peak_memory_bytes / 4, 1)

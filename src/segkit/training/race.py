@@ -314,8 +314,7 @@ class Race:
         """
 
         def epochs_per_second(index: int) -> float:
-            learner = learners[index]
-            return learner.images_seen / max(self.train_seconds.get(index, 0.0), 1e-9) / max(learner.epoch_images, 1)
+            return learners[index].epochs_seen / max(self.train_seconds.get(index, 0.0), 1e-9)
 
         best = ranked[0]
         for other in ranked[1:]:
