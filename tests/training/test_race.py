@@ -27,17 +27,26 @@ from segkit.training.budget import (
 )
 from segkit.training.builders import open_training_data
 from segkit.training.learner import Learner
-from segkit.training.race import RACE_SHARE, Race, RaceCandidate, choose_racers, loser_units, race_plan, race_size
+from segkit.training.race import (
+    RACE_SHARE,
+    Race,
+    RaceCandidate,
+    choose_racers,
+    halving_units,
+    plan_training,
+    race_plan,
+    race_size,
+)
 from segkit.training.trainer import Trainer
 from segkit.training.validation import spread
 from training.conftest import tiny_options
 
 
 def test_successive_halving_spends_at_most_a_quarter_of_the_budget_on_losers() -> None:
-    assert [loser_units(n) for n in (1, 2, 3, 4, 5)] == [0, 1, 3, 4, 8]
+    assert [halving_units(n) for n in (1, 2, 3, 4, 5)] == [(0, 0), (1, 1), (3, 2), (4, 2), (8, 4)]
     count, first, why = race_size(5, 600.0, "cpu")
     assert count == 4 and first >= race_module.MIN_SLICE["cpu"] and not why
-    assert loser_units(count) * first * (1 + race_module.RACE_VALIDATION_SHARE) <= RACE_SHARE * 600.0
+    assert halving_units(count)[0] * first * (1 + race_module.RACE_VALIDATION_SHARE) <= RACE_SHARE * 600.0
     count, first, why = race_size(5, 300.0, "cpu")
     assert count == 3 and first >= race_module.MIN_SLICE["cpu"]
     assert race_size(5, 90.0, "cpu")[0] == 1 and "too short to race" in race_size(5, 90.0, "cpu")[2]
@@ -321,6 +330,36 @@ def test_planned_training_races_and_goes_on_with_the_winner(
             )
     assert saved.training.plan["race"]["raced"]
     assert trainer.learner.steps_done > sum(1 for _ in trainer.history)  # the race's steps count
+
+
+def test_the_plan_expects_the_epochs_after_its_race(
+    shapes_dataset: Path, tmp_path: Path, quick_race: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    probed: list[float] = []  # seconds of the measured slice plan_training trains
+    race_runs = Race.run
+
+    def probe_run(self: Race) -> Any:
+        result = race_runs(self)
+        probed.append(self.record.seconds)
+        return result
+
+    spent: list[float] = []  # what the clock counts as spent before the epochs it expects
+    clock_expects = RunClock.expected_epochs
+
+    def recording(self: RunClock, *args: Any) -> int:
+        spent.append(self.elapsed_before)
+        return clock_expects(self, *args)
+
+    monkeypatch.setattr(Race, "run", probe_run)
+    monkeypatch.setattr(RunClock, "expected_epochs", recording)
+    options = {"data": str(shapes_dataset), "device": "cpu", "time_budget": 60, "val_split": 0.25, "seed": 0}
+    plan = plan_training(TrainConfig.from_options({**options, "model_kwargs": {"base_channels": 4, "depth": 2}}))
+    racers, seconds = plan.planned_race
+    assert racers >= 2 and len(probed) == 1 and seconds > probed[0]
+    # as the run counts its epochs: after the race; the measured slice was the winner's first rung
+    assert spent == [pytest.approx(seconds - probed[0])]
+    assert f"after a race of {racers}" in plan.format() and plan.to_dict()["planned_race"]["candidates"] == racers
 
 
 def measured_slice(data: Path, tmp_path: Path) -> dict[str, Any]:

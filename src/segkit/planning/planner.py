@@ -154,6 +154,8 @@ class Plan:
     race: dict[str, Any] = field(default_factory=dict)
     no_race: str = ""  # why the candidates do not race although the budget would allow it ("": they race)
     left_out: str = ""  # inputs that were not made candidates, and why ("": none)
+    # before training (``segkit plan``): how many candidates the budget lets race and the seconds planned for them
+    planned_race: tuple[int, float] = (0, 0.0)
 
     def apply(self, config: TrainConfig, candidate: Candidate | None = None) -> TrainConfig:
         """``config`` with every planned (not user-set) choice filled in, or those of ``candidate``."""
@@ -200,7 +202,11 @@ class Plan:
                 f"  {choice.option.split('.')[-1]:<14} {shown!s:<22} {'(yours) ' if choice.user else ''}{choice.reason}"
             )
         if self.epochs:
-            lines.append(f"  {'epochs':<14} ~{self.epochs:<21} expected in the time budget (measured on this data)")
+            racers, seconds = self.planned_race
+            after = f" after a race of {racers} (~{seconds:.0f}s);" if racers > 1 else ""
+            lines.append(
+                f"  {'epochs':<14} ~{self.epochs:<21} expected in the time budget{after} measured on this data"
+            )
         if self.no_race:
             lines.append(f"  race           none: {self.no_race}")
         elif len(self.candidates) > 1:
@@ -228,6 +234,7 @@ class Plan:
                     for c in self.choices
                 ],
                 "expected_epochs": self.epochs,
+                "planned_race": {"candidates": self.planned_race[0], "seconds": round(self.planned_race[1], 1)},
                 "candidates": [
                     {"label": c.label, "choices": _plain(c.choices), "reason": c.reason} for c in self.candidates
                 ],

@@ -130,20 +130,31 @@ class Measured:
     validation: ValidationCost | None
 
 
-def loser_units(count: int) -> int:
-    """Losers' training time in first-rung slices when ``count`` candidates race by successive halving."""
+def halving_units(count: int) -> tuple[int, int]:
+    """Training time in first-rung slices when ``count`` candidates race by successive halving: the losers' in
+    all, and the winner's (each rung trains the survivors to twice the time of the one before)."""
     units, alive, rung = 0, count, 0
     while alive > 1:
         survivors = math.ceil(alive / 2)
         units += (alive - survivors) * 2**rung
         alive, rung = survivors, rung + 1
-    return units
+    return units, 2 ** (rung - 1) if rung else 0
 
 
 def first_slice(count: int, budget: float) -> float:
     """Training seconds of each candidate's first rung when ``count`` candidates race in ``budget`` seconds."""
     allowance = RACE_SHARE * budget - (count - 1) * BUILD_SECONDS
-    return allowance / (loser_units(count) * (1 + RACE_VALIDATION_SHARE))
+    return allowance / (halving_units(count)[0] * (1 + RACE_VALIDATION_SHARE))
+
+
+def planned_race_seconds(count: int, slice_seconds: float) -> tuple[float, float]:
+    """What a race of ``count`` candidates with first slices of ``slice_seconds`` is expected to cost: the losers'
+    seconds (training, scoring, building) and the winner's (training and scoring its rungs)."""
+    if count < 2:
+        return 0.0, 0.0
+    losers, winner = halving_units(count)
+    per_unit = slice_seconds * (1 + RACE_VALIDATION_SHARE)
+    return losers * per_unit + (count - 1) * BUILD_SECONDS, winner * per_unit
 
 
 def race_size(candidates: int, budget: float, kind: str) -> tuple[int, float, str]:
@@ -241,10 +252,7 @@ class Race:
     @property
     def planned_loser_seconds(self) -> float:
         """What the losers are expected to cost (training, scoring and building)."""
-        if not self.record.raced:
-            return 0.0
-        units = loser_units(self.count) * self.slice * (1 + RACE_VALIDATION_SHARE)
-        return units + (self.count - 1) * BUILD_SECONDS
+        return planned_race_seconds(self.count, self.slice)[0] if self.record.raced else 0.0
 
     # ------------------------------------------------------------------ public
     def run(self) -> tuple[int, Learner, Measured]:
@@ -558,7 +566,8 @@ def plan_training(config: Any) -> Any:
 
     With a time budget the leading recipe trains a short measured slice (as training does
     when it does not race), so that the expected epochs come from the real training path;
-    nothing is written.
+    when the candidates would race, the expected epochs are those after the race (as the
+    run's epoch lines count them), the race's planned time spent. Nothing is written.
     """
     from segkit.device import resolve_device
     from segkit.planning.planner import make_plan
@@ -588,6 +597,14 @@ def plan_training(config: Any) -> Any:
         _, clock.last_validation_seconds = size_validation(
             data.val_indices, probe.pixels[0], measured.validation, budget
         )
-    plan.epochs = clock.expected_epochs(learner.epoch_images, measured.images_per_second, leader.val_every)
-    plan.revise_class_weights(plan.epochs + learner.epochs_seen)
+    candidates, skip = plan_candidates(plan, config)
+    racers, slice_seconds, _ = (candidates[:1], 0.0, skip) if skip else choose_racers(candidates, budget, probe.kind)
+    losers, winner = planned_race_seconds(len(racers), slice_seconds)
+    plan.planned_race = (len(racers), losers + winner)
+    # the race's seconds count as spent; the probe's were the winner's first slice
+    clock.elapsed_before = max(losers + winner - probe.record.seconds, 0.0)
+    rate = measured.images_per_second
+    plan.epochs = clock.expected_epochs(learner.epoch_images, rate, leader.val_every)
+    race_epochs = winner / (1 + RACE_VALIDATION_SHARE) * rate / max(learner.epoch_images, 1)
+    plan.revise_class_weights(plan.epochs + max(race_epochs, learner.epochs_seen))
     return plan
