@@ -303,6 +303,7 @@ def run_arm(
         "epochs_run": _epochs_run(card.history),
         "expected_epochs": plan.get("expected_epochs"),
         "planned_epochs": planned.get("expected_epochs"),
+        "planned_winner_epochs": _planned_for(planned, race),
         "planned_race": planned.get("planned_race"),
         "choices": {c["option"]: c["value"] for c in plan.get("choices", [])},
         "race": {
@@ -323,7 +324,11 @@ def run_arm(
     }
     log(
         f"    mIoU {result['mIoU']:.4f}, {result['epochs_run']:.1f} epochs (expected {result['expected_epochs']}"
-        + (f", `segkit plan` {result['planned_epochs']}" if planned else "")
+        + (
+            f", `segkit plan` {result['planned_epochs']} / {result['planned_winner_epochs']} for the winner"
+            if planned
+            else ""
+        )
         + "), "
         f"{seconds:.0f}s for a {budget:.0f}s budget"
         + (f", race won by {result['race']['winner']}" if result["race"]["raced"] else "")
@@ -341,6 +346,14 @@ def _planned(command: list[str], env: dict[str, str]) -> dict[str, Any]:
         [*command[:3], "plan", *options, "--json"], env=env, capture_output=True, text=True, check=True
     )
     return json.loads(finished.stdout)
+
+
+def _planned_for(planned: dict[str, Any], race: dict[str, Any]) -> int | None:
+    """The epochs `segkit plan` expected for the recipe that won the run's race (the leader's without a race)."""
+    if not race.get("raced"):
+        return planned.get("expected_epochs")
+    label = race["entries"][race["winner"]]["label"]
+    return next((c.get("expected_epochs") for c in planned.get("candidates", []) if c["label"] == label), None)
 
 
 def _epochs_run(history: list[dict[str, Any]]) -> float:
@@ -399,7 +412,11 @@ def targets_for(dataset: str, results: dict[str, dict[str, Any]], budget: float)
                 baseline = main_score(dataset, results[f"no-plan/{profile}"])
                 targets.append(Target(f"{label} ({profile}): plan − no-plan {score}", plan - baseline, 0.0, unit=""))
     for key, result in results.items():
-        for field, said_by in (("expected_epochs", "the run"), ("planned_epochs", "`segkit plan`")):
+        for field, said_by in (
+            ("expected_epochs", "the run"),
+            ("planned_epochs", "`segkit plan` (its leader)"),
+            ("planned_winner_epochs", "`segkit plan` (the winner, should it win)"),
+        ):
             if result.get(field) and key.startswith("plan"):
                 targets.append(
                     Target(

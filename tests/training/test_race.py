@@ -360,6 +360,9 @@ def test_the_plan_expects_the_epochs_after_its_race(
     # as the run counts its epochs: after the race; the measured slice was the winner's first rung
     assert spent == [pytest.approx(seconds - probed[0])]
     assert f"after a race of {racers}" in plan.format() and plan.to_dict()["planned_race"]["candidates"] == racers
+    # every racer's epochs should it win: the leader's measured, the others' scaled by their speed
+    expected = [c.expected_epochs for c in plan.candidates if c.expected_epochs is not None]
+    assert len(expected) == racers and expected[0] == plan.epochs and "epochs if it wins" in plan.format()
 
 
 def measured_slice(data: Path, tmp_path: Path) -> dict[str, Any]:

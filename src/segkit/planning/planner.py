@@ -123,6 +123,12 @@ class Candidate:
     choices: dict[str, Any]
     reason: str = ""
     steps_per_second: float | None = None  # first guess from the synthetic probe (None: not measured)
+    expected_epochs: int | None = None  # after the race should it win, measured (``segkit plan``; None: not known)
+
+    @property
+    def winning(self) -> str:
+        """``"; ~N epochs if it wins"`` when known."""
+        return f"; ~{self.expected_epochs} epochs if it wins" if self.expected_epochs is not None else ""
 
 
 @dataclass
@@ -188,6 +194,20 @@ class Plan:
         choice.value, choice.reason = value, reason
         return choice
 
+    def expect(self, epochs: int, racing: set[str]) -> None:
+        """``epochs`` expected for the leading recipe (measured on the real path), and for every candidate that
+        races (labels ``racing``) should it win: the leader's scaled by its first-guess speed (images per second)."""
+        self.epochs = epochs
+        batch = next((c.value for c in self.choices if c.option == "batch_size"), 1)
+
+        def speed(candidate: Candidate) -> float:
+            return (candidate.steps_per_second or 0.0) * candidate.choices.get("batch_size", batch)
+
+        leader = speed(self.candidates[0]) if self.candidates else 0.0
+        for candidate in self.candidates:
+            if leader and speed(candidate) and candidate.label in racing:
+                candidate.expected_epochs = max(1, round(epochs * speed(candidate) / leader))
+
     def format(self) -> str:
         """The printout: the data, then one line per choice with its reason, then the race's candidates."""
         lines = [f"plan ({self.device}, {self.seconds:.1f}s): {self.fingerprint.describe()}"]
@@ -212,7 +232,8 @@ class Plan:
         elif len(self.candidates) > 1:
             lines.append("  race candidates (the budget decides how many race; the leader first):")
             lines += [
-                f"    {k}. {candidate.label}: {candidate.reason}" for k, candidate in enumerate(self.candidates, 1)
+                f"    {k}. {candidate.label}: {candidate.reason}{candidate.winning}"
+                for k, candidate in enumerate(self.candidates, 1)
             ]
         if self.left_out:
             lines.append(f"  not raced     {self.left_out}")
@@ -236,7 +257,13 @@ class Plan:
                 "expected_epochs": self.epochs,
                 "planned_race": {"candidates": self.planned_race[0], "seconds": round(self.planned_race[1], 1)},
                 "candidates": [
-                    {"label": c.label, "choices": _plain(c.choices), "reason": c.reason} for c in self.candidates
+                    {
+                        "label": c.label,
+                        "choices": _plain(c.choices),
+                        "reason": c.reason,
+                        "expected_epochs": c.expected_epochs,
+                    }
+                    for c in self.candidates
                 ],
                 "race": self.race,
                 "no_race": self.no_race,

@@ -604,7 +604,8 @@ def plan_training(config: Any) -> Any:
     # the race's seconds count as spent; the probe's were the winner's first slice
     clock.elapsed_before = max(losers + winner - probe.record.seconds, 0.0)
     rate = measured.images_per_second
-    plan.epochs = clock.expected_epochs(learner.epoch_images, rate, leader.val_every)
+    epochs = clock.expected_epochs(learner.epoch_images, rate, leader.val_every)
+    plan.expect(epochs, {racer.label for racer in racers} if len(racers) > 1 else set())
     race_epochs = winner / (1 + RACE_VALIDATION_SHARE) * rate / max(learner.epoch_images, 1)
-    plan.revise_class_weights(plan.epochs + max(race_epochs, learner.epochs_seen))
+    plan.revise_class_weights(epochs + max(race_epochs, learner.epochs_seen))
     return plan
