@@ -344,12 +344,12 @@ def test_the_plan_expects_the_epochs_after_its_race(
         probed.append(self.record.seconds)
         return result
 
-    spent: list[float] = []  # what the clock counts as spent before the epochs it expects
+    spent: list[float] = []  # the seconds the clock is told will be spent before the epochs it expects
     clock_expects = RunClock.expected_epochs
 
-    def recording(self: RunClock, *args: Any) -> int:
-        spent.append(self.elapsed_before)
-        return clock_expects(self, *args)
+    def recording(self: RunClock, *args: Any, before: float = 0.0) -> int:
+        spent.append(before)
+        return clock_expects(self, *args, before=before)
 
     monkeypatch.setattr(Race, "run", probe_run)
     monkeypatch.setattr(RunClock, "expected_epochs", recording)

@@ -125,11 +125,6 @@ class Candidate:
     steps_per_second: float | None = None  # first guess from the synthetic probe (None: not measured)
     expected_epochs: int | None = None  # after the race should it win, measured (``segkit plan``; None: not known)
 
-    @property
-    def winning(self) -> str:
-        """``"; ~N epochs if it wins"`` when known."""
-        return f"; ~{self.expected_epochs} epochs if it wins" if self.expected_epochs is not None else ""
-
 
 @dataclass
 class Choice:
@@ -231,10 +226,10 @@ class Plan:
             lines.append(f"  race           none: {self.no_race}")
         elif len(self.candidates) > 1:
             lines.append("  race candidates (the budget decides how many race; the leader first):")
-            lines += [
-                f"    {k}. {candidate.label}: {candidate.reason}{candidate.winning}"
-                for k, candidate in enumerate(self.candidates, 1)
-            ]
+            for k, candidate in enumerate(self.candidates, 1):
+                epochs = candidate.expected_epochs
+                winning = f"; ~{epochs} epochs if it wins" if epochs is not None else ""
+                lines.append(f"    {k}. {candidate.label}: {candidate.reason}{winning}")
         if self.left_out:
             lines.append(f"  not raced     {self.left_out}")
         return "\n".join(lines)

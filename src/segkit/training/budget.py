@@ -88,14 +88,14 @@ class RunClock:
         """The schedule position of the recipe training now."""
         return self.progress_at(self.elapsed - self.loser_seconds)
 
-    def expected_epochs(self, epoch_images: int, images_per_second: float, val_every: int) -> int:
+    def expected_epochs(self, epoch_images: int, images_per_second: float, val_every: int, before: float = 0.0) -> int:
         """Epochs of ``epoch_images`` each the rest of the budget allows at the measured speed, validations and
-        checkpoints included."""
+        checkpoints included, once ``before`` more seconds are spent (``segkit plan``: on the race it plans)."""
         return expected_epochs(
             epoch_images,
             images_per_second,
             self.last_validation_seconds + self.save_seconds,
-            self.time_limit() - self.elapsed,
+            self.time_limit() - self.elapsed - before,
             val_every,
         )
 

@@ -601,10 +601,10 @@ def plan_training(config: Any) -> Any:
     racers, slice_seconds, _ = (candidates[:1], 0.0, skip) if skip else choose_racers(candidates, budget, probe.kind)
     losers, winner = planned_race_seconds(len(racers), slice_seconds)
     plan.planned_race = (len(racers), losers + winner)
-    # the race's seconds count as spent; the probe's were the winner's first slice
-    clock.elapsed_before = max(losers + winner - probe.record.seconds, 0.0)
     rate = measured.images_per_second
-    epochs = clock.expected_epochs(learner.epoch_images, rate, leader.val_every)
+    # the epochs after the race, as the run counts them; the probe's seconds were the winner's first slice
+    before = max(losers + winner - probe.record.seconds, 0.0)
+    epochs = clock.expected_epochs(learner.epoch_images, rate, leader.val_every, before=before)
     plan.expect(epochs, {racer.label for racer in racers} if len(racers) > 1 else set())
     race_epochs = winner / (1 + RACE_VALIDATION_SHARE) * rate / max(learner.epoch_images, 1)
     plan.revise_class_weights(epochs + max(race_epochs, learner.epochs_seen))
