@@ -175,15 +175,18 @@ def race_size(candidates: int, budget: float, kind: str) -> tuple[int, float, st
 
 
 def choose_racers(
-    candidates: Sequence[RaceCandidate], budget: float, kind: str
+    candidates: Sequence[RaceCandidate], budget: float, kind: str, skip: str = ""
 ) -> tuple[list[RaceCandidate], float, str]:
-    """The candidates that race, their first slice, and why there is no race (``""``: there is one).
+    """The candidates that race, their first slice, and why there is no race (``""``: there is one; ``skip``: the
+    caller's reason not to race, ``--no-race`` or the plan's own).
 
     Every racer, the leader included, is expected to take :data:`MIN_STEPS` optimiser steps in
     its first slice (scores after a handful of steps say little): when the leader is slower
     than that, fewer candidates race with longer slices, and when not even two can, the
     rule-based leader trains without a race. Too slow challengers are passed over.
     """
+    if skip:
+        return list(candidates[:1]), 0.0, skip
     count, _, why = race_size(len(candidates), budget, kind)
     while count > 1:
         first = first_slice(count, budget)
@@ -224,12 +227,9 @@ class Race:
         skip: str = "",
     ) -> None:
         self.kind = "gpu" if device.type == "cuda" else "cpu"
-        if skip:  # the caller's reason (--no-race, the plan's own), said where it was decided
-            self.candidates, self.slice, skipped = list(candidates[:1]), 0.0, skip
-        else:
-            self.candidates, self.slice, skipped = choose_racers(candidates, budget, self.kind)
-            if skipped and len(candidates) > 1:
-                logger.info("race none: %s", skipped)
+        self.candidates, self.slice, skipped = choose_racers(candidates, budget, self.kind, skip)
+        if skipped and not skip and len(candidates) > 1:  # the caller's reason was said where it was decided
+            logger.info("race none: %s", skipped)
         self.count = len(self.candidates)
         self.build = build
         self.progress = progress
@@ -598,7 +598,7 @@ def plan_training(config: Any) -> Any:
             data.val_indices, probe.pixels[0], measured.validation, budget
         )
     candidates, skip = plan_candidates(plan, config)
-    racers, slice_seconds, _ = (candidates[:1], 0.0, skip) if skip else choose_racers(candidates, budget, probe.kind)
+    racers, slice_seconds, _ = choose_racers(candidates, budget, probe.kind, skip)
     losers, winner = planned_race_seconds(len(racers), slice_seconds)
     plan.planned_race = (len(racers), losers + winner)
     rate = measured.images_per_second
@@ -606,6 +606,6 @@ def plan_training(config: Any) -> Any:
     before = max(losers + winner - probe.record.seconds, 0.0)
     epochs = clock.expected_epochs(learner.epoch_images, rate, leader.val_every, before=before)
     plan.expect(epochs, {racer.label for racer in racers} if len(racers) > 1 else set())
-    race_epochs = winner / (1 + RACE_VALIDATION_SHARE) * rate / max(learner.epoch_images, 1)
+    race_epochs = halving_units(len(racers))[1] * slice_seconds * rate / max(learner.epoch_images, 1)
     plan.revise_class_weights(epochs + max(race_epochs, learner.epochs_seen))
     return plan
